@@ -1,0 +1,285 @@
+//! The gateway's configuration file (TOML).
+//!
+//! Secrets are never written in the file itself: the user PIN and each
+//! credential's secret access key are read from a file or an environment
+//! variable named here, and held in `secrecy` types from then on.
+//! See `docs/configuration.md` for the reference.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration in {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on, `127.0.0.1:8080` unless set here or by `--listen`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// ARN partition, region and account: SDKs and the Encryption SDK parse
+    /// the key ARNs, and sign for the region the ARN names.
+    #[serde(default = "default_partition")]
+    pub partition: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default = "default_account")]
+    pub account_id: String,
+    /// Request bodies larger than this are refused before parsing.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    pub hsm: HsmConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// Where the IV of an AES-GCM operation comes from (DESIGN.md decision 5).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IvSource {
+    /// kmsgate draws 12 bytes from the token's RNG and passes them in
+    /// (SoftHSM2).
+    #[default]
+    Caller,
+    /// The token generates the IV itself and writes it back into the
+    /// parameter buffer (nShield, FIPS-mode Luna).
+    Token,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmConfig {
+    /// Path of the PKCS#11 module (`libsofthsm2.so`, a vendor's library).
+    pub module: PathBuf,
+    /// Label of the token that holds kmsgate's keys.
+    pub token_label: String,
+    /// The user PIN: a file holding it, or an environment variable.
+    pub pin_file: Option<PathBuf>,
+    pub pin_env: Option<String>,
+    /// Sessions in the worker pool. SoftHSM2 serialises internally and gets
+    /// slower past two threads in one process, so the default is 2.
+    #[serde(default = "default_sessions")]
+    pub sessions: usize,
+    /// Requests that may wait for a session; more are refused at once with
+    /// ThrottlingException.
+    #[serde(default = "default_queue_depth")]
+    pub queue_depth: usize,
+    /// How long a request may wait for a session before it fails with
+    /// ThrottlingException.
+    #[serde(default = "default_queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
+    #[serde(default)]
+    pub iv_source: IvSource,
+    /// Use C_WrapKey for GenerateDataKeyWithoutPlaintext where the token
+    /// advertises CKF_WRAP for CKM_AES_GCM. `false` forces C_Encrypt.
+    #[serde(default = "default_true")]
+    pub use_wrap_when_available: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accept unsigned requests. Off unless set explicitly.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// How far a request's X-Amz-Date may be from the gateway's clock.
+    #[serde(default = "default_skew")]
+    pub max_clock_skew_secs: u64,
+    #[serde(default)]
+    pub credentials: Vec<CredentialConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            allow_anonymous: false,
+            max_clock_skew_secs: default_skew(),
+            credentials: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    pub access_key_id: String,
+    /// The secret access key: a file holding it, or an environment variable.
+    pub secret_file: Option<PathBuf>,
+    pub secret_env: Option<String>,
+    /// Name recorded in the audit log for requests signed with this key;
+    /// the access key id when not set.
+    pub principal: Option<String>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_partition() -> String {
+    "aws".into()
+}
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_account() -> String {
+    "111122223333".into()
+}
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_sessions() -> usize {
+    2
+}
+fn default_queue_depth() -> usize {
+    4096
+}
+fn default_queue_timeout_ms() -> u64 {
+    2000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_skew() -> u64 {
+    300
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ConfigError::Invalid(
+                "account_id must be 12 digits".to_owned(),
+            ));
+        }
+        let simple = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if !simple(&self.region) {
+            return Err(ConfigError::Invalid(format!(
+                "region '{}' must be lowercase letters, digits and '-'",
+                self.region
+            )));
+        }
+        if !simple(&self.partition) {
+            return Err(ConfigError::Invalid(format!(
+                "partition '{}' must be lowercase letters, digits and '-'",
+                self.partition
+            )));
+        }
+        if self.hsm.sessions == 0 {
+            return Err(ConfigError::Invalid(
+                "hsm.sessions must be at least 1".into(),
+            ));
+        }
+        if self.hsm.pin_file.is_some() == self.hsm.pin_env.is_some() {
+            return Err(ConfigError::Invalid(
+                "set exactly one of hsm.pin_file and hsm.pin_env".into(),
+            ));
+        }
+        for c in &self.auth.credentials {
+            if c.secret_file.is_some() == c.secret_env.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "credential {}: set exactly one of secret_file and secret_env",
+                    c.access_key_id
+                )));
+            }
+        }
+        if self.auth.credentials.is_empty() && !self.auth.allow_anonymous {
+            return Err(ConfigError::Invalid(
+                "no [[auth.credentials]] and allow_anonymous is false: no request could succeed"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Reads a secret from a file (trailing newline removed) or an environment
+/// variable. The error names where it looked, never what it found.
+pub fn read_secret(file: Option<&Path>, env: Option<&str>) -> Result<SecretString, ConfigError> {
+    match (file, env) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let trimmed = text.trim_end_matches(['\n', '\r']);
+            if trimmed.is_empty() {
+                return Err(ConfigError::Invalid(format!("{} is empty", path.display())));
+            }
+            Ok(SecretString::from(trimmed.to_owned()))
+        }
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
+            _ => Err(ConfigError::Invalid(format!(
+                "environment variable {var} is not set"
+            ))),
+        },
+        (None, None) => Err(ConfigError::Invalid("no secret source given".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [hsm]
+        module = "/usr/lib/softhsm/libsofthsm2.so"
+        token_label = "kmsgate"
+        pin_env = "KMSGATE_PIN"
+        [[auth.credentials]]
+        access_key_id = "AKIDEXAMPLE"
+        secret_env = "KMSGATE_SECRET"
+    "#;
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let c: Config = toml::from_str(MINIMAL).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.region, "us-east-1");
+        assert_eq!(c.hsm.sessions, 2);
+        assert_eq!(c.hsm.iv_source, IvSource::Caller);
+        assert!(!c.auth.allow_anonymous);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let text = format!("pin = \"1234\"\n{MINIMAL}");
+        assert!(toml::from_str::<Config>(&text).is_err());
+    }
+
+    #[test]
+    fn account_must_be_twelve_digits() {
+        let text = format!("account_id = \"12345\"\n{MINIMAL}");
+        let c: Config = toml::from_str(&text).unwrap();
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,246 @@
+//! Token objects: master key versions and kmsgate's data objects.
+//!
+//! A master key version is an AES-256 secret key generated on the token as
+//! `CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE` and not `CKA_EXTRACTABLE`:
+//! nothing, kmsgate included, can read its value or wrap it out. Everything
+//! else kmsgate keeps (key metadata, aliases) is a private `CKO_DATA` object
+//! whose `CKA_APPLICATION` is [`APPLICATION`], so the token is the only state
+//! and a backup of the token is a backup of everything (DESIGN.md decision 3).
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+
+use super::HsmError;
+
+/// `CKA_APPLICATION` of every data object kmsgate owns.
+pub const APPLICATION: &[u8] = b"kmsgate";
+
+/// A handle to one master key version on the token. Only this module makes
+/// them, so a data object's handle can never be passed where a key belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MasterKeyVersion(ObjectHandle);
+
+impl MasterKeyVersion {
+    pub(super) fn handle(self) -> ObjectHandle {
+        self.0
+    }
+}
+
+/// A handle to one of kmsgate's data objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataHandle(ObjectHandle);
+
+/// A data object as read from the token.
+#[derive(Debug, Clone)]
+pub struct DataObject {
+    pub handle: DataHandle,
+    pub label: String,
+    pub value: Vec<u8>,
+}
+
+/// Generates a new AES-256 master key version on the token.
+/// `wrap` sets CKA_WRAP, needed only where data keys are made by C_WrapKey.
+pub fn generate_master_key(
+    session: &Session,
+    label: &str,
+    id: &[u8],
+    wrap: bool,
+) -> Result<MasterKeyVersion, HsmError> {
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Modifiable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Wrap(wrap),
+        Attribute::Unwrap(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+    ];
+    let handle = session.generate_key(&Mechanism::AesKeyGen, &template)?;
+    Ok(MasterKeyVersion(handle))
+}
+
+/// Finds a master key version by its label.
+pub fn find_master_key(
+    session: &Session,
+    label: &str,
+) -> Result<Option<MasterKeyVersion>, HsmError> {
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    Ok(session
+        .find_objects(&template)?
+        .first()
+        .map(|h| MasterKeyVersion(*h)))
+}
+
+/// The protection attributes of a master key version, as the token reports
+/// them: (CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_NEVER_EXTRACTABLE).
+pub fn key_protection(
+    session: &Session,
+    key: MasterKeyVersion,
+) -> Result<(bool, bool, bool), HsmError> {
+    let attrs = session.get_attributes(
+        key.handle(),
+        &[
+            AttributeType::Sensitive,
+            AttributeType::Extractable,
+            AttributeType::NeverExtractable,
+        ],
+    )?;
+    let (mut sensitive, mut extractable, mut never) = (false, true, false);
+    for a in attrs {
+        match a {
+            Attribute::Sensitive(v) => sensitive = v,
+            Attribute::Extractable(v) => extractable = v,
+            Attribute::NeverExtractable(v) => never = v,
+            _ => {}
+        }
+    }
+    Ok((sensitive, extractable, never))
+}
+
+/// Tries to read CKA_VALUE of a master key version. On a correctly made key
+/// this always fails (CKR_ATTRIBUTE_SENSITIVE, or the attribute missing);
+/// it exists so that a test can prove it.
+pub fn try_read_key_value(
+    session: &Session,
+    key: MasterKeyVersion,
+) -> Result<Option<Vec<u8>>, HsmError> {
+    let attrs = session.get_attributes(key.handle(), &[AttributeType::Value])?;
+    Ok(attrs.into_iter().find_map(|a| match a {
+        Attribute::Value(v) => Some(v),
+        _ => None,
+    }))
+}
+
+/// Destroys a master key version: its ciphertexts are gone for good.
+pub fn destroy_master_key(session: &Session, key: MasterKeyVersion) -> Result<(), HsmError> {
+    Ok(session.destroy_object(key.handle())?)
+}
+
+fn data_template(label: Option<&str>) -> Vec<Attribute> {
+    let mut t = vec![
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Application(APPLICATION.to_vec()),
+    ];
+    if let Some(label) = label {
+        t.push(Attribute::Label(label.as_bytes().to_vec()));
+    }
+    t
+}
+
+/// Creates a private data object owned by kmsgate.
+pub fn create_data(session: &Session, label: &str, value: &[u8]) -> Result<DataHandle, HsmError> {
+    let mut template = data_template(Some(label));
+    template.extend([
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Modifiable(true),
+        Attribute::Value(value.to_vec()),
+    ]);
+    Ok(DataHandle(session.create_object(&template)?))
+}
+
+/// Replaces a data object: creates the new one, then destroys the old.
+///
+/// Tokens need not let CKA_VALUE change (SoftHSM2 answers
+/// CKR_ATTRIBUTE_READ_ONLY), so a record is never modified in place. The
+/// caller's records carry a revision number: a crash between the two steps
+/// leaves both objects, and readers take the higher revision.
+pub fn replace_data(
+    session: &Session,
+    old: DataHandle,
+    label: &str,
+    value: &[u8],
+) -> Result<DataHandle, HsmError> {
+    let new = create_data(session, label, value)?;
+    if let Err(e) = session.destroy_object(old.0) {
+        tracing::warn!(label, error = %e, "superseded data object not destroyed; readers skip it");
+    }
+    Ok(new)
+}
+
+pub fn destroy_data(session: &Session, handle: DataHandle) -> Result<(), HsmError> {
+    Ok(session.destroy_object(handle.0)?)
+}
+
+/// Reads kmsgate's data objects: all of them, or those with one label.
+pub fn read_data(session: &Session, label: Option<&str>) -> Result<Vec<DataObject>, HsmError> {
+    let handles = session.find_objects(&data_template(label))?;
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        let attrs =
+            session.get_attributes(handle, &[AttributeType::Label, AttributeType::Value])?;
+        let mut label = String::new();
+        let mut value = Vec::new();
+        for a in attrs {
+            match a {
+                Attribute::Label(l) => label = String::from_utf8_lossy(&l).into_owned(),
+                Attribute::Value(v) => value = v,
+                _ => {}
+            }
+        }
+        out.push(DataObject {
+            handle: DataHandle(handle),
+            label,
+            value,
+        });
+    }
+    Ok(out)
+}
+
+/// Every secret key on the token with its label, read in one search: one
+/// C_FindObjects for all keys beats one per key when thousands exist.
+pub fn list_master_keys(session: &Session) -> Result<Vec<(String, MasterKeyVersion)>, HsmError> {
+    let handles = session.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])?;
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        let attrs = session.get_attributes(handle, &[AttributeType::Label])?;
+        for a in attrs {
+            if let Attribute::Label(l) = a {
+                out.push((
+                    String::from_utf8_lossy(&l).into_owned(),
+                    MasterKeyVersion(handle),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Tries to wrap a master key version out of the token under a fresh
+/// session key (CKM_AES_KEY_WRAP). Answers `Ok(true)` if the token let it
+/// out, which must never happen; the refusal is what the custody check
+/// wants to see.
+pub fn try_wrap_out(session: &Session, key: MasterKeyVersion) -> Result<bool, HsmError> {
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(false),
+        Attribute::Wrap(true),
+    ];
+    let kek = session.generate_key(&Mechanism::AesKeyGen, &template)?;
+    let result = session.wrap_key(&Mechanism::AesKeyWrap, kek, key.handle());
+    let _ = session.destroy_object(kek);
+    match result {
+        Ok(_) => Ok(true),
+        Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::KeyUnextractable | cryptoki::error::RvError::KeyNotWrappable,
+            _,
+        )) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}

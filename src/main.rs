@@ -1,0 +1,135 @@
+//! The `kmsgate` binary: parses the command line and starts the gateway.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use kmsgate::config::Config;
+use kmsgate::server;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "An AWS KMS-compatible key service backed by a PKCS#11 token"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the KMS API.
+    Serve {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Address to listen on; overrides `listen` in the config.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Check that every master key version on the token is sensitive and
+    /// can be neither read nor wrapped out. Exits non-zero if one can.
+    CheckKeys {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_env("KMSGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kmsgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve { config, listen } => runtime.block_on(run(config, listen)),
+        Command::CheckKeys { config } => runtime.block_on(check_keys(config)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("kmsgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> Result<(), server::StartError> {
+    let config = Config::load(&config_path)?;
+    let (state, hsm) = server::build(&config).await?;
+    let addr = listen.unwrap_or(config.listen);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "listening");
+    // One line on stdout, for scripts and tests that started us on port 0.
+    let mut out = std::io::stdout();
+    writeln!(out, "kmsgate listening on http://{local}")?;
+    out.flush()?;
+    server::serve(listener, state.clone(), server::shutdown_signal()).await?;
+    drop(state);
+    if let Ok(hsm) = Arc::try_unwrap(hsm) {
+        hsm.shutdown();
+    }
+    Ok(())
+}
+
+async fn check_keys(config_path: PathBuf) -> Result<(), server::StartError> {
+    let config = Config::load(&config_path)?;
+    let (state, _hsm) = server::build(&config).await?;
+    let report = state.store.custody_report().await?;
+    let mut out = std::io::stdout();
+    let mut unsafe_versions = 0;
+    for c in &report {
+        if !c.is_safe() {
+            unsafe_versions += 1;
+        }
+        writeln!(
+            out,
+            "{} v{} sensitive={} extractable={} never_extractable={} value_readable={} wrap_out={} {}",
+            c.key_id,
+            c.version,
+            c.sensitive,
+            c.extractable,
+            c.never_extractable,
+            c.value_readable,
+            if c.wrapped_out { "ALLOWED" } else { "refused" },
+            if c.is_safe() { "ok" } else { "UNSAFE" },
+        )?;
+    }
+    writeln!(
+        out,
+        "{} key versions checked, {unsafe_versions} unsafe",
+        report.len()
+    )?;
+    if unsafe_versions > 0 {
+        return Err(format!("{unsafe_versions} key versions are not protected").into());
+    }
+    Ok(())
+}

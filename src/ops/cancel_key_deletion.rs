@@ -1,0 +1,38 @@
+//! CancelKeyDeletion: a key pending deletion goes back to Disabled (not
+//! Enabled), as in AWS KMS.
+
+use serde::Serialize;
+
+use super::Ctx;
+use super::shapes::KeyIdRequest;
+use crate::error::KmsError;
+use crate::keystore::KeyState;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CancelKeyDeletionResponse {
+    pub key_id: String,
+}
+
+pub async fn handle(
+    ctx: &mut Ctx<'_>,
+    req: KeyIdRequest,
+) -> Result<CancelKeyDeletionResponse, KmsError> {
+    let key = ctx.store.resolve(req.key_id()?).await?;
+    let arn = ctx.store.realm().key_arn(key.id());
+    ctx.audit(arn.clone());
+    ctx.store
+        .update_key(key.id(), |r| {
+            if r.state != KeyState::PendingDeletion {
+                return Err(KmsError::InvalidState(format!(
+                    "{arn} is not pending deletion."
+                )));
+            }
+            r.state = KeyState::Disabled;
+            r.deletion_date = None;
+            r.pending_window_days = None;
+            Ok(())
+        })
+        .await?;
+    Ok(CancelKeyDeletionResponse { key_id: arn })
+}

@@ -1,0 +1,85 @@
+//! CreateAlias: a friendly name for a key, stored on the token.
+
+use serde::Deserialize;
+
+use super::Ctx;
+use super::shapes::{Empty, check_key_id, pending_deletion};
+use super::validate::Violations;
+use crate::arn::KeyRef;
+use crate::error::KmsError;
+use crate::keystore::{Key, KeyState};
+use std::sync::Arc;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateAliasRequest {
+    pub alias_name: Option<String>,
+    pub target_key_id: Option<String>,
+}
+
+const ALIAS_PATTERN: &str = "^[a-zA-Z0-9:/_-]+$";
+
+/// Validates an AliasName member: AWS's length, pattern and prefix rules.
+pub fn check_alias_name(v: &mut Violations, name: &Option<String>) {
+    if v.required("aliasName", name)
+        && let Some(n) = name
+    {
+        v.str_len("aliasName", n, 1, 256);
+        v.pattern(
+            "aliasName",
+            n,
+            n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'/' | b'_' | b'-')),
+            ALIAS_PATTERN,
+        );
+    }
+}
+
+/// The prefix rule, checked after the model's constraints.
+pub fn check_alias_prefix(name: &str) -> Result<(), KmsError> {
+    if !name.starts_with("alias/") {
+        return Err(KmsError::Validation(
+            "Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html".into(),
+        ));
+    }
+    if name.len() == "alias/".len() {
+        return Err(KmsError::InvalidAliasName(
+            "Alias name must have at least one character after \"alias/\".".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves TargetKeyId: a key id or key ARN (not an alias), of a key that
+/// is not pending deletion.
+pub async fn target_key(ctx: &Ctx<'_>, target: &str) -> Result<Arc<Key>, KmsError> {
+    let realm = ctx.store.realm();
+    if let KeyRef::Alias(_) = realm.parse_key_ref(target)? {
+        return Err(KmsError::Validation(
+            "TargetKeyId must be a key ID or key ARN, not an alias.".into(),
+        ));
+    }
+    let key = ctx.store.resolve(target).await?;
+    if key.record.state == KeyState::PendingDeletion {
+        return Err(pending_deletion(realm, &key));
+    }
+    Ok(key)
+}
+
+pub async fn handle(ctx: &mut Ctx<'_>, req: CreateAliasRequest) -> Result<Empty, KmsError> {
+    let mut v = Violations::new();
+    check_alias_name(&mut v, &req.alias_name);
+    check_key_id(&mut v, "targetKeyId", &req.target_key_id);
+    v.finish()?;
+    let name = req.alias_name.as_deref().unwrap_or_default();
+    check_alias_prefix(name)?;
+    if name.starts_with("alias/aws/") {
+        return Err(KmsError::InvalidAliasName(
+            "The alias name cannot begin with alias/aws/. That prefix is reserved for AWS managed keys.".into(),
+        ));
+    }
+    let key = target_key(ctx, req.target_key_id.as_deref().unwrap_or_default()).await?;
+    ctx.audit(ctx.store.realm().key_arn(key.id()));
+    ctx.store.create_alias(name, key.id()).await?;
+    Ok(Empty {})
+}

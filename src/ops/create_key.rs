@@ -1,0 +1,181 @@
+//! CreateKey: a symmetric ENCRYPT_DECRYPT key whose material is generated
+//! on the token and never leaves it.
+
+use serde::{Deserialize, Serialize};
+
+use super::Ctx;
+use super::shapes::{KeyMetadata, SYMMETRIC_DEFAULT, TagShape};
+use super::validate::Violations;
+use crate::error::KmsError;
+use crate::keystore::Tag;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateKeyRequest {
+    pub policy: Option<String>,
+    pub description: Option<String>,
+    pub key_usage: Option<String>,
+    pub customer_master_key_spec: Option<String>,
+    pub key_spec: Option<String>,
+    pub origin: Option<String>,
+    pub custom_key_store_id: Option<String>,
+    pub bypass_policy_lockout_safety_check: Option<bool>,
+    pub tags: Option<Vec<TagShape>>,
+    pub multi_region: Option<bool>,
+    pub xks_key_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateKeyResponse {
+    pub key_metadata: KeyMetadata,
+}
+
+pub const KEY_SPECS: &[&str] = &[
+    "RSA_2048",
+    "RSA_3072",
+    "RSA_4096",
+    "ECC_NIST_P256",
+    "ECC_NIST_P384",
+    "ECC_NIST_P521",
+    "ECC_SECG_P256K1",
+    "SYMMETRIC_DEFAULT",
+    "HMAC_224",
+    "HMAC_256",
+    "HMAC_384",
+    "HMAC_512",
+    "SM2",
+    "ML_DSA_44",
+    "ML_DSA_65",
+    "ML_DSA_87",
+    "ECC_NIST_EDWARDS25519",
+];
+const KEY_USAGES: &[&str] = &[
+    "SIGN_VERIFY",
+    "ENCRYPT_DECRYPT",
+    "GENERATE_VERIFY_MAC",
+    "KEY_AGREEMENT",
+];
+const ORIGINS: &[&str] = &["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"];
+pub const MAX_TAGS: usize = 50;
+
+/// Validates tags as AWS does: lengths as ValidationException, the rest
+/// (count, duplicates, the reserved `aws:` prefix) as TagException.
+pub fn check_tags(tags: &[TagShape]) -> Result<Vec<Tag>, KmsError> {
+    let mut v = Violations::new();
+    for (i, t) in tags.iter().enumerate() {
+        v.str_len(&format!("tags.{}.member.tagKey", i + 1), &t.tag_key, 1, 128);
+        v.str_len(
+            &format!("tags.{}.member.tagValue", i + 1),
+            &t.tag_value,
+            0,
+            256,
+        );
+    }
+    v.finish()?;
+    if tags.len() > MAX_TAGS {
+        return Err(KmsError::Tag("Too many tags".into()));
+    }
+    let mut out: Vec<Tag> = Vec::with_capacity(tags.len());
+    for t in tags {
+        if t.tag_key.starts_with("aws:") {
+            return Err(KmsError::Tag(
+                "Tags beginning with aws: are reserved".into(),
+            ));
+        }
+        if out.iter().any(|o| o.key == t.tag_key) {
+            return Err(KmsError::Tag("Duplicate tag keys".into()));
+        }
+        out.push(Tag {
+            key: t.tag_key.clone(),
+            value: t.tag_value.clone(),
+        });
+    }
+    Ok(out)
+}
+
+pub async fn handle(
+    ctx: &mut Ctx<'_>,
+    req: CreateKeyRequest,
+) -> Result<CreateKeyResponse, KmsError> {
+    let mut v = Violations::new();
+    if let Some(d) = &req.description {
+        v.str_len("description", d, 0, 8192);
+    }
+    if let Some(p) = &req.policy {
+        v.str_len("policy", p, 1, 131072);
+    }
+    for (member, value) in [
+        ("keySpec", &req.key_spec),
+        ("customerMasterKeySpec", &req.customer_master_key_spec),
+    ] {
+        if let Some(s) = value {
+            v.enum_value(member, s, KEY_SPECS);
+        }
+    }
+    if let Some(u) = &req.key_usage {
+        v.enum_value("keyUsage", u, KEY_USAGES);
+    }
+    if let Some(o) = &req.origin {
+        v.enum_value("origin", o, ORIGINS);
+    }
+    v.finish()?;
+
+    if req.key_spec.is_some() && req.customer_master_key_spec.is_some() {
+        return Err(KmsError::Validation(
+            "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. CustomerMasterKeySpec is deprecated.".into(),
+        ));
+    }
+    let spec = req
+        .key_spec
+        .as_deref()
+        .or(req.customer_master_key_spec.as_deref())
+        .unwrap_or(SYMMETRIC_DEFAULT);
+    if spec != SYMMETRIC_DEFAULT {
+        if req.key_usage.is_none() {
+            return Err(KmsError::Validation(
+                "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys.".into(),
+            ));
+        }
+        return Err(KmsError::UnsupportedOperation(Some(format!(
+            "KeySpec {spec} is not supported by kmsgate: only SYMMETRIC_DEFAULT keys are."
+        ))));
+    }
+    match req.key_usage.as_deref() {
+        None | Some("ENCRYPT_DECRYPT") => {}
+        Some(u) => {
+            return Err(KmsError::Validation(format!(
+                "KeyUsage {u} is not compatible with KeySpec SYMMETRIC_DEFAULT"
+            )));
+        }
+    }
+    match req.origin.as_deref() {
+        None | Some("AWS_KMS") => {}
+        Some(o) => {
+            return Err(KmsError::UnsupportedOperation(Some(format!(
+                "Origin {o} is not supported by kmsgate: key material is always generated on the token."
+            ))));
+        }
+    }
+    if req.custom_key_store_id.is_some() || req.xks_key_id.is_some() {
+        return Err(KmsError::UnsupportedOperation(Some(
+            "Custom key stores are not supported by kmsgate.".into(),
+        )));
+    }
+    if req.multi_region == Some(true) {
+        return Err(KmsError::UnsupportedOperation(Some(
+            "Multi-Region keys are not supported by kmsgate.".into(),
+        )));
+    }
+    let tags = check_tags(req.tags.as_deref().unwrap_or_default())?;
+
+    let key = ctx
+        .store
+        .create_key(req.description.unwrap_or_default(), tags)
+        .await?;
+    let realm = ctx.store.realm();
+    ctx.audit(realm.key_arn(key.id()));
+    Ok(CreateKeyResponse {
+        key_metadata: KeyMetadata::of(realm, &key),
+    })
+}

@@ -1,0 +1,25 @@
+//! DeleteAlias: removes the alias; the key is untouched.
+
+use serde::Deserialize;
+
+use super::Ctx;
+use super::create_alias::{check_alias_name, check_alias_prefix};
+use super::shapes::Empty;
+use super::validate::Violations;
+use crate::error::KmsError;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteAliasRequest {
+    pub alias_name: Option<String>,
+}
+
+pub async fn handle(ctx: &mut Ctx<'_>, req: DeleteAliasRequest) -> Result<Empty, KmsError> {
+    let mut v = Violations::new();
+    check_alias_name(&mut v, &req.alias_name);
+    v.finish()?;
+    let name = req.alias_name.as_deref().unwrap_or_default();
+    check_alias_prefix(name)?;
+    ctx.store.delete_alias(name).await?;
+    Ok(Empty {})
+}

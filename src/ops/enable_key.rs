@@ -1,0 +1,23 @@
+//! EnableKey: a Disabled key becomes Enabled. A key pending deletion must
+//! first have its deletion cancelled.
+
+use super::Ctx;
+use super::shapes::{Empty, KeyIdRequest, pending_deletion};
+use crate::error::KmsError;
+use crate::keystore::KeyState;
+
+pub async fn handle(ctx: &mut Ctx<'_>, req: KeyIdRequest) -> Result<Empty, KmsError> {
+    let key = ctx.store.resolve(req.key_id()?).await?;
+    let realm = ctx.store.realm();
+    ctx.audit(realm.key_arn(key.id()));
+    ctx.store
+        .update_key(key.id(), |r| match r.state {
+            KeyState::PendingDeletion => Err(pending_deletion(realm, &key)),
+            _ => {
+                r.state = KeyState::Enabled;
+                Ok(())
+            }
+        })
+        .await?;
+    Ok(Empty {})
+}

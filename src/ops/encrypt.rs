@@ -1,0 +1,64 @@
+//! Encrypt: up to 4096 bytes sealed under the key's primary version.
+
+use serde::{Deserialize, Serialize};
+
+use super::Ctx;
+use super::shapes::{
+    Blob, SYMMETRIC_DEFAULT, SecretBlob, check_algorithm, check_key_id, dry_run, require_symmetric,
+};
+use super::validate::Violations;
+use crate::blob::EncryptionContext;
+use crate::error::KmsError;
+use crate::keystore::key_material_id;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncryptRequest {
+    pub key_id: Option<String>,
+    pub plaintext: Option<SecretBlob>,
+    pub encryption_context: Option<EncryptionContext>,
+    pub grant_tokens: Option<Vec<String>>,
+    pub encryption_algorithm: Option<String>,
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncryptResponse {
+    pub ciphertext_blob: Blob,
+    pub key_id: String,
+    pub encryption_algorithm: &'static str,
+    pub key_material_id: String,
+}
+
+pub async fn handle(ctx: &mut Ctx<'_>, req: EncryptRequest) -> Result<EncryptResponse, KmsError> {
+    let mut v = Violations::new();
+    check_key_id(&mut v, "keyId", &req.key_id);
+    if v.required("plaintext", &req.plaintext)
+        && let Some(p) = &req.plaintext
+    {
+        v.blob_len("plaintext", p.0.len(), 1, 4096);
+    }
+    v.grant_tokens(&req.grant_tokens);
+    check_algorithm(&mut v, "encryptionAlgorithm", &req.encryption_algorithm);
+    v.finish()?;
+    let key = ctx
+        .store
+        .resolve(req.key_id.as_deref().unwrap_or_default())
+        .await?;
+    let realm = ctx.store.realm();
+    let arn = realm.key_arn(key.id());
+    ctx.audit(arn.clone());
+    key.check_usable(realm)?;
+    require_symmetric(&req.encryption_algorithm)?;
+    dry_run(req.dry_run)?;
+    let plaintext = req.plaintext.map(|p| p.0).unwrap_or_default();
+    let context = req.encryption_context.unwrap_or_default();
+    let sealed = ctx.store.encrypt(&key, &context, plaintext).await?;
+    Ok(EncryptResponse {
+        ciphertext_blob: Blob(sealed.blob),
+        key_id: arn,
+        encryption_algorithm: SYMMETRIC_DEFAULT,
+        key_material_id: key_material_id(key.id(), sealed.version),
+    })
+}

@@ -1,0 +1,100 @@
+//! GenerateDataKey: a data key made by the token's RNG, returned in
+//! plaintext and sealed under the key's primary version.
+
+use serde::{Deserialize, Serialize};
+
+use super::Ctx;
+use super::shapes::{Blob, SecretBlob, check_key_id, dry_run};
+use super::validate::Violations;
+use crate::blob::EncryptionContext;
+use crate::error::KmsError;
+use std::sync::Arc;
+
+use crate::keystore::{Key, Sealed, key_material_id};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyRequest {
+    pub key_id: Option<String>,
+    pub encryption_context: Option<EncryptionContext>,
+    pub number_of_bytes: Option<i64>,
+    pub key_spec: Option<String>,
+    pub grant_tokens: Option<Vec<String>>,
+    pub recipient: Option<serde_json::Value>,
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyResponse {
+    pub ciphertext_blob: Blob,
+    pub plaintext: SecretBlob,
+    pub key_id: String,
+    pub key_material_id: String,
+}
+
+const DATA_KEY_SPECS: &[&str] = &["AES_256", "AES_128"];
+
+/// What GenerateDataKey and GenerateDataKeyWithoutPlaintext share: the
+/// checks in AWS's order, then the token's work. Returns the key too.
+pub async fn generate(
+    ctx: &mut Ctx<'_>,
+    req: GenerateDataKeyRequest,
+    want_plaintext: bool,
+) -> Result<(Sealed, Arc<Key>), KmsError> {
+    let mut v = Violations::new();
+    check_key_id(&mut v, "keyId", &req.key_id);
+    if let Some(n) = req.number_of_bytes {
+        v.int_range("numberOfBytes", n, 1, 1024);
+    }
+    if let Some(s) = &req.key_spec {
+        v.enum_value("keySpec", s, DATA_KEY_SPECS);
+    }
+    v.grant_tokens(&req.grant_tokens);
+    v.finish()?;
+    let len = match (req.number_of_bytes, req.key_spec.as_deref()) {
+        (Some(n), None) => n as usize,
+        (None, Some("AES_128")) => 16,
+        (None, Some(_)) => 32,
+        _ => {
+            return Err(KmsError::Validation(
+                "Please specify either number of bytes or key spec.".into(),
+            ));
+        }
+    };
+    let key = ctx
+        .store
+        .resolve(req.key_id.as_deref().unwrap_or_default())
+        .await?;
+    let realm = ctx.store.realm();
+    ctx.audit(realm.key_arn(key.id()));
+    key.check_usable(realm)?;
+    dry_run(req.dry_run)?;
+    if req.recipient.is_some() {
+        return Err(KmsError::UnsupportedOperation(Some(
+            "Recipient (attested enclaves) is not supported by kmsgate.".into(),
+        )));
+    }
+    let context = req.encryption_context.unwrap_or_default();
+    let sealed = ctx
+        .store
+        .generate_data_key(&key, &context, len, want_plaintext)
+        .await?;
+    Ok((sealed, key))
+}
+
+pub async fn handle(
+    ctx: &mut Ctx<'_>,
+    req: GenerateDataKeyRequest,
+) -> Result<GenerateDataKeyResponse, KmsError> {
+    let (sealed, key) = generate(ctx, req, true).await?;
+    let plaintext = sealed
+        .plaintext
+        .ok_or_else(|| KmsError::Internal("the token returned no plaintext data key".into()))?;
+    Ok(GenerateDataKeyResponse {
+        ciphertext_blob: Blob(sealed.blob),
+        plaintext: SecretBlob(plaintext),
+        key_id: ctx.store.realm().key_arn(key.id()),
+        key_material_id: key_material_id(key.id(), sealed.version),
+    })
+}

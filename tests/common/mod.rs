@@ -1,0 +1,384 @@
+//! The black-box harness: a fresh SoftHSM2 token in a temp dir, the real
+//! `kmsgate` binary started on a free port against it, and real clients.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_sdk_kms::config::{BehaviorVersion, Region};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4::SigningParams;
+
+pub const REGION: &str = "us-east-1";
+pub const ACCOUNT: &str = "111122223333";
+pub const ACCESS_KEY: &str = "AKIAKMSGATETESTKEY01";
+pub const SECRET: &str = "kmsgate/test+secret0123456789abcdefghijKL";
+pub const PIN: &str = "test-user-pin-4711";
+
+/// A SoftHSM2 token of its own, in a temp dir, with a gateway config.
+pub struct Token {
+    dir: tempfile::TempDir,
+}
+
+pub fn softhsm_module() -> PathBuf {
+    for p in [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    ] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("libsofthsm2.so not found: install softhsm2");
+}
+
+impl Token {
+    pub fn new() -> Arc<Token> {
+        Self::with_config("")
+    }
+
+    /// A fresh token; `extra` is TOML added to the top of the config.
+    pub fn with_config(extra: &str) -> Arc<Token> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        std::fs::create_dir(root.join("tokens")).unwrap();
+        std::fs::write(
+            root.join("softhsm2.conf"),
+            format!(
+                "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", root.join("softhsm2.conf"))
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                "kmsgate",
+                "--so-pin",
+                "so-pin-0815",
+                "--pin",
+                PIN,
+            ])
+            .output()
+            .expect("softhsm2-util runs");
+        assert!(
+            out.status.success(),
+            "softhsm2-util failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(root.join("pin"), PIN).unwrap();
+        std::fs::write(root.join("secret"), SECRET).unwrap();
+        std::fs::write(
+            root.join("kmsgate.toml"),
+            format!(
+                r#"{extra}
+region = "{REGION}"
+account_id = "{ACCOUNT}"
+
+[hsm]
+module = "{module}"
+token_label = "kmsgate"
+pin_file = "{root}/pin"
+
+[[auth.credentials]]
+access_key_id = "{ACCESS_KEY}"
+secret_file = "{root}/secret"
+principal = "tester"
+"#,
+                module = softhsm_module().display(),
+                root = root.display(),
+            ),
+        )
+        .unwrap();
+        Arc::new(Token { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path().join("kmsgate.toml")
+    }
+
+    pub fn softhsm_conf(&self) -> PathBuf {
+        self.path().join("softhsm2.conf")
+    }
+
+    /// Runs the binary with `args` against this token and returns
+    /// (success, stdout, stderr).
+    pub fn run_cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
+            .env("SOFTHSM2_CONF", self.softhsm_conf())
+            .args(args)
+            .output()
+            .expect("kmsgate runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// A running gateway process. Killed when dropped.
+pub struct Gateway {
+    child: Child,
+    pub token: Arc<Token>,
+    pub endpoint: String,
+    pub addr: String,
+    log: PathBuf,
+}
+
+static NEXT_LOG: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Gateway {
+    /// A gateway on a fresh token.
+    pub fn start() -> Gateway {
+        Self::start_on(Token::new())
+    }
+
+    /// A gateway on an existing token (a restart, or a second gateway).
+    pub fn start_on(token: Arc<Token>) -> Gateway {
+        let n = NEXT_LOG.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let log = token.path().join(format!("gateway-{n}.log"));
+        let stderr = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
+            .env("SOFTHSM2_CONF", token.softhsm_conf())
+            .env("KMSGATE_LOG", "info")
+            .args(["serve", "--config"])
+            .arg(token.config())
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("kmsgate starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let Some(endpoint) = line.trim().strip_prefix("kmsgate listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "gateway did not start; stderr:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        let endpoint = endpoint.to_owned();
+        let addr = endpoint.trim_start_matches("http://").to_owned();
+        Gateway {
+            child,
+            token,
+            endpoint,
+            addr,
+            log,
+        }
+    }
+
+    pub fn client(&self) -> aws_sdk_kms::Client {
+        self.client_as(ACCESS_KEY, SECRET, REGION)
+    }
+
+    pub fn client_as(&self, access_key: &str, secret: &str, region: &str) -> aws_sdk_kms::Client {
+        let config = aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_owned()))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(Credentials::new(access_key, secret, None, None, "test"))
+            // Retries would hide what a single request answers.
+            .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_kms::Client::from_conf(config)
+    }
+
+    /// What the gateway wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the gateway with SIGTERM and waits for it; returns the token.
+    pub fn stop(mut self) -> Arc<Token> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.token.clone()
+    }
+
+    /// Sends a request signed like an SDK would (unless `signed` is false)
+    /// and returns (status, lower-case headers, body).
+    pub fn raw(&self, target: Option<&str>, body: &[u8], signed: bool) -> RawResponse {
+        self.raw_with(target, body, signed.then(SystemTime::now), &[])
+    }
+
+    /// As [`raw`], signing as of `signed_at`, with extra headers.
+    pub fn raw_with(
+        &self,
+        target: Option<&str>,
+        body: &[u8],
+        signed_at: Option<SystemTime>,
+        extra: &[(&str, &str)],
+    ) -> RawResponse {
+        let mut headers: Vec<(String, String)> = vec![
+            ("host".into(), self.addr.clone()),
+            ("content-type".into(), "application/x-amz-json-1.1".into()),
+        ];
+        if let Some(t) = target {
+            headers.push(("x-amz-target".into(), t.into()));
+        }
+        for (k, v) in extra {
+            headers.push(((*k).into(), (*v).into()));
+        }
+        if let Some(time) = signed_at {
+            let identity = Credentials::new(ACCESS_KEY, SECRET, None, None, "test").into();
+            let params = SigningParams::builder()
+                .identity(&identity)
+                .region(REGION)
+                .name("kms")
+                .time(time)
+                .settings(SigningSettings::default())
+                .build()
+                .unwrap()
+                .into();
+            let signable = SignableRequest::new(
+                "POST",
+                format!("{}/", self.endpoint),
+                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                SignableBody::Bytes(body),
+            )
+            .unwrap();
+            let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+            for (k, v) in instructions.headers() {
+                headers.push((k.to_owned(), v.to_owned()));
+            }
+        }
+        let mut request = String::from("POST / HTTP/1.1\r\n");
+        for (k, v) in &headers {
+            request.push_str(&format!("{k}: {v}\r\n"));
+        }
+        request.push_str(&format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        ));
+        let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        // A refused oversized body may be cut off mid-write: that is fine.
+        let _ = stream.write_all(body);
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        RawResponse::parse(&response)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: serde_json::Value,
+}
+
+impl RawResponse {
+    fn parse(bytes: &[u8]) -> RawResponse {
+        let text = String::from_utf8_lossy(bytes);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+        let body = if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        RawResponse {
+            status,
+            headers,
+            body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn error_type(&self) -> &str {
+        self.body["__type"].as_str().unwrap_or("")
+    }
+
+    pub fn message(&self) -> &str {
+        self.body["message"].as_str().unwrap_or("")
+    }
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The exception name and message of an SDK error.
+pub fn error_of<E, R>(err: &aws_sdk_kms::error::SdkError<E, R>) -> (String, String)
+where
+    E: aws_sdk_kms::error::ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
+{
+    match err.as_service_error() {
+        Some(e) => (
+            e.code().unwrap_or_default().to_owned(),
+            e.message().unwrap_or_default().to_owned(),
+        ),
+        None => (format!("not a service error: {err:?}"), String::new()),
+    }
+}
+
+pub fn key_arn(id: &str) -> String {
+    format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/{id}")
+}
