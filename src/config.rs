@@ -202,7 +202,14 @@ impl Config {
                 "set exactly one of hsm.pin_file and hsm.pin_env".into(),
             ));
         }
+        let mut seen = std::collections::HashSet::new();
         for c in &self.auth.credentials {
+            if !seen.insert(c.access_key_id.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "credential {} is listed twice",
+                    c.access_key_id
+                )));
+            }
             if c.secret_file.is_some() == c.secret_env.is_some() {
                 return Err(ConfigError::Invalid(format!(
                     "credential {}: set exactly one of secret_file and secret_env",
