@@ -1,6 +1,6 @@
 //! The `kmsgate` binary: parses the command line and starts the gateway.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +49,7 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_env("KMSGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if cli.log_format == "json" {
         builder.json().init();
