@@ -44,6 +44,60 @@ pub struct Config {
     pub hsm: HsmConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub keys: KeysConfig,
+}
+
+/// Key lifecycle, GCM usage and multi-gateway settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// GCM encryptions one key version may do before the key rotates to a
+    /// new version (random 96-bit IVs: NIST caps them at 2^32; 2^30 keeps
+    /// the chance of an IV collision near 2^-37).
+    #[serde(default = "default_gcm_bound")]
+    pub gcm_usage_bound: u64,
+    /// Encryptions a gateway reserves, and persists on the token, at a time.
+    #[serde(default = "default_gcm_block")]
+    pub gcm_reserve_block: u64,
+    /// RotateKeyOnDemand calls allowed per key.
+    #[serde(default = "default_on_demand")]
+    pub max_on_demand_rotations: u32,
+    /// How often the gateway looks for changes other gateways made on the
+    /// shared token; the bound on how stale its view can be.
+    #[serde(default = "default_sync_ms")]
+    pub sync_interval_ms: u64,
+    /// How often due rotations and deletions are looked for.
+    #[serde(default = "default_scheduler_ms")]
+    pub scheduler_interval_ms: u64,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig {
+            gcm_usage_bound: default_gcm_bound(),
+            gcm_reserve_block: default_gcm_block(),
+            max_on_demand_rotations: default_on_demand(),
+            sync_interval_ms: default_sync_ms(),
+            scheduler_interval_ms: default_scheduler_ms(),
+        }
+    }
+}
+
+fn default_gcm_bound() -> u64 {
+    1 << 30
+}
+fn default_gcm_block() -> u64 {
+    1 << 20
+}
+fn default_on_demand() -> u32 {
+    10
+}
+fn default_sync_ms() -> u64 {
+    1000
+}
+fn default_scheduler_ms() -> u64 {
+    10_000
 }
 
 /// Where the IV of an AES-GCM operation comes from (DESIGN.md decision 5).
@@ -191,6 +245,21 @@ impl Config {
                 "partition '{}' must be lowercase letters, digits and '-'",
                 self.partition
             )));
+        }
+        if self.keys.gcm_usage_bound == 0 || self.keys.gcm_reserve_block == 0 {
+            return Err(ConfigError::Invalid(
+                "keys.gcm_usage_bound and keys.gcm_reserve_block must be at least 1".into(),
+            ));
+        }
+        if self.keys.gcm_usage_bound > 1 << 32 {
+            return Err(ConfigError::Invalid(
+                "keys.gcm_usage_bound must not exceed 2^32 (the limit for random GCM IVs)".into(),
+            ));
+        }
+        if self.keys.sync_interval_ms == 0 || self.keys.scheduler_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "keys.sync_interval_ms and keys.scheduler_interval_ms must be at least 1".into(),
+            ));
         }
         if self.hsm.sessions == 0 {
             return Err(ConfigError::Invalid(

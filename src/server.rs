@@ -14,16 +14,32 @@ use crate::auth::{Credential, Verifier};
 use crate::config::{Config, read_secret};
 use crate::hsm::{Hsm, HsmSettings};
 use crate::http::{AppState, router};
-use crate::keystore::KeyStore;
+use crate::keystore::{KeyPolicy, KeyStore, clock};
 
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Opens the token, loads the key store and prepares the verifier.
-pub async fn build(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
+/// The token settings of `config`, with the user PIN read from its file or
+/// environment variable. Shared by [`build`] and `kmsgate bench-token`.
+pub fn hsm_settings(config: &Config) -> Result<HsmSettings, StartError> {
     let pin = read_secret(
         config.hsm.pin_file.as_deref(),
         config.hsm.pin_env.as_deref(),
     )?;
+    Ok(HsmSettings {
+        module: config.hsm.module.clone(),
+        token_label: config.hsm.token_label.clone(),
+        pin,
+        sessions: config.hsm.sessions,
+        queue_depth: config.hsm.queue_depth,
+        queue_timeout: Duration::from_millis(config.hsm.queue_timeout_ms),
+        iv_source: config.hsm.iv_source,
+        use_wrap_when_available: config.hsm.use_wrap_when_available,
+    })
+}
+
+/// Opens the token, loads the key store and prepares the verifier.
+pub async fn build(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
+    let settings = hsm_settings(config)?;
     let mut credentials = Vec::with_capacity(config.auth.credentials.len());
     for c in &config.auth.credentials {
         credentials.push(Credential {
@@ -45,29 +61,60 @@ pub async fn build(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartEr
         tracing::warn!("allow_anonymous is set: unsigned requests are accepted");
     }
 
-    let settings = HsmSettings {
-        module: config.hsm.module.clone(),
-        token_label: config.hsm.token_label.clone(),
-        pin,
-        sessions: config.hsm.sessions,
-        queue_depth: config.hsm.queue_depth,
-        queue_timeout: Duration::from_millis(config.hsm.queue_timeout_ms),
-        iv_source: config.hsm.iv_source,
-        use_wrap_when_available: config.hsm.use_wrap_when_available,
-    };
     let hsm = Arc::new(tokio::task::spawn_blocking(move || Hsm::open(settings)).await??);
     let realm = Realm {
         partition: config.partition.clone(),
         region: config.region.clone(),
         account_id: config.account_id.clone(),
     };
-    let store = KeyStore::load(hsm.clone(), realm).await?;
+    let policy = KeyPolicy {
+        gcm_usage_bound: config.keys.gcm_usage_bound,
+        gcm_reserve_block: config.keys.gcm_reserve_block,
+        max_on_demand_rotations: config.keys.max_on_demand_rotations,
+    };
+    let store = KeyStore::load(hsm.clone(), realm, policy, clock::from_env()).await?;
     let state = Arc::new(AppState {
         store,
         verifier,
         max_body_bytes: config.max_body_bytes,
     });
     Ok((state, hsm))
+}
+
+/// Starts the background work every gateway does: the sync with the shared
+/// token and the scheduler of rotations and deletions. Abort the handles to
+/// stop them.
+pub fn spawn_background(
+    state: Arc<AppState>,
+    sync_interval: Duration,
+    scheduler_interval: Duration,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let sync_state = state.clone();
+    let sync = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(sync_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = sync_state.store.sync_once().await {
+                tracing::warn!(error = %e, "sync with the token failed");
+            }
+        }
+    });
+    let scheduler = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(scheduler_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match state.store.run_due().await {
+                Ok(r) if !(r.rotated.is_empty() && r.deleted.is_empty()) => {
+                    tracing::info!(rotated = ?r.rotated, deleted = ?r.deleted, "scheduled work done");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "scheduled work failed"),
+            }
+        }
+    });
+    vec![sync, scheduler]
 }
 
 /// Serves until `shutdown` completes, then lets requests in flight finish.

@@ -217,6 +217,15 @@ impl Hsm {
             tracing::warn!(error = %e, "C_Finalize failed");
         }
     }
+
+    /// Opens one more read-write session on the token, outside the pool.
+    /// It is logged in already: PKCS#11 login state is shared by all of the
+    /// process's sessions, and the login session keeps it. For `kmsgate
+    /// bench-token`, which drives the token from its own threads.
+    pub fn open_session(&self) -> Result<Session, HsmError> {
+        let slot = find_token(&self.pkcs11, &self.caps.token_label)?;
+        Ok(self.pkcs11.open_rw_session(slot)?)
+    }
 }
 
 fn find_token(pkcs11: &Pkcs11, label: &str) -> Result<Slot, HsmError> {

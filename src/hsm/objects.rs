@@ -31,6 +31,12 @@ impl MasterKeyVersion {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataHandle(ObjectHandle);
 
+impl std::hash::Hash for DataHandle {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.handle().hash(state);
+    }
+}
+
 /// A data object as read from the token.
 #[derive(Debug, Clone)]
 pub struct DataObject {
@@ -179,10 +185,41 @@ pub fn destroy_data(session: &Session, handle: DataHandle) -> Result<(), HsmErro
 /// Reads kmsgate's data objects: all of them, or those with one label.
 pub fn read_data(session: &Session, label: Option<&str>) -> Result<Vec<DataObject>, HsmError> {
     let handles = session.find_objects(&data_template(label))?;
+    read_data_objects(
+        session,
+        &handles.into_iter().map(DataHandle).collect::<Vec<_>>(),
+    )
+}
+
+/// The handles of all of kmsgate's data objects, without reading them: one
+/// C_FindObjects, cheap enough to poll for changes made by other gateways.
+pub fn data_handles(session: &Session) -> Result<Vec<DataHandle>, HsmError> {
+    Ok(session
+        .find_objects(&data_template(None))?
+        .into_iter()
+        .map(DataHandle)
+        .collect())
+}
+
+/// Reads the label and value of data objects. One that vanished meanwhile
+/// (another gateway replaced it) is skipped.
+pub fn read_data_objects(
+    session: &Session,
+    handles: &[DataHandle],
+) -> Result<Vec<DataObject>, HsmError> {
     let mut out = Vec::with_capacity(handles.len());
-    for handle in handles {
+    for &handle in handles {
         let attrs =
-            session.get_attributes(handle, &[AttributeType::Label, AttributeType::Value])?;
+            match session.get_attributes(handle.0, &[AttributeType::Label, AttributeType::Value]) {
+                Ok(a) => a,
+                Err(cryptoki::error::Error::Pkcs11(
+                    cryptoki::error::RvError::ObjectHandleInvalid,
+                    _,
+                )) => {
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
         let mut label = String::new();
         let mut value = Vec::new();
         for a in attrs {
@@ -193,7 +230,7 @@ pub fn read_data(session: &Session, label: Option<&str>) -> Result<Vec<DataObjec
             }
         }
         out.push(DataObject {
-            handle: DataHandle(handle),
+            handle,
             label,
             value,
         });

@@ -3,31 +3,45 @@
 //! The token is the only state (DESIGN.md decision 3). This module holds a
 //! cache of it: every key record, every alias and the object handle of every
 //! key version are read once at start-up, so the hot path never calls
-//! C_FindObjects. A name the cache does not know is looked up on the token
-//! before it is declared missing, so a key or alias created by another
-//! gateway on the same token is found on first use.
+//! C_FindObjects. The cache is kept right in three ways:
 //!
-//! Mutations are serialised inside the process (one async mutex): SoftHSM2
-//! 2.6.1 races on concurrent object creation, and a read-modify-write of a
-//! record must not interleave with another.
+//! * a name the cache does not know is looked up on the token before it is
+//!   declared missing, and so is a key version a ciphertext names that the
+//!   cache does not know (another gateway may have created either);
+//! * every change is written to the token before the cache
+//!   ([`write`]), with optimistic concurrency between gateways;
+//! * a background sync ([`sync`]) notices what other gateways changed on
+//!   the shared token, so a key disabled through one gateway is refused by
+//!   the others within one sync interval.
+//!
+//! Dated work (automatic rotation, deletion at the end of the waiting
+//! period) is done by the [`scheduler`]; GCM usage is bounded per key
+//! version by [`usage`].
 
+pub mod clock;
+mod crypto;
 pub mod record;
+pub mod scheduler;
+pub mod sync;
+mod usage;
+mod write;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, RwLock};
 
 use uuid::Uuid;
-use zeroize::Zeroizing;
 
 use crate::arn::{KeyRef, Realm};
-use crate::blob::{self, EncryptionContext, Header};
 use crate::error::KmsError;
 use crate::hsm::objects::{self, DataHandle, MasterKeyVersion};
-use crate::hsm::{Hsm, HsmError, crypto};
-use record::Revisioned;
-pub use record::{AliasRecord, KeyRecord, KeyState, Tag, key_material_id};
-use record::{LABEL_PREFIX, alias_label, key_label, version_id, version_label};
+use crate::hsm::{Hsm, HsmError};
+pub use clock::Clock;
+pub use crypto::Sealed;
+pub use record::{
+    AliasRecord, KeyRecord, KeyState, RotationSchedule, RotationType, Tag, VersionRecord,
+    key_material_id,
+};
+use record::{LABEL_PREFIX, Revisioned, alias_label, key_label, version_label};
 
 /// A key as the cache holds it: its record and the handles of its versions.
 #[derive(Debug)]
@@ -48,27 +62,21 @@ impl Key {
 
     /// Usable for cryptography: Enabled. AWS's texts otherwise.
     pub fn check_usable(&self, realm: &Realm) -> Result<(), KmsError> {
-        let arn = realm.key_arn(self.id());
-        match self.record.state {
-            KeyState::Enabled => Ok(()),
-            KeyState::Disabled => Err(KmsError::Disabled(format!("{arn} is disabled."))),
-            KeyState::PendingDeletion => Err(KmsError::InvalidState(format!(
-                "{arn} is pending deletion."
-            ))),
-        }
+        usable(&self.record, realm)
     }
 }
 
-#[derive(Debug, Clone)]
-struct AliasEntry {
-    handle: DataHandle,
-    record: AliasRecord,
-}
-
-#[derive(Default)]
-struct Cache {
-    keys: HashMap<Uuid, Arc<Key>>,
-    aliases: BTreeMap<String, AliasEntry>,
+/// A key record is usable for cryptography (and for rotation settings) only
+/// while Enabled; AWS's exceptions and texts otherwise.
+pub fn usable(record: &KeyRecord, realm: &Realm) -> Result<(), KmsError> {
+    let arn = realm.key_arn(&record.key_id);
+    match record.state {
+        KeyState::Enabled => Ok(()),
+        KeyState::Disabled => Err(KmsError::Disabled(format!("{arn} is disabled."))),
+        KeyState::PendingDeletion => Err(KmsError::InvalidState(format!(
+            "{arn} is pending deletion."
+        ))),
+    }
 }
 
 /// How one key version is protected on the token.
@@ -94,28 +102,53 @@ impl Custody {
     }
 }
 
-/// A ciphertext produced by the token, with the version that made it.
-pub struct Sealed {
-    pub blob: Vec<u8>,
-    pub version: u32,
-    /// Present unless the token wrapped a data key without exposing it.
-    pub plaintext: Option<Zeroizing<Vec<u8>>>,
+/// Limits on how keys are used, from the config.
+#[derive(Debug, Clone)]
+pub struct KeyPolicy {
+    /// GCM encryptions one key version may do before the key rotates.
+    pub gcm_usage_bound: u64,
+    /// Encryptions reserved (and persisted) at a time by one gateway.
+    pub gcm_reserve_block: u64,
+    /// RotateKeyOnDemand calls allowed per key.
+    pub max_on_demand_rotations: u32,
+}
+
+impl Default for KeyPolicy {
+    fn default() -> Self {
+        KeyPolicy {
+            gcm_usage_bound: 1 << 30,
+            gcm_reserve_block: 1 << 20,
+            max_on_demand_rotations: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct AliasEntry {
+    handle: DataHandle,
+    record: AliasRecord,
+}
+
+#[derive(Default)]
+struct Cache {
+    keys: HashMap<Uuid, Arc<Key>>,
+    aliases: BTreeMap<String, AliasEntry>,
 }
 
 pub struct KeyStore {
     hsm: Arc<Hsm>,
     realm: Realm,
+    policy: KeyPolicy,
+    clock: Box<dyn Clock>,
     cache: RwLock<Cache>,
-    /// Serialises every change to token objects inside this process.
+    /// Serialises every change to token objects inside this process
+    /// (SoftHSM2 2.6.1 races on concurrent object creation). Between
+    /// processes, [`write`]'s commit protocol decides.
     writes: tokio::sync::Mutex<()>,
-}
-
-/// Seconds since the epoch, with millisecond precision (what AWS sends).
-pub fn now_epoch() -> f64 {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    (d.as_millis() as f64) / 1000.0
+    /// GCM usage budgets, by key id ([`usage`]).
+    budgets: RwLock<HashMap<Uuid, Arc<usage::Budget>>>,
+    /// Data object handles the last sync saw ([`sync`]).
+    seen: Mutex<std::collections::HashSet<DataHandle>>,
 }
 
 /// Maps token failures to what a client sees. Details stay in the log.
@@ -143,7 +176,12 @@ fn lock_poisoned() -> KmsError {
 
 impl KeyStore {
     /// Reads every kmsgate object on the token into the cache.
-    pub async fn load(hsm: Arc<Hsm>, realm: Realm) -> Result<KeyStore, HsmError> {
+    pub async fn load(
+        hsm: Arc<Hsm>,
+        realm: Realm,
+        policy: KeyPolicy,
+        clock: Box<dyn Clock>,
+    ) -> Result<KeyStore, HsmError> {
         let (data, keys) = hsm
             .pool()
             .run(|s| Ok((objects::read_data(s, None)?, objects::list_master_keys(s)?)))
@@ -151,6 +189,7 @@ impl KeyStore {
         let handles: HashMap<String, MasterKeyVersion> = keys.into_iter().collect();
         let mut records: HashMap<Uuid, (DataHandle, KeyRecord)> = HashMap::new();
         let mut aliases: HashMap<String, (DataHandle, AliasRecord)> = HashMap::new();
+        let seen = data.iter().map(|o| o.handle).collect();
         for obj in data {
             let Some(rest) = obj.label.strip_prefix(LABEL_PREFIX) else {
                 continue;
@@ -181,8 +220,12 @@ impl KeyStore {
         Ok(KeyStore {
             hsm,
             realm,
+            policy,
+            clock,
             cache: RwLock::new(cache),
             writes: tokio::sync::Mutex::new(()),
+            budgets: RwLock::new(HashMap::new()),
+            seen: Mutex::new(seen),
         })
     }
 
@@ -190,8 +233,13 @@ impl KeyStore {
         &self.realm
     }
 
-    pub fn hsm(&self) -> &Hsm {
-        &self.hsm
+    pub fn policy(&self) -> &KeyPolicy {
+        &self.policy
+    }
+
+    /// The store's clock: epoch seconds.
+    pub fn now(&self) -> f64 {
+        self.clock.now()
     }
 
     fn cached_key(&self, id: &Uuid) -> Result<Option<Arc<Key>>, KmsError> {
@@ -210,6 +258,12 @@ impl KeyStore {
         if let Some(k) = self.cached_key(id)? {
             return Ok(Some(k));
         }
+        self.reload_key(id).await
+    }
+
+    /// Reads a key's latest record and version handles from the token into
+    /// the cache; `None` (and out of the cache) if the token has none.
+    async fn reload_key(&self, id: &Uuid) -> Result<Option<Arc<Key>>, KmsError> {
         let label = key_label(id);
         let id = *id;
         let found = self
@@ -223,7 +277,7 @@ impl KeyStore {
                 };
                 let mut handles = HashMap::new();
                 for v in &record.versions {
-                    let l = version_label(&id, v.version);
+                    let l = version_label(&id, v.version, &v.nonce);
                     if let Some(h) = objects::find_master_key(s, &l)? {
                         handles.insert(l, h);
                     }
@@ -232,17 +286,18 @@ impl KeyStore {
             })
             .await
             .map_err(hsm_to_kms)?;
-        let Some(key) = found else {
-            return Ok(None);
-        };
-        let key = Arc::new(key);
-        self.cache
-            .write()
-            .map_err(|_| lock_poisoned())?
-            .keys
-            .entry(id)
-            .or_insert_with(|| key.clone());
-        Ok(Some(key))
+        let mut cache = self.cache.write().map_err(|_| lock_poisoned())?;
+        match found {
+            Some(key) => {
+                let key = Arc::new(key);
+                cache.keys.insert(id, key.clone());
+                Ok(Some(key))
+            }
+            None => {
+                cache.keys.remove(&id);
+                Ok(None)
+            }
+        }
     }
 
     async fn alias(&self, name: &str) -> Result<Option<AliasEntry>, KmsError> {
@@ -256,6 +311,10 @@ impl KeyStore {
         {
             return Ok(Some(a));
         }
+        self.reload_alias(name).await
+    }
+
+    async fn reload_alias(&self, name: &str) -> Result<Option<AliasEntry>, KmsError> {
         let label = alias_label(name);
         let found = self
             .hsm
@@ -263,16 +322,18 @@ impl KeyStore {
             .run(move |s| Ok(latest::<AliasRecord>(objects::read_data(s, Some(&label))?)))
             .await
             .map_err(hsm_to_kms)?;
-        let Some((handle, record)) = found else {
-            return Ok(None);
-        };
-        let entry = AliasEntry { handle, record };
-        self.cache
-            .write()
-            .map_err(|_| lock_poisoned())?
-            .aliases
-            .insert(name.to_owned(), entry.clone());
-        Ok(Some(entry))
+        let mut cache = self.cache.write().map_err(|_| lock_poisoned())?;
+        match found {
+            Some((handle, record)) => {
+                let entry = AliasEntry { handle, record };
+                cache.aliases.insert(name.to_owned(), entry.clone());
+                Ok(Some(entry))
+            }
+            None => {
+                cache.aliases.remove(name);
+                Ok(None)
+            }
+        }
     }
 
     /// Resolves a KeyId parameter (key id, key ARN, alias name, alias ARN)
@@ -309,257 +370,6 @@ impl KeyStore {
         Ok(cache.aliases.values().map(|a| a.record.clone()).collect())
     }
 
-    /// Creates a key: its first version on the token, then its record.
-    pub async fn create_key(
-        &self,
-        description: String,
-        tags: Vec<Tag>,
-    ) -> Result<Arc<Key>, KmsError> {
-        let _guard = self.writes.lock().await;
-        let id = Uuid::new_v4();
-        let record = KeyRecord::new(id, now_epoch(), description, tags);
-        let value = serde_json::to_vec(&record).map_err(|e| KmsError::Internal(e.to_string()))?;
-        let wrap = self.hsm.capabilities().gcm_wrap;
-        let (meta, handle) = self
-            .hsm
-            .pool()
-            .run(move |s| {
-                let handle = objects::generate_master_key(
-                    s,
-                    &version_label(&id, 1),
-                    &version_id(&id, 1),
-                    wrap,
-                )?;
-                match objects::create_data(s, &key_label(&id), &value) {
-                    Ok(meta) => Ok((meta, handle)),
-                    Err(e) => {
-                        // Leave no orphan key object behind.
-                        let _ = objects::destroy_master_key(s, handle);
-                        Err(e)
-                    }
-                }
-            })
-            .await
-            .map_err(hsm_to_kms)?;
-        let key = Arc::new(Key {
-            record,
-            meta,
-            versions: HashMap::from([(1, handle)]),
-        });
-        self.cache
-            .write()
-            .map_err(|_| lock_poisoned())?
-            .keys
-            .insert(id, key.clone());
-        tracing::info!(key_id = %id, "key created");
-        Ok(key)
-    }
-
-    /// Changes a key's record: `change` sees the current record and may
-    /// refuse; the new record is written to the token before the cache.
-    pub async fn update_key<F>(&self, id: &Uuid, change: F) -> Result<Arc<Key>, KmsError>
-    where
-        F: FnOnce(&mut KeyRecord) -> Result<(), KmsError>,
-    {
-        let _guard = self.writes.lock().await;
-        let current = self
-            .key_by_id(id)
-            .await?
-            .ok_or_else(|| self.realm.key_not_found(id))?;
-        let mut record = current.record.clone();
-        change(&mut record)?;
-        if record == current.record {
-            return Ok(current);
-        }
-        record.revision += 1;
-        let value = serde_json::to_vec(&record).map_err(|e| KmsError::Internal(e.to_string()))?;
-        let (old, label) = (current.meta, key_label(id));
-        let meta = self
-            .hsm
-            .pool()
-            .run(move |s| objects::replace_data(s, old, &label, &value))
-            .await
-            .map_err(hsm_to_kms)?;
-        let key = Arc::new(Key {
-            record,
-            meta,
-            versions: current.versions.clone(),
-        });
-        self.cache
-            .write()
-            .map_err(|_| lock_poisoned())?
-            .keys
-            .insert(*id, key.clone());
-        Ok(key)
-    }
-
-    /// Creates `alias_name` (with prefix) for `target`.
-    pub async fn create_alias(&self, alias_name: &str, target: &Uuid) -> Result<(), KmsError> {
-        let _guard = self.writes.lock().await;
-        if self.alias(alias_name).await?.is_some() {
-            return Err(KmsError::AlreadyExists(format!(
-                "An alias with the name {} already exists",
-                self.realm.alias_arn(alias_name)
-            )));
-        }
-        let now = now_epoch();
-        let record = AliasRecord {
-            format: 1,
-            revision: 0,
-            name: alias_name.to_owned(),
-            target: *target,
-            created: now,
-            updated: now,
-        };
-        let value = serde_json::to_vec(&record).map_err(|e| KmsError::Internal(e.to_string()))?;
-        let label = alias_label(alias_name);
-        let handle = self
-            .hsm
-            .pool()
-            .run(move |s| objects::create_data(s, &label, &value))
-            .await
-            .map_err(hsm_to_kms)?;
-        self.cache
-            .write()
-            .map_err(|_| lock_poisoned())?
-            .aliases
-            .insert(alias_name.to_owned(), AliasEntry { handle, record });
-        Ok(())
-    }
-
-    /// Points an existing alias at another key.
-    pub async fn update_alias(&self, alias_name: &str, target: &Uuid) -> Result<(), KmsError> {
-        let _guard = self.writes.lock().await;
-        let entry = self
-            .alias(alias_name)
-            .await?
-            .ok_or_else(|| self.realm.alias_not_found(alias_name))?;
-        let mut record = entry.record.clone();
-        record.target = *target;
-        record.updated = now_epoch();
-        record.revision += 1;
-        let value = serde_json::to_vec(&record).map_err(|e| KmsError::Internal(e.to_string()))?;
-        let (old, label) = (entry.handle, alias_label(alias_name));
-        let handle = self
-            .hsm
-            .pool()
-            .run(move |s| objects::replace_data(s, old, &label, &value))
-            .await
-            .map_err(hsm_to_kms)?;
-        self.cache
-            .write()
-            .map_err(|_| lock_poisoned())?
-            .aliases
-            .insert(alias_name.to_owned(), AliasEntry { handle, record });
-        Ok(())
-    }
-
-    pub async fn delete_alias(&self, alias_name: &str) -> Result<(), KmsError> {
-        let _guard = self.writes.lock().await;
-        let entry = self
-            .alias(alias_name)
-            .await?
-            .ok_or_else(|| self.realm.alias_not_found(alias_name))?;
-        let handle = entry.handle;
-        self.hsm
-            .pool()
-            .run(move |s| objects::destroy_data(s, handle))
-            .await
-            .map_err(hsm_to_kms)?;
-        self.cache
-            .write()
-            .map_err(|_| lock_poisoned())?
-            .aliases
-            .remove(alias_name);
-        Ok(())
-    }
-
-    /// Encrypts `plaintext` under the key's primary version.
-    pub async fn encrypt(
-        &self,
-        key: &Key,
-        context: &EncryptionContext,
-        plaintext: Zeroizing<Vec<u8>>,
-    ) -> Result<Sealed, KmsError> {
-        let (version, handle, header) = self.primary(key)?;
-        let aad = blob::aad(&header, context);
-        let iv_source = self.hsm.capabilities().iv_source;
-        let (iv, ct) = self
-            .hsm
-            .pool()
-            .run(move |s| crypto::encrypt(s, handle, iv_source, &aad, &plaintext))
-            .await
-            .map_err(hsm_to_kms)?;
-        Ok(Sealed {
-            blob: blob::assemble(&header, &iv, &ct),
-            version,
-            plaintext: None,
-        })
-    }
-
-    /// Makes a data key of `len` bytes on the token, sealed under the key's
-    /// primary version. Without `want_plaintext`, and where the token can,
-    /// the data key is wrapped without its plaintext leaving the token.
-    pub async fn generate_data_key(
-        &self,
-        key: &Key,
-        context: &EncryptionContext,
-        len: usize,
-        want_plaintext: bool,
-    ) -> Result<Sealed, KmsError> {
-        let (version, handle, header) = self.primary(key)?;
-        let aad = blob::aad(&header, context);
-        let caps = self.hsm.capabilities();
-        let iv_source = caps.iv_source;
-        let wrap = caps.gcm_wrap && !want_plaintext;
-        let dk = self
-            .hsm
-            .pool()
-            .run(move |s| {
-                if wrap {
-                    crypto::generate_wrapped_data_key(s, handle, iv_source, &aad, len)
-                } else {
-                    crypto::generate_data_key(s, handle, iv_source, &aad, len)
-                }
-            })
-            .await
-            .map_err(hsm_to_kms)?;
-        Ok(Sealed {
-            blob: blob::assemble(&header, &dk.iv, &dk.ciphertext),
-            version,
-            plaintext: if want_plaintext { dk.plaintext } else { None },
-        })
-    }
-
-    /// Decrypts a parsed blob with the version it names.
-    pub async fn decrypt(
-        &self,
-        key: &Key,
-        parsed: &blob::ParsedBlob<'_>,
-        context: &EncryptionContext,
-    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-        let handle = key
-            .version(parsed.header.key_version)
-            .ok_or(KmsError::InvalidCiphertext)?;
-        let aad = blob::aad(&parsed.header, context);
-        let iv = parsed.iv;
-        let ct = parsed.ciphertext_and_tag.to_vec();
-        self.hsm
-            .pool()
-            .run(move |s| crypto::decrypt(s, handle, &iv, &aad, &ct))
-            .await
-            .map_err(hsm_to_kms)
-    }
-
-    /// Bytes from the token's RNG.
-    pub async fn random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-        self.hsm
-            .pool()
-            .run(move |s| crypto::random(s, len))
-            .await
-            .map_err(hsm_to_kms)
-    }
-
     /// How every version of every key is protected, as the token reports
     /// it. For `kmsgate check-keys`, the operator's custody check.
     pub async fn custody_report(&self) -> Result<Vec<Custody>, KmsError> {
@@ -593,27 +403,10 @@ impl KeyStore {
             .await
             .map_err(hsm_to_kms)
     }
-
-    fn primary(&self, key: &Key) -> Result<(u32, MasterKeyVersion, Header), KmsError> {
-        let version = key.record.primary_version;
-        let handle = key.version(version).ok_or_else(|| {
-            tracing::error!(key_id = %key.id(), version, "primary key version missing on the token");
-            KmsError::KeyUnavailable(format!(
-                "{} is unavailable.",
-                self.realm.key_arn(key.id())
-            ))
-        })?;
-        Ok((
-            version,
-            handle,
-            Header {
-                key_id: *key.id(),
-                key_version: version,
-            },
-        ))
-    }
 }
 
+/// Builds a cached key from its record, finding each version's handle with
+/// `find` (by label).
 fn build_key(
     record: KeyRecord,
     meta: DataHandle,
@@ -621,7 +414,7 @@ fn build_key(
 ) -> Key {
     let mut versions = HashMap::new();
     for v in &record.versions {
-        match find(&version_label(&record.key_id, v.version)) {
+        match find(&version_label(&record.key_id, v.version, &v.nonce)) {
             Some(h) => {
                 versions.insert(v.version, h);
             }

@@ -15,8 +15,15 @@ pub fn key_label(id: &Uuid) -> String {
     format!("{LABEL_PREFIX}key/{id}")
 }
 
-pub fn version_label(id: &Uuid, version: u32) -> String {
-    format!("{LABEL_PREFIX}key/{id}/v{version}")
+/// The label of a key version's token object. The nonce makes it unique
+/// even when two gateways race to create the same version number: only the
+/// one whose record commits is ever used, and the other is destroyed.
+pub fn version_label(id: &Uuid, version: u32, nonce: &str) -> String {
+    if nonce.is_empty() {
+        // Versions made before labels had a nonce.
+        return format!("{LABEL_PREFIX}key/{id}/v{version}");
+    }
+    format!("{LABEL_PREFIX}key/{id}/v{version}/{nonce}")
 }
 
 /// `alias_name` includes its `alias/` prefix.
@@ -54,11 +61,49 @@ pub struct Tag {
     pub value: String,
 }
 
+/// How a version came to be, as ListKeyRotations reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RotationType {
+    /// By the rotation schedule, or because the version reached its GCM
+    /// usage bound.
+    Automatic,
+    OnDemand,
+}
+
+impl RotationType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RotationType::Automatic => "AUTOMATIC",
+            RotationType::OnDemand => "ON_DEMAND",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VersionRecord {
     pub version: u32,
+    /// Part of the token object's label (see [`version_label`]); empty for
+    /// versions made before labels had one.
+    #[serde(default)]
+    pub nonce: String,
     /// Epoch seconds.
     pub created: f64,
+    /// None for a key's first version.
+    #[serde(default)]
+    pub rotation: Option<RotationType>,
+    /// GCM encryptions reserved under this version, by all gateways
+    /// together. Reserved in blocks and persisted before use, so it is never
+    /// below the number actually done.
+    #[serde(default)]
+    pub encryptions_reserved: u64,
+}
+
+/// Automatic rotation settings, present while rotation is enabled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RotationSchedule {
+    pub period_days: u32,
+    /// Epoch seconds.
+    pub next_rotation: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,12 +123,22 @@ pub struct KeyRecord {
     pub tags: Vec<Tag>,
     pub versions: Vec<VersionRecord>,
     pub primary_version: u32,
+    #[serde(default)]
+    pub rotation: Option<RotationSchedule>,
+    #[serde(default)]
+    pub on_demand_rotations: u32,
 }
 
 impl KeyRecord {
     pub const FORMAT: u32 = 1;
 
-    pub fn new(key_id: Uuid, created: f64, description: String, tags: Vec<Tag>) -> KeyRecord {
+    pub fn new(
+        key_id: Uuid,
+        created: f64,
+        description: String,
+        tags: Vec<Tag>,
+        nonce: String,
+    ) -> KeyRecord {
         KeyRecord {
             format: Self::FORMAT,
             revision: 0,
@@ -96,10 +151,27 @@ impl KeyRecord {
             tags,
             versions: vec![VersionRecord {
                 version: 1,
+                nonce,
                 created,
+                rotation: None,
+                encryptions_reserved: 0,
             }],
             primary_version: 1,
+            rotation: None,
+            on_demand_rotations: 0,
         }
+    }
+
+    pub fn version(&self, v: u32) -> Option<&VersionRecord> {
+        self.versions.iter().find(|r| r.version == v)
+    }
+
+    pub fn version_mut(&mut self, v: u32) -> Option<&mut VersionRecord> {
+        self.versions.iter_mut().find(|r| r.version == v)
+    }
+
+    pub fn next_version(&self) -> u32 {
+        self.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1
     }
 }
 
@@ -160,8 +232,23 @@ mod tests {
     }
 
     #[test]
+    fn records_written_before_versions_had_nonces_still_read() {
+        let id = Uuid::new_v4();
+        let old = format!(
+            r#"{{"format":1,"revision":2,"key_id":"{id}","created":1.0,"description":"",
+            "state":"Enabled","deletion_date":null,"pending_window_days":null,"tags":[],
+            "versions":[{{"version":1,"created":1.0}}],"primary_version":1}}"#
+        );
+        let r: KeyRecord = serde_json::from_str(&old).unwrap();
+        assert_eq!(r.versions[0].nonce, "");
+        assert_eq!(r.versions[0].encryptions_reserved, 0);
+        assert_eq!(version_label(&id, 1, ""), format!("kmsgate/key/{id}/v1"));
+        assert!(r.rotation.is_none());
+    }
+
+    #[test]
     fn record_round_trips_through_json() {
-        let r = KeyRecord::new(Uuid::new_v4(), 1.5, "d".into(), vec![]);
+        let r = KeyRecord::new(Uuid::new_v4(), 1.5, "d".into(), vec![], "ab".into());
         let back: KeyRecord = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
         assert_eq!(r, back);
     }

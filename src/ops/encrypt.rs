@@ -1,4 +1,6 @@
 //! Encrypt: up to 4096 bytes sealed under the key's primary version.
+//! (The service model's EncryptResponse has no KeyMaterialId; Decrypt of
+//! the result tells which version sealed it.)
 
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +11,6 @@ use super::shapes::{
 use super::validate::Violations;
 use crate::blob::EncryptionContext;
 use crate::error::KmsError;
-use crate::keystore::key_material_id;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -28,7 +29,6 @@ pub struct EncryptResponse {
     pub ciphertext_blob: Blob,
     pub key_id: String,
     pub encryption_algorithm: &'static str,
-    pub key_material_id: String,
 }
 
 pub async fn handle(ctx: &mut Ctx<'_>, req: EncryptRequest) -> Result<EncryptResponse, KmsError> {
@@ -59,6 +59,5 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: EncryptRequest) -> Result<EncryptRes
         ciphertext_blob: Blob(sealed.blob),
         key_id: arn,
         encryption_algorithm: SYMMETRIC_DEFAULT,
-        key_material_id: key_material_id(key.id(), sealed.version),
     })
 }

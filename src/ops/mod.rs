@@ -12,17 +12,27 @@ pub mod decrypt;
 pub mod delete_alias;
 pub mod describe_key;
 pub mod disable_key;
+pub mod disable_key_rotation;
 pub mod enable_key;
+pub mod enable_key_rotation;
 pub mod encrypt;
 pub mod generate_data_key;
 pub mod generate_data_key_without_plaintext;
 pub mod generate_random;
+pub mod get_key_rotation_status;
+pub mod key_arg;
 pub mod list_aliases;
+pub mod list_key_rotations;
 pub mod list_keys;
+pub mod list_resource_tags;
 pub mod re_encrypt;
+pub mod rotate_key_on_demand;
 pub mod schedule_key_deletion;
 pub mod shapes;
+pub mod tag_resource;
+pub mod untag_resource;
 pub mod update_alias;
+pub mod update_key_description;
 pub mod validate;
 
 use serde::Serialize;
@@ -149,16 +159,25 @@ pub async fn dispatch(
         "DeleteAlias" => run!(delete_alias),
         "DescribeKey" => run!(describe_key),
         "DisableKey" => run!(disable_key),
+        "DisableKeyRotation" => run!(disable_key_rotation),
         "EnableKey" => run!(enable_key),
+        "EnableKeyRotation" => run!(enable_key_rotation),
         "Encrypt" => run!(encrypt),
         "GenerateDataKey" => run!(generate_data_key),
         "GenerateDataKeyWithoutPlaintext" => run!(generate_data_key_without_plaintext),
         "GenerateRandom" => run!(generate_random),
+        "GetKeyRotationStatus" => run!(get_key_rotation_status),
         "ListAliases" => run!(list_aliases),
+        "ListKeyRotations" => run!(list_key_rotations),
         "ListKeys" => run!(list_keys),
+        "ListResourceTags" => run!(list_resource_tags),
         "ReEncrypt" => run!(re_encrypt),
+        "RotateKeyOnDemand" => run!(rotate_key_on_demand),
         "ScheduleKeyDeletion" => run!(schedule_key_deletion),
+        "TagResource" => run!(tag_resource),
+        "UntagResource" => run!(untag_resource),
         "UpdateAlias" => run!(update_alias),
+        "UpdateKeyDescription" => run!(update_key_description),
         other if ALL_OPERATIONS.contains(&other) => Err(KmsError::UnsupportedOperation(Some(
             format!("kmsgate does not support {other}."),
         ))),

@@ -7,7 +7,7 @@ use super::Ctx;
 use super::shapes::{check_key_id, pending_deletion};
 use super::validate::Violations;
 use crate::error::KmsError;
-use crate::keystore::{KeyState, now_epoch};
+use crate::keystore::KeyState;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -45,7 +45,7 @@ pub async fn handle(
     let realm = ctx.store.realm();
     let arn = realm.key_arn(key.id());
     ctx.audit(arn.clone());
-    let deletion_date = (now_epoch() + f64::from(days) * 86_400.0).round();
+    let deletion_date = (ctx.store.now() + f64::from(days) * 86_400.0).round();
     ctx.store
         .update_key(key.id(), |r| {
             if r.state == KeyState::PendingDeletion {

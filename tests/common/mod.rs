@@ -43,7 +43,8 @@ impl Token {
         Self::with_config("")
     }
 
-    /// A fresh token; `extra` is TOML added to the top of the config.
+    /// A fresh token; `extra` is TOML tables (e.g. `[keys]`) appended to
+    /// the config.
     pub fn with_config(extra: &str) -> Arc<Token> {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
@@ -80,8 +81,7 @@ impl Token {
         std::fs::write(
             root.join("kmsgate.toml"),
             format!(
-                r#"{extra}
-region = "{REGION}"
+                r#"region = "{REGION}"
 account_id = "{ACCOUNT}"
 
 [hsm]
@@ -93,6 +93,8 @@ pin_file = "{root}/pin"
 access_key_id = "{ACCESS_KEY}"
 secret_file = "{root}/secret"
 principal = "tester"
+
+{extra}
 "#,
                 module = softhsm_module().display(),
                 root = root.display(),
@@ -114,11 +116,23 @@ principal = "tester"
         self.path().join("softhsm2.conf")
     }
 
+    /// The test clock every gateway on this token reads: seconds to add to
+    /// the system time (none while the file does not exist).
+    pub fn clock_file(&self) -> PathBuf {
+        self.path().join("clock-offset")
+    }
+
+    /// Moves the gateways' clock `days` days ahead of the system time.
+    pub fn set_clock_days_ahead(&self, days: u64) {
+        std::fs::write(self.clock_file(), (days * 86_400).to_string()).unwrap();
+    }
+
     /// Runs the binary with `args` against this token and returns
     /// (success, stdout, stderr).
     pub fn run_cli(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
             .env("SOFTHSM2_CONF", self.softhsm_conf())
+            .env("KMSGATE_TEST_CLOCK_OFFSET_FILE", self.clock_file())
             .args(args)
             .output()
             .expect("kmsgate runs");
@@ -155,6 +169,7 @@ impl Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
             .env("SOFTHSM2_CONF", token.softhsm_conf())
             .env("KMSGATE_LOG", "info")
+            .env("KMSGATE_TEST_CLOCK_OFFSET_FILE", token.clock_file())
             .args(["serve", "--config"])
             .arg(token.config())
             .args(["--listen", "127.0.0.1:0"])
@@ -208,6 +223,13 @@ impl Gateway {
     /// What the gateway wrote to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the gateway with SIGKILL (a crash) and returns the token.
+    pub fn crash(mut self) -> Arc<Token> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.token.clone()
     }
 
     /// Stops the gateway with SIGTERM and waits for it; returns the token.

@@ -1,0 +1,521 @@
+//! Changing what is on the token, safely when several gateways share it.
+//!
+//! A record is never modified in place (tokens need not allow it: SoftHSM2
+//! refuses to change CKA_VALUE); a change creates the record's next revision
+//! as a new object and then removes the old one. PKCS#11 has no
+//! compare-and-swap, so gateways sharing a token use optimistic concurrency:
+//!
+//! 1. read the latest revision `r` from the token (not from the cache);
+//! 2. create revision `r + 1` (and, for a rotation, the new key version's
+//!    object first);
+//! 3. read every object with the record's label again. If any other object
+//!    has a revision `>= r + 1`, another gateway changed the record at the
+//!    same time: destroy what step 2 created and start again from step 1
+//!    after a short random pause. Otherwise destroy the older revisions and
+//!    publish the change to the cache.
+//!
+//! A writer publishes only after step 3 found no rival, and a rival that
+//! comes later sees the published revision and yields; two writers that see
+//! each other both yield and retry. So exactly one of two concurrent changes
+//! based on the same revision wins, and nothing is ever encrypted under a
+//! key version whose record did not commit. A crash between steps leaves at
+//! most an extra object that readers skip (they take the highest revision).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::record::{
+    RotationType, VersionRecord, alias_label, key_label, version_id, version_label,
+};
+use super::{
+    AliasEntry, AliasRecord, Key, KeyRecord, KeyStore, Tag, hsm_to_kms, latest, lock_poisoned,
+};
+use crate::error::KmsError;
+use crate::hsm::HsmError;
+use crate::hsm::objects::{self, DataHandle, MasterKeyVersion};
+use cryptoki::session::Session;
+
+/// How often a change is tried before the client is told to retry.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// A new key version to create with a change.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVersion {
+    pub rotation: RotationType,
+    /// Encryptions reserved under it from the start ([`super::usage`]).
+    pub reserved: u64,
+}
+
+/// What a change asks for.
+pub enum Change {
+    /// The record is to be written as edited.
+    Edit,
+    /// The record is to be written as edited, with a new primary version.
+    Rotate(NewVersion),
+}
+
+#[derive(Deserialize)]
+struct Revision {
+    #[serde(default)]
+    revision: u64,
+}
+
+fn revision_of(value: &[u8]) -> u64 {
+    serde_json::from_slice::<Revision>(value)
+        .map(|r| r.revision)
+        .unwrap_or(0)
+}
+
+/// Steps 2 and 3 for one record, on the token: creates the new revision and
+/// keeps it only if no rival revision exists. `None` on a conflict.
+fn commit(
+    s: &Session,
+    label: &str,
+    value: &[u8],
+    revision: u64,
+) -> Result<Option<DataHandle>, HsmError> {
+    let ours = objects::create_data(s, label, value)?;
+    let all = objects::read_data(s, Some(label))?;
+    let rival = all
+        .iter()
+        .any(|o| o.handle != ours && revision_of(&o.value) >= revision);
+    if rival {
+        objects::destroy_data(s, ours)?;
+        return Ok(None);
+    }
+    for o in all.iter().filter(|o| o.handle != ours) {
+        // Another gateway may have removed it already.
+        let _ = objects::destroy_data(s, o.handle);
+    }
+    Ok(Some(ours))
+}
+
+/// A short random pause before trying again, growing with the attempt.
+async fn back_off(attempt: u32) {
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
+    tokio::time::sleep(Duration::from_millis(5 + jitter + 10 * u64::from(attempt))).await;
+}
+
+fn conflict() -> KmsError {
+    KmsError::Internal(
+        "The key was being changed concurrently by another gateway. Retry the request.".into(),
+    )
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, KmsError> {
+    serde_json::to_vec(v).map_err(|e| KmsError::Internal(e.to_string()))
+}
+
+fn new_nonce() -> String {
+    Uuid::new_v4().simple().to_string()[..16].to_owned()
+}
+
+impl KeyStore {
+    /// Creates a key: its first version on the token, then its record.
+    pub async fn create_key(
+        &self,
+        description: String,
+        tags: Vec<Tag>,
+    ) -> Result<Arc<Key>, KmsError> {
+        let _guard = self.writes.lock().await;
+        let id = Uuid::new_v4();
+        let nonce = new_nonce();
+        let record = KeyRecord::new(id, self.now(), description, tags, nonce.clone());
+        let value = to_json(&record)?;
+        let wrap = self.hsm.capabilities().gcm_wrap;
+        let (meta, handle) = self
+            .hsm
+            .pool()
+            .run(move |s| {
+                let handle = objects::generate_master_key(
+                    s,
+                    &version_label(&id, 1, &nonce),
+                    &version_id(&id, 1),
+                    wrap,
+                )?;
+                match objects::create_data(s, &key_label(&id), &value) {
+                    Ok(meta) => Ok((meta, handle)),
+                    Err(e) => {
+                        // Leave no orphan key object behind.
+                        let _ = objects::destroy_master_key(s, handle);
+                        Err(e)
+                    }
+                }
+            })
+            .await
+            .map_err(hsm_to_kms)?;
+        let key = Arc::new(Key {
+            record,
+            meta,
+            versions: HashMap::from([(1, handle)]),
+        });
+        self.cache
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .keys
+            .insert(id, key.clone());
+        tracing::info!(key_id = %id, "key created");
+        Ok(key)
+    }
+
+    /// Changes a key's record: `change` edits a copy of the latest record
+    /// from the token and may refuse; nothing is written if it changes
+    /// nothing. It may run more than once (on a conflict with another
+    /// gateway), each time on the then-latest record.
+    pub async fn update_key<F>(&self, id: &Uuid, mut change: F) -> Result<Arc<Key>, KmsError>
+    where
+        F: FnMut(&mut KeyRecord) -> Result<(), KmsError>,
+    {
+        self.modify(id, |r| change(r).map(|()| Change::Edit)).await
+    }
+
+    /// The general form of [`update_key`](Self::update_key): `change` may
+    /// also ask for a new primary version (a rotation).
+    pub(super) async fn modify<F>(&self, id: &Uuid, mut change: F) -> Result<Arc<Key>, KmsError>
+    where
+        F: FnMut(&mut KeyRecord) -> Result<Change, KmsError>,
+    {
+        let _guard = self.writes.lock().await;
+        let label = key_label(id);
+        for attempt in 0..MAX_ATTEMPTS {
+            let read_label = label.clone();
+            let latest_on_token = self
+                .hsm
+                .pool()
+                .run(move |s| {
+                    Ok(latest::<KeyRecord>(objects::read_data(
+                        s,
+                        Some(&read_label),
+                    )?))
+                })
+                .await
+                .map_err(hsm_to_kms)?;
+            let Some((_, base)) = latest_on_token else {
+                self.forget_key(id)?;
+                return Err(self.realm.key_not_found(id));
+            };
+            let mut record = base.clone();
+            let new_version = match change(&mut record)? {
+                Change::Edit if record == base => {
+                    return self
+                        .reload_key(id)
+                        .await?
+                        .ok_or_else(|| self.realm.key_not_found(id));
+                }
+                Change::Edit => None,
+                Change::Rotate(spec) => {
+                    let version = record.next_version();
+                    record.versions.push(VersionRecord {
+                        version,
+                        nonce: new_nonce(),
+                        created: self.now(),
+                        rotation: Some(spec.rotation),
+                        encryptions_reserved: spec.reserved,
+                    });
+                    record.primary_version = version;
+                    Some(version)
+                }
+            };
+            record.revision = base.revision + 1;
+            let value = to_json(&record)?;
+            let wrap = self.hsm.capabilities().gcm_wrap;
+            let (key_id, revision, rec_label) = (*id, record.revision, label.clone());
+            let version_object = new_version
+                .and_then(|v| record.version(v))
+                .map(|v| (v.version, version_label(id, v.version, &v.nonce)));
+            let committed = self
+                .hsm
+                .pool()
+                .run(move |s| {
+                    let created = match &version_object {
+                        Some((v, l)) => Some((
+                            *v,
+                            objects::generate_master_key(s, l, &version_id(&key_id, *v), wrap)?,
+                        )),
+                        None => None,
+                    };
+                    match commit(s, &rec_label, &value, revision) {
+                        Ok(Some(meta)) => Ok(Some((meta, created))),
+                        other => {
+                            if let Some((_, h)) = created {
+                                let _ = objects::destroy_master_key(s, h);
+                            }
+                            other.map(|_| None)
+                        }
+                    }
+                })
+                .await
+                .map_err(hsm_to_kms)?;
+            match committed {
+                Some((meta, created)) => {
+                    let key = self.publish(record, meta, created).await?;
+                    if let Some(v) = new_version {
+                        tracing::info!(key_id = %id, version = v, "key rotated");
+                    }
+                    return Ok(key);
+                }
+                None => {
+                    tracing::info!(key_id = %id, attempt, "concurrent change on the token; retrying");
+                    back_off(attempt).await;
+                }
+            }
+        }
+        Err(conflict())
+    }
+
+    /// RotateKeyOnDemand: a new primary version now, within the per-key
+    /// limit of on-demand rotations.
+    pub async fn rotate_on_demand(&self, id: &Uuid) -> Result<Arc<Key>, KmsError> {
+        let max = self.policy.max_on_demand_rotations;
+        let realm = &self.realm;
+        self.modify(id, |r| {
+            super::usable(r, realm)?;
+            if r.on_demand_rotations >= max {
+                return Err(KmsError::LimitExceeded(format!(
+                    "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: {}",
+                    realm.key_arn(&r.key_id)
+                )));
+            }
+            r.on_demand_rotations += 1;
+            Ok(Change::Rotate(NewVersion {
+                rotation: RotationType::OnDemand,
+                reserved: 0,
+            }))
+        })
+        .await
+    }
+
+    /// Puts a committed record in the cache, with its version handles: the
+    /// one just created, those already cached, and any others found on the
+    /// token.
+    async fn publish(
+        &self,
+        record: KeyRecord,
+        meta: DataHandle,
+        created: Option<(u32, MasterKeyVersion)>,
+    ) -> Result<Arc<Key>, KmsError> {
+        let id = record.key_id;
+        let mut versions = self
+            .cached_key(&id)?
+            .map(|k| k.versions.clone())
+            .unwrap_or_default();
+        if let Some((v, h)) = created {
+            versions.insert(v, h);
+        }
+        let missing: Vec<String> = record
+            .versions
+            .iter()
+            .filter(|v| !versions.contains_key(&v.version))
+            .map(|v| version_label(&id, v.version, &v.nonce))
+            .collect();
+        if !missing.is_empty() {
+            let found = self
+                .hsm
+                .pool()
+                .run(move |s| {
+                    let mut out = HashMap::new();
+                    for l in missing {
+                        if let Some(h) = objects::find_master_key(s, &l)? {
+                            out.insert(l, h);
+                        }
+                    }
+                    Ok(out)
+                })
+                .await
+                .map_err(hsm_to_kms)?;
+            for v in &record.versions {
+                if let Some(h) = found.get(&version_label(&id, v.version, &v.nonce)) {
+                    versions.insert(v.version, *h);
+                }
+            }
+        }
+        let key = Arc::new(Key {
+            record,
+            meta,
+            versions,
+        });
+        self.cache
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .keys
+            .insert(id, key.clone());
+        Ok(key)
+    }
+
+    fn forget_key(&self, id: &Uuid) -> Result<(), KmsError> {
+        self.cache
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .keys
+            .remove(id);
+        Ok(())
+    }
+
+    /// Creates `alias_name` (with prefix) for `target`.
+    pub async fn create_alias(&self, alias_name: &str, target: &Uuid) -> Result<(), KmsError> {
+        let now = self.now();
+        self.write_alias(alias_name, |existing| match existing {
+            Some(_) => Err(KmsError::AlreadyExists(format!(
+                "An alias with the name {} already exists",
+                self.realm.alias_arn(alias_name)
+            ))),
+            None => Ok(AliasRecord {
+                format: 1,
+                revision: 0,
+                name: alias_name.to_owned(),
+                target: *target,
+                created: now,
+                updated: now,
+            }),
+        })
+        .await
+    }
+
+    /// Points an existing alias at another key.
+    pub async fn update_alias(&self, alias_name: &str, target: &Uuid) -> Result<(), KmsError> {
+        let now = self.now();
+        self.write_alias(alias_name, |existing| match existing {
+            None => Err(self.realm.alias_not_found(alias_name)),
+            Some(r) => Ok(AliasRecord {
+                target: *target,
+                updated: now,
+                revision: r.revision + 1,
+                ..r.clone()
+            }),
+        })
+        .await
+    }
+
+    /// Writes an alias record with the commit protocol: `make` gets the
+    /// latest record on the token (if any) and returns the new one.
+    async fn write_alias<F>(&self, alias_name: &str, mut make: F) -> Result<(), KmsError>
+    where
+        F: FnMut(Option<&AliasRecord>) -> Result<AliasRecord, KmsError>,
+    {
+        let _guard = self.writes.lock().await;
+        let label = alias_label(alias_name);
+        for attempt in 0..MAX_ATTEMPTS {
+            let read_label = label.clone();
+            let current = self
+                .hsm
+                .pool()
+                .run(move |s| {
+                    Ok(latest::<AliasRecord>(objects::read_data(
+                        s,
+                        Some(&read_label),
+                    )?))
+                })
+                .await
+                .map_err(hsm_to_kms)?;
+            let record = make(current.as_ref().map(|(_, r)| r))?;
+            let value = to_json(&record)?;
+            let (l, revision) = (label.clone(), record.revision);
+            let committed = self
+                .hsm
+                .pool()
+                .run(move |s| commit(s, &l, &value, revision))
+                .await
+                .map_err(hsm_to_kms)?;
+            if let Some(handle) = committed {
+                self.cache
+                    .write()
+                    .map_err(|_| lock_poisoned())?
+                    .aliases
+                    .insert(alias_name.to_owned(), AliasEntry { handle, record });
+                return Ok(());
+            }
+            back_off(attempt).await;
+        }
+        Err(conflict())
+    }
+
+    pub async fn delete_alias(&self, alias_name: &str) -> Result<(), KmsError> {
+        let _guard = self.writes.lock().await;
+        let label = alias_label(alias_name);
+        let removed = self
+            .hsm
+            .pool()
+            .run(move |s| {
+                let all = objects::read_data(s, Some(&label))?;
+                for o in &all {
+                    let _ = objects::destroy_data(s, o.handle);
+                }
+                Ok(!all.is_empty())
+            })
+            .await
+            .map_err(hsm_to_kms)?;
+        self.cache
+            .write()
+            .map_err(|_| lock_poisoned())?
+            .aliases
+            .remove(alias_name);
+        if !removed {
+            return Err(self.realm.alias_not_found(alias_name));
+        }
+        Ok(())
+    }
+
+    /// Destroys a key for good: its aliases, every version's token object
+    /// and its record. Its ciphertexts can never be decrypted again.
+    /// `still_due` is checked on the latest record first, so a deletion
+    /// cancelled meanwhile (through any gateway) is not carried out.
+    pub(super) async fn destroy_key<F>(&self, id: &Uuid, still_due: F) -> Result<bool, KmsError>
+    where
+        F: Fn(&KeyRecord) -> bool,
+    {
+        let _guard = self.writes.lock().await;
+        let label = key_label(id);
+        let latest_on_token = self
+            .hsm
+            .pool()
+            .run(move |s| Ok(latest::<KeyRecord>(objects::read_data(s, Some(&label))?)))
+            .await
+            .map_err(hsm_to_kms)?;
+        let Some((_, record)) = latest_on_token else {
+            self.forget_key(id)?;
+            return Ok(false);
+        };
+        if !still_due(&record) {
+            return Ok(false);
+        }
+        let key_id = *id;
+        self.hsm
+            .pool()
+            .run(move |s| {
+                // Aliases first: an alias must never name a missing key.
+                for o in objects::read_data(s, None)? {
+                    if o.label.starts_with(&alias_label("alias/"))
+                        && serde_json::from_slice::<AliasRecord>(&o.value)
+                            .is_ok_and(|a| a.target == key_id)
+                    {
+                        let _ = objects::destroy_data(s, o.handle);
+                    }
+                }
+                for v in &record.versions {
+                    let l = version_label(&key_id, v.version, &v.nonce);
+                    while let Some(h) = objects::find_master_key(s, &l)? {
+                        objects::destroy_master_key(s, h)?;
+                    }
+                }
+                for o in objects::read_data(s, Some(&key_label(&key_id)))? {
+                    let _ = objects::destroy_data(s, o.handle);
+                }
+                Ok(())
+            })
+            .await
+            .map_err(hsm_to_kms)?;
+        let mut cache = self.cache.write().map_err(|_| lock_poisoned())?;
+        cache.keys.remove(id);
+        cache.aliases.retain(|_, a| a.record.target != *id);
+        drop(cache);
+        if let Ok(mut b) = self.budgets.write() {
+            b.remove(id);
+        }
+        tracing::info!(key_id = %id, "key deleted: its versions are destroyed on the token");
+        Ok(true)
+    }
+}

@@ -1,0 +1,27 @@
+//! The KeyId of operations that AWS documents as taking "the key ID or key
+//! ARN of the KMS key" and nothing else: TagResource, UntagResource,
+//! ListResourceTags and UpdateKeyDescription.
+//!
+//! AWS says an alias cannot be tagged, so these operations must not quietly
+//! act on an alias's target: a caller who tags `alias/app` would otherwise
+//! tag whichever key the alias names today. An alias is answered the way
+//! AWS answers any KeyId that is not a key id (`Invalid keyId '...'`) or
+//! not a key ARN (`Invalid arn ...`).
+
+use std::sync::Arc;
+
+use super::Ctx;
+use crate::arn::KeyRef;
+use crate::error::KmsError;
+use crate::keystore::Key;
+
+/// The key named by a key id or key ARN; NotFoundException otherwise.
+pub async fn resolve_key_id_or_arn(ctx: &Ctx<'_>, key_id: &str) -> Result<Arc<Key>, KmsError> {
+    match ctx.store.realm().parse_key_ref(key_id)? {
+        KeyRef::Key(_) => ctx.store.resolve(key_id).await,
+        KeyRef::Alias(_) if key_id.starts_with("arn:") => {
+            Err(KmsError::NotFound(format!("Invalid arn {key_id}")))
+        }
+        KeyRef::Alias(_) => Err(KmsError::NotFound(format!("Invalid keyId '{key_id}'"))),
+    }
+}

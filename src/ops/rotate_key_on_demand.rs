@@ -1,0 +1,27 @@
+//! RotateKeyOnDemand: a new primary key version now, made on the token.
+//! Earlier versions keep decrypting; the automatic schedule is unchanged.
+
+use serde::Serialize;
+
+use super::Ctx;
+use super::shapes::KeyIdRequest;
+use crate::error::KmsError;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RotateKeyOnDemandResponse {
+    pub key_id: String,
+}
+
+pub async fn handle(
+    ctx: &mut Ctx<'_>,
+    req: KeyIdRequest,
+) -> Result<RotateKeyOnDemandResponse, KmsError> {
+    let key = ctx.store.resolve(req.key_id()?).await?;
+    let realm = ctx.store.realm();
+    let arn = realm.key_arn(key.id());
+    ctx.audit(arn.clone());
+    key.check_usable(realm)?;
+    ctx.store.rotate_on_demand(key.id()).await?;
+    Ok(RotateKeyOnDemandResponse { key_id: arn })
+}
