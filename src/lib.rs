@@ -17,6 +17,7 @@
 
 pub mod arn;
 pub mod auth;
+pub mod bench;
 pub mod blob;
 pub mod config;
 pub mod error;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use kmsgate::config::Config;
-use kmsgate::server;
+use kmsgate::{bench, server};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -43,6 +43,28 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Measure the token's raw ceiling for GenerateDataKey: the same
+    /// PKCS#11 work (random bytes, AES-GCM under a master key version), on
+    /// THREADS threads with a session each, without HTTP. Prints one
+    /// `raw_ops_per_sec=... threads=... seconds=...` line on stdout.
+    BenchToken {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// The token work to measure: generate-data-key, encrypt (of
+        /// --bytes bytes) or decrypt (of a --bytes-byte data key).
+        #[arg(long, default_value = "generate-data-key")]
+        op: bench::Op,
+        /// Threads, each with its own logged-in session.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Data key length in bytes.
+        #[arg(long, default_value_t = 32)]
+        bytes: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,6 +92,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, listen } => runtime.block_on(run(config, listen)),
         Command::CheckKeys { config } => runtime.block_on(check_keys(config)),
+        Command::BenchToken {
+            config,
+            op,
+            threads,
+            seconds,
+            bytes,
+        } => bench_token(config, op, threads, seconds, bytes),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -142,5 +171,25 @@ async fn check_keys(config_path: PathBuf) -> Result<(), server::StartError> {
     if unsafe_versions > 0 {
         return Err(format!("{unsafe_versions} key versions are not protected").into());
     }
+    Ok(())
+}
+
+fn bench_token(
+    config_path: PathBuf,
+    op: bench::Op,
+    threads: usize,
+    seconds: f64,
+    bytes: usize,
+) -> Result<(), server::StartError> {
+    let config = Config::load(&config_path)?;
+    let duration = Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("--seconds must be a positive number, got {seconds}"))?;
+    let options = bench::Options {
+        op,
+        threads,
+        duration,
+        bytes,
+    };
+    bench::run_from_config(&config, &options)?;
     Ok(())
 }
