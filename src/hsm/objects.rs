@@ -281,3 +281,56 @@ pub fn try_wrap_out(session: &Session, key: MasterKeyVersion) -> Result<bool, Hs
         Err(e) => Err(e.into()),
     }
 }
+
+/// `CKA_APPLICATION` of the change marker: a data object whose label every
+/// gateway changes after each write, so that the others can notice changes
+/// by reading one attribute instead of listing every object.
+pub const MARKER_APPLICATION: &[u8] = b"kmsgate/changes";
+
+fn marker_template() -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Application(MARKER_APPLICATION.to_vec()),
+    ]
+}
+
+/// The change markers on the token (normally one).
+pub fn find_markers(session: &Session) -> Result<Vec<DataHandle>, HsmError> {
+    Ok(session
+        .find_objects(&marker_template())?
+        .into_iter()
+        .map(DataHandle)
+        .collect())
+}
+
+pub fn create_marker(session: &Session, label: &str) -> Result<DataHandle, HsmError> {
+    let mut template = marker_template();
+    template.extend([
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Modifiable(true),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Value(b"kmsgate change marker".to_vec()),
+    ]);
+    Ok(DataHandle(session.create_object(&template)?))
+}
+
+/// A data object's label; `None` if the object is gone.
+pub fn read_label(session: &Session, handle: DataHandle) -> Result<Option<String>, HsmError> {
+    match session.get_attributes(handle.0, &[AttributeType::Label]) {
+        Ok(attrs) => Ok(attrs.into_iter().find_map(|a| match a {
+            Attribute::Label(l) => Some(String::from_utf8_lossy(&l).into_owned()),
+            _ => None,
+        })),
+        Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::ObjectHandleInvalid, _)) => {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Changes a data object's label in place (CKA_LABEL is modifiable where
+/// CKA_VALUE is not).
+pub fn set_label(session: &Session, handle: DataHandle, label: &str) -> Result<(), HsmError> {
+    Ok(session.update_attributes(handle.0, &[Attribute::Label(label.as_bytes().to_vec())])?)
+}

@@ -147,8 +147,14 @@ pub struct KeyStore {
     writes: tokio::sync::Mutex<()>,
     /// GCM usage budgets, by key id ([`usage`]).
     budgets: RwLock<HashMap<Uuid, Arc<usage::Budget>>>,
-    /// Data object handles the last sync saw ([`sync`]).
+    /// Data object handles the last full sync saw ([`sync`]).
     seen: Mutex<std::collections::HashSet<DataHandle>>,
+    /// The change markers and the labels the last sync read ([`sync`]).
+    markers: Mutex<sync::Markers>,
+    /// Labels of records looked up on the token and not found, valid until
+    /// the change marker moves (anything created anywhere moves it), so
+    /// repeated lookups of unknown names do not each list the token.
+    absent: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Maps token failures to what a client sees. Details stay in the log.
@@ -182,9 +188,16 @@ impl KeyStore {
         policy: KeyPolicy,
         clock: Box<dyn Clock>,
     ) -> Result<KeyStore, HsmError> {
-        let (data, keys) = hsm
+        let (data, keys, markers) = hsm
             .pool()
-            .run(|s| Ok((objects::read_data(s, None)?, objects::list_master_keys(s)?)))
+            .run(|s| {
+                let markers = sync::Markers::find_or_create(s)?;
+                Ok((
+                    objects::read_data(s, None)?,
+                    objects::list_master_keys(s)?,
+                    markers,
+                ))
+            })
             .await?;
         let handles: HashMap<String, MasterKeyVersion> = keys.into_iter().collect();
         let mut records: HashMap<Uuid, (DataHandle, KeyRecord)> = HashMap::new();
@@ -226,6 +239,8 @@ impl KeyStore {
             writes: tokio::sync::Mutex::new(()),
             budgets: RwLock::new(HashMap::new()),
             seen: Mutex::new(seen),
+            markers: Mutex::new(markers),
+            absent: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -265,6 +280,10 @@ impl KeyStore {
     /// the cache; `None` (and out of the cache) if the token has none.
     async fn reload_key(&self, id: &Uuid) -> Result<Option<Arc<Key>>, KmsError> {
         let label = key_label(id);
+        if self.is_absent(&label)? {
+            return Ok(None);
+        }
+        let absent_label = label.clone();
         let id = *id;
         let found = self
             .hsm
@@ -295,6 +314,8 @@ impl KeyStore {
             }
             None => {
                 cache.keys.remove(&id);
+                drop(cache);
+                self.mark_absent(absent_label)?;
                 Ok(None)
             }
         }
@@ -316,6 +337,10 @@ impl KeyStore {
 
     async fn reload_alias(&self, name: &str) -> Result<Option<AliasEntry>, KmsError> {
         let label = alias_label(name);
+        if self.is_absent(&label)? {
+            return Ok(None);
+        }
+        let absent_label = label.clone();
         let found = self
             .hsm
             .pool()
@@ -331,9 +356,29 @@ impl KeyStore {
             }
             None => {
                 cache.aliases.remove(name);
+                drop(cache);
+                self.mark_absent(absent_label)?;
                 Ok(None)
             }
         }
+    }
+
+    fn is_absent(&self, label: &str) -> Result<bool, KmsError> {
+        Ok(self
+            .absent
+            .lock()
+            .map_err(|_| lock_poisoned())?
+            .contains(label))
+    }
+
+    /// Remembers that `label` is not on the token (bounded; cleared by every
+    /// full sync).
+    fn mark_absent(&self, label: String) -> Result<(), KmsError> {
+        let mut absent = self.absent.lock().map_err(|_| lock_poisoned())?;
+        if absent.len() < 10_000 {
+            absent.insert(label);
+        }
+        Ok(())
     }
 
     /// Resolves a KeyId parameter (key id, key ARN, alias name, alias ARN)

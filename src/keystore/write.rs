@@ -158,6 +158,7 @@ impl KeyStore {
             .map_err(|_| lock_poisoned())?
             .keys
             .insert(id, key.clone());
+        self.announce().await;
         tracing::info!(key_id = %id, "key created");
         Ok(key)
     }
@@ -253,6 +254,7 @@ impl KeyStore {
             match committed {
                 Some((meta, created)) => {
                     let key = self.publish(record, meta, created).await?;
+                    self.announce().await;
                     if let Some(v) = new_version {
                         tracing::info!(key_id = %id, version = v, "key rotated");
                     }
@@ -426,6 +428,7 @@ impl KeyStore {
                     .map_err(|_| lock_poisoned())?
                     .aliases
                     .insert(alias_name.to_owned(), AliasEntry { handle, record });
+                self.announce().await;
                 return Ok(());
             }
             back_off(attempt).await;
@@ -453,6 +456,7 @@ impl KeyStore {
             .map_err(|_| lock_poisoned())?
             .aliases
             .remove(alias_name);
+        self.announce().await;
         if !removed {
             return Err(self.realm.alias_not_found(alias_name));
         }
@@ -508,13 +512,15 @@ impl KeyStore {
             })
             .await
             .map_err(hsm_to_kms)?;
-        let mut cache = self.cache.write().map_err(|_| lock_poisoned())?;
-        cache.keys.remove(id);
-        cache.aliases.retain(|_, a| a.record.target != *id);
-        drop(cache);
+        {
+            let mut cache = self.cache.write().map_err(|_| lock_poisoned())?;
+            cache.keys.remove(id);
+            cache.aliases.retain(|_, a| a.record.target != *id);
+        }
         if let Ok(mut b) = self.budgets.write() {
             b.remove(id);
         }
+        self.announce().await;
         tracing::info!(key_id = %id, "key deleted: its versions are destroyed on the token");
         Ok(true)
     }
