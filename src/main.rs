@@ -70,10 +70,18 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_env("KMSGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Every request writes an audit record. A logging thread writes them in
+    // batches (one write per burst, not per record) so that request threads
+    // never wait on stderr; it blocks rather than drop records when behind,
+    // and `_log_guard` flushes what is left when main returns.
+    let (log_writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(log_writer);
     if cli.log_format == "json" {
         builder.json().init();
     } else {
