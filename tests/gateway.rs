@@ -8,17 +8,6 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, KeyState};
 use common::*;
 
-async fn create_key(client: &aws_sdk_kms::Client) -> String {
-    client
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id
-}
-
 // ---------------------------------------------------------------- keys
 
 #[tokio::test]

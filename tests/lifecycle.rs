@@ -15,17 +15,6 @@ use common::*;
 /// Fast background work, so that tests see due work within a second.
 const FAST: &str = "[keys]\nsync_interval_ms = 100\nscheduler_interval_ms = 100\n";
 
-async fn create_key(client: &aws_sdk_kms::Client) -> String {
-    client
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id
-}
-
 async fn encrypt(kms: &aws_sdk_kms::Client, key: &str, text: &str) -> (Blob, String) {
     let out = kms
         .encrypt()

@@ -1,22 +1,11 @@
 //! DisableKey: the key refuses cryptographic use until enabled again.
 
 use super::Ctx;
-use super::shapes::{Empty, KeyIdRequest, pending_deletion};
+use super::enable_key::set_state;
+use super::shapes::{Empty, KeyIdRequest};
 use crate::error::KmsError;
 use crate::keystore::KeyState;
 
 pub async fn handle(ctx: &mut Ctx<'_>, req: KeyIdRequest) -> Result<Empty, KmsError> {
-    let key = ctx.store.resolve(req.key_id()?).await?;
-    let realm = ctx.store.realm();
-    ctx.audit(realm.key_arn(key.id()));
-    ctx.store
-        .update_key(key.id(), |r| match r.state {
-            KeyState::PendingDeletion => Err(pending_deletion(realm, &key)),
-            _ => {
-                r.state = KeyState::Disabled;
-                Ok(())
-            }
-        })
-        .await?;
-    Ok(Empty {})
+    set_state(ctx, req, KeyState::Disabled).await
 }

@@ -7,6 +7,15 @@ use crate::error::KmsError;
 use crate::keystore::KeyState;
 
 pub async fn handle(ctx: &mut Ctx<'_>, req: KeyIdRequest) -> Result<Empty, KmsError> {
+    set_state(ctx, req, KeyState::Enabled).await
+}
+
+/// EnableKey and DisableKey: any state but PendingDeletion becomes `state`.
+pub(super) async fn set_state(
+    ctx: &mut Ctx<'_>,
+    req: KeyIdRequest,
+    state: KeyState,
+) -> Result<Empty, KmsError> {
     let key = ctx.store.resolve(req.key_id()?).await?;
     let realm = ctx.store.realm();
     ctx.audit(realm.key_arn(key.id()));
@@ -14,7 +23,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: KeyIdRequest) -> Result<Empty, KmsEr
         .update_key(key.id(), |r| match r.state {
             KeyState::PendingDeletion => Err(pending_deletion(realm, &key)),
             _ => {
-                r.state = KeyState::Enabled;
+                r.state = state;
                 Ok(())
             }
         })

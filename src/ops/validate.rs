@@ -72,21 +72,9 @@ impl Violations {
         }
     }
 
-    /// List length.
+    /// List length; like a blob's, reported without a value.
     pub fn list_len(&mut self, member: &str, len: usize, min: usize, max: usize) {
-        if len < min {
-            self.push(
-                None,
-                member,
-                format!("Member must have length greater than or equal to {min}"),
-            );
-        } else if len > max {
-            self.push(
-                None,
-                member,
-                format!("Member must have length less than or equal to {max}"),
-            );
-        }
+        self.blob_len(member, len, min, max);
     }
 
     pub fn int_range(&mut self, member: &str, v: i64, min: i64, max: i64) {

@@ -404,3 +404,15 @@ where
 pub fn key_arn(id: &str) -> String {
     format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/{id}")
 }
+
+/// Creates a symmetric key with no options and returns its key id.
+pub async fn create_key(client: &aws_sdk_kms::Client) -> String {
+    client
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id
+}
