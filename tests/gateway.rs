@@ -1092,3 +1092,60 @@ fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+// ---------------------------------------------------------------- back-pressure
+
+#[tokio::test]
+async fn a_saturated_token_fails_requests_fast_and_recovers() {
+    // One session, room for one waiting request, and a 1 ms deadline: most
+    // of 64 concurrent requests cannot be served in time.
+    let token = Token::with_config("");
+    let config = std::fs::read_to_string(token.config()).unwrap().replace(
+        "[hsm]\n",
+        "[hsm]\nsessions = 1\nqueue_depth = 1\nqueue_timeout_ms = 1\n",
+    );
+    std::fs::write(token.config(), config).unwrap();
+    let gw = Gateway::start_on(token);
+    let kms = gw.client();
+    let id = create_key(&kms).await;
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let kms = kms.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            kms.generate_data_key()
+                .key_id(id)
+                .number_of_bytes(32)
+                .send()
+                .await
+                .map_err(|e| error_of(&e).0)
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(code) => {
+                assert!(
+                    code == "ThrottlingException" || code == "DependencyTimeoutException",
+                    "unexpected {code}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(ok >= 1, "some requests are served");
+    assert!(
+        refused >= 1,
+        "an overfull queue refuses instead of queueing forever"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // Once the burst is over, requests succeed again.
+    kms.generate_data_key()
+        .key_id(&id)
+        .number_of_bytes(32)
+        .send()
+        .await
+        .unwrap();
+}
