@@ -1149,3 +1149,81 @@ async fn a_saturated_token_fails_requests_fast_and_recovers() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn create_key_refuses_what_kmsgate_cannot_keep_on_the_token_and_creates_nothing() {
+    let gw = Gateway::start();
+    let cases: [(&str, &str, &str); 5] = [
+        (
+            r#"{"KeySpec":"HMAC_random"}"#,
+            "ValidationException",
+            "1 validation error detected: Value 'HMAC_random' at 'keySpec' failed to satisfy constraint: Member must satisfy enum value set: [RSA_2048, ECC_NIST_P384, ECC_NIST_P256, ECC_NIST_P521, HMAC_384, RSA_3072, ECC_SECG_P256K1, RSA_4096, SYMMETRIC_DEFAULT, HMAC_256, HMAC_224, HMAC_512, SM2, ML_DSA_44, ML_DSA_65, ML_DSA_87, ECC_NIST_EDWARDS25519]",
+        ),
+        (
+            r#"{"KeyUsage":"RANDOM"}"#,
+            "ValidationException",
+            "1 validation error detected: Value 'RANDOM' at 'keyUsage' failed to satisfy constraint: Member must satisfy enum value set: [ENCRYPT_DECRYPT, SIGN_VERIFY, GENERATE_VERIFY_MAC, KEY_AGREEMENT]",
+        ),
+        (
+            r#"{"KeySpec":"HMAC_256"}"#,
+            "ValidationException",
+            "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys.",
+        ),
+        (
+            r#"{"KeySpec":"RSA_2048","KeyUsage":"ENCRYPT_DECRYPT"}"#,
+            "UnsupportedOperationException",
+            "KeySpec RSA_2048 is not supported by kmsgate: only SYMMETRIC_DEFAULT keys are.",
+        ),
+        (
+            r#"{"Tags":[{"TagKey":"aws:owner","TagValue":"x"}]}"#,
+            "TagException",
+            "Tags beginning with aws: are reserved",
+        ),
+    ];
+    for (body, error, message) in cases {
+        let r = gw.raw(Some("TrentService.CreateKey"), body.as_bytes(), true);
+        assert_eq!(
+            (r.status, r.error_type(), r.message()),
+            (400, error, message),
+            "{body}"
+        );
+    }
+    let keys = gw.client().list_keys().send().await.unwrap();
+    assert!(
+        keys.keys.unwrap_or_default().is_empty(),
+        "nothing was created"
+    );
+}
+
+#[tokio::test]
+async fn dry_run_checks_everything_and_does_nothing() {
+    let gw = Gateway::start();
+    let kms = gw.client();
+    let id = create_key(&kms).await;
+    let e = kms
+        .generate_data_key()
+        .key_id(&id)
+        .number_of_bytes(32)
+        .dry_run(true)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_of(&e),
+        (
+            "DryRunOperationException".into(),
+            "The request would have succeeded, but the DryRun option is set.".into()
+        )
+    );
+    // A dry run of something that would fail reports the failure.
+    kms.disable_key().key_id(&id).send().await.unwrap();
+    let e = kms
+        .encrypt()
+        .key_id(&id)
+        .plaintext(Blob::new("x"))
+        .dry_run(true)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_of(&e).0, "DisabledException");
+}

@@ -31,18 +31,20 @@ pub struct CreateKeyResponse {
     pub key_metadata: KeyMetadata,
 }
 
+/// In the order AWS prints them in its validation message (recorded against
+/// the real service for the first twelve; later specs appended).
 pub const KEY_SPECS: &[&str] = &[
     "RSA_2048",
-    "RSA_3072",
-    "RSA_4096",
-    "ECC_NIST_P256",
     "ECC_NIST_P384",
+    "ECC_NIST_P256",
     "ECC_NIST_P521",
-    "ECC_SECG_P256K1",
-    "SYMMETRIC_DEFAULT",
-    "HMAC_224",
-    "HMAC_256",
     "HMAC_384",
+    "RSA_3072",
+    "ECC_SECG_P256K1",
+    "RSA_4096",
+    "SYMMETRIC_DEFAULT",
+    "HMAC_256",
+    "HMAC_224",
     "HMAC_512",
     "SM2",
     "ML_DSA_44",
@@ -50,9 +52,10 @@ pub const KEY_SPECS: &[&str] = &[
     "ML_DSA_87",
     "ECC_NIST_EDWARDS25519",
 ];
+/// AWS's recorded order, KEY_AGREEMENT appended.
 const KEY_USAGES: &[&str] = &[
-    "SIGN_VERIFY",
     "ENCRYPT_DECRYPT",
+    "SIGN_VERIFY",
     "GENERATE_VERIFY_MAC",
     "KEY_AGREEMENT",
 ];
