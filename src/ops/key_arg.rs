@@ -11,9 +11,10 @@
 use std::sync::Arc;
 
 use super::Ctx;
+use super::shapes::pending_deletion;
 use crate::arn::KeyRef;
 use crate::error::KmsError;
-use crate::keystore::Key;
+use crate::keystore::{Key, KeyRecord, KeyState};
 
 /// The key named by a key id or key ARN; NotFoundException otherwise.
 pub async fn resolve_key_id_or_arn(ctx: &Ctx<'_>, key_id: &str) -> Result<Arc<Key>, KmsError> {
@@ -24,4 +25,30 @@ pub async fn resolve_key_id_or_arn(ctx: &Ctx<'_>, key_id: &str) -> Result<Arc<Ke
         }
         KeyRef::Alias(_) => Err(KmsError::NotFound(format!("Invalid keyId '{key_id}'"))),
     }
+}
+
+/// Resolves a key id or key ARN and changes its record, unless the key is
+/// pending deletion (KMSInvalidStateException, checked on the latest record).
+/// Shared by the operations that edit a key's tags and description.
+pub async fn update_unless_pending<F>(
+    ctx: &mut Ctx<'_>,
+    key_id: &str,
+    mut change: F,
+) -> Result<(), KmsError>
+where
+    F: FnMut(&mut KeyRecord) -> Result<(), KmsError>,
+{
+    let key = resolve_key_id_or_arn(ctx, key_id).await?;
+    let store = ctx.store;
+    let realm = store.realm();
+    ctx.audit(realm.key_arn(key.id()));
+    store
+        .update_key(key.id(), |r| {
+            if r.state == KeyState::PendingDeletion {
+                return Err(pending_deletion(realm, &key));
+            }
+            change(r)
+        })
+        .await?;
+    Ok(())
 }

@@ -9,11 +9,10 @@ use serde::Deserialize;
 
 use super::Ctx;
 use super::create_key::{MAX_TAGS, check_tag_lengths, check_tag_rules};
-use super::key_arg::resolve_key_id_or_arn;
-use super::shapes::{Empty, TagShape, check_key_id, pending_deletion};
+use super::key_arg::update_unless_pending;
+use super::shapes::{Empty, TagShape, check_key_id};
 use super::validate::Violations;
 use crate::error::KmsError;
-use crate::keystore::KeyState;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -33,25 +32,18 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: TagResourceRequest) -> Result<Empty,
     v.finish()?;
     let requested = req.tags.unwrap_or_default();
 
-    let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
-    let realm = ctx.store.realm();
-    ctx.audit(realm.key_arn(key.id()));
-    ctx.store
-        .update_key(key.id(), |r| {
-            if r.state == KeyState::PendingDeletion {
-                return Err(pending_deletion(realm, &key));
+    update_unless_pending(ctx, req.key_id.as_deref().unwrap_or_default(), |r| {
+        for tag in check_tag_rules(&requested)? {
+            match r.tags.iter_mut().find(|t| t.key == tag.key) {
+                Some(existing) => existing.value = tag.value,
+                None => r.tags.push(tag),
             }
-            for tag in check_tag_rules(&requested)? {
-                match r.tags.iter_mut().find(|t| t.key == tag.key) {
-                    Some(existing) => existing.value = tag.value,
-                    None => r.tags.push(tag),
-                }
-            }
-            if r.tags.len() > MAX_TAGS {
-                return Err(KmsError::Tag("Too many tags".into()));
-            }
-            Ok(())
-        })
-        .await?;
+        }
+        if r.tags.len() > MAX_TAGS {
+            return Err(KmsError::Tag("Too many tags".into()));
+        }
+        Ok(())
+    })
+    .await?;
     Ok(Empty {})
 }

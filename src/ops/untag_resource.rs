@@ -6,11 +6,10 @@ use serde::Deserialize;
 
 use super::Ctx;
 use super::create_key::is_reserved_tag_key;
-use super::key_arg::resolve_key_id_or_arn;
-use super::shapes::{Empty, check_key_id, pending_deletion};
+use super::key_arg::update_unless_pending;
+use super::shapes::{Empty, check_key_id};
 use super::validate::Violations;
 use crate::error::KmsError;
-use crate::keystore::KeyState;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -32,22 +31,15 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: UntagResourceRequest) -> Result<Empt
     v.finish()?;
     let remove = req.tag_keys.unwrap_or_default();
 
-    let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
-    let realm = ctx.store.realm();
-    ctx.audit(realm.key_arn(key.id()));
-    ctx.store
-        .update_key(key.id(), |r| {
-            if r.state == KeyState::PendingDeletion {
-                return Err(pending_deletion(realm, &key));
-            }
-            if remove.iter().any(|k| is_reserved_tag_key(k)) {
-                return Err(KmsError::Tag(
-                    "Tags beginning with aws: are reserved".into(),
-                ));
-            }
-            r.tags.retain(|t| !remove.contains(&t.key));
-            Ok(())
-        })
-        .await?;
+    update_unless_pending(ctx, req.key_id.as_deref().unwrap_or_default(), |r| {
+        if remove.iter().any(|k| is_reserved_tag_key(k)) {
+            return Err(KmsError::Tag(
+                "Tags beginning with aws: are reserved".into(),
+            ));
+        }
+        r.tags.retain(|t| !remove.contains(&t.key));
+        Ok(())
+    })
+    .await?;
     Ok(Empty {})
 }

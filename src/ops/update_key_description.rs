@@ -5,11 +5,10 @@
 use serde::Deserialize;
 
 use super::Ctx;
-use super::key_arg::resolve_key_id_or_arn;
-use super::shapes::{Empty, check_key_id, pending_deletion};
+use super::key_arg::update_unless_pending;
+use super::shapes::{Empty, check_key_id};
 use super::validate::Violations;
 use crate::error::KmsError;
-use crate::keystore::KeyState;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -32,17 +31,10 @@ pub async fn handle(
     v.finish()?;
     let description = req.description.unwrap_or_default();
 
-    let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
-    let realm = ctx.store.realm();
-    ctx.audit(realm.key_arn(key.id()));
-    ctx.store
-        .update_key(key.id(), |r| {
-            if r.state == KeyState::PendingDeletion {
-                return Err(pending_deletion(realm, &key));
-            }
-            r.description = description.clone();
-            Ok(())
-        })
-        .await?;
+    update_unless_pending(ctx, req.key_id.as_deref().unwrap_or_default(), |r| {
+        r.description = description.clone();
+        Ok(())
+    })
+    .await?;
     Ok(Empty {})
 }
