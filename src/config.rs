@@ -176,6 +176,10 @@ pub struct CredentialConfig {
     /// Name recorded in the audit log for requests signed with this key;
     /// the access key id when not set.
     pub principal: Option<String>,
+    /// The operations this credential may call, as IAM actions
+    /// (`kms:Decrypt`, `kms:GenerateDataKey*`, `kms:*`); every operation
+    /// when not set.
+    pub allow: Option<Vec<String>>,
 }
 
 fn default_listen() -> SocketAddr {

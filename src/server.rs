@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::arn::Realm;
-use crate::auth::{Credential, Verifier};
+use crate::auth::{Authorizer, Credential, Verifier};
 use crate::config::{Config, read_secret};
 use crate::hsm::{Hsm, HsmSettings};
 use crate::http::{AppState, router};
@@ -41,7 +41,13 @@ pub fn hsm_settings(config: &Config) -> Result<HsmSettings, StartError> {
 pub async fn build(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
     let settings = hsm_settings(config)?;
     let mut credentials = Vec::with_capacity(config.auth.credentials.len());
+    let mut authorizer = Authorizer::new(&config.partition, &config.account_id);
     for c in &config.auth.credentials {
+        if let Some(allow) = &c.allow {
+            authorizer
+                .restrict(&c.access_key_id, allow)
+                .map_err(|e| format!("credential {}: {e}", c.access_key_id))?;
+        }
         credentials.push(Credential {
             access_key_id: c.access_key_id.clone(),
             secret: read_secret(c.secret_file.as_deref(), c.secret_env.as_deref())?,
@@ -76,6 +82,7 @@ pub async fn build(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartEr
     let state = Arc::new(AppState {
         store,
         verifier,
+        authorizer,
         max_body_bytes: config.max_body_bytes,
     });
     Ok((state, hsm))

@@ -1097,12 +1097,12 @@ fn base64_encode(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn a_saturated_token_fails_requests_fast_and_recovers() {
-    // One session, room for one waiting request, and a 1 ms deadline: most
-    // of 64 concurrent requests cannot be served in time.
+    // One session and room for one waiting request: most of 64 concurrent
+    // requests find the queue full, and a waiting one may pass its deadline.
     let token = Token::with_config("");
     let config = std::fs::read_to_string(token.config()).unwrap().replace(
         "[hsm]\n",
-        "[hsm]\nsessions = 1\nqueue_depth = 1\nqueue_timeout_ms = 1\n",
+        "[hsm]\nsessions = 1\nqueue_depth = 1\nqueue_timeout_ms = 50\n",
     );
     std::fs::write(token.config(), config).unwrap();
     let gw = Gateway::start_on(token);
@@ -1226,4 +1226,56 @@ async fn dry_run_checks_everything_and_does_nothing() {
         .await
         .unwrap_err();
     assert_eq!(error_of(&e).0, "DisabledException");
+}
+
+#[tokio::test]
+async fn a_credential_restricted_to_some_actions_is_refused_the_others() {
+    const APP_KEY: &str = "AKIAKMSGATEAPPONLY01";
+    const APP_SECRET: &str = "app-secret-0123456789abcdefghijklmnopqrs";
+    let token = Token::with_config(&format!(
+        "[[auth.credentials]]\naccess_key_id = \"{APP_KEY}\"\nsecret_env = \"KMSGATE_TEST_APP_SECRET\"\nprincipal = \"app\"\nallow = [\"kms:Decrypt\", \"kms:GenerateDataKey*\", \"kms:DescribeKey\"]\n"
+    ));
+    let gw = Gateway::start_on_with_env(token, &[("KMSGATE_TEST_APP_SECRET", APP_SECRET)]);
+    let admin = gw.client();
+    let app = gw.client_as(APP_KEY, APP_SECRET, REGION);
+    let id = create_key(&admin).await;
+
+    let dk = app
+        .generate_data_key()
+        .key_id(&id)
+        .key_spec(DataKeySpec::Aes256)
+        .send()
+        .await
+        .unwrap();
+    app.decrypt()
+        .ciphertext_blob(dk.ciphertext_blob.unwrap())
+        .send()
+        .await
+        .unwrap();
+    app.describe_key().key_id(&id).send().await.unwrap();
+
+    let e = app
+        .schedule_key_deletion()
+        .key_id(&id)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_of(&e),
+        (
+            "AccessDeniedException".into(),
+            format!(
+                "User: arn:aws:iam::{ACCOUNT}:user/app is not authorized to perform: kms:ScheduleKeyDeletion because no identity-based policy allows the kms:ScheduleKeyDeletion action"
+            )
+        )
+    );
+    let e = app.create_key().send().await.unwrap_err();
+    assert_eq!(error_of(&e).0, "AccessDeniedException");
+    // Refused requests changed nothing.
+    let m = admin.describe_key().key_id(&id).send().await.unwrap();
+    assert_eq!(m.key_metadata.unwrap().key_state, Some(KeyState::Enabled));
+    assert_eq!(
+        admin.list_keys().send().await.unwrap().keys.unwrap().len(),
+        1
+    );
 }

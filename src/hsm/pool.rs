@@ -73,8 +73,19 @@ impl Pool {
         })
     }
 
-    /// Runs `f` with a session on a worker thread and returns its result.
+    /// Runs `f` with a session on a worker thread and returns its result,
+    /// or fails fast if it cannot start within the queue deadline.
     pub async fn run<T, F>(&self, f: F) -> Result<T, HsmError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Session) -> Result<T, HsmError> + Send + 'static,
+    {
+        self.run_within(self.queue_timeout, f).await
+    }
+
+    /// As [`run`](Self::run), with its own deadline: start-up work is not
+    /// a client request and must not fail on a short request deadline.
+    pub async fn run_within<T, F>(&self, deadline: Duration, f: F) -> Result<T, HsmError>
     where
         T: Send + 'static,
         F: FnOnce(&Session) -> Result<T, HsmError> + Send + 'static,
@@ -90,7 +101,7 @@ impl Pool {
         });
         let envelope = Envelope {
             job,
-            deadline: Instant::now() + self.queue_timeout,
+            deadline: Instant::now() + deadline,
         };
         match sender.try_send(envelope) {
             Ok(()) => {}

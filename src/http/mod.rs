@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
 use tracing::Instrument;
 
-use crate::auth::{Principal, Verifier};
+use crate::auth::{Authorizer, Principal, Verifier};
 use crate::error::KmsError;
 use crate::keystore::KeyStore;
 use crate::ops::{self, Ctx};
@@ -31,6 +31,7 @@ const TARGET_PREFIX: &str = "TrentService.";
 pub struct AppState {
     pub store: KeyStore,
     pub verifier: Verifier,
+    pub authorizer: Authorizer,
     pub max_body_bytes: usize,
 }
 
@@ -100,6 +101,9 @@ async fn handle(
         .unwrap_or_default();
     if !target.starts_with(TARGET_PREFIX) {
         return Err(KmsError::UnknownOperation);
+    }
+    if ops::ALL_OPERATIONS.contains(&operation) {
+        state.authorizer.check(&principal, operation)?;
     }
     let mut ctx = Ctx {
         store: &state.store,

@@ -190,7 +190,7 @@ impl KeyStore {
     ) -> Result<KeyStore, HsmError> {
         let (data, keys, markers) = hsm
             .pool()
-            .run(|s| {
+            .run_within(std::time::Duration::from_secs(120), |s| {
                 let markers = sync::Markers::find_or_create(s)?;
                 Ok((
                     objects::read_data(s, None)?,

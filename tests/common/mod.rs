@@ -163,6 +163,11 @@ impl Gateway {
 
     /// A gateway on an existing token (a restart, or a second gateway).
     pub fn start_on(token: Arc<Token>) -> Gateway {
+        Self::start_on_with_env(token, &[])
+    }
+
+    /// As [`start_on`](Self::start_on), with extra environment variables.
+    pub fn start_on_with_env(token: Arc<Token>, env: &[(&str, &str)]) -> Gateway {
         let n = NEXT_LOG.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log = token.path().join(format!("gateway-{n}.log"));
         let stderr = std::fs::File::create(&log).unwrap();
@@ -173,6 +178,7 @@ impl Gateway {
             .args(["serve", "--config"])
             .arg(token.config())
             .args(["--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
