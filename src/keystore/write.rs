@@ -195,17 +195,15 @@ impl KeyStore {
                 })
                 .await
                 .map_err(hsm_to_kms)?;
-            let Some((_, base)) = latest_on_token else {
+            let Some((base_meta, base)) = latest_on_token else {
                 self.forget_key(id)?;
                 return Err(self.realm.key_not_found(id));
             };
             let mut record = base.clone();
             let new_version = match change(&mut record)? {
                 Change::Edit if record == base => {
-                    return self
-                        .reload_key(id)
-                        .await?
-                        .ok_or_else(|| self.realm.key_not_found(id));
+                    // Nothing to write: the record just read is the latest.
+                    return self.publish(base, base_meta, None).await;
                 }
                 Change::Edit => None,
                 Change::Rotate(spec) => {
