@@ -7,7 +7,7 @@ use super::Ctx;
 use super::shapes::{Empty, check_key_id};
 use super::validate::Violations;
 use crate::error::KmsError;
-use crate::keystore::RotationSchedule;
+use crate::keystore::{KeyRecord, RotationSchedule, usable};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -26,27 +26,43 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: EnableKeyRotationRequest) -> Result<
     }
     v.finish()?;
     let period = req.rotation_period_in_days.unwrap_or(DEFAULT_PERIOD_DAYS) as u32;
-    let key = ctx
-        .store
-        .resolve(req.key_id.as_deref().unwrap_or_default())
-        .await?;
+    let now = ctx.store.now();
+    update_if_usable(ctx, req.key_id.as_deref().unwrap_or_default(), |r| {
+        // Same period: keep the date already scheduled.
+        if r.rotation.as_ref().is_some_and(|s| s.period_days == period) {
+            return Ok(());
+        }
+        r.rotation = Some(RotationSchedule {
+            period_days: period,
+            next_rotation: (now + f64::from(period) * 86_400.0).round(),
+        });
+        Ok(())
+    })
+    .await?;
+    Ok(Empty {})
+}
+
+/// EnableKeyRotation and DisableKeyRotation: resolve the key and change its
+/// record, only while it is Enabled (checked on the cached key and again on
+/// the latest record), with AWS's Disabled and pending-deletion errors.
+pub(super) async fn update_if_usable<F>(
+    ctx: &mut Ctx<'_>,
+    key_id: &str,
+    mut change: F,
+) -> Result<(), KmsError>
+where
+    F: FnMut(&mut KeyRecord) -> Result<(), KmsError>,
+{
+    let key = ctx.store.resolve(key_id).await?;
     let store = ctx.store;
     let realm = store.realm();
     ctx.audit(realm.key_arn(key.id()));
     key.check_usable(realm)?;
     store
         .update_key(key.id(), |r| {
-            crate::keystore::usable(r, realm)?;
-            // Same period: keep the date already scheduled.
-            if r.rotation.as_ref().is_some_and(|s| s.period_days == period) {
-                return Ok(());
-            }
-            r.rotation = Some(RotationSchedule {
-                period_days: period,
-                next_rotation: (store.now() + f64::from(period) * 86_400.0).round(),
-            });
-            Ok(())
+            usable(r, realm)?;
+            change(r)
         })
         .await?;
-    Ok(Empty {})
+    Ok(())
 }
