@@ -961,17 +961,7 @@ async fn a_restart_keeps_keys_aliases_and_states_and_old_ciphertexts_decrypt() {
     let kms = gw.client();
     let state = |id: String| {
         let kms = kms.clone();
-        async move {
-            kms.describe_key()
-                .key_id(id)
-                .send()
-                .await
-                .unwrap()
-                .key_metadata
-                .unwrap()
-                .key_state
-                .unwrap()
-        }
+        async move { key_metadata(&kms, &id).await.key_state.unwrap() }
     };
     assert_eq!(state(live.clone()).await, KeyState::Enabled);
     assert_eq!(state(off.clone()).await, KeyState::Disabled);

@@ -65,13 +65,8 @@ async fn rotations(
 }
 
 async fn current_material(kms: &aws_sdk_kms::Client, key: &str) -> String {
-    kms.describe_key()
-        .key_id(key)
-        .send()
+    key_metadata(kms, key)
         .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
         .current_key_material_id
         .unwrap()
 }

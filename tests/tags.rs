@@ -60,15 +60,7 @@ async fn tags_of(kms: &aws_sdk_kms::Client, key_id: &str) -> Vec<(String, String
 }
 
 async fn description_of(kms: &aws_sdk_kms::Client, key_id: &str) -> String {
-    kms.describe_key()
-        .key_id(key_id)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .description
-        .unwrap()
+    key_metadata(kms, key_id).await.description.unwrap()
 }
 
 fn numbered_tags(prefix: &str, n: usize) -> Vec<Tag> {

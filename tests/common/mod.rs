@@ -422,3 +422,18 @@ pub async fn create_key(client: &aws_sdk_kms::Client) -> String {
         .unwrap()
         .key_id
 }
+
+/// DescribeKey's KeyMetadata of a key (by any KeyId form); panics on error.
+pub async fn key_metadata(
+    client: &aws_sdk_kms::Client,
+    key_id: &str,
+) -> aws_sdk_kms::types::KeyMetadata {
+    client
+        .describe_key()
+        .key_id(key_id)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+}
