@@ -22,14 +22,13 @@ use std::io::Write;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use cryptoki::session::Session;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::blob::{self, EncryptionContext, Header};
 use crate::config::{Config, IvSource};
 use crate::hsm::objects::{self, MasterKeyVersion};
-use crate::hsm::{Hsm, HsmError, crypto};
+use crate::hsm::{Hsm, HsmError, OwnedSession, TokenSession, crypto};
 use crate::server::{StartError, hsm_settings};
 
 /// The token work one request of an operation needs.
@@ -197,7 +196,7 @@ pub fn run(hsm: &Hsm, options: &Options) -> Result<Report, StartError> {
     let control = hsm.open_session()?;
     let key_id = Uuid::new_v4();
     let label = format!("kmsgate/bench/{key_id}");
-    let key = objects::generate_master_key(&control, &label, key_id.as_bytes(), false)?;
+    let key = objects::generate_master_key(&control.lend(), &label, key_id.as_bytes(), false)?;
     tracing::info!(
         %label,
         op = options.op.name(),
@@ -205,8 +204,8 @@ pub fn run(hsm: &Hsm, options: &Options) -> Result<Report, StartError> {
         seconds = options.duration.as_secs_f64(),
         "bench-token: master key version created"
     );
-    let result = run_with_key(hsm, &control, key, key_id, options);
-    if let Err(e) = objects::destroy_master_key(&control, key) {
+    let result = run_with_key(hsm, &control.lend(), key, key_id, options);
+    if let Err(e) = objects::destroy_master_key(&control.lend(), key) {
         tracing::warn!(%label, error = %e, "bench-token: could not destroy the bench key");
     }
     result
@@ -214,7 +213,7 @@ pub fn run(hsm: &Hsm, options: &Options) -> Result<Report, StartError> {
 
 fn run_with_key(
     hsm: &Hsm,
-    control: &Session,
+    control: &TokenSession,
     key: MasterKeyVersion,
     key_id: Uuid,
     options: &Options,
@@ -312,7 +311,7 @@ struct Work {
 }
 
 impl Work {
-    fn once(&self, session: &Session) -> Result<(), HsmError> {
+    fn once(&self, session: &TokenSession) -> Result<(), HsmError> {
         match self.op {
             Op::GenerateDataKey => {
                 let dk = crypto::generate_data_key(
@@ -345,7 +344,7 @@ impl Work {
 }
 
 fn worker(
-    session: Session,
+    session: OwnedSession,
     work: &Work,
     duration: Duration,
     gate: &Gate,
@@ -356,7 +355,7 @@ fn worker(
     let start = Instant::now();
     let mut ops = 0u64;
     while start.elapsed() < duration {
-        work.once(&session)?;
+        work.once(&session.lend())?;
         ops += 1;
     }
     Ok(ThreadResult {

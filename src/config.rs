@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use serde::Deserialize;
 
+pub use crate::hsm::{IvSource, ReadBack};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -100,19 +102,6 @@ fn default_scheduler_ms() -> u64 {
     10_000
 }
 
-/// Where the IV of an AES-GCM operation comes from (DESIGN.md decision 5).
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum IvSource {
-    /// kmsgate draws 12 bytes from the token's RNG and passes them in
-    /// (SoftHSM2).
-    #[default]
-    Caller,
-    /// The token generates the IV itself and writes it back into the
-    /// parameter buffer (nShield, FIPS-mode Luna).
-    Token,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HsmConfig {
@@ -135,8 +124,16 @@ pub struct HsmConfig {
     /// ThrottlingException.
     #[serde(default = "default_queue_timeout_ms")]
     pub queue_timeout_ms: u64,
+    /// The longest a request waits for the token, queue included: past it
+    /// the client gets DependencyTimeoutException even if the call never
+    /// returns.
+    #[serde(default = "default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
     #[serde(default)]
     pub iv_source: IvSource,
+    /// How writes are confirmed durable before they are acknowledged.
+    #[serde(default)]
+    pub read_back: ReadBack,
     /// Use C_WrapKey for GenerateDataKeyWithoutPlaintext where the token
     /// advertises CKF_WRAP for CKM_AES_GCM. `false` forces C_Encrypt.
     #[serde(default = "default_true")]
@@ -205,6 +202,9 @@ fn default_queue_depth() -> usize {
 }
 fn default_queue_timeout_ms() -> u64 {
     2000
+}
+fn default_call_timeout_ms() -> u64 {
+    5000
 }
 fn default_true() -> bool {
     true

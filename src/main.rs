@@ -68,6 +68,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The read-back helper (kmsgate::hsm::readback) is this binary too; it
+    // speaks only over its pipes and logs nothing.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(kmsgate::hsm::readback::HELPER_ARG))
+    {
+        return ExitCode::from(u8::try_from(kmsgate::hsm::readback::helper_main()).unwrap_or(1));
+    }
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_env("KMSGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Every request writes an audit record. A logging thread writes them in

@@ -32,8 +32,10 @@ pub fn hsm_settings(config: &Config) -> Result<HsmSettings, StartError> {
         sessions: config.hsm.sessions,
         queue_depth: config.hsm.queue_depth,
         queue_timeout: Duration::from_millis(config.hsm.queue_timeout_ms),
+        call_timeout: Duration::from_millis(config.hsm.call_timeout_ms),
         iv_source: config.hsm.iv_source,
         use_wrap_when_available: config.hsm.use_wrap_when_available,
+        read_back: config.hsm.read_back,
     })
 }
 

@@ -12,26 +12,24 @@ use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
-use cryptoki::session::Session;
 use zeroize::Zeroizing;
 
-use super::HsmError;
+use super::{HsmError, IvSource, TokenSession};
 use super::objects::MasterKeyVersion;
-use crate::config::IvSource;
 
 pub const IV_LEN: usize = 12;
 const TAG_BITS: u64 = 128;
 
 /// Bytes from the token's RNG.
-pub fn random(session: &Session, len: usize) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+pub fn random(s: &TokenSession, len: usize) -> Result<Zeroizing<Vec<u8>>, HsmError> {
     let mut out = Zeroizing::new(vec![0u8; len]);
-    session.generate_random_slice(&mut out)?;
+    s.session.generate_random_slice(&mut out)?;
     Ok(out)
 }
 
 /// Encrypts `plaintext` under `key` with AES-GCM; returns (IV, ciphertext||tag).
 pub fn encrypt(
-    session: &Session,
+    s: &TokenSession,
     key: MasterKeyVersion,
     iv_source: IvSource,
     aad: &[u8],
@@ -39,13 +37,13 @@ pub fn encrypt(
 ) -> Result<([u8; IV_LEN], Vec<u8>), HsmError> {
     let mut iv = [0u8; IV_LEN];
     if iv_source == IvSource::Caller {
-        session.generate_random_slice(&mut iv)?;
+        s.session.generate_random_slice(&mut iv)?;
     }
-    encrypt_with_iv(session, key, iv, aad, plaintext)
+    encrypt_with_iv(s, key, iv, aad, plaintext)
 }
 
 fn encrypt_with_iv(
-    session: &Session,
+    s: &TokenSession,
     key: MasterKeyVersion,
     mut iv: [u8; IV_LEN],
     aad: &[u8],
@@ -53,7 +51,7 @@ fn encrypt_with_iv(
 ) -> Result<([u8; IV_LEN], Vec<u8>), HsmError> {
     let ciphertext = {
         let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
-        session.encrypt(&Mechanism::AesGcm(params), key.handle(), plaintext)?
+        s.session.encrypt(&Mechanism::AesGcm(params), key.handle(s)?, plaintext)?
     };
     Ok((iv, ciphertext))
 }
@@ -70,7 +68,7 @@ pub struct DataKey {
 /// With a caller-made IV, key and IV come from one C_GenerateRandom, which
 /// is about 30% cheaper than two.
 pub fn generate_data_key(
-    session: &Session,
+    s: &TokenSession,
     key: MasterKeyVersion,
     iv_source: IvSource,
     aad: &[u8],
@@ -81,11 +79,11 @@ pub fn generate_data_key(
         IvSource::Caller => len + IV_LEN,
         IvSource::Token => len,
     };
-    session.generate_random_slice(&mut buf[..wanted])?;
+    s.session.generate_random_slice(&mut buf[..wanted])?;
     let mut iv = [0u8; IV_LEN];
     iv.copy_from_slice(&buf[len..]);
     let plaintext = Zeroizing::new(buf[..len].to_vec());
-    let (iv, ciphertext) = encrypt_with_iv(session, key, iv, aad, &plaintext)?;
+    let (iv, ciphertext) = encrypt_with_iv(s, key, iv, aad, &plaintext)?;
     Ok(DataKey {
         plaintext: Some(plaintext),
         iv,
@@ -97,7 +95,7 @@ pub fn generate_data_key(
 /// C_WrapKey/CKM_AES_GCM, so its plaintext never exists outside the token.
 /// Only for tokens that advertise CKF_WRAP for CKM_AES_GCM.
 pub fn generate_wrapped_data_key(
-    session: &Session,
+    s: &TokenSession,
     key: MasterKeyVersion,
     iv_source: IvSource,
     aad: &[u8],
@@ -111,17 +109,18 @@ pub fn generate_wrapped_data_key(
         Attribute::Sensitive(true),
         Attribute::Extractable(true),
     ];
-    let data_key = session.generate_key(&Mechanism::GenericSecretKeyGen, &template)?;
+    let wrapping_key = key.handle(s)?;
+    let data_key = s.session.generate_key(&Mechanism::GenericSecretKeyGen, &template)?;
     let mut iv = [0u8; IV_LEN];
     let wrapped = (|| {
         if iv_source == IvSource::Caller {
-            session.generate_random_slice(&mut iv)?;
+            s.session.generate_random_slice(&mut iv)?;
         }
         let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
-        session.wrap_key(&Mechanism::AesGcm(params), key.handle(), data_key)
+        s.session.wrap_key(&Mechanism::AesGcm(params), wrapping_key, data_key)
     })();
     // A session object would vanish with the session anyway; destroy it now.
-    let _ = session.destroy_object(data_key);
+    let _ = s.session.destroy_object(data_key);
     Ok(DataKey {
         plaintext: None,
         iv,
@@ -130,9 +129,47 @@ pub fn generate_wrapped_data_key(
 }
 
 /// Decrypts and verifies ciphertext||tag. A tag that does not verify is
-/// [`HsmError::BadTag`], whatever code the token chose to report it with.
+/// [`HsmError::BadTag`]; a device fault never is.
+///
+/// Tokens report a failed tag with CKR_ENCRYPTED_DATA_INVALID (or
+/// _LEN_RANGE), but SoftHSM2 reports it with CKR_GENERAL_ERROR, the code
+/// other tokens use for a device fault. So on CKR_GENERAL_ERROR the call is
+/// tried once more (a passing fault then decrypts), and if it fails again
+/// the key and session must prove they work with a round trip of random
+/// bytes: only then is it the ciphertext's fault. Otherwise the error stays
+/// a token fault (retryable, never InvalidCiphertextException).
 pub fn decrypt(
-    session: &Session,
+    s: &TokenSession,
+    key: MasterKeyVersion,
+    iv: &[u8; IV_LEN],
+    aad: &[u8],
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+    let first = match decrypt_once(s, key, iv, aad, ciphertext) {
+        Ok(p) => return Ok(p),
+        Err(e) => e,
+    };
+    match first.rv() {
+        Some(RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange) => {
+            Err(HsmError::BadTag)
+        }
+        Some(RvError::GeneralError) => match decrypt_once(s, key, iv, aad, ciphertext) {
+            Ok(p) => Ok(p),
+            Err(again) if again.rv() == Some(RvError::GeneralError) => {
+                if round_trip_works(s, key) {
+                    Err(HsmError::BadTag)
+                } else {
+                    Err(again)
+                }
+            }
+            Err(again) => Err(again),
+        },
+        _ => Err(first),
+    }
+}
+
+fn decrypt_once(
+    s: &TokenSession,
     key: MasterKeyVersion,
     iv: &[u8; IV_LEN],
     aad: &[u8],
@@ -140,20 +177,24 @@ pub fn decrypt(
 ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
     let mut iv = *iv;
     let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
-    match session.decrypt(&Mechanism::AesGcm(params), key.handle(), ciphertext) {
-        Ok(p) => Ok(Zeroizing::new(p)),
-        Err(e) => {
-            let e = HsmError::from(e);
-            match e.rv() {
-                // SoftHSM2 reports a failed tag check as CKR_GENERAL_ERROR at
-                // C_Decrypt; other tokens use the ENCRYPTED_DATA codes.
-                Some(
-                    RvError::EncryptedDataInvalid
-                    | RvError::EncryptedDataLenRange
-                    | RvError::GeneralError,
-                ) => Err(HsmError::BadTag),
-                _ => Err(e),
-            }
-        }
-    }
+    Ok(Zeroizing::new(s.session.decrypt(
+        &Mechanism::AesGcm(params),
+        key.handle(s)?,
+        ciphertext,
+    )?))
+}
+
+/// Whether `key` encrypts and decrypts 16 random bytes correctly now.
+fn round_trip_works(s: &TokenSession, key: MasterKeyVersion) -> bool {
+    const AAD: &[u8] = b"kmsgate decrypt self-test";
+    let Ok(probe) = generate_data_key(s, key, IvSource::Caller, AAD, 16) else {
+        return false;
+    };
+    let Some(plaintext) = probe.plaintext else {
+        return false;
+    };
+    matches!(
+        decrypt_once(s, key, &probe.iv, AAD, &probe.ciphertext),
+        Ok(back) if back == plaintext
+    )
 }

@@ -14,79 +14,38 @@
 //! `CKR_GENERAL_ERROR`.
 
 pub mod crypto;
+mod error;
 pub mod objects;
 pub mod pool;
+pub mod readback;
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::MechanismType;
-use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
+use cryptoki::session::Session;
 use cryptoki::types::AuthPin;
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 
-use crate::config::IvSource;
-pub use pool::Pool;
+pub use error::{Fault, HsmError};
+pub use pool::{Pool, TokenSession};
+use pool::{Link, PoolSettings};
+pub use readback::ReadBack;
 
-/// What can go wrong below the key store.
-#[derive(Debug, thiserror::Error)]
-pub enum HsmError {
-    #[error("PKCS#11: {0}")]
-    Pkcs11(#[from] CkError),
-    /// Every session is busy and the queue is full.
-    #[error("all token sessions are busy")]
-    Busy,
-    /// A request waited longer than the queue deadline for a session.
-    #[error("timed out waiting for a token session")]
-    QueueTimeout,
-    /// The token rejected a GCM tag: wrong key, context or bytes.
-    #[error("authentication tag did not verify")]
-    BadTag,
-    #[error("token setup: {0}")]
-    Setup(String),
-    /// The pool has shut down.
-    #[error("token session pool is closed")]
-    Closed,
-}
-
-impl HsmError {
-    /// The return code, where the token gave one.
-    pub fn rv(&self) -> Option<RvError> {
-        match self {
-            HsmError::Pkcs11(CkError::Pkcs11(rv, _)) => Some(*rv),
-            _ => None,
-        }
-    }
-
-    /// Errors after which the session that saw them must be discarded
-    /// (and the login re-established) rather than reused.
-    pub fn session_is_broken(&self) -> bool {
-        matches!(
-            self.rv(),
-            Some(
-                RvError::SessionHandleInvalid
-                    | RvError::SessionClosed
-                    | RvError::DeviceError
-                    | RvError::DeviceRemoved
-                    | RvError::TokenNotPresent
-                    | RvError::UserNotLoggedIn
-                    | RvError::CryptokiNotInitialized
-            )
-        )
-    }
-
-    /// Errors that mean a cached object handle is stale (the object is gone
-    /// or the token was re-initialised) and must be looked up again.
-    pub fn handle_is_stale(&self) -> bool {
-        matches!(
-            self.rv(),
-            Some(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid)
-        )
-    }
+/// Where the IV of an AES-GCM operation comes from (DESIGN.md decision 5).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IvSource {
+    /// kmsgate draws 12 bytes from the token's RNG and passes them in
+    /// (SoftHSM2).
+    #[default]
+    Caller,
+    /// The token generates the IV itself and writes it back into the
+    /// parameter buffer (nShield, FIPS-mode Luna).
+    Token,
 }
 
 /// What the token can do, probed once at start-up.
@@ -110,17 +69,20 @@ pub struct HsmSettings {
     pub sessions: usize,
     pub queue_depth: usize,
     pub queue_timeout: Duration,
+    /// The longest a request waits for one token call.
+    pub call_timeout: Duration,
     pub iv_source: IvSource,
     pub use_wrap_when_available: bool,
+    /// How writes are confirmed durable.
+    pub read_back: ReadBack,
 }
 
 /// The token, logged in, with its session pool.
 pub struct Hsm {
-    pkcs11: Pkcs11,
-    /// Held only so that the token stays logged in while the process runs.
-    _login_session: Mutex<Session>,
+    link: Arc<Link>,
     pool: Pool,
     caps: Capabilities,
+    confirm: Arc<readback::Confirmer>,
 }
 
 impl Hsm {
@@ -128,15 +90,15 @@ impl Hsm {
     /// session pool. Blocking: call it before the runtime serves requests.
     pub fn open(settings: HsmSettings) -> Result<Hsm, HsmError> {
         let pkcs11 = Pkcs11::new(&settings.module)?;
-        match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let slot = find_token(&pkcs11, &settings.token_label)?;
-        let info = pkcs11.get_token_info(slot)?;
-
         let pin = AuthPin::new(settings.pin.expose_secret().into());
-        let login_session = open_logged_in(&pkcs11, slot, &pin)?;
+        let link = Arc::new(Link::open(
+            pkcs11.clone(),
+            settings.token_label.clone(),
+            pin,
+            settings.sessions.max(1),
+        )?);
+        let (slot, _) = link.slot()?;
+        let info = pkcs11.get_token_info(slot)?;
 
         // Ask for the two mechanisms we need rather than listing them all:
         // tokens list vendor mechanisms the binding cannot name.
@@ -176,22 +138,29 @@ impl Hsm {
                 "C_GenerateRandom + C_Encrypt with CKM_AES_GCM (the token does not advertise CKF_WRAP for CKM_AES_GCM)"
             },
             iv_source = ?caps.iv_source,
+            read_back = ?settings.read_back,
             "token ready"
         );
-
+        let confirm = Arc::new(readback::Confirmer::new(
+            settings.read_back,
+            &settings.module,
+            &settings.token_label,
+            settings.pin,
+        ));
         let pool = Pool::start(
-            pkcs11.clone(),
-            slot,
-            pin,
-            settings.sessions,
-            settings.queue_depth,
-            settings.queue_timeout,
+            link.clone(),
+            PoolSettings {
+                sessions: settings.sessions,
+                queue_depth: settings.queue_depth,
+                queue_timeout: settings.queue_timeout,
+                call_timeout: settings.call_timeout,
+            },
         )?;
         Ok(Hsm {
-            pkcs11,
-            _login_session: Mutex::new(login_session),
+            link,
             pool,
             caps,
+            confirm,
         })
     }
 
@@ -203,72 +172,55 @@ impl Hsm {
         &self.pool
     }
 
-    /// Stops the workers, closes every session and finalises the library.
+    /// How writes are confirmed durable ([`readback`]).
+    pub fn confirmer(&self) -> Arc<readback::Confirmer> {
+        self.confirm.clone()
+    }
+
+    /// Whether the token is usable as far as this process knows.
+    pub fn is_healthy(&self) -> bool {
+        self.pool.is_healthy()
+    }
+
+    /// Stops the workers, closes every session, logs out and finalises the
+    /// library, in that order: nothing may be inside the library when it is
+    /// unloaded.
     pub fn shutdown(self) {
         let Hsm {
-            pkcs11,
-            _login_session,
+            link,
             pool,
+            confirm,
             ..
         } = self;
         pool.shutdown();
-        drop(_login_session);
-        if let Err(e) = pkcs11.finalize() {
-            tracing::warn!(error = %e, "C_Finalize failed");
-        }
+        drop(confirm);
+        link.close();
     }
 
     /// Opens one more read-write session on the token, outside the pool.
     /// It is logged in already: PKCS#11 login state is shared by all of the
     /// process's sessions, and the login session keeps it. For `kmsgate
     /// bench-token`, which drives the token from its own threads.
-    pub fn open_session(&self) -> Result<Session, HsmError> {
-        let slot = find_token(&self.pkcs11, &self.caps.token_label)?;
-        Ok(self.pkcs11.open_rw_session(slot)?)
+    pub fn open_session(&self) -> Result<OwnedSession, HsmError> {
+        let (slot, generation) = self.link.slot()?;
+        Ok(OwnedSession {
+            session: self.link.pkcs11().open_rw_session(slot)?,
+            generation,
+        })
     }
 }
 
-fn find_token(pkcs11: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
-    for slot in pkcs11.get_slots_with_initialized_token()? {
-        let info = pkcs11.get_token_info(slot)?;
-        if info.label().trim_end() == label {
-            return Ok(slot);
-        }
-    }
-    Err(HsmError::Setup(format!(
-        "no initialised token labelled '{label}'"
-    )))
+/// A session outside the pool ([`Hsm::open_session`]).
+pub struct OwnedSession {
+    session: Session,
+    generation: u64,
 }
 
-/// Opens a read-write session and logs the user in, retrying with backoff:
-/// concurrent logins from several processes sometimes fail with
-/// CKR_GENERAL_ERROR on SoftHSM2. CKR_USER_ALREADY_LOGGED_IN is success.
-pub(crate) fn open_logged_in(
-    pkcs11: &Pkcs11,
-    slot: Slot,
-    pin: &AuthPin,
-) -> Result<Session, HsmError> {
-    let mut delay = Duration::from_millis(20);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let result = pkcs11.open_rw_session(slot).and_then(|session| {
-            match session.login(UserType::User, Some(pin)) {
-                Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
-                Err(e) => Err(e),
-            }
-        });
-        match result {
-            Ok(session) => return Ok(session),
-            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
-                return Err(HsmError::Setup("the token rejected the user PIN".into()));
-            }
-            Err(e) if attempt < 8 => {
-                tracing::warn!(error = %e, attempt, "opening a logged-in session failed; retrying");
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(1));
-            }
-            Err(e) => return Err(e.into()),
+impl OwnedSession {
+    pub fn lend(&self) -> TokenSession<'_> {
+        TokenSession {
+            session: &self.session,
+            generation: self.generation,
         }
     }
 }

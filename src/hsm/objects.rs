@@ -9,31 +9,45 @@
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::Session;
 
-use super::HsmError;
+use super::{HsmError, TokenSession};
 
 /// `CKA_APPLICATION` of every data object kmsgate owns.
 pub const APPLICATION: &[u8] = b"kmsgate";
 
 /// A handle to one master key version on the token. Only this module makes
 /// them, so a data object's handle can never be passed where a key belongs.
+///
+/// Handles carry the generation of the library initialisation they were
+/// found in ([`super::pool`]): after a re-initialisation the same number may
+/// name another object, so a handle is refused in any other generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MasterKeyVersion(ObjectHandle);
+pub struct MasterKeyVersion(ObjectHandle, u64);
 
 impl MasterKeyVersion {
-    pub(super) fn handle(self) -> ObjectHandle {
-        self.0
+    /// The handle, if it belongs to `s`'s generation.
+    pub(super) fn handle(self, s: &TokenSession) -> Result<ObjectHandle, HsmError> {
+        s.check(self.1)?;
+        Ok(self.0)
     }
 }
 
 /// A handle to one of kmsgate's data objects.
+/// Like [`MasterKeyVersion`], it carries its generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DataHandle(ObjectHandle);
+pub struct DataHandle(ObjectHandle, u64);
+
+impl DataHandle {
+    fn handle(self, s: &TokenSession) -> Result<ObjectHandle, HsmError> {
+        s.check(self.1)?;
+        Ok(self.0)
+    }
+}
 
 impl std::hash::Hash for DataHandle {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.0.handle().hash(state);
+        self.1.hash(state);
     }
 }
 
@@ -48,7 +62,7 @@ pub struct DataObject {
 /// Generates a new AES-256 master key version on the token.
 /// `wrap` sets CKA_WRAP, needed only where data keys are made by C_WrapKey.
 pub fn generate_master_key(
-    session: &Session,
+    s: &TokenSession,
     label: &str,
     id: &[u8],
     wrap: bool,
@@ -72,33 +86,34 @@ pub fn generate_master_key(
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(id.to_vec()),
     ];
-    let handle = session.generate_key(&Mechanism::AesKeyGen, &template)?;
-    Ok(MasterKeyVersion(handle))
+    let handle = s.session.generate_key(&Mechanism::AesKeyGen, &template)?;
+    Ok(MasterKeyVersion(handle, s.generation))
 }
 
 /// Finds a master key version by its label.
 pub fn find_master_key(
-    session: &Session,
+    s: &TokenSession,
     label: &str,
 ) -> Result<Option<MasterKeyVersion>, HsmError> {
     let template = [
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::Label(label.as_bytes().to_vec()),
     ];
-    Ok(session
+    Ok(s
+        .session
         .find_objects(&template)?
         .first()
-        .map(|h| MasterKeyVersion(*h)))
+        .map(|h| MasterKeyVersion(*h, s.generation)))
 }
 
 /// The protection attributes of a master key version, as the token reports
 /// them: (CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_NEVER_EXTRACTABLE).
 pub fn key_protection(
-    session: &Session,
+    s: &TokenSession,
     key: MasterKeyVersion,
 ) -> Result<(bool, bool, bool), HsmError> {
-    let attrs = session.get_attributes(
-        key.handle(),
+    let attrs = s.session.get_attributes(
+        key.handle(s)?,
         &[
             AttributeType::Sensitive,
             AttributeType::Extractable,
@@ -121,10 +136,10 @@ pub fn key_protection(
 /// this always fails (CKR_ATTRIBUTE_SENSITIVE, or the attribute missing);
 /// it exists so that a test can prove it.
 pub fn try_read_key_value(
-    session: &Session,
+    s: &TokenSession,
     key: MasterKeyVersion,
 ) -> Result<Option<Vec<u8>>, HsmError> {
-    let attrs = session.get_attributes(key.handle(), &[AttributeType::Value])?;
+    let attrs = s.session.get_attributes(key.handle(s)?, &[AttributeType::Value])?;
     Ok(attrs.into_iter().find_map(|a| match a {
         Attribute::Value(v) => Some(v),
         _ => None,
@@ -132,8 +147,8 @@ pub fn try_read_key_value(
 }
 
 /// Destroys a master key version: its ciphertexts are gone for good.
-pub fn destroy_master_key(session: &Session, key: MasterKeyVersion) -> Result<(), HsmError> {
-    Ok(session.destroy_object(key.handle())?)
+pub fn destroy_master_key(s: &TokenSession, key: MasterKeyVersion) -> Result<(), HsmError> {
+    Ok(s.session.destroy_object(key.handle(s)?)?)
 }
 
 fn data_template(label: Option<&str>) -> Vec<Attribute> {
@@ -148,7 +163,7 @@ fn data_template(label: Option<&str>) -> Vec<Attribute> {
 }
 
 /// Creates a private data object owned by kmsgate.
-pub fn create_data(session: &Session, label: &str, value: &[u8]) -> Result<DataHandle, HsmError> {
+pub fn create_data(s: &TokenSession, label: &str, value: &[u8]) -> Result<DataHandle, HsmError> {
     let mut template = data_template(Some(label));
     template.extend([
         Attribute::Token(true),
@@ -156,7 +171,7 @@ pub fn create_data(session: &Session, label: &str, value: &[u8]) -> Result<DataH
         Attribute::Modifiable(true),
         Attribute::Value(value.to_vec()),
     ]);
-    Ok(DataHandle(session.create_object(&template)?))
+    Ok(DataHandle(s.session.create_object(&template)?, s.generation))
 }
 
 /// Replaces a data object: creates the new one, then destroys the old.
@@ -166,51 +181,52 @@ pub fn create_data(session: &Session, label: &str, value: &[u8]) -> Result<DataH
 /// caller's records carry a revision number: a crash between the two steps
 /// leaves both objects, and readers take the higher revision.
 pub fn replace_data(
-    session: &Session,
+    s: &TokenSession,
     old: DataHandle,
     label: &str,
     value: &[u8],
 ) -> Result<DataHandle, HsmError> {
-    let new = create_data(session, label, value)?;
-    if let Err(e) = session.destroy_object(old.0) {
+    let new = create_data(s, label, value)?;
+    if let Err(e) = s.session.destroy_object(old.handle(s)?) {
         tracing::warn!(label, error = %e, "superseded data object not destroyed; readers skip it");
     }
     Ok(new)
 }
 
-pub fn destroy_data(session: &Session, handle: DataHandle) -> Result<(), HsmError> {
-    Ok(session.destroy_object(handle.0)?)
+pub fn destroy_data(s: &TokenSession, handle: DataHandle) -> Result<(), HsmError> {
+    Ok(s.session.destroy_object(handle.handle(s)?)?)
 }
 
 /// Reads kmsgate's data objects: all of them, or those with one label.
-pub fn read_data(session: &Session, label: Option<&str>) -> Result<Vec<DataObject>, HsmError> {
-    let handles = session.find_objects(&data_template(label))?;
+pub fn read_data(s: &TokenSession, label: Option<&str>) -> Result<Vec<DataObject>, HsmError> {
+    let handles = s.session.find_objects(&data_template(label))?;
     read_data_objects(
-        session,
-        &handles.into_iter().map(DataHandle).collect::<Vec<_>>(),
+        s,
+        &handles.into_iter().map(|h| DataHandle(h, s.generation)).collect::<Vec<_>>(),
     )
 }
 
 /// The handles of all of kmsgate's data objects, without reading them: one
 /// C_FindObjects, cheap enough to poll for changes made by other gateways.
-pub fn data_handles(session: &Session) -> Result<Vec<DataHandle>, HsmError> {
-    Ok(session
+pub fn data_handles(s: &TokenSession) -> Result<Vec<DataHandle>, HsmError> {
+    Ok(s
+        .session
         .find_objects(&data_template(None))?
         .into_iter()
-        .map(DataHandle)
+        .map(|h| DataHandle(h, s.generation))
         .collect())
 }
 
 /// Reads the label and value of data objects. One that vanished meanwhile
 /// (another gateway replaced it) is skipped.
 pub fn read_data_objects(
-    session: &Session,
+    s: &TokenSession,
     handles: &[DataHandle],
 ) -> Result<Vec<DataObject>, HsmError> {
     let mut out = Vec::with_capacity(handles.len());
     for &handle in handles {
         let attrs =
-            match session.get_attributes(handle.0, &[AttributeType::Label, AttributeType::Value]) {
+            match s.session.get_attributes(handle.handle(s)?, &[AttributeType::Label, AttributeType::Value]) {
                 Ok(a) => a,
                 Err(cryptoki::error::Error::Pkcs11(
                     cryptoki::error::RvError::ObjectHandleInvalid,
@@ -240,16 +256,16 @@ pub fn read_data_objects(
 
 /// Every secret key on the token with its label, read in one search: one
 /// C_FindObjects for all keys beats one per key when thousands exist.
-pub fn list_master_keys(session: &Session) -> Result<Vec<(String, MasterKeyVersion)>, HsmError> {
-    let handles = session.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])?;
+pub fn list_master_keys(s: &TokenSession) -> Result<Vec<(String, MasterKeyVersion)>, HsmError> {
+    let handles = s.session.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])?;
     let mut out = Vec::with_capacity(handles.len());
     for handle in handles {
-        let attrs = session.get_attributes(handle, &[AttributeType::Label])?;
+        let attrs = s.session.get_attributes(handle, &[AttributeType::Label])?;
         for a in attrs {
             if let Attribute::Label(l) = a {
                 out.push((
                     String::from_utf8_lossy(&l).into_owned(),
-                    MasterKeyVersion(handle),
+                    MasterKeyVersion(handle, s.generation),
                 ));
             }
         }
@@ -261,7 +277,7 @@ pub fn list_master_keys(session: &Session) -> Result<Vec<(String, MasterKeyVersi
 /// session key (CKM_AES_KEY_WRAP). Answers `Ok(true)` if the token let it
 /// out, which must never happen; the refusal is what the custody check
 /// wants to see.
-pub fn try_wrap_out(session: &Session, key: MasterKeyVersion) -> Result<bool, HsmError> {
+pub fn try_wrap_out(s: &TokenSession, key: MasterKeyVersion) -> Result<bool, HsmError> {
     let template = [
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
@@ -269,9 +285,9 @@ pub fn try_wrap_out(session: &Session, key: MasterKeyVersion) -> Result<bool, Hs
         Attribute::Token(false),
         Attribute::Wrap(true),
     ];
-    let kek = session.generate_key(&Mechanism::AesKeyGen, &template)?;
-    let result = session.wrap_key(&Mechanism::AesKeyWrap, kek, key.handle());
-    let _ = session.destroy_object(kek);
+    let kek = s.session.generate_key(&Mechanism::AesKeyGen, &template)?;
+    let result = s.session.wrap_key(&Mechanism::AesKeyWrap, kek, key.handle(s)?);
+    let _ = s.session.destroy_object(kek);
     match result {
         Ok(_) => Ok(true),
         Err(cryptoki::error::Error::Pkcs11(
@@ -295,15 +311,16 @@ fn marker_template() -> Vec<Attribute> {
 }
 
 /// The change markers on the token (normally one).
-pub fn find_markers(session: &Session) -> Result<Vec<DataHandle>, HsmError> {
-    Ok(session
+pub fn find_markers(s: &TokenSession) -> Result<Vec<DataHandle>, HsmError> {
+    Ok(s
+        .session
         .find_objects(&marker_template())?
         .into_iter()
-        .map(DataHandle)
+        .map(|h| DataHandle(h, s.generation))
         .collect())
 }
 
-pub fn create_marker(session: &Session, label: &str) -> Result<DataHandle, HsmError> {
+pub fn create_marker(s: &TokenSession, label: &str) -> Result<DataHandle, HsmError> {
     let mut template = marker_template();
     template.extend([
         Attribute::Token(true),
@@ -312,12 +329,12 @@ pub fn create_marker(session: &Session, label: &str) -> Result<DataHandle, HsmEr
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Value(b"kmsgate change marker".to_vec()),
     ]);
-    Ok(DataHandle(session.create_object(&template)?))
+    Ok(DataHandle(s.session.create_object(&template)?, s.generation))
 }
 
 /// A data object's label; `None` if the object is gone.
-pub fn read_label(session: &Session, handle: DataHandle) -> Result<Option<String>, HsmError> {
-    match session.get_attributes(handle.0, &[AttributeType::Label]) {
+pub fn read_label(s: &TokenSession, handle: DataHandle) -> Result<Option<String>, HsmError> {
+    match s.session.get_attributes(handle.handle(s)?, &[AttributeType::Label]) {
         Ok(attrs) => Ok(attrs.into_iter().find_map(|a| match a {
             Attribute::Label(l) => Some(String::from_utf8_lossy(&l).into_owned()),
             _ => None,
@@ -331,6 +348,6 @@ pub fn read_label(session: &Session, handle: DataHandle) -> Result<Option<String
 
 /// Changes a data object's label in place (CKA_LABEL is modifiable where
 /// CKA_VALUE is not).
-pub fn set_label(session: &Session, handle: DataHandle, label: &str) -> Result<(), HsmError> {
-    Ok(session.update_attributes(handle.0, &[Attribute::Label(label.as_bytes().to_vec())])?)
+pub fn set_label(s: &TokenSession, handle: DataHandle, label: &str) -> Result<(), HsmError> {
+    Ok(s.session.update_attributes(handle.handle(s)?, &[Attribute::Label(label.as_bytes().to_vec())])?)
 }

@@ -34,7 +34,7 @@ use uuid::Uuid;
 use crate::arn::{KeyRef, Realm};
 use crate::error::KmsError;
 use crate::hsm::objects::{self, DataHandle, MasterKeyVersion};
-use crate::hsm::{Hsm, HsmError};
+use crate::hsm::{Fault, Hsm, HsmError, TokenSession};
 pub use clock::Clock;
 pub use crypto::Sealed;
 pub use record::{
@@ -157,23 +157,58 @@ pub struct KeyStore {
     absent: Mutex<std::collections::HashSet<String>>,
 }
 
-/// Maps token failures to what a client sees. Details stay in the log.
+/// Maps token failures to what a client sees, by their class: a token fault
+/// is always a retryable 5xx, never NotFoundException or
+/// AccessDeniedException (DESIGN.md decision 13). Details stay in the log.
 pub fn hsm_to_kms(e: HsmError) -> KmsError {
-    match e {
-        HsmError::Busy => KmsError::Throttling,
-        HsmError::QueueTimeout => KmsError::DependencyTimeout(
-            "The key store did not answer in time. Retry the request.".into(),
-        ),
-        HsmError::BadTag => KmsError::InvalidCiphertext,
-        e if e.session_is_broken() => {
+    match e.fault() {
+        Fault::Busy => KmsError::Throttling,
+        Fault::Timeout => {
+            tracing::warn!(error = %e, "token deadline passed");
+            KmsError::DependencyTimeout(
+                "The key store did not answer in time. Retry the request.".into(),
+            )
+        }
+        Fault::BadInput if matches!(e, HsmError::BadTag) => KmsError::InvalidCiphertext,
+        Fault::Retryable | Fault::Fatal | Fault::StaleHandle => {
             tracing::error!(error = %e, "token unavailable");
             KmsError::KeyUnavailable("The key store is unavailable. Retry the request.".into())
         }
-        e => {
+        Fault::NotDurable => {
+            tracing::error!(error = %e, "write not confirmed; nothing was changed");
+            KmsError::Internal(
+                "The key store could not confirm the change. Nothing was changed; retry the request."
+                    .into(),
+            )
+        }
+        Fault::BadInput | Fault::Setup => {
             tracing::error!(error = %e, "token operation failed");
             KmsError::Internal("An internal error occurred in the key store.".into())
         }
     }
+}
+
+/// A record the token holds but that does not parse, with no valid revision
+/// beside it: the key or alias is unavailable, never "not found".
+fn unreadable(label: &str) -> KmsError {
+    tracing::error!(%label, "only unreadable revisions of this record are on the token");
+    KmsError::KeyUnavailable("The key store is unavailable. Retry the request.".into())
+}
+
+/// Reads kmsgate's data objects with `label`. An empty answer is believed
+/// only if the same listing finds the change marker, which is always on the
+/// token: a failing token (its storage moved, unreadable, out of file
+/// descriptors) answers with nothing, and that must never read as "no key"
+/// (DESIGN.md decision 13).
+pub(crate) fn read_records(
+    s: &TokenSession,
+    label: &str,
+) -> Result<Vec<objects::DataObject>, HsmError> {
+    let found = objects::read_data(s, Some(label))?;
+    if found.is_empty() && objects::find_markers(s)?.is_empty() {
+        return Err(HsmError::IncompleteListing);
+    }
+    Ok(found)
 }
 
 fn lock_poisoned() -> KmsError {
@@ -190,7 +225,10 @@ impl KeyStore {
     ) -> Result<KeyStore, HsmError> {
         let (data, keys, markers) = hsm
             .pool()
-            .run_within(std::time::Duration::from_secs(120), |s| {
+            .run_within(
+                std::time::Duration::from_secs(120),
+                std::time::Duration::from_secs(600),
+                |s| {
                 let markers = sync::Markers::find_or_create(s)?;
                 Ok((
                     objects::read_data(s, None)?,
@@ -277,22 +315,23 @@ impl KeyStore {
     }
 
     /// Reads a key's latest record and version handles from the token into
-    /// the cache; `None` (and out of the cache) if the token has none.
+    /// the cache; `None` (and out of the cache) only if a healthy listing of
+    /// the token has no record of it.
     async fn reload_key(&self, id: &Uuid) -> Result<Option<Arc<Key>>, KmsError> {
         let label = key_label(id);
         if self.is_absent(&label)? {
             return Ok(None);
         }
-        let absent_label = label.clone();
+        let read_label = label.clone();
         let id = *id;
         let found = self
             .hsm
             .pool()
             .run(move |s| {
-                let Some((meta, record)) =
-                    latest::<KeyRecord>(objects::read_data(s, Some(&label))?)
-                else {
-                    return Ok(None);
+                let (meta, record) = match latest::<KeyRecord>(read_records(s, &read_label)?) {
+                    Latest::Found(m, r) => (m, r),
+                    Latest::Absent => return Ok(Latest::Absent),
+                    Latest::Unreadable => return Ok(Latest::Unreadable),
                 };
                 let mut handles = HashMap::new();
                 for v in &record.versions {
@@ -301,23 +340,33 @@ impl KeyStore {
                         handles.insert(l, h);
                     }
                 }
-                Ok(Some(build_key(record, meta, |l| handles.get(l).copied())))
+                Ok(Latest::Found(
+                    meta,
+                    build_key(record, meta, |l| handles.get(l).copied()),
+                ))
             })
             .await
             .map_err(hsm_to_kms)?;
-        let mut cache = self.cache.write().map_err(|_| lock_poisoned())?;
         match found {
-            Some(key) => {
+            Latest::Found(_, key) => {
                 let key = Arc::new(key);
-                cache.keys.insert(id, key.clone());
+                self.cache
+                    .write()
+                    .map_err(|_| lock_poisoned())?
+                    .keys
+                    .insert(id, key.clone());
                 Ok(Some(key))
             }
-            None => {
-                cache.keys.remove(&id);
-                drop(cache);
-                self.mark_absent(absent_label)?;
+            Latest::Absent => {
+                self.cache
+                    .write()
+                    .map_err(|_| lock_poisoned())?
+                    .keys
+                    .remove(&id);
+                self.mark_absent(label)?;
                 Ok(None)
             }
+            Latest::Unreadable => Err(unreadable(&label)),
         }
     }
 
@@ -340,26 +389,27 @@ impl KeyStore {
         if self.is_absent(&label)? {
             return Ok(None);
         }
-        let absent_label = label.clone();
+        let read_label = label.clone();
         let found = self
             .hsm
             .pool()
-            .run(move |s| Ok(latest::<AliasRecord>(objects::read_data(s, Some(&label))?)))
+            .run(move |s| Ok(latest::<AliasRecord>(read_records(s, &read_label)?)))
             .await
             .map_err(hsm_to_kms)?;
         let mut cache = self.cache.write().map_err(|_| lock_poisoned())?;
         match found {
-            Some((handle, record)) => {
+            Latest::Found(handle, record) => {
                 let entry = AliasEntry { handle, record };
                 cache.aliases.insert(name.to_owned(), entry.clone());
                 Ok(Some(entry))
             }
-            None => {
+            Latest::Absent => {
                 cache.aliases.remove(name);
                 drop(cache);
-                self.mark_absent(absent_label)?;
+                self.mark_absent(label)?;
                 Ok(None)
             }
+            Latest::Unreadable => Err(unreadable(&label)),
         }
     }
 
@@ -502,9 +552,41 @@ fn keep_latest<K: Eq + std::hash::Hash, T: Revisioned>(
     }
 }
 
-/// The latest record among objects that share one label.
-fn latest<T: Revisioned>(objs: Vec<objects::DataObject>) -> Option<(DataHandle, T)> {
-    objs.iter()
+/// What the objects that share one label hold.
+#[derive(Debug)]
+pub(crate) enum Latest<T> {
+    /// The valid record with the highest revision.
+    Found(DataHandle, T),
+    /// No object (in a listing proven healthy by [`read_records`]).
+    Absent,
+    /// Objects, but none parses: never to be read as "absent".
+    Unreadable,
+}
+
+impl<T> Latest<T> {
+    /// The record, `None` if absent, KeyUnavailable if unreadable.
+    pub(crate) fn found(self, label: &str) -> Result<Option<(DataHandle, T)>, KmsError> {
+        match self {
+            Latest::Found(h, t) => Ok(Some((h, t))),
+            Latest::Absent => Ok(None),
+            Latest::Unreadable => Err(unreadable(label)),
+        }
+    }
+}
+
+/// The latest valid record among objects that share one label. Records
+/// that do not parse (a write cut short) are skipped in favour of the newest
+/// valid revision.
+pub(crate) fn latest<T: Revisioned>(objs: Vec<objects::DataObject>) -> Latest<T> {
+    if objs.is_empty() {
+        return Latest::Absent;
+    }
+    match objs
+        .iter()
         .filter_map(|o| parse_record::<T>(o).map(|r| (o.handle, r)))
         .max_by_key(|(_, r)| r.revision())
+    {
+        Some((h, r)) => Latest::Found(h, r),
+        None => Latest::Unreadable,
+    }
 }

@@ -20,7 +20,7 @@
 
 use std::collections::HashSet;
 
-use cryptoki::session::Session;
+use crate::hsm::TokenSession;
 
 use super::record::AliasRecord;
 use super::{KeyRecord, KeyStore, LABEL_PREFIX, hsm_to_kms, lock_poisoned, parse_record};
@@ -43,7 +43,7 @@ fn new_mark() -> String {
 
 impl Markers {
     /// Finds the token's change markers, creating one if there is none.
-    pub fn find_or_create(s: &Session) -> Result<Markers, crate::hsm::HsmError> {
+    pub fn find_or_create(s: &TokenSession) -> Result<Markers, crate::hsm::HsmError> {
         let mut handles = objects::find_markers(s)?;
         if handles.is_empty() {
             handles.push(objects::create_marker(s, &new_mark())?);
@@ -58,7 +58,7 @@ impl Markers {
 }
 
 fn read_labels(
-    s: &Session,
+    s: &TokenSession,
     handles: &[DataHandle],
 ) -> Result<Vec<Option<String>>, crate::hsm::HsmError> {
     handles.iter().map(|h| objects::read_label(s, *h)).collect()

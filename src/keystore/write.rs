@@ -14,6 +14,14 @@
 //!    after a short random pause. Otherwise destroy the older revisions and
 //!    publish the change to the cache.
 //!
+//! Every object a change creates is confirmed durable before anything older
+//! is removed or the client is answered (DESIGN.md decision 12): the token's
+//! [`Confirmer`] reads it back through an independent view of the token
+//! (by default a helper process with its own PKCS#11 context, which sees
+//! what a restart would see). A change that cannot be confirmed destroys
+//! what it created and fails with a retryable error, leaving the previous
+//! revision in force. Removals are confirmed the same way.
+//!
 //! A writer publishes only after step 3 found no rival, and a rival that
 //! comes later sees the published revision and yields; two writers that see
 //! each other both yield and retry. So exactly one of two concurrent changes
@@ -32,12 +40,13 @@ use super::record::{
     RotationType, VersionRecord, alias_label, key_label, version_id, version_label,
 };
 use super::{
-    AliasEntry, AliasRecord, Key, KeyRecord, KeyStore, Tag, hsm_to_kms, latest, lock_poisoned,
+    AliasEntry, AliasRecord, Key, KeyRecord, KeyStore, Latest, Tag, hsm_to_kms, latest,
+    lock_poisoned, read_records,
 };
 use crate::error::KmsError;
-use crate::hsm::HsmError;
 use crate::hsm::objects::{self, DataHandle, MasterKeyVersion};
-use cryptoki::session::Session;
+use crate::hsm::readback::Confirmer;
+use crate::hsm::{HsmError, TokenSession};
 
 /// How often a change is tried before the client is told to retry.
 const MAX_ATTEMPTS: u32 = 8;
@@ -70,15 +79,21 @@ fn revision_of(value: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
-/// Steps 2 and 3 for one record, on the token: creates the new revision and
-/// keeps it only if no rival revision exists. `None` on a conflict.
+/// Steps 2 and 3 for one record, on the token: creates the new revision,
+/// confirms it durable, and keeps it only if no rival revision exists.
+/// `None` on a conflict.
 fn commit(
-    s: &Session,
+    s: &TokenSession,
+    confirm: &Confirmer,
     label: &str,
     value: &[u8],
     revision: u64,
 ) -> Result<Option<DataHandle>, HsmError> {
     let ours = objects::create_data(s, label, value)?;
+    if let Err(e) = confirm.data_stored(s, label, value) {
+        let _ = objects::destroy_data(s, ours);
+        return Err(e);
+    }
     let all = objects::read_data(s, Some(label))?;
     let rival = all
         .iter()
@@ -94,9 +109,27 @@ fn commit(
     Ok(Some(ours))
 }
 
+/// Generates a key version's object on the token and confirms it durable;
+/// destroys it again if it cannot be confirmed.
+fn new_version_object(
+    s: &TokenSession,
+    confirm: &Confirmer,
+    id: &Uuid,
+    version: u32,
+    label: &str,
+    wrap: bool,
+) -> Result<MasterKeyVersion, HsmError> {
+    let handle = objects::generate_master_key(s, label, &version_id(id, version), wrap)?;
+    if let Err(e) = confirm.key_stored(s, label) {
+        let _ = objects::destroy_master_key(s, handle);
+        return Err(e);
+    }
+    Ok(handle)
+}
+
 /// A short random pause before trying again, growing with the attempt.
 async fn back_off(attempt: u32) {
-    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
+    let jitter = rand::random_range(0..20u64);
     tokio::time::sleep(Duration::from_millis(5 + jitter + 10 * u64::from(attempt))).await;
 }
 
@@ -127,17 +160,24 @@ impl KeyStore {
         let record = KeyRecord::new(id, self.now(), description, tags, nonce.clone());
         let value = to_json(&record)?;
         let wrap = self.hsm.capabilities().gcm_wrap;
+        let confirm = self.hsm.confirmer();
         let (meta, handle) = self
             .hsm
             .pool()
             .run(move |s| {
-                let handle = objects::generate_master_key(
-                    s,
-                    &version_label(&id, 1, &nonce),
-                    &version_id(&id, 1),
-                    wrap,
-                )?;
-                match objects::create_data(s, &key_label(&id), &value) {
+                let handle =
+                    new_version_object(s, &confirm, &id, 1, &version_label(&id, 1, &nonce), wrap)?;
+                let label = key_label(&id);
+                let meta = objects::create_data(s, &label, &value).and_then(|meta| {
+                    match confirm.data_stored(s, &label, &value) {
+                        Ok(()) => Ok(meta),
+                        Err(e) => {
+                            let _ = objects::destroy_data(s, meta);
+                            Err(e)
+                        }
+                    }
+                });
+                match meta {
                     Ok(meta) => Ok((meta, handle)),
                     Err(e) => {
                         // Leave no orphan key object behind.
@@ -187,14 +227,10 @@ impl KeyStore {
             let latest_on_token = self
                 .hsm
                 .pool()
-                .run(move |s| {
-                    Ok(latest::<KeyRecord>(objects::read_data(
-                        s,
-                        Some(&read_label),
-                    )?))
-                })
+                .run(move |s| Ok(latest::<KeyRecord>(read_records(s, &read_label)?)))
                 .await
-                .map_err(hsm_to_kms)?;
+                .map_err(hsm_to_kms)?
+                .found(&label)?;
             let Some((base_meta, base)) = latest_on_token else {
                 self.forget_key(id)?;
                 return Err(self.realm.key_not_found(id));
@@ -226,18 +262,18 @@ impl KeyStore {
             let version_object = new_version
                 .and_then(|v| record.version(v))
                 .map(|v| (v.version, version_label(id, v.version, &v.nonce)));
+            let confirm = self.hsm.confirmer();
             let committed = self
                 .hsm
                 .pool()
                 .run(move |s| {
                     let created = match &version_object {
-                        Some((v, l)) => Some((
-                            *v,
-                            objects::generate_master_key(s, l, &version_id(&key_id, *v), wrap)?,
-                        )),
+                        Some((v, l)) => {
+                            Some((*v, new_version_object(s, &confirm, &key_id, *v, l, wrap)?))
+                        }
                         None => None,
                     };
-                    match commit(s, &rec_label, &value, revision) {
+                    match commit(s, &confirm, &rec_label, &value, revision) {
                         Ok(Some(meta)) => Ok(Some((meta, created))),
                         other => {
                             if let Some((_, h)) = created {
@@ -403,21 +439,26 @@ impl KeyStore {
             let current = self
                 .hsm
                 .pool()
-                .run(move |s| {
-                    Ok(latest::<AliasRecord>(objects::read_data(
-                        s,
-                        Some(&read_label),
-                    )?))
-                })
+                .run(move |s| Ok(latest::<AliasRecord>(read_records(s, &read_label)?)))
                 .await
                 .map_err(hsm_to_kms)?;
+            // A record that does not parse is replaced by a fresh one, with a
+            // revision above anything on the token.
+            let current = match current {
+                Latest::Unreadable => {
+                    tracing::warn!(alias = alias_name, "replacing an unreadable alias record");
+                    None
+                }
+                other => other.found(&label)?,
+            };
             let record = make(current.as_ref().map(|(_, r)| r))?;
             let value = to_json(&record)?;
             let (l, revision) = (label.clone(), record.revision);
+            let confirm = self.hsm.confirmer();
             let committed = self
                 .hsm
                 .pool()
-                .run(move |s| commit(s, &l, &value, revision))
+                .run(move |s| commit(s, &confirm, &l, &value, revision))
                 .await
                 .map_err(hsm_to_kms)?;
             if let Some(handle) = committed {
@@ -437,13 +478,17 @@ impl KeyStore {
     pub async fn delete_alias(&self, alias_name: &str) -> Result<(), KmsError> {
         let _guard = self.writes.lock().await;
         let label = alias_label(alias_name);
+        let confirm = self.hsm.confirmer();
         let removed = self
             .hsm
             .pool()
             .run(move |s| {
-                let all = objects::read_data(s, Some(&label))?;
+                let all = read_records(s, &label)?;
                 for o in &all {
                     let _ = objects::destroy_data(s, o.handle);
+                }
+                if !all.is_empty() {
+                    confirm.data_gone(s, &label)?;
                 }
                 Ok(!all.is_empty())
             })
@@ -471,12 +516,14 @@ impl KeyStore {
     {
         let _guard = self.writes.lock().await;
         let label = key_label(id);
+        let read_label = label.clone();
         let latest_on_token = self
             .hsm
             .pool()
-            .run(move |s| Ok(latest::<KeyRecord>(objects::read_data(s, Some(&label))?)))
+            .run(move |s| Ok(latest::<KeyRecord>(read_records(s, &read_label)?)))
             .await
-            .map_err(hsm_to_kms)?;
+            .map_err(hsm_to_kms)?
+            .found(&label)?;
         let Some((_, record)) = latest_on_token else {
             self.forget_key(id)?;
             return Ok(false);
@@ -485,6 +532,7 @@ impl KeyStore {
             return Ok(false);
         }
         let key_id = *id;
+        let confirm = self.hsm.confirmer();
         self.hsm
             .pool()
             .run(move |s| {
@@ -503,10 +551,11 @@ impl KeyStore {
                         objects::destroy_master_key(s, h)?;
                     }
                 }
-                for o in objects::read_data(s, Some(&key_label(&key_id)))? {
+                let label = key_label(&key_id);
+                for o in objects::read_data(s, Some(&label))? {
                     let _ = objects::destroy_data(s, o.handle);
                 }
-                Ok(())
+                confirm.data_gone(s, &label)
             })
             .await
             .map_err(hsm_to_kms)?;

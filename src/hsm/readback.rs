@@ -1,0 +1,357 @@
+//! Confirming that a write is durable before anyone is told it succeeded
+//! (DESIGN.md decision 12).
+//!
+//! A PKCS#11 module may report success for an object it failed to store:
+//! SoftHSM2 on a full disk writes an empty or truncated object file, returns
+//! CKR_OK and keeps serving the object from its in-memory copy, so reading
+//! the object back through the session that wrote it proves nothing; after
+//! a restart the object is gone. What a restart would see is what a fresh
+//! PKCS#11 context sees, and one process can initialise a module only once.
+//! So by default ([`ReadBack::Process`]) writes are confirmed by a helper
+//! process: this same binary, started with [`HELPER_ARG`], with its own
+//! context and login on the same token, which reads every new object back
+//! from the token's storage. The PIN reaches it on its standard input, never
+//! on a command line.
+//!
+//! [`ReadBack::Session`] reads back through the writing session instead:
+//! enough only for tokens whose every write reaches their storage before
+//! C_CreateObject returns (network HSMs), and for tools that do not write.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Mutex;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::objects::APPLICATION;
+use super::{HsmError, TokenSession};
+
+/// The first argument that makes the binary run as the read-back helper.
+pub const HELPER_ARG: &str = "__read-back-helper";
+
+/// How writes are confirmed durable.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadBack {
+    /// A helper process with its own PKCS#11 context reads each new object
+    /// back from the token's storage (sees what a restart would see).
+    #[default]
+    Process,
+    /// Read back through the session that wrote it.
+    Session,
+}
+
+/// What one confirmation asks.
+enum Question<'a> {
+    /// A data object with this label and exactly this value exists.
+    Data(&'a str, &'a [u8]),
+    /// No data object with this label exists.
+    NoData(&'a str),
+    /// A secret key with this label exists and is a 32-byte AES key.
+    Key(&'a str),
+}
+
+/// Confirms writes ([`ReadBack`]).
+pub struct Confirmer {
+    mode: ReadBack,
+    helper: Mutex<Option<Helper>>,
+    exe: Option<PathBuf>,
+    module: PathBuf,
+    label: String,
+    pin: SecretString,
+}
+
+struct Helper {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn not_durable(what: impl Into<String>) -> HsmError {
+    HsmError::NotDurable(what.into())
+}
+
+impl Confirmer {
+    pub(super) fn new(mode: ReadBack, module: &Path, label: &str, pin: SecretString) -> Confirmer {
+        Confirmer {
+            mode,
+            helper: Mutex::new(None),
+            exe: std::env::current_exe().ok(),
+            module: module.to_owned(),
+            label: label.to_owned(),
+            pin,
+        }
+    }
+
+    /// Confirms that a data object `label` holding `value` is stored.
+    pub fn data_stored(&self, s: &TokenSession, label: &str, value: &[u8]) -> Result<(), HsmError> {
+        self.ask(s, Question::Data(label, value))
+    }
+
+    /// Confirms that no data object `label` is stored any more.
+    pub fn data_gone(&self, s: &TokenSession, label: &str) -> Result<(), HsmError> {
+        self.ask(s, Question::NoData(label))
+    }
+
+    /// Confirms that the secret key `label` is stored.
+    pub fn key_stored(&self, s: &TokenSession, label: &str) -> Result<(), HsmError> {
+        self.ask(s, Question::Key(label))
+    }
+
+    fn ask(&self, s: &TokenSession, q: Question) -> Result<(), HsmError> {
+        let (answer, what) = match self.mode {
+            ReadBack::Session => (answer(s.session, &q)?, describe(&q)),
+            ReadBack::Process => (self.ask_helper(&q)?, describe(&q)),
+        };
+        if answer {
+            Ok(())
+        } else {
+            Err(not_durable(what))
+        }
+    }
+
+    fn ask_helper(&self, q: &Question) -> Result<bool, HsmError> {
+        let mut guard = self.helper.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.spawn()?);
+        }
+        let Some(helper) = guard.as_mut() else {
+            return Err(not_durable("no read-back helper"));
+        };
+        let line = match q {
+            Question::Data(l, v) => format!(
+                "data {} {}\n",
+                hex::encode(l.as_bytes()),
+                hex::encode(Sha256::digest(v))
+            ),
+            Question::NoData(l) => format!("nodata {}\n", hex::encode(l.as_bytes())),
+            Question::Key(l) => format!("key {}\n", hex::encode(l.as_bytes())),
+        };
+        let mut reply = String::new();
+        let io = helper
+            .stdin
+            .write_all(line.as_bytes())
+            .and_then(|()| helper.stdin.flush())
+            .and_then(|()| helper.stdout.read_line(&mut reply));
+        match (io, reply.trim()) {
+            (Ok(n), "yes") if n > 0 => Ok(true),
+            (Ok(n), "no") if n > 0 => Ok(false),
+            (io, other) => {
+                // The helper is broken or cannot reach the token: start a
+                // new one next time; this write is not confirmed.
+                *guard = None;
+                Err(not_durable(format!(
+                    "read-back helper failed ({}): {}",
+                    describe(q),
+                    match io {
+                        Err(e) => e.to_string(),
+                        Ok(_) => other.to_owned(),
+                    }
+                )))
+            }
+        }
+    }
+
+    fn spawn(&self) -> Result<Helper, HsmError> {
+        let exe = self
+            .exe
+            .as_ref()
+            .ok_or_else(|| not_durable("cannot find the kmsgate binary for read-back"))?;
+        let mut child = Command::new(exe)
+            .arg(HELPER_ARG)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| not_durable(format!("cannot start the read-back helper: {e}")))?;
+        let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(not_durable("read-back helper has no pipes"));
+        };
+        let hello = format!(
+            "{} {} {}\n",
+            hex::encode(self.module.as_os_str().as_encoded_bytes()),
+            hex::encode(self.label.as_bytes()),
+            hex::encode(self.pin.expose_secret().as_bytes()),
+        );
+        let mut helper = Helper {
+            child,
+            stdin: {
+                stdin
+                    .write_all(hello.as_bytes())
+                    .and_then(|()| stdin.flush())
+                    .map_err(|e| not_durable(format!("read-back helper: {e}")))?;
+                stdin
+            },
+            stdout: BufReader::new(stdout),
+        };
+        let mut ready = String::new();
+        match helper.stdout.read_line(&mut ready) {
+            Ok(n) if n > 0 && ready.trim() == "ready" => Ok(helper),
+            _ => Err(not_durable(format!(
+                "read-back helper did not start: {}",
+                ready.trim()
+            ))),
+        }
+    }
+}
+
+fn describe(q: &Question) -> String {
+    match q {
+        Question::Data(l, _) => format!("record {l}"),
+        Question::NoData(l) => format!("removal of {l}"),
+        Question::Key(l) => format!("key object {l}"),
+    }
+}
+
+/// Answers a question through `session`.
+fn answer(session: &Session, q: &Question) -> Result<bool, HsmError> {
+    match q {
+        Question::Data(label, value) => {
+            let want = Sha256::digest(value);
+            Ok(data_values(session, label)?
+                .iter()
+                .any(|v| Sha256::digest(v) == want))
+        }
+        Question::NoData(label) => Ok(data_values(session, label)?.is_empty()),
+        Question::Key(label) => key_present(session, label),
+    }
+}
+
+fn data_template(label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Application(APPLICATION.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ]
+}
+
+fn data_values(session: &Session, label: &str) -> Result<Vec<Vec<u8>>, HsmError> {
+    let mut out = Vec::new();
+    for h in session.find_objects(&data_template(label))? {
+        for a in session.get_attributes(h, &[AttributeType::Value])? {
+            if let Attribute::Value(v) = a {
+                out.push(v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn key_present(session: &Session, label: &str) -> Result<bool, HsmError> {
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    for h in session.find_objects(&template)? {
+        let attrs = session.get_attributes(h, &[AttributeType::ValueLen])?;
+        if attrs
+            .iter()
+            .any(|a| matches!(a, Attribute::ValueLen(n) if u64::from(*n) == 32))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The helper process: reads the module, token label and PIN from its
+/// first line of standard input, logs in, says `ready`, then answers one
+/// question per line with `yes` or `no` (or `error ...`) until its input
+/// closes. Exits non-zero if it cannot reach the token.
+pub fn helper_main() -> i32 {
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut out = std::io::stdout().lock();
+    let mut hello = String::new();
+    if input.read_line(&mut hello).unwrap_or(0) == 0 {
+        return 2;
+    }
+    let fields: Vec<Vec<u8>> = hello
+        .split_whitespace()
+        .filter_map(|f| hex::decode(f).ok())
+        .collect();
+    hello.clear();
+    let [module, label, pin] = fields.as_slice() else {
+        let _ = writeln!(out, "error bad greeting");
+        return 2;
+    };
+    let module = PathBuf::from(String::from_utf8_lossy(module).into_owned());
+    let label = String::from_utf8_lossy(label).into_owned();
+    let pin = AuthPin::new(String::from_utf8_lossy(pin).into_owned().into());
+    drop(fields);
+    let session = match helper_session(&module, &label, &pin) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(out, "error {e}");
+            return 1;
+        }
+    };
+    if writeln!(out, "ready").and_then(|()| out.flush()).is_err() {
+        return 1;
+    }
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match input.read_line(&mut line) {
+            Ok(0) | Err(_) => return 0,
+            Ok(_) => {}
+        }
+        let mut words = line.split_whitespace();
+        let verb = words.next().unwrap_or_default();
+        let label = words
+            .next()
+            .and_then(|l| hex::decode(l).ok())
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .unwrap_or_default();
+        let result = match verb {
+            "data" => {
+                let want = words.next().and_then(|h| hex::decode(h).ok());
+                data_values(&session, &label).map(|values| {
+                    values
+                        .iter()
+                        .any(|v| Some(Sha256::digest(v).to_vec()) == want)
+                })
+            }
+            "nodata" => data_values(&session, &label).map(|v| v.is_empty()),
+            "key" => key_present(&session, &label),
+            _ => Err(HsmError::Setup(format!("unknown question {verb}"))),
+        };
+        let reply = match result {
+            Ok(true) => "yes".to_owned(),
+            Ok(false) => "no".to_owned(),
+            Err(e) => format!("error {e}"),
+        };
+        if writeln!(out, "{reply}").and_then(|()| out.flush()).is_err() {
+            return 1;
+        }
+    }
+}
+
+fn helper_session(module: &Path, label: &str, pin: &AuthPin) -> Result<Session, HsmError> {
+    let pkcs11 = Pkcs11::new(module)?;
+    pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
+    let slot = super::pool::find_token(&pkcs11, label)?;
+    let session = pkcs11.open_ro_session(slot)?;
+    match session.login(UserType::User, Some(pin)) {
+        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+            Ok(session)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
