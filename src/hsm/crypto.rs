@@ -14,8 +14,8 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use zeroize::Zeroizing;
 
-use super::{HsmError, IvSource, TokenSession};
 use super::objects::MasterKeyVersion;
+use super::{HsmError, IvSource, TokenSession};
 
 pub const IV_LEN: usize = 12;
 const TAG_BITS: u64 = 128;
@@ -51,7 +51,8 @@ fn encrypt_with_iv(
 ) -> Result<([u8; IV_LEN], Vec<u8>), HsmError> {
     let ciphertext = {
         let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
-        s.session.encrypt(&Mechanism::AesGcm(params), key.handle(s)?, plaintext)?
+        s.session
+            .encrypt(&Mechanism::AesGcm(params), key.handle(s)?, plaintext)?
     };
     Ok((iv, ciphertext))
 }
@@ -110,14 +111,17 @@ pub fn generate_wrapped_data_key(
         Attribute::Extractable(true),
     ];
     let wrapping_key = key.handle(s)?;
-    let data_key = s.session.generate_key(&Mechanism::GenericSecretKeyGen, &template)?;
+    let data_key = s
+        .session
+        .generate_key(&Mechanism::GenericSecretKeyGen, &template)?;
     let mut iv = [0u8; IV_LEN];
     let wrapped = (|| {
         if iv_source == IvSource::Caller {
             s.session.generate_random_slice(&mut iv)?;
         }
         let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
-        s.session.wrap_key(&Mechanism::AesGcm(params), wrapping_key, data_key)
+        s.session
+            .wrap_key(&Mechanism::AesGcm(params), wrapping_key, data_key)
     })();
     // A session object would vanish with the session anyway; destroy it now.
     let _ = s.session.destroy_object(data_key);

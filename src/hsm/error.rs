@@ -128,11 +128,26 @@ impl HsmError {
 pub fn classify(rv: RvError) -> Fault {
     use RvError::*;
     match rv {
-        CryptokiNotInitialized | DeviceRemoved | TokenNotPresent | TokenNotRecognized
-        | SlotIdInvalid | GeneralError => Fault::Fatal,
-        SessionHandleInvalid | SessionClosed | SessionCount | DeviceError | DeviceMemory
-        | HostMemory | UserNotLoggedIn | FunctionFailed | FunctionCanceled | OperationActive
-        | OperationNotInitialized | CantLock | MutexBad | MutexNotLocked => Fault::Retryable,
+        CryptokiNotInitialized
+        | DeviceRemoved
+        | TokenNotPresent
+        | TokenNotRecognized
+        | SlotIdInvalid
+        | GeneralError => Fault::Fatal,
+        SessionHandleInvalid
+        | SessionClosed
+        | SessionCount
+        | DeviceError
+        | DeviceMemory
+        | HostMemory
+        | UserNotLoggedIn
+        | FunctionFailed
+        | FunctionCanceled
+        | OperationActive
+        | OperationNotInitialized
+        | CantLock
+        | MutexBad
+        | MutexNotLocked => Fault::Retryable,
         ObjectHandleInvalid | KeyHandleInvalid => Fault::StaleHandle,
         _ => Fault::BadInput,
     }

@@ -31,8 +31,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub use error::{Fault, HsmError};
-pub use pool::{Pool, TokenSession};
 use pool::{Link, PoolSettings};
+pub use pool::{Pool, TokenSession};
 pub use readback::ReadBack;
 
 /// Where the IV of an AES-GCM operation comes from (DESIGN.md decision 5).

@@ -99,8 +99,7 @@ pub fn find_master_key(
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::Label(label.as_bytes().to_vec()),
     ];
-    Ok(s
-        .session
+    Ok(s.session
         .find_objects(&template)?
         .first()
         .map(|h| MasterKeyVersion(*h, s.generation)))
@@ -139,7 +138,9 @@ pub fn try_read_key_value(
     s: &TokenSession,
     key: MasterKeyVersion,
 ) -> Result<Option<Vec<u8>>, HsmError> {
-    let attrs = s.session.get_attributes(key.handle(s)?, &[AttributeType::Value])?;
+    let attrs = s
+        .session
+        .get_attributes(key.handle(s)?, &[AttributeType::Value])?;
     Ok(attrs.into_iter().find_map(|a| match a {
         Attribute::Value(v) => Some(v),
         _ => None,
@@ -171,7 +172,10 @@ pub fn create_data(s: &TokenSession, label: &str, value: &[u8]) -> Result<DataHa
         Attribute::Modifiable(true),
         Attribute::Value(value.to_vec()),
     ]);
-    Ok(DataHandle(s.session.create_object(&template)?, s.generation))
+    Ok(DataHandle(
+        s.session.create_object(&template)?,
+        s.generation,
+    ))
 }
 
 /// Replaces a data object: creates the new one, then destroys the old.
@@ -202,15 +206,17 @@ pub fn read_data(s: &TokenSession, label: Option<&str>) -> Result<Vec<DataObject
     let handles = s.session.find_objects(&data_template(label))?;
     read_data_objects(
         s,
-        &handles.into_iter().map(|h| DataHandle(h, s.generation)).collect::<Vec<_>>(),
+        &handles
+            .into_iter()
+            .map(|h| DataHandle(h, s.generation))
+            .collect::<Vec<_>>(),
     )
 }
 
 /// The handles of all of kmsgate's data objects, without reading them: one
 /// C_FindObjects, cheap enough to poll for changes made by other gateways.
 pub fn data_handles(s: &TokenSession) -> Result<Vec<DataHandle>, HsmError> {
-    Ok(s
-        .session
+    Ok(s.session
         .find_objects(&data_template(None))?
         .into_iter()
         .map(|h| DataHandle(h, s.generation))
@@ -225,17 +231,19 @@ pub fn read_data_objects(
 ) -> Result<Vec<DataObject>, HsmError> {
     let mut out = Vec::with_capacity(handles.len());
     for &handle in handles {
-        let attrs =
-            match s.session.get_attributes(handle.handle(s)?, &[AttributeType::Label, AttributeType::Value]) {
-                Ok(a) => a,
-                Err(cryptoki::error::Error::Pkcs11(
-                    cryptoki::error::RvError::ObjectHandleInvalid,
-                    _,
-                )) => {
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
+        let attrs = match s.session.get_attributes(
+            handle.handle(s)?,
+            &[AttributeType::Label, AttributeType::Value],
+        ) {
+            Ok(a) => a,
+            Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::ObjectHandleInvalid,
+                _,
+            )) => {
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut label = String::new();
         let mut value = Vec::new();
         for a in attrs {
@@ -257,7 +265,9 @@ pub fn read_data_objects(
 /// Every secret key on the token with its label, read in one search: one
 /// C_FindObjects for all keys beats one per key when thousands exist.
 pub fn list_master_keys(s: &TokenSession) -> Result<Vec<(String, MasterKeyVersion)>, HsmError> {
-    let handles = s.session.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])?;
+    let handles = s
+        .session
+        .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])?;
     let mut out = Vec::with_capacity(handles.len());
     for handle in handles {
         let attrs = s.session.get_attributes(handle, &[AttributeType::Label])?;
@@ -286,7 +296,9 @@ pub fn try_wrap_out(s: &TokenSession, key: MasterKeyVersion) -> Result<bool, Hsm
         Attribute::Wrap(true),
     ];
     let kek = s.session.generate_key(&Mechanism::AesKeyGen, &template)?;
-    let result = s.session.wrap_key(&Mechanism::AesKeyWrap, kek, key.handle(s)?);
+    let result = s
+        .session
+        .wrap_key(&Mechanism::AesKeyWrap, kek, key.handle(s)?);
     let _ = s.session.destroy_object(kek);
     match result {
         Ok(_) => Ok(true),
@@ -312,8 +324,7 @@ fn marker_template() -> Vec<Attribute> {
 
 /// The change markers on the token (normally one).
 pub fn find_markers(s: &TokenSession) -> Result<Vec<DataHandle>, HsmError> {
-    Ok(s
-        .session
+    Ok(s.session
         .find_objects(&marker_template())?
         .into_iter()
         .map(|h| DataHandle(h, s.generation))
@@ -329,12 +340,18 @@ pub fn create_marker(s: &TokenSession, label: &str) -> Result<DataHandle, HsmErr
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Value(b"kmsgate change marker".to_vec()),
     ]);
-    Ok(DataHandle(s.session.create_object(&template)?, s.generation))
+    Ok(DataHandle(
+        s.session.create_object(&template)?,
+        s.generation,
+    ))
 }
 
 /// A data object's label; `None` if the object is gone.
 pub fn read_label(s: &TokenSession, handle: DataHandle) -> Result<Option<String>, HsmError> {
-    match s.session.get_attributes(handle.handle(s)?, &[AttributeType::Label]) {
+    match s
+        .session
+        .get_attributes(handle.handle(s)?, &[AttributeType::Label])
+    {
         Ok(attrs) => Ok(attrs.into_iter().find_map(|a| match a {
             Attribute::Label(l) => Some(String::from_utf8_lossy(&l).into_owned()),
             _ => None,
@@ -349,5 +366,8 @@ pub fn read_label(s: &TokenSession, handle: DataHandle) -> Result<Option<String>
 /// Changes a data object's label in place (CKA_LABEL is modifiable where
 /// CKA_VALUE is not).
 pub fn set_label(s: &TokenSession, handle: DataHandle, label: &str) -> Result<(), HsmError> {
-    Ok(s.session.update_attributes(handle.handle(s)?, &[Attribute::Label(label.as_bytes().to_vec())])?)
+    Ok(s.session.update_attributes(
+        handle.handle(s)?,
+        &[Attribute::Label(label.as_bytes().to_vec())],
+    )?)
 }

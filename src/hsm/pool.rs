@@ -151,7 +151,9 @@ impl Link {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         match state.slot {
             Some(slot) => Ok((slot, state.generation)),
-            None => Err(HsmError::Unavailable("the token is being reconnected".into())),
+            None => Err(HsmError::Unavailable(
+                "the token is being reconnected".into(),
+            )),
         }
     }
 
@@ -338,7 +340,8 @@ pub struct Pool {
 
 impl Pool {
     pub(super) fn start(link: Arc<Link>, settings: PoolSettings) -> Result<Pool, HsmError> {
-        let (sender, receiver) = crossbeam_channel::bounded::<Envelope>(settings.queue_depth.max(1));
+        let (sender, receiver) =
+            crossbeam_channel::bounded::<Envelope>(settings.queue_depth.max(1));
         let mut workers = Vec::with_capacity(settings.sessions);
         let (slot, _) = link.slot()?;
         for n in 0..link.sessions.len() {

@@ -349,7 +349,8 @@ fn helper_session(module: &Path, label: &str, pin: &AuthPin) -> Result<Session, 
     let slot = super::pool::find_token(&pkcs11, label)?;
     let session = pkcs11.open_ro_session(slot)?;
     match session.login(UserType::User, Some(pin)) {
-        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
             Ok(session)
         }
         Err(e) => Err(e.into()),

@@ -229,13 +229,14 @@ impl KeyStore {
                 std::time::Duration::from_secs(120),
                 std::time::Duration::from_secs(600),
                 |s| {
-                let markers = sync::Markers::find_or_create(s)?;
-                Ok((
-                    objects::read_data(s, None)?,
-                    objects::list_master_keys(s)?,
-                    markers,
-                ))
-            })
+                    let markers = sync::Markers::find_or_create(s)?;
+                    Ok((
+                        objects::read_data(s, None)?,
+                        objects::list_master_keys(s)?,
+                        markers,
+                    ))
+                },
+            )
             .await?;
         let handles: HashMap<String, MasterKeyVersion> = keys.into_iter().collect();
         let mut records: HashMap<Uuid, (DataHandle, KeyRecord)> = HashMap::new();

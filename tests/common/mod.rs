@@ -46,9 +46,17 @@ impl Token {
     /// A fresh token; `extra` is TOML tables (e.g. `[keys]`) appended to
     /// the config.
     pub fn with_config(extra: &str) -> Arc<Token> {
+        Self::with_token_dir(extra, |_| {})
+    }
+
+    /// As [`with_config`](Self::with_config); `prepare` gets the empty
+    /// token directory before the token is initialised in it (to mount a
+    /// small file system there, say).
+    pub fn with_token_dir(extra: &str, prepare: impl FnOnce(&Path)) -> Arc<Token> {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path();
         std::fs::create_dir(root.join("tokens")).unwrap();
+        prepare(&root.join("tokens"));
         std::fs::write(
             root.join("softhsm2.conf"),
             format!(

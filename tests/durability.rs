@@ -1,0 +1,302 @@
+//! Nothing acknowledged is ever lost (DESIGN.md decision 12): with the
+//! token's storage on a full file system, every write either is refused with
+//! a retryable 5xx and changes nothing, or succeeds and survives a restart.
+//!
+//! The token directory is a tmpfs of a few hundred KiB mounted for the test
+//! (root only: the test says so and passes vacuously elsewhere, loudly).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use aws_sdk_kms::error::SdkError;
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::Tag;
+use common::*;
+
+/// A tmpfs mounted on a token directory; unmounted when dropped.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &Path, kib: u64) -> Result<SmallDisk, String> {
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={kib}k,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(SmallDisk {
+            path: path.to_owned(),
+        })
+    }
+
+    /// Fills the file system to the last byte.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut n = 0;
+        loop {
+            let Ok(mut f) = std::fs::File::create(self.path.join(format!("filler-{n}"))) else {
+                break;
+            };
+            n += 1;
+            let chunk = vec![0u8; 4096];
+            let mut wrote = false;
+            while f.write_all(&chunk).and_then(|()| f.flush()).is_ok() {
+                wrote = true;
+            }
+            let _ = f.write_all(&[0u8; 1]);
+            if !wrote {
+                break;
+            }
+        }
+        let free = free_bytes(&self.path);
+        assert!(free < 4096, "the disk is not full: {free} bytes free");
+    }
+
+    fn free(&self) {
+        for e in std::fs::read_dir(&self.path).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with("filler-") {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+fn free_bytes(path: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// The HTTP status of an SDK call's outcome (200 for success).
+fn status<T, E>(r: &Result<T, SdkError<E, aws_sdk_kms::config::http::HttpResponse>>) -> u16 {
+    match r {
+        Ok(_) => 200,
+        Err(e) => e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_never_loses_an_acknowledged_write() {
+    let mut disk = None;
+    let mut mount_error = None;
+    let token = Token::with_token_dir("", |dir| match SmallDisk::mount(dir, 768) {
+        Ok(d) => disk = Some(d),
+        Err(e) => mount_error = Some(e),
+    });
+    let Some(disk) = disk else {
+        eprintln!(
+            "SKIPPED: cannot mount a small tmpfs (needs root): {}",
+            mount_error.unwrap_or_default()
+        );
+        return;
+    };
+
+    let gw = Gateway::start_on(token.clone());
+    let kms = gw.client();
+    let key = create_key(&kms).await;
+    let other = create_key(&kms).await;
+    kms.create_alias()
+        .alias_name("alias/before")
+        .target_key_id(&key)
+        .send()
+        .await
+        .unwrap();
+    kms.create_alias()
+        .alias_name("alias/doomed")
+        .target_key_id(&key)
+        .send()
+        .await
+        .unwrap();
+    let sealed = kms
+        .encrypt()
+        .key_id(&key)
+        .plaintext(Blob::new(b"must survive".to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap();
+
+    disk.fill();
+
+    // Every write operation, on the full disk. Each must answer 200 (and
+    // then persist) or a 5xx (and change nothing); never a 4xx.
+    let mut acked: Vec<&str> = Vec::new();
+    let mut refused: Vec<&str> = Vec::new();
+    let mut record = |name: &'static str, status: u16| {
+        assert!(
+            status == 200 || status >= 500,
+            "{name} answered {status} on a full disk"
+        );
+        if status == 200 {
+            acked.push(name);
+        } else {
+            refused.push(name);
+        }
+    };
+    let r = kms.disable_key().key_id(&key).send().await;
+    record("DisableKey", status(&r));
+    let r = kms
+        .tag_resource()
+        .key_id(&key)
+        .tags(Tag::builder().tag_key("k").tag_value("v").build().unwrap())
+        .send()
+        .await;
+    record("TagResource", status(&r));
+    let r = kms
+        .update_key_description()
+        .key_id(&key)
+        .description("changed on a full disk")
+        .send()
+        .await;
+    record("UpdateKeyDescription", status(&r));
+    let r = kms.rotate_key_on_demand().key_id(&other).send().await;
+    record("RotateKeyOnDemand", status(&r));
+    let r = kms
+        .create_alias()
+        .alias_name("alias/during")
+        .target_key_id(&key)
+        .send()
+        .await;
+    record("CreateAlias", status(&r));
+    let r = kms
+        .update_alias()
+        .alias_name("alias/before")
+        .target_key_id(&other)
+        .send()
+        .await;
+    record("UpdateAlias", status(&r));
+    let r = kms.delete_alias().alias_name("alias/doomed").send().await;
+    record("DeleteAlias", status(&r));
+    let r = kms.create_key().send().await;
+    let created_during = r
+        .as_ref()
+        .ok()
+        .and_then(|o| o.key_metadata.as_ref())
+        .map(|m| m.key_id.clone());
+    record("CreateKey", status(&r));
+    let r = kms.enable_key_rotation().key_id(&other).send().await;
+    record("EnableKeyRotation", status(&r));
+    let r = kms
+        .schedule_key_deletion()
+        .key_id(&other)
+        .pending_window_in_days(7)
+        .send()
+        .await;
+    record("ScheduleKeyDeletion", status(&r));
+    eprintln!("on the full disk: acknowledged {acked:?}, refused {refused:?}");
+    assert!(
+        !refused.is_empty(),
+        "nothing was refused: the disk was not full enough to test anything"
+    );
+
+    // A refused write changed nothing, even before a restart.
+    let meta = key_metadata(&kms, &key).await;
+    if !acked.contains(&"DisableKey") {
+        assert_eq!(meta.key_state.unwrap().as_str(), "Enabled");
+    }
+
+    // Crash, make room, restart: everything acknowledged is there, and
+    // nothing refused is.
+    let token = gw.crash();
+    disk.free();
+    let gw = Gateway::start_on(token.clone());
+    let kms = gw.client();
+    let meta = key_metadata(&kms, &key).await;
+    assert_eq!(
+        meta.key_state.unwrap().as_str(),
+        if acked.contains(&"DisableKey") {
+            "Disabled"
+        } else {
+            "Enabled"
+        }
+    );
+    assert_eq!(
+        meta.description.as_deref().unwrap_or_default() == "changed on a full disk",
+        acked.contains(&"UpdateKeyDescription")
+    );
+    let tags = kms
+        .list_resource_tags()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap()
+        .tags
+        .unwrap_or_default();
+    assert_eq!(!tags.is_empty(), acked.contains(&"TagResource"));
+    let other_meta = key_metadata(&kms, &other).await;
+    assert_eq!(
+        other_meta.key_state.unwrap().as_str() == "PendingDeletion",
+        acked.contains(&"ScheduleKeyDeletion")
+    );
+    let rotations = kms
+        .list_key_rotations()
+        .key_id(&other)
+        .send()
+        .await
+        .unwrap()
+        .rotations
+        .unwrap_or_default();
+    assert_eq!(
+        rotations.len(),
+        usize::from(acked.contains(&"RotateKeyOnDemand"))
+    );
+    let before = key_metadata(&kms, "alias/before").await;
+    assert_eq!(
+        before.key_id,
+        if acked.contains(&"UpdateAlias") {
+            other.clone()
+        } else {
+            key.clone()
+        }
+    );
+    let during = kms.describe_key().key_id("alias/during").send().await;
+    assert_eq!(during.is_ok(), acked.contains(&"CreateAlias"));
+    let doomed = kms.describe_key().key_id("alias/doomed").send().await;
+    assert_eq!(doomed.is_err(), acked.contains(&"DeleteAlias"));
+    if let Some(id) = created_during {
+        key_metadata(&kms, &id).await;
+    }
+
+    // The key's material is intact: the old ciphertext decrypts.
+    if !acked.contains(&"DisableKey") {
+        let plain = kms
+            .decrypt()
+            .ciphertext_blob(sealed)
+            .send()
+            .await
+            .unwrap()
+            .plaintext
+            .unwrap();
+        assert_eq!(plain.as_ref(), b"must survive");
+    }
+    drop(gw);
+    let (ok, out, err) =
+        token.run_cli(&["check-keys", "--config", &token.config().to_string_lossy()]);
+    assert!(ok, "check-keys failed after the full disk:\n{out}\n{err}");
+}
