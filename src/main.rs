@@ -183,8 +183,21 @@ async fn check_keys(config_path: PathBuf) -> Result<(), server::StartError> {
         "{} key versions checked, {unsafe_versions} unsafe",
         report.len()
     )?;
+    let mut lost = 0;
+    for r in state.store.unreadable_records() {
+        let verdict = if r.superseded {
+            "superseded by a valid revision"
+        } else {
+            lost += 1;
+            "NO VALID REVISION: the key or alias is unavailable"
+        };
+        writeln!(out, "unreadable record {}: {verdict}", r.label)?;
+    }
     if unsafe_versions > 0 {
         return Err(format!("{unsafe_versions} key versions are not protected").into());
+    }
+    if lost > 0 {
+        return Err(format!("{lost} records have no valid revision").into());
     }
     Ok(())
 }

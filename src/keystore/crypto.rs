@@ -12,8 +12,9 @@ use zeroize::Zeroizing;
 use super::{Key, KeyStore, hsm_to_kms};
 use crate::blob::{self, EncryptionContext, Header};
 use crate::error::KmsError;
-use crate::hsm::HsmError;
 use crate::hsm::crypto;
+use crate::hsm::objects::MasterKeyVersion;
+use crate::hsm::{HsmError, TokenSession};
 
 /// A ciphertext produced by the token, with the version that made it.
 pub struct Sealed {
@@ -26,22 +27,48 @@ pub struct Sealed {
 }
 
 impl KeyStore {
-    /// Maps a token failure during an operation with `key`. A stale object
-    /// handle (the token lost or replaced the object) makes the key be read
-    /// again from the token, so that the client's retry finds it right, or
-    /// finds it gone.
-    async fn key_failure(&self, key: &Key, e: HsmError) -> KmsError {
-        if e.handle_is_stale() {
-            tracing::warn!(key_id = %key.id(), error = %e, "stale key handle; re-reading the key");
-            return match self.reload_key(key.id()).await {
-                Ok(Some(_)) => KmsError::KeyUnavailable(
-                    "The key was being reloaded from the key store. Retry the request.".into(),
-                ),
-                Ok(None) => self.realm.key_not_found(key.id()),
-                Err(e) => e,
-            };
+    /// Runs `op` on the token with version `version` of `key`.
+    ///
+    /// A stale handle (the token re-indexed the object, or the library was
+    /// re-initialised and handles were renumbered) makes the key be read
+    /// again from the token and `op` run once more with the fresh handle, so
+    /// a recovered token serves the request instead of failing it. The key
+    /// is reported gone only if a healthy listing of the token says so; a
+    /// lookup that fails during a fault is a retryable error.
+    async fn with_version<T, F>(
+        &self,
+        key: &Arc<Key>,
+        version: u32,
+        handle: MasterKeyVersion,
+        op: F,
+    ) -> Result<(Arc<Key>, T), KmsError>
+    where
+        T: Send + 'static,
+        F: Fn(&TokenSession, MasterKeyVersion) -> Result<T, HsmError> + Clone + Send + 'static,
+    {
+        let first = op.clone();
+        match self.hsm.pool().run(move |s| first(s, handle)).await {
+            Ok(t) => return Ok((key.clone(), t)),
+            Err(e) if e.handle_is_stale() => {
+                tracing::warn!(key_id = %key.id(), version, error = %e, "stale key handle; re-reading the key");
+            }
+            Err(e) => return Err(hsm_to_kms(e)),
         }
-        hsm_to_kms(e)
+        let fresh = self
+            .reload_key(key.id())
+            .await?
+            .ok_or_else(|| self.realm.key_not_found(key.id()))?;
+        let Some(handle) = fresh.version(version) else {
+            tracing::error!(key_id = %key.id(), version, "key version missing on the token");
+            return Err(hsm_to_kms(HsmError::StaleGeneration));
+        };
+        let t = self
+            .hsm
+            .pool()
+            .run(move |s| op(s, handle))
+            .await
+            .map_err(hsm_to_kms)?;
+        Ok((fresh, t))
     }
 
     /// Encrypts `plaintext` under the key's primary version.
@@ -56,17 +83,14 @@ impl KeyStore {
             key_id: *key.id(),
             key_version: version,
         };
-        let aad = blob::aad(&header, context);
+        let aad = Arc::new(blob::aad(&header, context));
         let iv_source = self.hsm.capabilities().iv_source;
-        let (iv, ct) = match self
-            .hsm
-            .pool()
-            .run(move |s| crypto::encrypt(s, handle, iv_source, &aad, &plaintext))
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return Err(self.key_failure(&key, e).await),
-        };
+        let plaintext = Arc::new(plaintext);
+        let (key, (iv, ct)) = self
+            .with_version(&key, version, handle, move |s, h| {
+                crypto::encrypt(s, h, iv_source, &aad, &plaintext)
+            })
+            .await?;
         Ok(Sealed {
             blob: blob::assemble(&header, &iv, &ct),
             key,
@@ -90,25 +114,19 @@ impl KeyStore {
             key_id: *key.id(),
             key_version: version,
         };
-        let aad = blob::aad(&header, context);
+        let aad = Arc::new(blob::aad(&header, context));
         let caps = self.hsm.capabilities();
         let iv_source = caps.iv_source;
         let wrap = caps.gcm_wrap && !want_plaintext;
-        let dk = match self
-            .hsm
-            .pool()
-            .run(move |s| {
+        let (key, dk) = self
+            .with_version(&key, version, handle, move |s, h| {
                 if wrap {
-                    crypto::generate_wrapped_data_key(s, handle, iv_source, &aad, len)
+                    crypto::generate_wrapped_data_key(s, h, iv_source, &aad, len)
                 } else {
-                    crypto::generate_data_key(s, handle, iv_source, &aad, len)
+                    crypto::generate_data_key(s, h, iv_source, &aad, len)
                 }
             })
-            .await
-        {
-            Ok(dk) => dk,
-            Err(e) => return Err(self.key_failure(&key, e).await),
-        };
+            .await?;
         Ok(Sealed {
             blob: blob::assemble(&header, &dk.iv, &dk.ciphertext),
             key,
@@ -120,34 +138,34 @@ impl KeyStore {
     /// Decrypts a parsed blob with the version it names.
     pub async fn decrypt(
         &self,
-        key: &Key,
+        key: &Arc<Key>,
         parsed: &blob::ParsedBlob<'_>,
         context: &EncryptionContext,
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         let wanted = parsed.header.key_version;
-        let handle = match key.version(wanted) {
-            Some(h) => h,
+        let (key, handle) = match key.version(wanted) {
+            Some(h) => (key.clone(), h),
             // A version this gateway has not seen: another gateway may have
             // rotated the key. A blob naming a version that does not exist
             // at all is just an invalid ciphertext.
-            None => self
-                .reload_key(key.id())
-                .await?
-                .and_then(|k| k.version(wanted))
-                .ok_or(KmsError::InvalidCiphertext)?,
+            None => {
+                let fresh = self
+                    .reload_key(key.id())
+                    .await?
+                    .ok_or_else(|| self.realm.key_not_found(key.id()))?;
+                let h = fresh.version(wanted).ok_or(KmsError::InvalidCiphertext)?;
+                (fresh, h)
+            }
         };
-        let aad = blob::aad(&parsed.header, context);
+        let aad = Arc::new(blob::aad(&parsed.header, context));
         let iv = parsed.iv;
-        let ct = parsed.ciphertext_and_tag.to_vec();
-        match self
-            .hsm
-            .pool()
-            .run(move |s| crypto::decrypt(s, handle, &iv, &aad, &ct))
-            .await
-        {
-            Ok(p) => Ok(p),
-            Err(e) => Err(self.key_failure(key, e).await),
-        }
+        let ct = Arc::new(parsed.ciphertext_and_tag.to_vec());
+        let (_, plaintext) = self
+            .with_version(&key, wanted, handle, move |s, h| {
+                crypto::decrypt(s, h, &iv, &aad, &ct)
+            })
+            .await?;
+        Ok(plaintext)
     }
 
     /// Bytes from the token's RNG.

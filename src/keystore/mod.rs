@@ -102,6 +102,16 @@ impl Custody {
     }
 }
 
+/// A record on the token that does not parse (a write cut short), as found
+/// at start-up. It is skipped in favour of the newest valid revision, and
+/// never read as "no key".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableRecord {
+    pub label: String,
+    /// A valid revision of the same record exists, so nothing is lost.
+    pub superseded: bool,
+}
+
 /// Limits on how keys are used, from the config.
 #[derive(Debug, Clone)]
 pub struct KeyPolicy {
@@ -155,6 +165,13 @@ pub struct KeyStore {
     /// the change marker moves (anything created anywhere moves it), so
     /// repeated lookups of unknown names do not each list the token.
     absent: Mutex<std::collections::HashSet<String>>,
+    /// Keys whose scheduled work failed, and when to try again
+    /// ([`scheduler`]).
+    retries: Mutex<HashMap<Uuid, scheduler::Retry>>,
+    /// Records found at start-up that do not parse ([`UnreadableRecord`]).
+    unreadable: Vec<UnreadableRecord>,
+    /// The last sync with the token succeeded (for readiness).
+    synced: std::sync::atomic::AtomicBool,
 }
 
 /// Maps token failures to what a client sees, by their class: a token fault
@@ -242,20 +259,34 @@ impl KeyStore {
         let mut records: HashMap<Uuid, (DataHandle, KeyRecord)> = HashMap::new();
         let mut aliases: HashMap<String, (DataHandle, AliasRecord)> = HashMap::new();
         let seen = data.iter().map(|o| o.handle).collect();
+        let mut valid_labels = std::collections::HashSet::new();
+        let mut unreadable_labels = Vec::new();
         for obj in data {
             let Some(rest) = obj.label.strip_prefix(LABEL_PREFIX) else {
                 continue;
             };
-            if rest.starts_with("key/") {
-                if let Some(r) = parse_record::<KeyRecord>(&obj) {
-                    keep_latest(&mut records, r.key_id, obj.handle, r);
-                }
-            } else if rest.starts_with("alias/")
-                && let Some(r) = parse_record::<AliasRecord>(&obj)
-            {
-                keep_latest(&mut aliases, r.name.clone(), obj.handle, r);
+            let parsed = if rest.starts_with("key/") {
+                parse_record::<KeyRecord>(&obj)
+                    .map(|r| keep_latest(&mut records, r.key_id, obj.handle, r))
+            } else if rest.starts_with("alias/") {
+                parse_record::<AliasRecord>(&obj)
+                    .map(|r| keep_latest(&mut aliases, r.name.clone(), obj.handle, r))
+            } else {
+                continue;
+            };
+            if parsed.is_some() {
+                valid_labels.insert(obj.label);
+            } else {
+                unreadable_labels.push(obj.label);
             }
         }
+        let unreadable = unreadable_labels
+            .into_iter()
+            .map(|label| UnreadableRecord {
+                superseded: valid_labels.contains(&label),
+                label,
+            })
+            .collect();
         let mut cache = Cache::default();
         for (id, (meta, record)) in records {
             let key = build_key(record, meta, |l| handles.get(l).copied());
@@ -280,6 +311,9 @@ impl KeyStore {
             seen: Mutex::new(seen),
             markers: Mutex::new(markers),
             absent: Mutex::new(std::collections::HashSet::new()),
+            retries: Mutex::new(HashMap::new()),
+            unreadable,
+            synced: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -464,6 +498,11 @@ impl KeyStore {
     pub fn all_aliases(&self) -> Result<Vec<AliasRecord>, KmsError> {
         let cache = self.cache.read().map_err(|_| lock_poisoned())?;
         Ok(cache.aliases.values().map(|a| a.record.clone()).collect())
+    }
+
+    /// Records found at start-up that do not parse, for `kmsgate check-keys`.
+    pub fn unreadable_records(&self) -> &[UnreadableRecord] {
+        &self.unreadable
     }
 
     /// How every version of every key is protected, as the token reports

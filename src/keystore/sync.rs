@@ -19,6 +19,7 @@
 //! the rare case of two gateways creating a marker each at the same moment.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 
 use crate::hsm::TokenSession;
 
@@ -61,7 +62,15 @@ fn read_labels(
     s: &TokenSession,
     handles: &[DataHandle],
 ) -> Result<Vec<Option<String>>, crate::hsm::HsmError> {
-    handles.iter().map(|h| objects::read_label(s, *h)).collect()
+    // A marker handle from before a re-initialisation reads as gone, which
+    // makes the round look the markers up again.
+    handles
+        .iter()
+        .map(|h| match objects::read_label(s, *h) {
+            Err(e) if e.handle_is_stale() => Ok(None),
+            other => other,
+        })
+        .collect()
 }
 
 /// What one sync round found.
@@ -97,8 +106,33 @@ impl KeyStore {
         }
     }
 
-    /// One sync round (see the module docs).
+    /// One sync round (see the module docs). Its outcome is the store's
+    /// readiness: a failed round (the token faulted, or its listing came
+    /// back without the change marker) makes [`is_ready`](Self::is_ready)
+    /// false until a round succeeds. A pool health check goes first, so a
+    /// fatal fault is noticed, and recovered from, even with no traffic.
     pub async fn sync_once(&self) -> Result<SyncReport, KmsError> {
+        let result = match self.hsm.pool().health_check().await {
+            Ok(()) => self.sync_round().await,
+            Err(e) => Err(hsm_to_kms(e)),
+        };
+        let ok = result.is_ok();
+        if self.synced.swap(ok, Ordering::Relaxed) != ok {
+            if ok {
+                tracing::info!("token usable again");
+            } else {
+                tracing::warn!("token not usable: not ready");
+            }
+        }
+        result
+    }
+
+    /// Whether the token answered the last sync round (for `/readyz`).
+    pub fn is_ready(&self) -> bool {
+        self.synced.load(Ordering::Relaxed) && self.hsm.is_healthy()
+    }
+
+    async fn sync_round(&self) -> Result<SyncReport, KmsError> {
         let (handles, last, due) = {
             let mut m = self.markers.lock().map_err(|_| lock_poisoned())?;
             m.rounds += 1;
@@ -137,7 +171,15 @@ impl KeyStore {
         let current: HashSet<DataHandle> = self
             .hsm
             .pool()
-            .run(objects::data_handles)
+            .run(|s| {
+                let handles = objects::data_handles(s)?;
+                // The marker is always there: a listing without it is a
+                // failing token, and proves nothing gone.
+                if objects::find_markers(s)?.is_empty() {
+                    return Err(crate::hsm::HsmError::IncompleteListing);
+                }
+                Ok(handles)
+            })
             .await
             .map_err(hsm_to_kms)?
             .into_iter()
