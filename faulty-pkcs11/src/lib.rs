@@ -114,6 +114,49 @@ pub unsafe extern "C" fn C_GetFunctionList(list: *mut *mut CK_FUNCTION_LIST) -> 
     })
 }
 
+/// What a real token does besides returning the error: a failed
+/// single-part C_Encrypt or C_Decrypt ends the active operation (PKCS#11
+/// 2.40, 5.8 and 5.9), so an injected failure ends the real module's
+/// operation too, or the session's next C_EncryptInit would meet
+/// CKR_OPERATION_ACTIVE. Other functions: nothing.
+macro_rules! on_injected_failure {
+    (C_Encrypt, $f:ident, $s:ident, $data:ident, $len:ident, $out:ident, $out_len:ident) => {
+        // SAFETY: the caller's session and input, as the real call would get.
+        unsafe { finish_operation($f, $s, $data, $len) }
+    };
+    (C_Decrypt, $f:ident, $s:ident, $data:ident, $len:ident, $out:ident, $out_len:ident) => {
+        // SAFETY: as above.
+        unsafe { finish_operation($f, $s, $data, $len) }
+    };
+    ($other:ident, $f:ident $(, $arg:ident)*) => {};
+}
+
+type SinglePart = unsafe extern "C" fn(
+    CK_SESSION_HANDLE,
+    *mut CK_BYTE,
+    CK_ULONG,
+    *mut CK_BYTE,
+    *mut CK_ULONG,
+) -> CK_RV;
+
+/// Runs a single-part operation to completion into a scratch buffer and
+/// drops the result.
+///
+/// # Safety
+///
+/// `data` must point to `len` readable bytes, as for the real call.
+unsafe fn finish_operation(f: SinglePart, s: CK_SESSION_HANDLE, data: *mut CK_BYTE, len: CK_ULONG) {
+    let mut out_len: CK_ULONG = 0;
+    // SAFETY: a length query: no output pointer.
+    if unsafe { f(s, data, len, std::ptr::null_mut(), &mut out_len) } != CKR_OK {
+        return; // a failed call has ended the operation already
+    }
+    let mut scratch = vec![0u8; usize::try_from(out_len).unwrap_or(0).max(1)];
+    // SAFETY: `scratch` holds `out_len` bytes.
+    let _ = unsafe { f(s, data, len, scratch.as_mut_ptr(), &mut out_len) };
+    scratch.fill(0);
+}
+
 /// Defines one forwarder per function of CK_FUNCTION_LIST (except
 /// C_GetFunctionList), `NAMES` (their names, which the plan accepts), and
 /// `build_list`, which sets each entry the real module has to our forwarder
@@ -129,6 +172,7 @@ macro_rules! forwarders {
                         return CKR_FUNCTION_NOT_SUPPORTED;
                     };
                     if let Some(rv) = before_call(stringify!($name)) {
+                        on_injected_failure!($name, f $(, $arg)*);
                         return rv;
                     }
                     // SAFETY: the caller's arguments, passed unchanged to the

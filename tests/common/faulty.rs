@@ -72,11 +72,17 @@ impl Token {
     /// [`Gateway::start_faulty_on`], which tells the module where SoftHSM2
     /// and the control file are.
     pub fn with_faulty_config(extra: &str) -> Arc<Token> {
+        Self::with_faulty_hsm("", extra)
+    }
+
+    /// As [`with_faulty_config`](Self::with_faulty_config), with
+    /// `hsm_lines` added to the `[hsm]` table (e.g. `call_timeout_ms = 1000`).
+    pub fn with_faulty_hsm(hsm_lines: &str, extra: &str) -> Arc<Token> {
         let token = Token::with_config(extra);
         let config = std::fs::read_to_string(token.config()).unwrap();
         let real = format!("module = \"{}\"", softhsm_module().display());
         assert!(config.contains(&real), "unexpected config:\n{config}");
-        let faulty = format!("module = \"{}\"", faulty_module().display());
+        let faulty = format!("module = \"{}\"\n{hsm_lines}", faulty_module().display());
         std::fs::write(token.config(), config.replacen(&real, &faulty, 1)).unwrap();
         token
     }
