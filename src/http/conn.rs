@@ -372,3 +372,54 @@ impl AsyncWrite for TrackedIo {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracker(limit: usize) -> Arc<Tracker> {
+        Arc::new(Tracker::new(
+            limit,
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        ))
+    }
+
+    fn admit(t: &Tracker) -> Option<Arc<ConnState>> {
+        match t.admit(SocketAddr::from(([127, 0, 0, 1], 1))) {
+            Admit::Yes(c) => Some(c),
+            Admit::No => None,
+        }
+    }
+
+    #[test]
+    fn at_the_limit_the_longest_idle_connection_makes_room() {
+        let t = tracker(2);
+        let old = admit(&t).unwrap();
+        let busy = admit(&t).unwrap();
+        let _request = RequestGuard::begin(&busy, &t);
+        let new = admit(&t).expect("an idle connection is shed for the new one");
+        assert_eq!(old.close_reason(), Close::Shed);
+        assert_eq!(busy.close_reason(), Close::Open);
+        assert_eq!(new.close_reason(), Close::Open);
+    }
+
+    #[test]
+    fn at_the_limit_with_every_connection_busy_the_new_one_is_refused() {
+        let t = tracker(1);
+        let busy = admit(&t).unwrap();
+        let _request = RequestGuard::begin(&busy, &t);
+        assert!(admit(&t).is_none());
+        assert_eq!(busy.close_reason(), Close::Open);
+    }
+
+    #[test]
+    fn a_hard_close_overrides_a_graceful_one_and_not_the_reverse() {
+        let t = tracker(4);
+        let c = admit(&t).unwrap();
+        c.tell(Close::Drain);
+        c.tell(Close::Cut);
+        c.tell(Close::Idle);
+        assert_eq!(c.close_reason(), Close::Cut);
+    }
+}

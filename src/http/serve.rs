@@ -272,3 +272,28 @@ impl RateLimited {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::io::Errno;
+
+    #[test]
+    fn accept_pauses_when_out_of_descriptors_not_for_one_aborted_connection() {
+        let err = |e: Errno| io::Error::from_raw_os_error(e.raw_os_error());
+        assert_eq!(accept_pause(&err(Errno::MFILE)), Duration::from_millis(100));
+        assert_eq!(accept_pause(&err(Errno::NFILE)), Duration::from_millis(100));
+        assert_eq!(accept_pause(&err(Errno::CONNABORTED)), Duration::ZERO);
+        assert!(is_out_of_descriptors(&err(Errno::MFILE)));
+    }
+
+    #[test]
+    fn a_rate_limited_log_counts_what_it_left_out() {
+        let mut log = RateLimited::default();
+        assert_eq!(log.due(), Some(0));
+        assert_eq!(log.due(), None);
+        assert_eq!(log.due(), None);
+        log.last = Some(Instant::now() - Duration::from_secs(2));
+        assert_eq!(log.due(), Some(2));
+    }
+}
