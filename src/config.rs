@@ -48,6 +48,70 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub keys: KeysConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// Connection limits and timeouts of the HTTP server: what keeps a client
+/// that opens connections and never finishes a request from taking the
+/// gateway down.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Open client connections at most (further capped by the file
+    /// descriptor limit). At the limit the connection idle the longest is
+    /// closed to make room; with none idle, the new one is.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Request line plus headers larger than this are refused.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Time a client has to send a complete request head (from the first
+    /// byte of it, or from connecting for the first request).
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// Time a client has to send the request body once the head is in.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// On SIGTERM or SIGINT, how long requests in flight may take to finish
+    /// before their connections are cut.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_connections: default_max_connections(),
+            max_header_bytes: default_max_header_bytes(),
+            header_timeout_ms: default_header_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            shutdown_grace_ms: default_shutdown_grace_ms(),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_timeout_ms() -> u64 {
+    10_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+fn default_shutdown_grace_ms() -> u64 {
+    10_000
 }
 
 /// Key lifecycle, GCM usage and multi-gateway settings.
@@ -265,6 +329,21 @@ impl Config {
                 "keys.sync_interval_ms and keys.scheduler_interval_ms must be at least 1".into(),
             ));
         }
+        let h = &self.http;
+        if h.max_connections == 0
+            || h.header_timeout_ms == 0
+            || h.body_timeout_ms == 0
+            || h.idle_timeout_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "http.max_connections and the http timeouts must be at least 1".into(),
+            ));
+        }
+        if h.max_header_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "http.max_header_bytes must be at least 1024".into(),
+            ));
+        }
         if self.hsm.sessions == 0 {
             return Err(ConfigError::Invalid(
                 "hsm.sessions must be at least 1".into(),
@@ -348,6 +427,15 @@ mod tests {
         assert_eq!(c.hsm.sessions, 2);
         assert_eq!(c.hsm.iv_source, IvSource::Caller);
         assert!(!c.auth.allow_anonymous);
+        assert_eq!(c.http.max_connections, 4096);
+        assert_eq!(c.http.shutdown_grace_ms, 10_000);
+    }
+
+    #[test]
+    fn http_timeouts_must_be_positive() {
+        let text = format!("{MINIMAL}\n[http]\nheader_timeout_ms = 0\n");
+        let c: Config = toml::from_str(&text).unwrap();
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub enum KmsError {
     Throttling,
     #[error("RequestEntityTooLargeException: {0}")]
     PayloadTooLarge(String),
+    /// The client did not send its request (the body) in time. The name is
+    /// one the SDKs classify as transient, so they retry it.
+    #[error("RequestTimeoutException: {0}")]
+    RequestTimeout(String),
     #[error("DependencyTimeoutException: {0}")]
     DependencyTimeout(String),
     #[error("KeyUnavailableException: {0}")]
@@ -93,6 +97,7 @@ impl KmsError {
             KmsError::InvalidSignature(_) => "InvalidSignatureException",
             KmsError::Throttling => "ThrottlingException",
             KmsError::PayloadTooLarge(_) => "RequestEntityTooLargeException",
+            KmsError::RequestTimeout(_) => "RequestTimeoutException",
             KmsError::DependencyTimeout(_) => "DependencyTimeoutException",
             KmsError::KeyUnavailable(_) => "KeyUnavailableException",
             KmsError::Internal(_) => "KMSInternalException",
@@ -106,6 +111,7 @@ impl KmsError {
             | KmsError::KeyUnavailable(_)
             | KmsError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             KmsError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            KmsError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -143,6 +149,7 @@ impl KmsError {
             | KmsError::IncompleteSignature(m)
             | KmsError::InvalidSignature(m)
             | KmsError::PayloadTooLarge(m)
+            | KmsError::RequestTimeout(m)
             | KmsError::DependencyTimeout(m)
             | KmsError::KeyUnavailable(m)
             | KmsError::Internal(m) => Some(m.clone()),
@@ -160,6 +167,11 @@ impl KmsError {
         serde_json::to_vec(&body).unwrap_or_default()
     }
 }
+
+/// The message of a KMSInternalException for a failure the gateway cannot
+/// explain to the client (a bug: a handler panicked). AWS's generic text.
+pub const INTERNAL_FAILURE: &str =
+    "The request processing has failed because of an unknown error, exception or failure.";
 
 pub type KmsResult<T> = Result<T, KmsError>;
 

@@ -4,7 +4,6 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -138,21 +137,7 @@ async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> Result<(), ser
     let mut out = std::io::stdout();
     writeln!(out, "kmsgate listening on http://{local}")?;
     out.flush()?;
-    let background = server::spawn_background(
-        state.clone(),
-        Duration::from_millis(config.keys.sync_interval_ms),
-        Duration::from_millis(config.keys.scheduler_interval_ms),
-    );
-    server::serve(listener, state.clone(), server::shutdown_signal()).await?;
-    for task in background {
-        task.abort();
-        let _ = task.await;
-    }
-    drop(state);
-    if let Ok(hsm) = Arc::try_unwrap(hsm) {
-        hsm.shutdown();
-    }
-    Ok(())
+    server::run(&config, listener, state, hsm).await
 }
 
 async fn check_keys(config_path: PathBuf) -> Result<(), server::StartError> {

@@ -13,7 +13,8 @@ use crate::arn::Realm;
 use crate::auth::{Authorizer, Credential, Verifier};
 use crate::config::{Config, read_secret};
 use crate::hsm::{Hsm, HsmSettings};
-use crate::http::{AppState, router};
+use crate::http::serve::{Drained, ServeSettings};
+use crate::http::{AppState, router, test_panic_from_env};
 use crate::keystore::{KeyPolicy, KeyStore, clock};
 
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
@@ -86,34 +87,69 @@ pub async fn build(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartEr
         verifier,
         authorizer,
         max_body_bytes: config.max_body_bytes,
+        max_header_bytes: config.http.max_header_bytes,
+        body_timeout: Duration::from_millis(config.http.body_timeout_ms),
+        panic_operation: test_panic_from_env(),
     });
     Ok((state, hsm))
 }
 
-/// Starts the background work every gateway does: the sync with the shared
-/// token and the scheduler of rotations and deletions. Abort the handles to
-/// stop them.
+/// The background work every gateway does: the sync with the shared token
+/// and the scheduler of rotations and deletions.
+pub struct Background {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Stops the tasks between two rounds (a round in progress finishes,
+    /// so no token write is cut in half), waiting at most `deadline`; then
+    /// aborts what is left.
+    pub async fn stop(self, deadline: Duration) {
+        let _ = self.stop.send(true);
+        let until = tokio::time::Instant::now() + deadline;
+        for mut task in self.tasks {
+            if tokio::time::timeout_at(until, &mut task).await.is_err() {
+                tracing::warn!("a background task did not stop in time; aborted");
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+/// Starts the background work: the sync with the shared token and the
+/// scheduler of rotations and deletions. [`Background::stop`] ends it.
 pub fn spawn_background(
     state: Arc<AppState>,
     sync_interval: Duration,
     scheduler_interval: Duration,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> Background {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let sync_state = state.clone();
+    let mut sync_stopped = stopped.clone();
     let sync = tokio::spawn(async move {
         let mut tick = tokio::time::interval(sync_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = sync_stopped.wait_for(|s| *s) => break,
+            }
             if let Err(e) = sync_state.store.sync_once().await {
                 tracing::warn!(error = %e, "sync with the token failed");
             }
         }
     });
+    let mut scheduler_stopped = stopped;
     let scheduler = tokio::spawn(async move {
         let mut tick = tokio::time::interval(scheduler_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = scheduler_stopped.wait_for(|s| *s) => break,
+            }
             match state.store.run_due().await {
                 Ok(r) if !(r.rotated.is_empty() && r.deleted.is_empty()) => {
                     tracing::info!(rotated = ?r.rotated, deleted = ?r.deleted, "scheduled work done");
@@ -123,18 +159,79 @@ pub fn spawn_background(
             }
         }
     });
-    vec![sync, scheduler]
+    Background {
+        stop,
+        tasks: vec![sync, scheduler],
+    }
 }
 
-/// Serves until `shutdown` completes, then lets requests in flight finish.
+/// The serving loop's settings from the `[http]` config table.
+pub fn serve_settings(config: &Config) -> ServeSettings {
+    let h = &config.http;
+    ServeSettings {
+        max_connections: h.max_connections,
+        max_header_bytes: h.max_header_bytes,
+        header_timeout: Duration::from_millis(h.header_timeout_ms),
+        idle_timeout: Duration::from_millis(h.idle_timeout_ms),
+        shutdown_grace: Duration::from_millis(h.shutdown_grace_ms),
+    }
+}
+
+/// Serves until `shutdown` completes, then drains the connections within
+/// the grace period (see [`crate::http::serve::serve`]).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    settings: ServeSettings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<Drained> {
+    crate::http::serve::serve(listener, router(state), settings, shutdown).await
+}
+
+/// The life of a serving gateway after start-up: background work, serving
+/// until SIGTERM or SIGINT, draining, stopping the background work, and
+/// closing the token's sessions and finalising the library last.
+pub async fn run(
+    config: &Config,
+    listener: TcpListener,
+    state: Arc<AppState>,
+    hsm: Arc<Hsm>,
+) -> Result<(), StartError> {
+    let background = spawn_background(
+        state.clone(),
+        Duration::from_millis(config.keys.sync_interval_ms),
+        Duration::from_millis(config.keys.scheduler_interval_ms),
+    );
+    serve(
+        listener,
+        state.clone(),
+        serve_settings(config),
+        shutdown_signal(),
+    )
+    .await?;
+    background.stop(Duration::from_secs(5)).await;
+    drop(state);
+    // Work handed to the token's threads may still hold the token for a
+    // moment after its request was cut.
+    let mut hsm = hsm;
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Arc::try_unwrap(hsm) {
+            Ok(h) => {
+                tokio::task::spawn_blocking(move || h.shutdown()).await?;
+                tracing::info!("token sessions closed; shut down cleanly");
+                return Ok(());
+            }
+            Err(shared) if std::time::Instant::now() < until => {
+                hsm = shared;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => {
+                tracing::warn!("the token is still in use; exiting without closing its sessions");
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -1,15 +1,27 @@
 //! The wire: AWS's JSON 1.1 protocol over HTTP.
 //!
 //! Every KMS request is `POST /` with the operation in `X-Amz-Target`. This
-//! module reads the body (refusing oversized ones before parsing), has the
-//! signature verified, hands the body to the operation, and writes the
-//! answer exactly as AWS KMS does: JSON, `x-amzn-RequestId` on every
-//! response, and for errors `{"__type", "message"}` plus the
+//! module reads the body (refusing oversized or too slow ones before
+//! parsing), has the signature verified, hands the body to the operation,
+//! and writes the answer exactly as AWS KMS does: JSON, `x-amzn-RequestId`
+//! on every response, and for errors `{"__type", "message"}` plus the
 //! `X-Amzn-ErrorType` header that non-botocore SDKs read first. One audit
 //! record per request goes to the `kmsgate::audit` log target.
+//!
+//! Submodules: [`serve`] is the serving loop (connection limit, timeouts,
+//! drain) and [`conn`] its book-keeping; [`refusal`] answers and audits
+//! what is refused before an operation runs; `/healthz` and `/readyz` are
+//! here, unsigned and unaudited.
+
+mod audit;
+mod catch_panic;
+mod conn;
+mod fdlimit;
+mod refusal;
+pub mod serve;
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -20,12 +32,19 @@ use http::{HeaderValue, StatusCode, header};
 use tracing::Instrument;
 
 use crate::auth::{Authorizer, Principal, Verifier};
-use crate::error::KmsError;
+use crate::error::{INTERNAL_FAILURE, KmsError};
 use crate::keystore::KeyStore;
 use crate::ops::{self, Ctx};
 
+use audit::Audit;
+use catch_panic::CatchPanic;
+
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 const TARGET_PREFIX: &str = "TrentService.";
+
+/// The environment variable naming an operation that panics before it
+/// runs: a test hook for the panic handling, inert unless set.
+pub const TEST_PANIC_ENV: &str = "KMSGATE_TEST_PANIC_OPERATION";
 
 /// What every request needs.
 pub struct AppState {
@@ -33,13 +52,73 @@ pub struct AppState {
     pub verifier: Verifier,
     pub authorizer: Authorizer,
     pub max_body_bytes: usize,
+    /// Request line plus headers larger than this are refused (431).
+    pub max_header_bytes: usize,
+    /// Time allowed for reading the body once the head is in.
+    pub body_timeout: Duration,
+    /// Set only by [`TEST_PANIC_ENV`]: this operation panics.
+    pub panic_operation: Option<String>,
+}
+
+/// The operation a test asks to panic, from [`TEST_PANIC_ENV`]; warns when
+/// it is set.
+pub fn test_panic_from_env() -> Option<String> {
+    let op = std::env::var(TEST_PANIC_ENV)
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    tracing::warn!(
+        operation = %op,
+        "{TEST_PANIC_ENV} is set: this operation panics (a test hook; never set it in production)"
+    );
+    Some(op)
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", post(kms_request))
         .route("/ping", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(refusal::unknown_path)
+        .method_not_allowed_fallback(refusal::wrong_method)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refusal::check_head,
+        ))
         .with_state(state)
+}
+
+/// The process is up and serving HTTP.
+async fn healthz() -> Response {
+    probe(StatusCode::OK, "ok")
+}
+
+/// The token is usable: 200, or 503 while it is not.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.store.is_ready() {
+        probe(StatusCode::OK, "ready")
+    } else {
+        probe(StatusCode::SERVICE_UNAVAILABLE, "token unavailable")
+    }
+}
+
+fn probe(status: StatusCode, text: &'static str) -> Response {
+    let body = serde_json::json!({ "status": text }).to_string();
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The operation named by `X-Amz-Target`, without the service prefix.
+fn operation_of(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(|t| t.strip_prefix(TARGET_PREFIX).unwrap_or(t).to_owned())
+        .unwrap_or_default()
 }
 
 async fn kms_request(State(state): State<Arc<AppState>>, request: Request) -> Response {
@@ -47,31 +126,40 @@ async fn kms_request(State(state): State<Arc<AppState>>, request: Request) -> Re
     let span = tracing::info_span!("request", id = %request_id);
     async move {
         let started = Instant::now();
-        let operation = request
-            .headers()
-            .get("x-amz-target")
-            .and_then(|v| v.to_str().ok())
-            .map(|t| t.strip_prefix(TARGET_PREFIX).unwrap_or(t).to_owned())
-            .unwrap_or_default();
+        let operation = operation_of(request.headers());
         let mut principal: Option<Principal> = None;
         let mut audit_key: Option<String> = None;
-        let result = handle(&state, request, &operation, &mut principal, &mut audit_key).await;
+        let handled = CatchPanic::new(handle(
+            &state,
+            request,
+            &operation,
+            &mut principal,
+            &mut audit_key,
+        ))
+        .await;
+        let result = handled.unwrap_or_else(|panic| {
+            tracing::error!(operation = %operation, panic = %panic, "request handler panicked");
+            Err(KmsError::Internal(INTERNAL_FAILURE.to_owned()))
+        });
         let (status, error) = match &result {
             Ok(_) => (StatusCode::OK, None),
             Err(e) => (e.status(), Some(e.type_name())),
         };
-        tracing::info!(
-            target: "kmsgate::audit",
-            request_id = %request_id,
-            principal = principal.as_ref().map(|p| p.name.as_str()).unwrap_or("-"),
-            access_key_id = principal.as_ref().map(|p| p.access_key_id.as_str()).unwrap_or("-"),
-            operation = %operation,
-            key = audit_key.as_deref().unwrap_or("-"),
-            status = status.as_u16(),
-            error = error.unwrap_or("-"),
-            micros = started.elapsed().as_micros() as u64,
-        );
-        respond(&request_id, result)
+        Audit {
+            request_id: &request_id,
+            principal: principal.as_ref().map(|p| p.name.as_str()),
+            access_key_id: principal.as_ref().map(|p| p.access_key_id.as_str()),
+            operation: &operation,
+            key: audit_key.as_deref(),
+            status: status.as_u16(),
+            error,
+            started,
+        }
+        .write();
+        match result {
+            Ok(body) => success_response(&request_id, body),
+            Err(e) => error_response(&request_id, e.status(), &e),
+        }
     }
     .instrument(span)
     .await
@@ -85,7 +173,13 @@ async fn handle(
     audit_key: &mut Option<String>,
 ) -> Result<Vec<u8>, KmsError> {
     let (parts, body) = request.into_parts();
-    let body = read_body(body, &parts.headers, state.max_body_bytes).await?;
+    let body = read_body(
+        body,
+        &parts.headers,
+        state.max_body_bytes,
+        state.body_timeout,
+    )
+    .await?;
     let principal = state.verifier.verify(
         &parts.method,
         &parts.uri,
@@ -105,6 +199,9 @@ async fn handle(
     if ops::ALL_OPERATIONS.contains(&operation) {
         state.authorizer.check(&principal, operation)?;
     }
+    if state.panic_operation.as_deref() == Some(operation) {
+        panic!("{TEST_PANIC_ENV} names {operation}");
+    }
     let mut ctx = Ctx {
         store: &state.store,
         principal: &principal,
@@ -115,8 +212,14 @@ async fn handle(
     result
 }
 
-/// Reads the body, refusing one larger than `limit` before it is parsed.
-async fn read_body(body: Body, headers: &http::HeaderMap, limit: usize) -> Result<Bytes, KmsError> {
+/// Reads the body, refusing one larger than `limit` before it is parsed,
+/// and one that does not arrive within `timeout`.
+async fn read_body(
+    body: Body,
+    headers: &http::HeaderMap,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, KmsError> {
     let too_large = || {
         KmsError::PayloadTooLarge(format!(
             "The request body is larger than the {limit}-byte limit."
@@ -129,17 +232,40 @@ async fn read_body(body: Body, headers: &http::HeaderMap, limit: usize) -> Resul
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(read) => read.map_err(|_| too_large()),
+        Err(_) => Err(KmsError::RequestTimeout(format!(
+            "The request body was not received within {} ms.",
+            timeout.as_millis()
+        ))),
+    }
 }
 
-fn respond(request_id: &str, result: Result<Vec<u8>, KmsError>) -> Response {
-    let (status, body, error_type) = match result {
-        Ok(body) => (StatusCode::OK, body, None),
-        Err(e) => (e.status(), e.body(), Some(e.type_name())),
-    };
-    let mut response = (status, body).into_response();
+fn success_response(request_id: &str, body: Vec<u8>) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    set_protocol_headers(&mut response, request_id, None);
+    response
+}
+
+/// An error answer: `status`, the JSON error body, the protocol headers.
+/// After a body timeout the connection is closed as well (the rest of the
+/// body may still be on its way).
+fn error_response(request_id: &str, status: StatusCode, error: &KmsError) -> Response {
+    let mut response = (status, error.body()).into_response();
+    set_protocol_headers(&mut response, request_id, Some(error.type_name()));
+    if matches!(error, KmsError::RequestTimeout(_)) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+fn set_protocol_headers(
+    response: &mut Response,
+    request_id: &str,
+    error_type: Option<&'static str>,
+) {
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     if let Ok(v) = HeaderValue::from_str(request_id) {
@@ -148,5 +274,4 @@ fn respond(request_id: &str, result: Result<Vec<u8>, KmsError>) -> Response {
     if let Some(t) = error_type {
         h.insert("x-amzn-errortype", HeaderValue::from_static(t));
     }
-    response
 }

@@ -1,0 +1,133 @@
+//! Requests refused before any operation runs: a wrong path or method, a
+//! head larger than the limit, HTTP that hyper's parser rejects. They are
+//! answered (where we write the answer) and audited like KMS requests.
+//!
+//! The exception for a wrong path or method is `UnknownOperationException`:
+//! it is what AWS's JSON front end calls a request it cannot route to an
+//! operation (the same name kmsgate already sends for an unknown
+//! `X-Amz-Target`), and the SDKs treat it as a non-retryable client fault.
+//! The HTTP status stays the one HTTP gives these cases (404, 405 with
+//! `Allow: POST`), so plain HTTP tools still see what happened.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::{HeaderValue, StatusCode, header};
+
+use super::audit::Audit;
+use super::{AppState, error_response, operation_of};
+use crate::error::KmsError;
+
+/// Answers `error` with `status` and writes its audit record.
+fn refuse(request: &Request, status: StatusCode, error: KmsError, started: Instant) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    Audit {
+        request_id: &request_id,
+        principal: None,
+        access_key_id: None,
+        operation: &operation_of(request.headers()),
+        key: None,
+        status: status.as_u16(),
+        error: Some(error.type_name()),
+        started,
+    }
+    .write();
+    error_response(&request_id, status, &error)
+}
+
+/// Any path but the ones routed: 404 UnknownOperationException.
+pub async fn unknown_path(request: Request) -> Response {
+    refuse(
+        &request,
+        StatusCode::NOT_FOUND,
+        KmsError::UnknownOperation,
+        Instant::now(),
+    )
+}
+
+/// A routed path with the wrong method (`GET /`): 405
+/// UnknownOperationException.
+pub async fn wrong_method(request: Request) -> Response {
+    let mut response = refuse(
+        &request,
+        StatusCode::METHOD_NOT_ALLOWED,
+        KmsError::UnknownOperation,
+        Instant::now(),
+    );
+    let allow = if request.uri().path() == "/" {
+        "POST"
+    } else {
+        "GET"
+    };
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// Refuses a request whose line and headers together exceed
+/// `max_header_bytes`: 431 RequestEntityTooLargeException, the name kmsgate
+/// also gives an oversized body (a client fault the SDKs do not retry).
+/// hyper's own parser limit is set above ours, so that only heads far past
+/// the limit meet hyper's empty-bodied 431.
+pub async fn check_head(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limit = state.max_header_bytes;
+    if head_size(&request) > limit {
+        return refuse(
+            &request,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            KmsError::PayloadTooLarge(format!(
+                "The request headers are larger than the {limit}-byte limit."
+            )),
+            Instant::now(),
+        );
+    }
+    next.run(request).await
+}
+
+/// The size of the request line and headers as sent in HTTP/1.1.
+fn head_size(request: &Request) -> usize {
+    let line = request.method().as_str().len()
+        + request
+            .uri()
+            .path_and_query()
+            .map_or(1, |p| p.as_str().len())
+        + " HTTP/1.1\r\n ".len();
+    request.headers().iter().fold(line, |n, (k, v)| {
+        n + k.as_str().len() + v.len() + ": \r\n".len()
+    })
+}
+
+/// Audits a request that hyper's parser refused (it answers 400, 414 or 431
+/// itself, with an empty body and no request id).
+pub fn parse_refused(error: &hyper::Error, peer: std::net::SocketAddr) {
+    let status = if error.is_parse_too_large() {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let request_id = uuid::Uuid::new_v4().to_string();
+    tracing::debug!(%peer, %error, "malformed HTTP request refused");
+    Audit {
+        request_id: &request_id,
+        principal: None,
+        access_key_id: None,
+        operation: "",
+        key: None,
+        status: status.as_u16(),
+        error: Some(HTTP_PARSE_ERROR),
+        started: Instant::now(),
+    }
+    .write();
+}
+
+/// The `error` field of the audit record of a request hyper's parser
+/// refused. Not an exception name: the client got no JSON body.
+pub const HTTP_PARSE_ERROR: &str = "MalformedHttpRequest";

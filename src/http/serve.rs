@@ -1,0 +1,299 @@
+//! The serving loop: accepts connections under the connection limit, serves
+//! each with hyper (HTTP/1.1 keep-alive and h2c prior knowledge on one
+//! port), applies the timeouts, and drains on shutdown.
+//!
+//! axum's own `serve` has no connection limit and no header, body or idle
+//! timeout, so anyone able to open TCP connections could exhaust the file
+//! descriptors; this loop is the same hyper underneath with those added.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tower_service::Service;
+
+use super::conn::{Admit, Close, ConnState, RequestGuard, TrackedIo, Tracker};
+use super::{fdlimit, refusal};
+
+/// Limits and timeouts of the serving loop (the `[http]` config table).
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// How a drain on shutdown went.
+#[derive(Debug, Clone, Copy)]
+pub struct Drained {
+    pub connections: usize,
+    pub cut: usize,
+    pub deadline_hit: bool,
+}
+
+/// Serves `router` on `listener` until `shutdown` completes; then stops
+/// accepting at once, lets requests in flight finish within the grace
+/// period, closes idle connections, and cuts what is left at the deadline.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    settings: ServeSettings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<Drained> {
+    let limit = fdlimit::connection_limit(settings.max_connections);
+    let tracker = Arc::new(Tracker::new(
+        limit,
+        settings.header_timeout,
+        settings.idle_timeout,
+    ));
+    let builder = Arc::new(builder(&settings));
+    let reaper = tokio::spawn(reap(
+        tracker.clone(),
+        settings.header_timeout.min(settings.idle_timeout),
+    ));
+
+    let mut accept_errors = RateLimited::default();
+    let mut refusals = RateLimited::default();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => match tracker.admit(peer) {
+                Admit::Yes(conn) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve_connection(
+                        builder.clone(),
+                        stream,
+                        conn,
+                        tracker.clone(),
+                        router.clone(),
+                    ));
+                }
+                Admit::No => {
+                    drop(stream);
+                    if let Some(suppressed) = refusals.due() {
+                        tracing::warn!(
+                            %peer,
+                            limit,
+                            suppressed,
+                            "connection limit reached and none idle: new connection closed"
+                        );
+                    }
+                }
+            },
+            Err(e) => {
+                let pause = accept_pause(&e);
+                if is_out_of_descriptors(&e) {
+                    tracker.shed_one();
+                }
+                if let Some(suppressed) = accept_errors.due() {
+                    tracing::warn!(error = %e, suppressed, "accept failed");
+                }
+                if !pause.is_zero() {
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+    }
+    drop(listener);
+    let drained = drain(&tracker, settings.shutdown_grace).await;
+    reaper.abort();
+    let c = &tracker.counters;
+    tracing::info!(
+        connections = drained.connections,
+        cut = drained.cut,
+        deadline_hit = drained.deadline_hit,
+        shed = c.shed.load(Ordering::Relaxed),
+        refused = c.refused.load(Ordering::Relaxed),
+        header_timeouts = c.header_timeouts.load(Ordering::Relaxed),
+        idle_closed = c.idle_closed.load(Ordering::Relaxed),
+        "connections drained"
+    );
+    Ok(drained)
+}
+
+fn builder(settings: &ServeSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Our reaper applies the header timeout (hyper's would also close idle
+    // keep-alive connections at the header timeout). hyper's head limit is
+    // set above ours so that our check answers first, AWS-shaped.
+    let hyper_head_limit = (2 * settings.max_header_bytes).max(8192);
+    builder
+        .http1()
+        .header_read_timeout(None)
+        .max_buf_size(hyper_head_limit);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(hyper_head_limit).unwrap_or(u32::MAX))
+        .max_concurrent_streams(128);
+    builder
+}
+
+async fn serve_connection(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    conn: Arc<ConnState>,
+    tracker: Arc<Tracker>,
+    router: Router,
+) {
+    let io = TokioIo::new(TrackedIo::new(stream, conn.clone(), tracker.clone()));
+    let (svc_conn, svc_tracker) = (conn.clone(), tracker.clone());
+    let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+        let guard = RequestGuard::begin(&svc_conn, &svc_tracker);
+        let mut router = router.clone();
+        async move {
+            let response = router.call(request).await;
+            drop(guard);
+            response
+        }
+    });
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut graceful = false;
+    let result = loop {
+        tokio::select! {
+            result = connection.as_mut() => break Some(result),
+            () = conn.wake.notified() => {
+                let why = conn.close_reason();
+                if why.is_hard() {
+                    tracing::debug!(peer = %conn.peer, reason = ?why, "connection cut");
+                    break None;
+                }
+                if why != Close::Open && !graceful {
+                    graceful = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    };
+    if let Some(Err(e)) = result {
+        match e.downcast_ref::<hyper::Error>() {
+            Some(he) if he.is_parse() => refusal::parse_refused(he, conn.peer),
+            _ => tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error"),
+        }
+    }
+    tracker.remove(&conn);
+}
+
+async fn reap(tracker: Arc<Tracker>, shortest: Duration) {
+    let period = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        tracker.reap();
+    }
+}
+
+async fn drain(tracker: &Tracker, grace: Duration) -> Drained {
+    let open = tracker.len();
+    tracker.close_all(Close::Drain);
+    let deadline = Instant::now() + grace;
+    while !tracker.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cut = tracker.len();
+    if cut > 0 {
+        tracker.close_all(Close::Cut);
+        let give_up = Instant::now() + Duration::from_secs(1);
+        while !tracker.is_empty() && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Drained {
+        connections: open - cut.min(open),
+        cut,
+        deadline_hit: cut > 0,
+    }
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    let code = e.raw_os_error();
+    code == Some(Errno::MFILE.raw_os_error()) || code == Some(Errno::NFILE.raw_os_error())
+}
+
+/// How long to wait after a failed accept: a while when the process or
+/// the system is out of resources (accepting again at once would spin),
+/// not at all when only that one connection failed.
+fn accept_pause(e: &io::Error) -> Duration {
+    use rustix::io::Errno;
+    let per_connection = [
+        Errno::CONNABORTED,
+        Errno::CONNRESET,
+        Errno::INTR,
+        Errno::PROTO,
+    ];
+    match e.raw_os_error() {
+        Some(code) if per_connection.iter().any(|e| e.raw_os_error() == code) => Duration::ZERO,
+        _ if is_out_of_descriptors(e) => Duration::from_millis(100),
+        _ => Duration::from_millis(20),
+    }
+}
+
+/// At most one log line a second, counting the ones left out.
+#[derive(Default)]
+struct RateLimited {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    /// `Some(suppressed since the last line)` when a line may be written.
+    fn due(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < Duration::from_secs(1) => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::io::Errno;
+
+    #[test]
+    fn accept_pauses_when_out_of_descriptors_not_for_one_aborted_connection() {
+        let err = |e: Errno| io::Error::from_raw_os_error(e.raw_os_error());
+        assert_eq!(accept_pause(&err(Errno::MFILE)), Duration::from_millis(100));
+        assert_eq!(accept_pause(&err(Errno::NFILE)), Duration::from_millis(100));
+        assert_eq!(accept_pause(&err(Errno::CONNABORTED)), Duration::ZERO);
+        assert!(is_out_of_descriptors(&err(Errno::MFILE)));
+    }
+
+    #[test]
+    fn a_rate_limited_log_counts_what_it_left_out() {
+        let mut log = RateLimited::default();
+        assert_eq!(log.due(), Some(0));
+        assert_eq!(log.due(), None);
+        assert_eq!(log.due(), None);
+        log.last = Some(Instant::now() - Duration::from_secs(2));
+        assert_eq!(log.due(), Some(2));
+    }
+}
