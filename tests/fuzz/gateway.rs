@@ -146,6 +146,21 @@ fn members(op: &str) -> &'static [&'static str] {
     }
 }
 
+/// Members some operation cannot do without: nearly always sent, so that
+/// requests get past "is required" to the checks behind it.
+const REQUIRED: &[&str] = &[
+    "KeyId",
+    "TargetKeyId",
+    "AliasName",
+    "Plaintext",
+    "CiphertextBlob",
+    "DestinationKeyId",
+    "NumberOfBytes",
+    "Tags",
+    "TagKeys",
+    "Description",
+];
+
 /// What the run starts from: two keys with an alias each, and a real
 /// ciphertext of `k1`.
 struct Seed {
@@ -160,6 +175,15 @@ impl Seed {
     fn key_args(&self, op: &str) -> Vec<String> {
         let mut ids = Vec::new();
         let mut add = |id: &str, alias: &str| {
+            // The four valid forms, weighted up against the near-misses.
+            for _ in 0..3 {
+                ids.extend([
+                    id.to_owned(),
+                    key_arn(id),
+                    format!("alias/{alias}"),
+                    format!("arn:aws:kms:{REGION}:{ACCOUNT}:alias/{alias}"),
+                ]);
+            }
             ids.extend([
                 id.to_owned(),
                 key_arn(id),
@@ -348,7 +372,7 @@ fn member_value(name: &'static str, keys: Arc<Vec<String>>, blob: Arc<Vec<u8>>) 
         ]
         .boxed(),
     };
-    prop_oneof![3 => typed, 1 => junk_value()].boxed()
+    prop_oneof![19 => typed, 1 => junk_value()].boxed()
 }
 
 /// A JSON object with the operation's own members (each there or not, in
@@ -357,7 +381,8 @@ fn object_body(op: &'static str, keys: Arc<Vec<String>>, blob: Arc<Vec<u8>>) -> 
     let fields: Vec<BoxedStrategy<Option<String>>> = members(op)
         .iter()
         .map(|&name| {
-            prop::option::weighted(0.6, member_value(name, keys.clone(), blob.clone()))
+            let present = if REQUIRED.contains(&name) { 0.85 } else { 0.3 };
+            prop::option::weighted(present, member_value(name, keys.clone(), blob.clone()))
                 .prop_map(move |v| v.map(|v| format!("{}:{v}", quoted(name))))
                 .boxed()
         })
@@ -403,6 +428,19 @@ fn body(op: &'static str, keys: Arc<Vec<String>>, blob: Arc<Vec<u8>>) -> BoxedSt
     .boxed()
 }
 
+/// A request body; shown shortened (as text where it is UTF-8) when a case
+/// fails, since the bodies run to 64 KiB. The persisted seed, not this
+/// text, is what replays a failure.
+#[derive(Clone)]
+struct Body(Vec<u8>);
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = String::from_utf8_lossy(&self.0[..self.0.len().min(2000)]);
+        write!(f, "Body({} bytes: {shown:?})", self.0.len())
+    }
+}
+
 /// Sends a request that must succeed and returns its body.
 fn ok(gw: &Gateway, op: &str, body: Value) -> Value {
     let r = gw.raw(Some(&format!("TrentService.{op}")), body.to_string().as_bytes(), true);
@@ -410,15 +448,25 @@ fn ok(gw: &Gateway, op: &str, body: Value) -> Value {
     r.body
 }
 
-/// Every page of a list operation.
-fn list_all(gw: &Gateway, op: &str, mut request: Value, field: &str) -> Vec<Value> {
+/// A response as a value to compare: status and body, whatever they are.
+fn observe(gw: &Gateway, op: &str, body: &Value) -> Value {
+    let r = gw.raw(Some(&format!("TrentService.{op}")), body.to_string().as_bytes(), true);
+    json!({"status": r.status, "body": r.body})
+}
+
+/// Every page of a list operation (or its error).
+fn list_all(gw: &Gateway, op: &str, mut request: Value, field: &str) -> Value {
     let mut out = Vec::new();
     loop {
-        let page = ok(gw, op, request.clone());
+        let page = observe(gw, op, &request);
+        if page["status"] != json!(200) {
+            return page;
+        }
+        let page = &page["body"];
         out.extend(page[field].as_array().cloned().unwrap_or_default());
         match page["NextMarker"].as_str() {
             Some(m) if page["Truncated"] == json!(true) => request["Marker"] = json!(m),
-            _ => return out,
+            _ => return Value::Array(out),
         }
     }
 }
@@ -426,17 +474,22 @@ fn list_all(gw: &Gateway, op: &str, mut request: Value, field: &str) -> Vec<Valu
 /// Everything a request could change, as far as clients can see it.
 fn snapshot(gw: &Gateway, seed: &Seed) -> Value {
     let mut keys: Vec<String> = list_all(gw, "ListKeys", json!({}), "Keys")
+        .as_array()
+        .expect("ListKeys succeeds")
         .iter()
         .map(|k| k["KeyId"].as_str().unwrap_or_default().to_owned())
         .collect();
     keys.sort();
-    let mut aliases = list_all(gw, "ListAliases", json!({}), "Aliases");
+    let mut aliases = list_all(gw, "ListAliases", json!({}), "Aliases")
+        .as_array()
+        .cloned()
+        .expect("ListAliases succeeds");
     aliases.sort_by_key(|a| a["AliasName"].as_str().unwrap_or_default().to_owned());
     let key = |id: &str| {
         json!({
-            "metadata": ok(gw, "DescribeKey", json!({"KeyId": id})),
+            "metadata": observe(gw, "DescribeKey", &json!({"KeyId": id})),
             "tags": list_all(gw, "ListResourceTags", json!({"KeyId": id}), "Tags"),
-            "rotation": ok(gw, "GetKeyRotationStatus", json!({"KeyId": id})),
+            "rotation": observe(gw, "GetKeyRotationStatus", &json!({"KeyId": id})),
             "rotations": list_all(gw, "ListKeyRotations", json!({"KeyId": id}), "Rotations"),
         })
     };
@@ -496,28 +549,35 @@ fn hostile_bodies_for_every_operation() {
     let initial = snapshot(&gw, &seed);
     let last = RefCell::new(initial.clone());
     let sent = Cell::new(0u64);
-    let succeeded = Cell::new(0u64);
+    let outcomes = RefCell::new(std::collections::BTreeMap::<(&str, String), u64>::new());
+    let succeeded = RefCell::new(std::collections::BTreeMap::<&str, u64>::new());
 
     let blob = Arc::new(seed.blob.clone());
+    // Implemented operations three times as often as the rest, which all
+    // stop at the same UnsupportedOperationException.
     let key_args: Vec<(&'static str, Arc<Vec<String>>)> = ALL_OPERATIONS
         .iter()
-        .map(|&op| (op, Arc::new(seed.key_args(op))))
+        .flat_map(|&op| {
+            let times = if IMPLEMENTED.contains(&op) { 3 } else { 1 };
+            std::iter::repeat_n((op, Arc::new(seed.key_args(op))), times)
+        })
         .collect();
     let strategy = prop::sample::select(key_args).prop_flat_map(move |(op, keys)| {
-        (Just(op), body(op, keys, blob.clone()))
+        (Just(op), body(op, keys, blob.clone()).prop_map(Body))
     });
 
-    let mut config = crate::config("target/fuzz-regressions/gateway.txt", 300);
+    let mut config = crate::config("target/fuzz-regressions/gateway.txt", 1000);
     // Shrinking replays requests against a gateway whose state has moved
     // on; a bounded number of steps gives a small enough example.
     config.max_shrink_iters = 200;
     let mut runner = TestRunner::new(config);
-    let result = runner.run(&strategy, |(op, body)| {
+    let result = runner.run(&strategy, |(op, Body(body))| {
         let r = gw.raw(Some(&format!("TrentService.{op}")), &body, true);
         sent.set(sent.get() + 1);
         check_response(op, &body, &r)?;
+        *outcomes.borrow_mut().entry((op, r.error_type().to_owned())).or_default() += 1;
         if r.status == 200 {
-            succeeded.set(succeeded.get() + 1);
+            *succeeded.borrow_mut().entry(op).or_default() += 1;
         }
         if MUTATING.contains(&op) {
             let now = snapshot(&gw, &seed);
@@ -534,10 +594,17 @@ fn hostile_bodies_for_every_operation() {
         Ok(())
     });
     let log = gw.log();
+    let succeeded = succeeded.into_inner();
+    if std::env::var_os("KMSGATE_FUZZ_VERBOSE").is_some() {
+        for ((op, error), n) in outcomes.into_inner() {
+            eprintln!("{n:6} {op} {}", if error.is_empty() { "200" } else { &error });
+        }
+    }
     eprintln!(
-        "gateway fuzz: {} requests, {} succeeded",
+        "gateway fuzz: {} requests, {} succeeded: {:?}",
         sent.get(),
-        succeeded.get()
+        succeeded.values().sum::<u64>(),
+        succeeded
     );
     if let Err(e) = result {
         panic!("{e}\n--- gateway log (tail) ---\n{}", tail(&log));
