@@ -8,11 +8,7 @@ use uuid::Uuid;
 /// included, or from a tiny alphabet (so that keys, values and their
 /// concatenations collide often, which is what injectivity must survive).
 fn text() -> impl Strategy<Value = String> {
-    prop_oneof![
-        "(?s).{0,12}",
-        "[ab\u{e9}\u{0}]{0,4}",
-        any::<String>(),
-    ]
+    prop_oneof!["(?s).{0,12}", "[ab\u{e9}\u{0}]{0,4}", any::<String>(),]
 }
 
 fn context() -> impl Strategy<Value = EncryptionContext> {
@@ -40,7 +36,10 @@ fn decode(mut bytes: &[u8]) -> Option<EncryptionContext> {
     for _ in 0..count {
         let key = take_str(&mut bytes)?;
         // Pairs are in strictly ascending byte order of their keys.
-        if previous.as_ref().is_some_and(|p| p.as_bytes() >= key.as_bytes()) {
+        if previous
+            .as_ref()
+            .is_some_and(|p| p.as_bytes() >= key.as_bytes())
+        {
             return None;
         }
         previous = Some(key.clone());

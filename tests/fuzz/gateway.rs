@@ -75,8 +75,12 @@ const IMPLEMENTED: &[&str] = &[
 /// does not implement get a few members of the model.
 fn members(op: &str) -> &'static [&'static str] {
     match op {
-        "CancelKeyDeletion" | "DisableKey" | "DisableKeyRotation" | "EnableKey"
-        | "GetKeyRotationStatus" | "RotateKeyOnDemand" => &["KeyId"],
+        "CancelKeyDeletion"
+        | "DisableKey"
+        | "DisableKeyRotation"
+        | "EnableKey"
+        | "GetKeyRotationStatus"
+        | "RotateKeyOnDemand" => &["KeyId"],
         "CreateAlias" | "UpdateAlias" => &["AliasName", "TargetKeyId"],
         "CreateKey" => &[
             "Policy",
@@ -142,7 +146,14 @@ fn members(op: &str) -> &'static [&'static str] {
         "TagResource" => &["KeyId", "Tags"],
         "UntagResource" => &["KeyId", "TagKeys"],
         "UpdateKeyDescription" => &["KeyId", "Description"],
-        _ => &["KeyId", "GrantTokens", "Policy", "Message", "Limit", "DryRun"],
+        _ => &[
+            "KeyId",
+            "GrantTokens",
+            "Policy",
+            "Message",
+            "Limit",
+            "DryRun",
+        ],
     }
 }
 
@@ -244,7 +255,9 @@ fn junk_value() -> BoxedStrategy<String> {
         Just("true".to_owned()),
         Just("false".to_owned()),
         any::<i64>().prop_map(|n| n.to_string()),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| f.to_string()),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| f.to_string()),
         Just("1e400".to_owned()),
         Just("-1e400".to_owned()),
         Just("99999999999999999999999999".to_owned()),
@@ -271,7 +284,11 @@ fn b64(bytes: &[u8]) -> String {
 
 /// A value for one member, mostly of its own type and plausible (so that
 /// validation is passed and deeper code runs), else anything.
-fn member_value(name: &'static str, keys: Arc<Vec<String>>, blob: Arc<Vec<u8>>) -> BoxedStrategy<String> {
+fn member_value(
+    name: &'static str,
+    keys: Arc<Vec<String>>,
+    blob: Arc<Vec<u8>>,
+) -> BoxedStrategy<String> {
     let typed: BoxedStrategy<String> = match name {
         "KeyId" | "TargetKeyId" | "SourceKeyId" | "DestinationKeyId" => prop_oneof![
             4 => prop::sample::select((*keys).clone()).prop_map(|k| quoted(&k)),
@@ -332,9 +349,25 @@ fn member_value(name: &'static str, keys: Arc<Vec<String>>, blob: Arc<Vec<u8>>) 
         "NumberOfBytes" | "Limit" | "PendingWindowInDays" | "RotationPeriodInDays" => prop_oneof![
             (-3i64..1100).prop_map(|n| n.to_string()),
             prop::sample::select(vec![
-                "0", "1", "7", "30", "90", "100", "1000", "1001", "1024", "1025", "2560",
-                "9223372036854775807", "-9223372036854775808", "9223372036854775808",
-                "1e400", "1.5", "7.0", "\"7\"", "-0",
+                "0",
+                "1",
+                "7",
+                "30",
+                "90",
+                "100",
+                "1000",
+                "1001",
+                "1024",
+                "1025",
+                "2560",
+                "9223372036854775807",
+                "-9223372036854775808",
+                "9223372036854775808",
+                "1e400",
+                "1.5",
+                "7.0",
+                "\"7\"",
+                "-0",
             ])
             .prop_map(str::to_owned),
         ]
@@ -346,7 +379,12 @@ fn member_value(name: &'static str, keys: Arc<Vec<String>>, blob: Arc<Vec<u8>>) 
         }
         "Tags" => prop::collection::vec(
             (
-                prop_oneof![Just("TagKey"), Just("TagValue"), Just("Key"), Just("tagkey")],
+                prop_oneof![
+                    Just("TagKey"),
+                    Just("TagValue"),
+                    Just("Key"),
+                    Just("tagkey")
+                ],
                 junk_string(),
                 prop_oneof![Just("TagValue"), Just("TagKey"), Just("Value")],
                 junk_string(),
@@ -356,16 +394,23 @@ fn member_value(name: &'static str, keys: Arc<Vec<String>>, blob: Arc<Vec<u8>>) 
         )
         .prop_map(|v| format!("[{}]", v.join(",")))
         .boxed(),
-        "GrantTokens" | "TagKeys" | "DryRunModifiers" => {
-            prop::collection::vec(junk_string(), 0..5)
-                .prop_map(|v| format!("[{}]", v.join(",")))
-                .boxed()
-        }
+        "GrantTokens" | "TagKeys" | "DryRunModifiers" => prop::collection::vec(junk_string(), 0..5)
+            .prop_map(|v| format!("[{}]", v.join(",")))
+            .boxed(),
         _ => prop_oneof![
             prop::sample::select(vec![
-                "SYMMETRIC_DEFAULT", "AES_256", "AES_128", "AES_512", "RSA_2048",
-                "ENCRYPT_DECRYPT", "SIGN_VERIFY", "AWS_KMS", "EXTERNAL", "ALL_KEY_MATERIAL",
-                "RSAES_OAEP_SHA_256", "",
+                "SYMMETRIC_DEFAULT",
+                "AES_256",
+                "AES_128",
+                "AES_512",
+                "RSA_2048",
+                "ENCRYPT_DECRYPT",
+                "SIGN_VERIFY",
+                "AWS_KMS",
+                "EXTERNAL",
+                "ALL_KEY_MATERIAL",
+                "RSAES_OAEP_SHA_256",
+                "",
             ])
             .prop_map(quoted),
             junk_string(),
@@ -377,7 +422,11 @@ fn member_value(name: &'static str, keys: Arc<Vec<String>>, blob: Arc<Vec<u8>>) 
 
 /// A JSON object with the operation's own members (each there or not, in
 /// any order), now and then an unknown or repeated member.
-fn object_body(op: &'static str, keys: Arc<Vec<String>>, blob: Arc<Vec<u8>>) -> BoxedStrategy<String> {
+fn object_body(
+    op: &'static str,
+    keys: Arc<Vec<String>>,
+    blob: Arc<Vec<u8>>,
+) -> BoxedStrategy<String> {
     let fields: Vec<BoxedStrategy<Option<String>>> = members(op)
         .iter()
         .map(|&name| {
@@ -443,14 +492,22 @@ impl std::fmt::Debug for Body {
 
 /// Sends a request that must succeed and returns its body.
 fn ok(gw: &Gateway, op: &str, body: Value) -> Value {
-    let r = gw.raw(Some(&format!("TrentService.{op}")), body.to_string().as_bytes(), true);
+    let r = gw.raw(
+        Some(&format!("TrentService.{op}")),
+        body.to_string().as_bytes(),
+        true,
+    );
     assert_eq!(r.status, 200, "{op} {body}: {r:?}");
     r.body
 }
 
 /// A response as a value to compare: status and body, whatever they are.
 fn observe(gw: &Gateway, op: &str, body: &Value) -> Value {
-    let r = gw.raw(Some(&format!("TrentService.{op}")), body.to_string().as_bytes(), true);
+    let r = gw.raw(
+        Some(&format!("TrentService.{op}")),
+        body.to_string().as_bytes(),
+        true,
+    );
     json!({"status": r.status, "body": r.body})
 }
 
@@ -504,17 +561,26 @@ fn check_response(op: &str, body: &[u8], r: &RawResponse) -> Result<(), TestCase
     prop_assert!(r.status < 500, "server fault: {}", ctx());
     prop_assert!(
         r.header("x-amzn-requestid").is_some_and(|v| !v.is_empty()),
-        "no x-amzn-RequestId: {}", ctx()
+        "no x-amzn-RequestId: {}",
+        ctx()
     );
     prop_assert!(r.body.is_object(), "body is not a JSON object: {}", ctx());
     if r.status == 200 {
-        prop_assert!(IMPLEMENTED.contains(&op), "unsupported operation succeeded: {}", ctx());
+        prop_assert!(
+            IMPLEMENTED.contains(&op),
+            "unsupported operation succeeded: {}",
+            ctx()
+        );
         return Ok(());
     }
     let name = r.error_type();
     prop_assert!(!name.is_empty(), "no __type: {}", ctx());
     prop_assert_eq!(r.header("x-amzn-errortype"), Some(name), "{}", ctx());
-    let expected = if name == "RequestEntityTooLargeException" { 413 } else { 400 };
+    let expected = if name == "RequestEntityTooLargeException" {
+        413
+    } else {
+        400
+    };
     prop_assert_eq!(r.status, expected, "{}", ctx());
     if !IMPLEMENTED.contains(&op) && r.status != 413 {
         prop_assert_eq!(name, "UnsupportedOperationException", "{}", ctx());
@@ -533,9 +599,21 @@ fn hostile_bodies_for_every_operation() {
         .as_str()
         .unwrap()
         .to_owned();
-    ok(&gw, "CreateAlias", json!({"AliasName": "alias/fuzz-k1", "TargetKeyId": k1}));
-    ok(&gw, "CreateAlias", json!({"AliasName": "alias/fuzz-k2", "TargetKeyId": k2}));
-    ok(&gw, "TagResource", json!({"KeyId": k1, "Tags": [{"TagKey": "t", "TagValue": "1"}]}));
+    ok(
+        &gw,
+        "CreateAlias",
+        json!({"AliasName": "alias/fuzz-k1", "TargetKeyId": k1}),
+    );
+    ok(
+        &gw,
+        "CreateAlias",
+        json!({"AliasName": "alias/fuzz-k2", "TargetKeyId": k2}),
+    );
+    ok(
+        &gw,
+        "TagResource",
+        json!({"KeyId": k1, "Tags": [{"TagKey": "t", "TagValue": "1"}]}),
+    );
     let encrypted = ok(
         &gw,
         "Encrypt",
@@ -562,9 +640,8 @@ fn hostile_bodies_for_every_operation() {
             std::iter::repeat_n((op, Arc::new(seed.key_args(op))), times)
         })
         .collect();
-    let strategy = prop::sample::select(key_args).prop_flat_map(move |(op, keys)| {
-        (Just(op), body(op, keys, blob.clone()).prop_map(Body))
-    });
+    let strategy = prop::sample::select(key_args)
+        .prop_flat_map(move |(op, keys)| (Just(op), body(op, keys, blob.clone()).prop_map(Body)));
 
     let mut config = crate::config("target/fuzz-regressions/gateway.txt", 1000);
     // Shrinking replays requests against a gateway whose state has moved
@@ -575,7 +652,10 @@ fn hostile_bodies_for_every_operation() {
         let r = gw.raw(Some(&format!("TrentService.{op}")), &body, true);
         sent.set(sent.get() + 1);
         check_response(op, &body, &r)?;
-        *outcomes.borrow_mut().entry((op, r.error_type().to_owned())).or_default() += 1;
+        *outcomes
+            .borrow_mut()
+            .entry((op, r.error_type().to_owned()))
+            .or_default() += 1;
         if r.status == 200 {
             *succeeded.borrow_mut().entry(op).or_default() += 1;
         }
@@ -584,9 +664,12 @@ fn hostile_bodies_for_every_operation() {
             if r.status != 200 {
                 let before = last.borrow();
                 prop_assert_eq!(
-                    &now, &*before,
+                    &now,
+                    &*before,
                     "refused {} ({}) changed state; body {:?}",
-                    op, r.error_type(), String::from_utf8_lossy(&body)
+                    op,
+                    r.error_type(),
+                    String::from_utf8_lossy(&body)
                 );
             }
             *last.borrow_mut() = now;
@@ -597,7 +680,10 @@ fn hostile_bodies_for_every_operation() {
     let succeeded = succeeded.into_inner();
     if std::env::var_os("KMSGATE_FUZZ_VERBOSE").is_some() {
         for ((op, error), n) in outcomes.into_inner() {
-            eprintln!("{n:6} {op} {}", if error.is_empty() { "200" } else { &error });
+            eprintln!(
+                "{n:6} {op} {}",
+                if error.is_empty() { "200" } else { &error }
+            );
         }
     }
     eprintln!(
@@ -609,23 +695,37 @@ fn hostile_bodies_for_every_operation() {
     if let Err(e) = result {
         panic!("{e}\n--- gateway log (tail) ---\n{}", tail(&log));
     }
-    assert!(!log.contains("panicked"), "the gateway panicked:\n{}", tail(&log));
+    assert!(
+        !log.contains("panicked"),
+        "the gateway panicked:\n{}",
+        tail(&log)
+    );
 
     // Nothing sent to the operations that cannot change state changed it,
     // and `k1` (never given to an operation that can) is as it was.
     let end = snapshot(&gw, &seed);
-    assert_eq!(end, *last.borrow(), "state changed by a read-only operation");
+    assert_eq!(
+        end,
+        *last.borrow(),
+        "state changed by a read-only operation"
+    );
     assert_eq!(end["k1"], initial["k1"], "k1 changed");
     let k1_aliases = |s: &Value| -> Vec<Value> {
         s["aliases"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|a| a["TargetKeyId"] == json!(seed.k1) || a["AliasName"] == json!("alias/fuzz-k1"))
+            .filter(|a| {
+                a["TargetKeyId"] == json!(seed.k1) || a["AliasName"] == json!("alias/fuzz-k1")
+            })
             .cloned()
             .collect()
     };
-    assert_eq!(k1_aliases(&end), k1_aliases(&initial), "aliases of k1 changed");
+    assert_eq!(
+        k1_aliases(&end),
+        k1_aliases(&initial),
+        "aliases of k1 changed"
+    );
 }
 
 fn tail(log: &str) -> &str {

@@ -105,7 +105,10 @@ fn assert_auth_error(result: &Result<String, KmsError>) -> Result<&'static str, 
         Err(e) => e,
     };
     let name = err.type_name();
-    prop_assert!(AUTH_ERRORS.contains(&name), "unexpected exception {name}: {err:?}");
+    prop_assert!(
+        AUTH_ERRORS.contains(&name),
+        "unexpected exception {name}: {err:?}"
+    );
     prop_assert_eq!(err.status().as_u16(), 400, "{:?}", err);
     prop_assert!(err.message().is_some_and(|m| !m.is_empty()), "{:?}", err);
     let body: serde_json::Value = serde_json::from_slice(&err.body()).unwrap();
@@ -264,15 +267,17 @@ fn query() -> impl Strategy<Value = String> {
     let value = prop_oneof![
         piece().prop_map(|p| encode(&p)),
         Just("AWS4-HMAC-SHA256".to_owned()),
-        Just(encode(&format!("{ACCESS_KEY}/{T0_DAY}/{REGION}/kms/aws4_request"))),
+        Just(encode(&format!(
+            "{ACCESS_KEY}/{T0_DAY}/{REGION}/kms/aws4_request"
+        ))),
         Just(T0_AMZ.to_owned()),
         Just("host".to_owned()),
         "[0-9]{1,25}",
         "-[0-9]{1,3}",
         "[%0-9a-fA-FgG+]{0,12}",
     ];
-    let structured = prop::collection::vec((names, prop::option::of(value)), 0..9).prop_map(
-        |pairs| {
+    let structured =
+        prop::collection::vec((names, prop::option::of(value)), 0..9).prop_map(|pairs| {
             pairs
                 .into_iter()
                 .map(|(k, v)| match v {
@@ -281,8 +286,7 @@ fn query() -> impl Strategy<Value = String> {
                 })
                 .collect::<Vec<_>>()
                 .join("&")
-        },
-    );
+        });
     prop_oneof![
         3 => structured,
         1 => "[!-~]{0,60}",
@@ -494,7 +498,14 @@ proptest! {
 /// right: another case of a hex digit of the signature or of a `%XX` escape,
 /// and a `,` for the space after a comma in `Authorization` (empty
 /// parameters are skipped).
-fn equivalent(req: &Req, target: usize, is_query: bool, text: &[u8], i: usize, replacement: u8) -> bool {
+fn equivalent(
+    req: &Req,
+    target: usize,
+    is_query: bool,
+    text: &[u8],
+    i: usize,
+    replacement: u8,
+) -> bool {
     let old = text[i];
     let case_flip = old.is_ascii_hexdigit() && old.eq_ignore_ascii_case(&replacement);
     if is_query {
@@ -508,7 +519,8 @@ fn equivalent(req: &Req, target: usize, is_query: bool, text: &[u8], i: usize, r
     }
     let in_signature = find(text, b"Signature=").is_some_and(|s| i >= s + 10)
         && !text[find(text, b"Signature=").unwrap()..i].contains(&b',');
-    (case_flip && in_signature) || (old == b' ' && replacement == b',' && i > 0 && text[i - 1] == b',')
+    (case_flip && in_signature)
+        || (old == b' ' && replacement == b',' && i > 0 && text[i - 1] == b',')
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
