@@ -399,9 +399,7 @@ proptest! {
         let expected = if !credential.bytes().all(|b| (0x20..0x7f).contains(&b)) {
             // Not visible ASCII: the header cannot be read as text.
             "MissingAuthenticationTokenException"
-        } else if credential.trim().is_empty() {
-            "IncompleteSignatureException"
-        } else if elements.len() != 5 {
+        } else if credential.trim().is_empty() || elements.len() != 5 {
             "IncompleteSignatureException"
         } else if elements[1..] != real[1..] {
             "InvalidSignatureException"
