@@ -358,3 +358,71 @@ async fn the_file_descriptor_limit_reached() {
     };
     survives_storage_fault(|gw| limit(gw, fds(gw)), |gw| limit(gw, 4096)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_failing_its_scheduled_rotation_never_blocks_the_others() {
+    let token = Token::with_faulty_hsm(
+        HSM,
+        "[keys]\nscheduler_interval_ms = 100\nsync_interval_ms = 100\n",
+    );
+    let gw = Gateway::start_faulty_on(token.clone());
+    let faults = gw.faults();
+    let kms = gw.client();
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        let key = create_key(&kms).await;
+        kms.enable_key_rotation().key_id(&key).send().await.unwrap();
+        keys.push(key);
+    }
+    // Every key version the scheduler tries to make fails for 2 s, and the
+    // rotations are all due at once.
+    faults.set("C_GenerateKey fail 0x30 for 2s");
+    token.set_clock_days_ahead(400);
+
+    // Each key's failure is logged in the same round: none waits behind
+    // the first one that failed.
+    let start = Instant::now();
+    loop {
+        let log = gw.log();
+        let failed: Vec<bool> = keys
+            .iter()
+            .map(|k| {
+                log.lines().any(|l| {
+                    l.contains("scheduled work failed for this key") && l.contains(k.as_str())
+                })
+            })
+            .collect();
+        if failed.iter().all(|f| *f) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "not every key was tried while the token refused: {failed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // After the fault, each key is retried (with backoff) and rotates once.
+    let start = Instant::now();
+    for key in &keys {
+        loop {
+            let rotations = kms
+                .list_key_rotations()
+                .key_id(key)
+                .send()
+                .await
+                .unwrap()
+                .rotations
+                .unwrap_or_default();
+            if !rotations.is_empty() {
+                assert_eq!(rotations.len(), 1, "{key} rotated more than once");
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{key} was never rotated after the fault"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -236,11 +236,6 @@ impl Gateway {
         aws_sdk_kms::Client::from_conf(config)
     }
 
-    /// The gateway's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// What the gateway wrote to stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
