@@ -245,6 +245,32 @@ async fn a_fatal_error_reinitialises_the_library_and_service_resumes() {
     );
 }
 
+/// The status `/readyz` answers.
+fn readyz(gw: &Gateway) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&gw.addr).unwrap();
+    s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls `/readyz` until it answers `want`.
+async fn wait_for_readyz(gw: &Gateway, want: u16) {
+    let start = Instant::now();
+    while readyz(gw) != want {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "/readyz never answered {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Breaks the real token's storage under a running gateway with `fault`,
 /// checks that no answer is a client error meanwhile, repairs it with
 /// `repair` and checks that service resumes with nothing lost.
@@ -327,6 +353,7 @@ async fn survives_storage_fault(fault: impl FnOnce(&Gateway), repair: impl FnOnc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_directory_moved_away_and_back() {
     let moved = |gw: &Gateway| {
+        assert_eq!(readyz(gw), 200);
         let dir = gw.token.path().join("tokens");
         std::fs::rename(&dir, gw.token.path().join("tokens.away")).unwrap();
     };
@@ -338,6 +365,25 @@ async fn the_token_directory_moved_away_and_back() {
         .unwrap();
     };
     survives_storage_fault(moved, back).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_token() {
+    let token = Token::with_config("[keys]\nsync_interval_ms = 100\n");
+    let gw = Gateway::start_on(token.clone());
+    assert_eq!(readyz(&gw), 200);
+    std::fs::rename(
+        token.path().join("tokens"),
+        token.path().join("tokens.away"),
+    )
+    .unwrap();
+    wait_for_readyz(&gw, 503).await;
+    std::fs::rename(
+        token.path().join("tokens.away"),
+        token.path().join("tokens"),
+    )
+    .unwrap();
+    wait_for_readyz(&gw, 200).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -325,7 +325,6 @@ impl KeyStore {
         &self.policy
     }
 
-
     /// The store's clock: epoch seconds.
     pub fn now(&self) -> f64 {
         self.clock.now()
