@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use kmsgate::config::Config;
+use kmsgate::hsm::Hsm;
+use kmsgate::http::AppState;
 use kmsgate::{bench, server};
 use tracing_subscriber::EnvFilter;
 
@@ -73,8 +75,8 @@ fn main() -> ExitCode {
     // Every request writes an audit record. A logging thread writes them in
     // batches (one write per burst, not per record) so that request threads
     // never wait on stderr; it blocks rather than drop records when behind,
-    // and `_log_guard` flushes what is left when main returns.
-    let (log_writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+    // and `log_guard` flushes what is left before main returns.
+    let (log_writer, log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("log-writer")
         .finish(std::io::BufWriter::new(std::io::stderr()));
@@ -108,14 +110,19 @@ fn main() -> ExitCode {
             bytes,
         } => bench_token(config, op, threads, seconds, bytes),
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("kmsgate: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Every command has finished its token work and joined its threads by
+    // now. Stop the runtime, then let the log writer write what it holds.
+    drop(runtime);
+    drop(log_guard);
+    code
 }
 
 async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> Result<(), server::StartError> {
@@ -150,8 +157,8 @@ async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> Result<(), ser
 
 async fn check_keys(config_path: PathBuf) -> Result<(), server::StartError> {
     let config = Config::load(&config_path)?;
-    let (state, _hsm) = server::build(&config).await?;
-    let report = state.store.custody_report().await?;
+    let gateway = OpenGateway::build(&config).await?;
+    let report = gateway.state().store.custody_report().await?;
     let mut out = std::io::stdout();
     let mut unsafe_versions = 0;
     for c in &report {
@@ -176,10 +183,60 @@ async fn check_keys(config_path: PathBuf) -> Result<(), server::StartError> {
         "{} key versions checked, {unsafe_versions} unsafe",
         report.len()
     )?;
+    out.flush()?;
     if unsafe_versions > 0 {
         return Err(format!("{unsafe_versions} key versions are not protected").into());
     }
     Ok(())
+}
+
+/// The gateway's state and its token, for a command that runs once and
+/// exits. However the command ends (success, error or panic), dropping this
+/// drops the state, then shuts the token down: the session pool's threads
+/// are joined, the sessions closed and the library finalised. So no thread
+/// of ours is still inside the PKCS#11 library when the process exits and
+/// the library is unloaded (which made `check-keys` die with SIGSEGV now
+/// and then).
+struct OpenGateway {
+    state: Option<Arc<AppState>>,
+    hsm: Option<Arc<Hsm>>,
+}
+
+impl OpenGateway {
+    async fn build(config: &Config) -> Result<OpenGateway, server::StartError> {
+        let (state, hsm) = server::build(config).await?;
+        Ok(OpenGateway {
+            state: Some(state),
+            hsm: Some(hsm),
+        })
+    }
+
+    fn state(&self) -> &AppState {
+        self.state.as_deref().expect("present until dropped")
+    }
+}
+
+impl Drop for OpenGateway {
+    fn drop(&mut self) {
+        // The key store holds the other reference to the token.
+        drop(self.state.take());
+        let Some(hsm) = self.hsm.take() else {
+            return;
+        };
+        match Arc::try_unwrap(hsm) {
+            Ok(hsm) => hsm.shutdown(),
+            Err(hsm) => {
+                tracing::error!(
+                    references = Arc::strong_count(&hsm),
+                    "the token is still in use at exit; its sessions are left open"
+                );
+                // Never let the last reference go while the process exits:
+                // that would close sessions on the pool's threads as the
+                // library is torn down. Idle, they are outside the library.
+                std::mem::forget(hsm);
+            }
+        }
+    }
 }
 
 fn bench_token(
