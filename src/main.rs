@@ -2,14 +2,14 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kmsgate::config::Config;
-use kmsgate::hsm::Hsm;
+use kmsgate::config::{Config, read_secret};
+use kmsgate::hsm::{Hsm, init};
 use kmsgate::http::AppState;
 use kmsgate::{bench, server};
 use tracing_subscriber::EnvFilter;
@@ -67,6 +67,25 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         bytes: usize,
     },
+    /// Initialise a free token of a PKCS#11 module (e.g. SoftHSM2's) and set
+    /// its user PIN. The PINs are read from files, never taken on the
+    /// command line (where every process list shows them). Refuses, and
+    /// changes nothing, if a token labelled LABEL exists already.
+    InitToken {
+        /// The PKCS#11 module (shared library), as `hsm.module`.
+        #[arg(long)]
+        module: PathBuf,
+        /// The new token's label (1-32 bytes), as `hsm.token_label`.
+        #[arg(long)]
+        label: String,
+        /// File holding the security officer's PIN (trailing newline ignored).
+        #[arg(long, value_name = "FILE")]
+        so_pin_file: PathBuf,
+        /// File holding the user PIN (trailing newline ignored), the file
+        /// `hsm.pin_file` names.
+        #[arg(long, value_name = "FILE")]
+        pin_file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -109,6 +128,12 @@ fn main() -> ExitCode {
             seconds,
             bytes,
         } => bench_token(config, op, threads, seconds, bytes),
+        Command::InitToken {
+            module,
+            label,
+            so_pin_file,
+            pin_file,
+        } => init_token(&module, &label, &so_pin_file, &pin_file),
     };
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -237,6 +262,28 @@ impl Drop for OpenGateway {
             }
         }
     }
+}
+
+/// `kmsgate init-token`: the PINs come from files, are held as secrets and
+/// go nowhere but to the token.
+fn init_token(
+    module: &Path,
+    label: &str,
+    so_pin_file: &Path,
+    pin_file: &Path,
+) -> Result<(), server::StartError> {
+    // Read as `serve` reads `hsm.pin_file`, so the PIN set is the PIN used.
+    let so_pin = read_secret(Some(so_pin_file), None)?;
+    let pin = read_secret(Some(pin_file), None)?;
+    let token = init::init_token(module, label, &so_pin, &pin)?;
+    let mut out = std::io::stdout();
+    writeln!(
+        out,
+        "token '{}' initialised (serial {}); user PIN set",
+        token.label, token.serial_number
+    )?;
+    out.flush()?;
+    Ok(())
 }
 
 fn bench_token(

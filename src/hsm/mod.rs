@@ -14,6 +14,7 @@
 //! `CKR_GENERAL_ERROR`.
 
 pub mod crypto;
+pub mod init;
 pub mod objects;
 pub mod pool;
 
