@@ -362,3 +362,25 @@ fn setup_token_puts_no_pin_on_a_command_line() {
     assert!(out.status.success());
     assert_eq!(std::fs::read_to_string(dir.join("pin")).unwrap(), pin);
 }
+
+/// When `kmsgate init-token` fails, setup-token fails and leaves no PIN
+/// files and no token behind.
+#[test]
+fn setup_token_cleans_up_when_init_token_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("setup");
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-token"))
+        .arg(&dir)
+        .env("KMSGATE_BIN", "/bin/false")
+        .env("SOFTHSM2_MODULE", softhsm_module())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("init-token failed"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
