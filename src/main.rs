@@ -2,12 +2,15 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kmsgate::config::Config;
+use kmsgate::config::{Config, read_secret};
+use kmsgate::hsm::{Hsm, init};
+use kmsgate::http::AppState;
 use kmsgate::{bench, server};
 use tracing_subscriber::EnvFilter;
 
@@ -64,6 +67,25 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         bytes: usize,
     },
+    /// Initialise a free token of a PKCS#11 module (e.g. SoftHSM2's) and set
+    /// its user PIN. The PINs are read from files, never taken on the
+    /// command line (where every process list shows them). Refuses, and
+    /// changes nothing, if a token labelled LABEL exists already.
+    InitToken {
+        /// The PKCS#11 module (shared library), as `hsm.module`.
+        #[arg(long)]
+        module: PathBuf,
+        /// The new token's label (1-32 bytes), as `hsm.token_label`.
+        #[arg(long)]
+        label: String,
+        /// File holding the security officer's PIN (trailing newline ignored).
+        #[arg(long, value_name = "FILE")]
+        so_pin_file: PathBuf,
+        /// File holding the user PIN (trailing newline ignored), the file
+        /// `hsm.pin_file` names.
+        #[arg(long, value_name = "FILE")]
+        pin_file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,8 +101,8 @@ fn main() -> ExitCode {
     // Every request writes an audit record. A logging thread writes them in
     // batches (one write per burst, not per record) so that request threads
     // never wait on stderr; it blocks rather than drop records when behind,
-    // and `_log_guard` flushes what is left when main returns.
-    let (log_writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+    // and `log_guard` flushes what is left before main returns.
+    let (log_writer, log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("log-writer")
         .finish(std::io::BufWriter::new(std::io::stderr()));
@@ -113,15 +135,26 @@ fn main() -> ExitCode {
             seconds,
             bytes,
         } => bench_token(config, op, threads, seconds, bytes),
+        Command::InitToken {
+            module,
+            label,
+            so_pin_file,
+            pin_file,
+        } => init_token(&module, &label, &so_pin_file, &pin_file),
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("kmsgate: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Every command has finished its token work and joined its threads by
+    // now. Stop the runtime, then let the log writer write what it holds.
+    drop(runtime);
+    drop(log_guard);
+    code
 }
 
 async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> Result<(), server::StartError> {
@@ -142,8 +175,8 @@ async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> Result<(), ser
 
 async fn check_keys(config_path: PathBuf) -> Result<(), server::StartError> {
     let config = Config::load(&config_path)?;
-    let (state, _hsm) = server::build(&config).await?;
-    let report = state.store.custody_report().await?;
+    let gateway = OpenGateway::build(&config).await?;
+    let report = gateway.state().store.custody_report().await?;
     let mut out = std::io::stdout();
     let mut unsafe_versions = 0;
     for c in &report {
@@ -169,7 +202,7 @@ async fn check_keys(config_path: PathBuf) -> Result<(), server::StartError> {
         report.len()
     )?;
     let mut lost = 0;
-    for r in state.store.unreadable_records() {
+    for r in gateway.state().store.unreadable_records() {
         let verdict = if r.superseded {
             "superseded by a valid revision"
         } else {
@@ -178,12 +211,84 @@ async fn check_keys(config_path: PathBuf) -> Result<(), server::StartError> {
         };
         writeln!(out, "unreadable record {}: {verdict}", r.label)?;
     }
+    out.flush()?;
     if unsafe_versions > 0 {
         return Err(format!("{unsafe_versions} key versions are not protected").into());
     }
     if lost > 0 {
         return Err(format!("{lost} records have no valid revision").into());
     }
+    Ok(())
+}
+
+/// The gateway's state and its token, for a command that runs once and
+/// exits. However the command ends (success, error or panic), dropping this
+/// drops the state, then shuts the token down: the session pool's threads
+/// are joined, the sessions closed and the library finalised. So no thread
+/// of ours is still inside the PKCS#11 library when the process exits and
+/// the library is unloaded (which made `check-keys` die with SIGSEGV now
+/// and then).
+struct OpenGateway {
+    state: Option<Arc<AppState>>,
+    hsm: Option<Arc<Hsm>>,
+}
+
+impl OpenGateway {
+    async fn build(config: &Config) -> Result<OpenGateway, server::StartError> {
+        let (state, hsm) = server::build(config).await?;
+        Ok(OpenGateway {
+            state: Some(state),
+            hsm: Some(hsm),
+        })
+    }
+
+    fn state(&self) -> &AppState {
+        self.state.as_deref().expect("present until dropped")
+    }
+}
+
+impl Drop for OpenGateway {
+    fn drop(&mut self) {
+        // The key store holds the other reference to the token.
+        drop(self.state.take());
+        let Some(hsm) = self.hsm.take() else {
+            return;
+        };
+        match Arc::try_unwrap(hsm) {
+            Ok(hsm) => hsm.shutdown(),
+            Err(hsm) => {
+                tracing::error!(
+                    references = Arc::strong_count(&hsm),
+                    "the token is still in use at exit; its sessions are left open"
+                );
+                // Never let the last reference go while the process exits:
+                // that would close sessions on the pool's threads as the
+                // library is torn down. Idle, they are outside the library.
+                std::mem::forget(hsm);
+            }
+        }
+    }
+}
+
+/// `kmsgate init-token`: the PINs come from files, are held as secrets and
+/// go nowhere but to the token.
+fn init_token(
+    module: &Path,
+    label: &str,
+    so_pin_file: &Path,
+    pin_file: &Path,
+) -> Result<(), server::StartError> {
+    // Read as `serve` reads `hsm.pin_file`, so the PIN set is the PIN used.
+    let so_pin = read_secret(Some(so_pin_file), None)?;
+    let pin = read_secret(Some(pin_file), None)?;
+    let token = init::init_token(module, label, &so_pin, &pin)?;
+    let mut out = std::io::stdout();
+    writeln!(
+        out,
+        "token '{}' initialised (serial {}); user PIN set",
+        token.label, token.serial_number
+    )?;
+    out.flush()?;
     Ok(())
 }
 

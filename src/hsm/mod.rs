@@ -15,6 +15,7 @@
 
 pub mod crypto;
 mod error;
+pub mod init;
 pub mod objects;
 pub mod pool;
 pub mod readback;
@@ -192,9 +193,15 @@ impl Hsm {
             confirm,
             ..
         } = self;
-        pool.shutdown();
+        let idle = pool.shutdown(pool::SHUTDOWN_GRACE);
         drop(confirm);
-        link.close();
+        if idle {
+            link.close();
+        } else {
+            // Finalising under a call in flight is undefined behaviour; the
+            // process is exiting, and the token cleans up after it.
+            tracing::warn!("the PKCS#11 library is left initialised: a call never returned");
+        }
     }
 
     /// Opens one more read-write session on the token, outside the pool.

@@ -467,14 +467,47 @@ impl Pool {
         result
     }
 
-    /// Stops accepting work, lets the workers drain the queue, and joins them.
-    pub fn shutdown(mut self) {
+    /// Stops accepting work, lets the workers drain the queue, and joins
+    /// them, waiting at most `grace` for a worker stuck in a token call.
+    /// Returns whether every worker has finished (only then may the library
+    /// be finalised).
+    pub fn shutdown(mut self, grace: Duration) -> bool {
+        self.stop(grace)
+    }
+
+    fn stop(&mut self, grace: Duration) -> bool {
         self.sender = None;
+        let until = Instant::now() + grace;
+        while self.workers.iter().any(|w| !w.is_finished()) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut all = true;
         for w in self.workers.drain(..) {
-            let _ = w.join();
+            if w.is_finished() {
+                let _ = w.join();
+            } else {
+                all = false;
+            }
+        }
+        if !all {
+            tracing::warn!("a token call is still in flight; its worker thread is left behind");
+        }
+        all
+    }
+}
+
+/// A pool dropped without [`Pool::shutdown`] (an error during start-up)
+/// still joins its workers, so none is inside the library when it unloads.
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() {
+            self.stop(SHUTDOWN_GRACE);
         }
     }
 }
+
+/// How long shutdown waits for a call in flight before leaving it behind.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 struct Worker {
     n: usize,
