@@ -41,27 +41,29 @@ impl SmallDisk {
         })
     }
 
-    /// Fills the file system to the last byte.
-    fn fill(&self) {
+    /// Fills the file system to the last byte with page-sized files, then
+    /// frees `pages` of them again: a disk that is full, or nearly.
+    fn fill_leaving(&self, pages: usize) {
         use std::io::Write;
+        let chunk = vec![0u8; 4096];
         let mut n = 0;
         loop {
-            let Ok(mut f) = std::fs::File::create(self.path.join(format!("filler-{n}"))) else {
+            let path = self.path.join(format!("filler-{n}"));
+            let Ok(mut f) = std::fs::File::create(&path) else {
                 break;
             };
             n += 1;
-            let chunk = vec![0u8; 4096];
-            let mut wrote = false;
-            while f.write_all(&chunk).and_then(|()| f.flush()).is_ok() {
-                wrote = true;
-            }
-            let _ = f.write_all(&[0u8; 1]);
-            if !wrote {
+            if f.write_all(&chunk).and_then(|()| f.flush()).is_err() {
+                drop(f);
+                let _ = std::fs::remove_file(&path);
                 break;
             }
         }
         let free = free_bytes(&self.path);
         assert!(free < 4096, "the disk is not full: {free} bytes free");
+        for k in 0..pages {
+            std::fs::remove_file(self.path.join(format!("filler-{k}"))).unwrap();
+        }
     }
 
     fn free(&self) {
@@ -102,9 +104,24 @@ fn status<T, E>(r: &Result<T, SdkError<E, aws_sdk_kms::config::http::HttpRespons
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_never_loses_an_acknowledged_write() {
+    full_disk_scenario(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nearly_full_disk_never_loses_an_acknowledged_write() {
+    // A few pages free: some writes fit, the next ones do not.
+    full_disk_scenario(3).await;
+}
+
+/// Every write operation on a token whose file system has `pages` pages
+/// free. Each must answer 200 (and then survive a crash and restart) or a
+/// retryable 5xx (and change nothing, before or after the restart).
+async fn full_disk_scenario(pages: usize) {
     let mut disk = None;
     let mut mount_error = None;
-    let token = Token::with_token_dir("", |dir| match SmallDisk::mount(dir, 768) {
+    // Every encryption reserves its GCM budget on the token: a write too.
+    let config = "[keys]\ngcm_reserve_block = 1\n";
+    let token = Token::with_token_dir(config, |dir| match SmallDisk::mount(dir, 768) {
         Ok(d) => disk = Some(d),
         Err(e) => mount_error = Some(e),
     });
@@ -120,6 +137,33 @@ async fn a_full_disk_never_loses_an_acknowledged_write() {
     let kms = gw.client();
     let key = create_key(&kms).await;
     let other = create_key(&kms).await;
+    let disabled = create_key(&kms).await;
+    kms.disable_key().key_id(&disabled).send().await.unwrap();
+    let pending = create_key(&kms).await;
+    kms.schedule_key_deletion()
+        .key_id(&pending)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    let rotating = create_key(&kms).await;
+    kms.enable_key_rotation()
+        .key_id(&rotating)
+        .send()
+        .await
+        .unwrap();
+    kms.tag_resource()
+        .key_id(&other)
+        .tags(
+            Tag::builder()
+                .tag_key("old")
+                .tag_value("v")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
     kms.create_alias()
         .alias_name("alias/before")
         .target_key_id(&key)
@@ -142,10 +186,8 @@ async fn a_full_disk_never_loses_an_acknowledged_write() {
         .ciphertext_blob
         .unwrap();
 
-    disk.fill();
+    disk.fill_leaving(pages);
 
-    // Every write operation, on the full disk. Each must answer 200 (and
-    // then persist) or a 5xx (and change nothing); never a 4xx.
     let mut acked: Vec<&str> = Vec::new();
     let mut refused: Vec<&str> = Vec::new();
     let mut record = |name: &'static str, status: u16| {
@@ -159,6 +201,14 @@ async fn a_full_disk_never_loses_an_acknowledged_write() {
             refused.push(name);
         }
     };
+    let r = kms
+        .encrypt()
+        .key_id(&key)
+        .plaintext(Blob::new(b"sealed on a full disk".to_vec()))
+        .send()
+        .await;
+    let sealed_during = r.as_ref().ok().and_then(|o| o.ciphertext_blob.clone());
+    record("Encrypt", status(&r));
     let r = kms.disable_key().key_id(&key).send().await;
     record("DisableKey", status(&r));
     let r = kms
@@ -202,6 +252,19 @@ async fn a_full_disk_never_loses_an_acknowledged_write() {
     record("CreateKey", status(&r));
     let r = kms.enable_key_rotation().key_id(&other).send().await;
     record("EnableKeyRotation", status(&r));
+    let r = kms.enable_key().key_id(&disabled).send().await;
+    record("EnableKey", status(&r));
+    let r = kms.cancel_key_deletion().key_id(&pending).send().await;
+    record("CancelKeyDeletion", status(&r));
+    let r = kms.disable_key_rotation().key_id(&rotating).send().await;
+    record("DisableKeyRotation", status(&r));
+    let r = kms
+        .untag_resource()
+        .key_id(&other)
+        .tag_keys("old")
+        .send()
+        .await;
+    record("UntagResource", status(&r));
     let r = kms
         .schedule_key_deletion()
         .key_id(&other)
@@ -209,7 +272,7 @@ async fn a_full_disk_never_loses_an_acknowledged_write() {
         .send()
         .await;
     record("ScheduleKeyDeletion", status(&r));
-    eprintln!("on the full disk: acknowledged {acked:?}, refused {refused:?}");
+    eprintln!("{pages} pages free: acknowledged {acked:?}, refused {refused:?}");
     assert!(
         !refused.is_empty(),
         "nothing was refused: the disk was not full enough to test anything"
@@ -249,6 +312,34 @@ async fn a_full_disk_never_loses_an_acknowledged_write() {
         .tags
         .unwrap_or_default();
     assert_eq!(!tags.is_empty(), acked.contains(&"TagResource"));
+    let tags = kms
+        .list_resource_tags()
+        .key_id(&other)
+        .send()
+        .await
+        .unwrap()
+        .tags
+        .unwrap_or_default();
+    assert_eq!(tags.is_empty(), acked.contains(&"UntagResource"));
+    let state = |m: aws_sdk_kms::types::KeyMetadata| m.key_state.unwrap().as_str().to_owned();
+    assert_eq!(
+        state(key_metadata(&kms, &disabled).await) == "Enabled",
+        acked.contains(&"EnableKey")
+    );
+    assert_eq!(
+        state(key_metadata(&kms, &pending).await) == "Disabled",
+        acked.contains(&"CancelKeyDeletion")
+    );
+    let rotation = kms
+        .get_key_rotation_status()
+        .key_id(&rotating)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        !rotation.key_rotation_enabled,
+        acked.contains(&"DisableKeyRotation")
+    );
     let other_meta = key_metadata(&kms, &other).await;
     assert_eq!(
         other_meta.key_state.unwrap().as_str() == "PendingDeletion",
@@ -283,8 +374,20 @@ async fn a_full_disk_never_loses_an_acknowledged_write() {
         key_metadata(&kms, &id).await;
     }
 
-    // The key's material is intact: the old ciphertext decrypts.
+    // The key's material is intact: the old ciphertext decrypts, and so
+    // does one acknowledged on the full disk.
     if !acked.contains(&"DisableKey") {
+        if let Some(blob) = sealed_during {
+            let plain = kms
+                .decrypt()
+                .ciphertext_blob(blob)
+                .send()
+                .await
+                .unwrap()
+                .plaintext
+                .unwrap();
+            assert_eq!(plain.as_ref(), b"sealed on a full disk");
+        }
         let plain = kms
             .decrypt()
             .ciphertext_blob(sealed)
