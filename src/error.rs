@@ -1,9 +1,19 @@
 //! The errors a client can see, and the one place they map onto the wire.
 //!
-//! Every failure that reaches a client is a [`KmsError`]. Lower layers (the
-//! token, the key store, SigV4 verification) keep their own error types and
-//! convert into this one, so the exception name, the HTTP status and the
-//! message text AWS KMS would send are decided here and nowhere else.
+//! Every failure that reaches a client is a [`KmsError`]. The layers below
+//! `ops` keep their own error types, which carry data and no client text:
+//! the token's [`HsmError`] (with its [`Fault`] class), the key store's
+//! [`StoreError`] and [`KeyRefError`] for a KeyId that cannot name a key.
+//! They become a `KmsError` here, through `From`, so the exception name,
+//! the HTTP status and the message text AWS KMS would send are decided in
+//! this file: a token fault by its class (busy: ThrottlingException; a
+//! deadline: DependencyTimeoutException; a rejected GCM tag:
+//! InvalidCiphertextException; unavailable, fatal, stale:
+//! KeyUnavailableException; not durable and everything else:
+//! KMSInternalException; never NotFoundException or AccessDenied), the
+//! key store's findings by what they are. `auth` and `ops` build a
+//! `KmsError` directly only for what is theirs to judge (signatures,
+//! permissions, request validation).
 
 use http::StatusCode;
 

@@ -7,7 +7,7 @@
 //! failures keep their [`HsmError`], and so its class
 //! ([`crate::hsm::Fault`]), which decides how they are reported; they are
 //! logged here, with their details, when the key store meets them
-//! ([`token`]).
+//! (`token`).
 
 use crate::arn::KeyRefError;
 use crate::hsm::{Fault, HsmError};

@@ -17,6 +17,11 @@
 //! Dated work (automatic rotation, deletion at the end of the waiting
 //! period) is done by the [`scheduler`]; GCM usage is bounded per key
 //! version by [`usage`].
+//!
+//! Every fallible function returns a [`StoreError`] ([`error`]): what went
+//! wrong and the data to say so, never a client's text. The callbacks that
+//! let `ops` change a record ([`KeyStore::update_key`]) return the caller's
+//! own error type, so a refusal from `ops` comes back unchanged.
 
 pub mod clock;
 mod crypto;
