@@ -26,6 +26,7 @@
 pub mod clock;
 mod crypto;
 pub mod error;
+mod lookup;
 pub mod record;
 pub mod scheduler;
 pub mod sync;
@@ -37,7 +38,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use uuid::Uuid;
 
-use crate::arn::{KeyRef, Realm};
+use crate::arn::Realm;
 use crate::hsm::objects::{self, DataHandle, MasterKeyVersion};
 use crate::hsm::{Hsm, HsmError, TokenSession};
 pub use clock::Clock;
@@ -48,7 +49,7 @@ pub use record::{
     AliasRecord, KeyRecord, KeyState, RotationSchedule, RotationType, Tag, VersionRecord,
     key_material_id,
 };
-use record::{LABEL_PREFIX, Revisioned, alias_label, key_label, version_label};
+use record::{LABEL_PREFIX, Revisioned, version_label};
 
 /// A key as the cache holds it: its record and the handles of its versions.
 #[derive(Debug)]
@@ -292,168 +293,6 @@ impl KeyStore {
     /// The store's clock: epoch seconds.
     pub fn now(&self) -> f64 {
         self.clock.now()
-    }
-
-    fn cached_key(&self, id: &Uuid) -> Result<Option<Arc<Key>>, StoreError> {
-        Ok(self
-            .cache
-            .read()
-            .map_err(lock_poisoned)?
-            .keys
-            .get(id)
-            .cloned())
-    }
-
-    /// A key by id: from the cache, else from the token (another gateway
-    /// may have created it).
-    pub async fn key_by_id(&self, id: &Uuid) -> Result<Option<Arc<Key>>, StoreError> {
-        if let Some(k) = self.cached_key(id)? {
-            return Ok(Some(k));
-        }
-        self.reload_key(id).await
-    }
-
-    /// Reads a key's latest record and version handles from the token into
-    /// the cache; `None` (and out of the cache) only if a healthy listing of
-    /// the token has no record of it.
-    async fn reload_key(&self, id: &Uuid) -> Result<Option<Arc<Key>>, StoreError> {
-        let label = key_label(id);
-        if self.is_absent(&label)? {
-            return Ok(None);
-        }
-        let read_label = label.clone();
-        let id = *id;
-        let found = self
-            .hsm
-            .pool()
-            .run(move |s| {
-                let (meta, record) = match latest::<KeyRecord>(read_records(s, &read_label)?) {
-                    Latest::Found(m, r) => (m, r),
-                    Latest::Absent => return Ok(Latest::Absent),
-                    Latest::Unreadable => return Ok(Latest::Unreadable),
-                };
-                let mut handles = HashMap::new();
-                for v in &record.versions {
-                    let l = version_label(&id, v.version, &v.nonce);
-                    if let Some(h) = objects::find_master_key(s, &l)? {
-                        handles.insert(l, h);
-                    }
-                }
-                Ok(Latest::Found(
-                    meta,
-                    build_key(record, meta, |l| handles.get(l).copied()),
-                ))
-            })
-            .await
-            .map_err(token)?;
-        match found {
-            Latest::Found(_, key) => {
-                let key = Arc::new(key);
-                self.cache
-                    .write()
-                    .map_err(lock_poisoned)?
-                    .keys
-                    .insert(id, key.clone());
-                Ok(Some(key))
-            }
-            Latest::Absent => {
-                self.cache.write().map_err(lock_poisoned)?.keys.remove(&id);
-                self.mark_absent(label)?;
-                Ok(None)
-            }
-            Latest::Unreadable => Err(unreadable(&label)),
-        }
-    }
-
-    async fn alias(&self, name: &str) -> Result<Option<AliasEntry>, StoreError> {
-        if let Some(a) = self
-            .cache
-            .read()
-            .map_err(lock_poisoned)?
-            .aliases
-            .get(name)
-            .cloned()
-        {
-            return Ok(Some(a));
-        }
-        self.reload_alias(name).await
-    }
-
-    async fn reload_alias(&self, name: &str) -> Result<Option<AliasEntry>, StoreError> {
-        let label = alias_label(name);
-        if self.is_absent(&label)? {
-            return Ok(None);
-        }
-        let read_label = label.clone();
-        let found = self
-            .hsm
-            .pool()
-            .run(move |s| Ok(latest::<AliasRecord>(read_records(s, &read_label)?)))
-            .await
-            .map_err(token)?;
-        let mut cache = self.cache.write().map_err(lock_poisoned)?;
-        match found {
-            Latest::Found(handle, record) => {
-                let entry = AliasEntry { handle, record };
-                cache.aliases.insert(name.to_owned(), entry.clone());
-                Ok(Some(entry))
-            }
-            Latest::Absent => {
-                cache.aliases.remove(name);
-                drop(cache);
-                self.mark_absent(label)?;
-                Ok(None)
-            }
-            Latest::Unreadable => Err(unreadable(&label)),
-        }
-    }
-
-    fn is_absent(&self, label: &str) -> Result<bool, StoreError> {
-        Ok(self.absent.lock().map_err(lock_poisoned)?.contains(label))
-    }
-
-    /// Remembers that `label` is not on the token (bounded; cleared by every
-    /// full sync).
-    fn mark_absent(&self, label: String) -> Result<(), StoreError> {
-        let mut absent = self.absent.lock().map_err(lock_poisoned)?;
-        if absent.len() < 10_000 {
-            absent.insert(label);
-        }
-        Ok(())
-    }
-
-    /// Resolves a KeyId parameter (key id, key ARN, alias name, alias ARN)
-    /// to a key: [`StoreError::KeyRef`] if it cannot name one,
-    /// [`StoreError::KeyNotFound`] or [`StoreError::AliasNotFound`] if it
-    /// names none.
-    pub async fn resolve(&self, key_id_param: &str) -> Result<Arc<Key>, StoreError> {
-        match self.realm.parse_key_ref(key_id_param)? {
-            KeyRef::Key(id) => self
-                .key_by_id(&id)
-                .await?
-                .ok_or_else(|| self.key_not_found(&id)),
-            KeyRef::Alias(name) => {
-                let entry = self
-                    .alias(&name)
-                    .await?
-                    .ok_or_else(|| self.alias_not_found(&name))?;
-                self.key_by_id(&entry.record.target)
-                    .await?
-                    .ok_or_else(|| self.key_not_found(&entry.record.target))
-            }
-        }
-    }
-
-    fn key_not_found(&self, id: &Uuid) -> StoreError {
-        StoreError::KeyNotFound {
-            arn: self.realm.key_arn(id),
-        }
-    }
-
-    fn alias_not_found(&self, alias_name: &str) -> StoreError {
-        StoreError::AliasNotFound {
-            arn: self.realm.alias_arn(alias_name),
-        }
     }
 
     /// Every key, ordered by key id.
