@@ -23,6 +23,7 @@
 //! let `ops` change a record ([`KeyStore::update_key`]) return the caller's
 //! own error type, so a refusal from `ops` comes back unchanged.
 
+mod alias;
 pub mod clock;
 mod crypto;
 pub mod error;

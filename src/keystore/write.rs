@@ -40,13 +40,13 @@ use super::error::{StoreError, lock_poisoned, token};
 use super::record::{
     RotationType, VersionRecord, alias_label, key_label, version_id, version_label,
 };
-use super::{AliasEntry, AliasRecord, Key, KeyRecord, KeyStore, Latest, Tag, latest, read_records};
+use super::{AliasRecord, Key, KeyRecord, KeyStore, Tag, latest, read_records};
 use crate::hsm::objects::{self, DataHandle, MasterKeyVersion};
 use crate::hsm::readback::Confirmer;
 use crate::hsm::{HsmError, TokenSession};
 
 /// How often a change is tried before the client is told to retry.
-const MAX_ATTEMPTS: u32 = 8;
+pub(super) const MAX_ATTEMPTS: u32 = 8;
 
 /// A new key version to create with a change.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +79,7 @@ fn revision_of(value: &[u8]) -> u64 {
 /// Steps 2 and 3 for one record, on the token: creates the new revision,
 /// confirms it durable, and keeps it only if no rival revision exists.
 /// `None` on a conflict.
-fn commit(
+pub(super) fn commit(
     s: &TokenSession,
     confirm: &Confirmer,
     label: &str,
@@ -125,12 +125,12 @@ fn new_version_object(
 }
 
 /// A short random pause before trying again, growing with the attempt.
-async fn back_off(attempt: u32) {
+pub(super) async fn back_off(attempt: u32) {
     let jitter = rand::random_range(0..20u64);
     tokio::time::sleep(Duration::from_millis(5 + jitter + 10 * u64::from(attempt))).await;
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(v).map_err(|e| StoreError::Internal(e.to_string()))
 }
 
@@ -380,120 +380,6 @@ impl KeyStore {
 
     fn forget_key(&self, id: &Uuid) -> Result<(), StoreError> {
         self.cache.write().map_err(lock_poisoned)?.keys.remove(id);
-        Ok(())
-    }
-
-    /// Creates `alias_name` (with prefix) for `target`.
-    pub async fn create_alias(&self, alias_name: &str, target: &Uuid) -> Result<(), StoreError> {
-        let now = self.now();
-        self.write_alias(alias_name, |existing| match existing {
-            Some(_) => Err(StoreError::AliasExists {
-                arn: self.realm.alias_arn(alias_name),
-            }),
-            None => Ok(AliasRecord {
-                format: 1,
-                revision: 0,
-                name: alias_name.to_owned(),
-                target: *target,
-                created: now,
-                updated: now,
-            }),
-        })
-        .await
-    }
-
-    /// Points an existing alias at another key.
-    pub async fn update_alias(&self, alias_name: &str, target: &Uuid) -> Result<(), StoreError> {
-        let now = self.now();
-        self.write_alias(alias_name, |existing| match existing {
-            None => Err(self.alias_not_found(alias_name)),
-            Some(r) => Ok(AliasRecord {
-                target: *target,
-                updated: now,
-                revision: r.revision + 1,
-                ..r.clone()
-            }),
-        })
-        .await
-    }
-
-    /// Writes an alias record with the commit protocol: `make` gets the
-    /// latest record on the token (if any) and returns the new one.
-    async fn write_alias<F>(&self, alias_name: &str, mut make: F) -> Result<(), StoreError>
-    where
-        F: FnMut(Option<&AliasRecord>) -> Result<AliasRecord, StoreError>,
-    {
-        let _guard = self.writes.lock().await;
-        let label = alias_label(alias_name);
-        for attempt in 0..MAX_ATTEMPTS {
-            let read_label = label.clone();
-            let current = self
-                .hsm
-                .pool()
-                .run(move |s| Ok(latest::<AliasRecord>(read_records(s, &read_label)?)))
-                .await
-                .map_err(token)?;
-            // A record that does not parse is replaced by a fresh one, with a
-            // revision above anything on the token.
-            let current = match current {
-                Latest::Unreadable => {
-                    tracing::warn!(alias = alias_name, "replacing an unreadable alias record");
-                    None
-                }
-                other => other.found(&label)?,
-            };
-            let record = make(current.as_ref().map(|(_, r)| r))?;
-            let value = to_json(&record)?;
-            let (l, revision) = (label.clone(), record.revision);
-            let confirm = self.hsm.confirmer();
-            let committed = self
-                .hsm
-                .pool()
-                .run(move |s| commit(s, &confirm, &l, &value, revision))
-                .await
-                .map_err(token)?;
-            if let Some(handle) = committed {
-                self.cache
-                    .write()
-                    .map_err(lock_poisoned)?
-                    .aliases
-                    .insert(alias_name.to_owned(), AliasEntry { handle, record });
-                self.announce().await;
-                return Ok(());
-            }
-            back_off(attempt).await;
-        }
-        Err(StoreError::Conflict)
-    }
-
-    pub async fn delete_alias(&self, alias_name: &str) -> Result<(), StoreError> {
-        let _guard = self.writes.lock().await;
-        let label = alias_label(alias_name);
-        let confirm = self.hsm.confirmer();
-        let removed = self
-            .hsm
-            .pool()
-            .run(move |s| {
-                let all = read_records(s, &label)?;
-                for o in &all {
-                    let _ = objects::destroy_data(s, o.handle);
-                }
-                if !all.is_empty() {
-                    confirm.data_gone(s, &label)?;
-                }
-                Ok(!all.is_empty())
-            })
-            .await
-            .map_err(token)?;
-        self.cache
-            .write()
-            .map_err(lock_poisoned)?
-            .aliases
-            .remove(alias_name);
-        self.announce().await;
-        if !removed {
-            return Err(self.alias_not_found(alias_name));
-        }
         Ok(())
     }
 
