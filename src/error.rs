@@ -236,7 +236,7 @@ impl From<StoreError> for KmsError {
             StoreError::UsageNotReserved => KmsError::Internal(
                 "Could not reserve GCM encryptions for the key. Retry the request.".into(),
             ),
-            StoreError::Token(e) => e.into(),
+            StoreError::Token(e) => token_fault(&e),
             StoreError::LockPoisoned => KmsError::Internal(STORE_INTERNAL.into()),
             StoreError::Internal(detail) => KmsError::Internal(detail),
         }
@@ -245,24 +245,23 @@ impl From<StoreError> for KmsError {
 
 /// A token failure, by its class: always a retryable 5xx (or throttling),
 /// never NotFoundException or AccessDeniedException (DESIGN.md decision
-/// 13). The details were logged where the failure was met.
-impl From<HsmError> for KmsError {
-    fn from(e: HsmError) -> Self {
-        match e.fault() {
-            Fault::Busy => KmsError::Throttling,
-            Fault::Timeout => KmsError::DependencyTimeout(
-                "The key store did not answer in time. Retry the request.".into(),
-            ),
-            Fault::BadInput if matches!(e, HsmError::BadTag) => KmsError::InvalidCiphertext,
-            Fault::Retryable | Fault::Fatal | Fault::StaleHandle => {
-                KmsError::KeyUnavailable(STORE_UNAVAILABLE.into())
-            }
-            Fault::NotDurable => KmsError::Internal(
-                "The key store could not confirm the change. Nothing was changed; retry the request."
-                    .into(),
-            ),
-            Fault::BadInput | Fault::Setup => KmsError::Internal(STORE_INTERNAL.into()),
+/// 13). The details were logged where the failure was met. Not a `From`:
+/// a token failure reaches a client only through the key store.
+fn token_fault(e: &HsmError) -> KmsError {
+    match e.fault() {
+        Fault::Busy => KmsError::Throttling,
+        Fault::Timeout => KmsError::DependencyTimeout(
+            "The key store did not answer in time. Retry the request.".into(),
+        ),
+        Fault::BadInput if matches!(e, HsmError::BadTag) => KmsError::InvalidCiphertext,
+        Fault::Retryable | Fault::Fatal | Fault::StaleHandle => {
+            KmsError::KeyUnavailable(STORE_UNAVAILABLE.into())
         }
+        Fault::NotDurable => KmsError::Internal(
+            "The key store could not confirm the change. Nothing was changed; retry the request."
+                .into(),
+        ),
+        Fault::BadInput | Fault::Setup => KmsError::Internal(STORE_INTERNAL.into()),
     }
 }
 
