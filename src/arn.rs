@@ -7,14 +7,27 @@
 
 use uuid::Uuid;
 
-use crate::error::KmsError;
-
 /// The partition, region and account this gateway serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Realm {
     pub partition: String,
     pub region: String,
     pub account_id: String,
+}
+
+/// Why a KeyId parameter names no key of this realm. The data only: the
+/// client's exception and text are decided in the `error` module.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRefError {
+    /// Not an ARN of this partition and account, or not of a key or alias.
+    #[error("malformed or foreign ARN {arn}")]
+    MalformedArn { arn: String },
+    /// A well-formed ARN of another region (AWS names only the region).
+    #[error("ARN of another region {region}")]
+    OtherRegion { region: String },
+    /// Not a key id in its hyphenated UUID form.
+    #[error("malformed key id {key_id}")]
+    MalformedKeyId { key_id: String },
 }
 
 /// A key named in a request, before it is looked up.
@@ -43,50 +56,46 @@ impl Realm {
     }
 
     /// Parses a KeyId parameter: key id, key ARN, alias name or alias ARN.
-    /// Errors carry AWS's NotFoundException texts.
-    pub fn parse_key_ref(&self, input: &str) -> Result<KeyRef, KmsError> {
+    pub fn parse_key_ref(&self, input: &str) -> Result<KeyRef, KeyRefError> {
+        let malformed_arn = || KeyRefError::MalformedArn {
+            arn: input.to_owned(),
+        };
         if input.starts_with("alias/") {
             return Ok(KeyRef::Alias(input.to_owned()));
         }
         if let Some(rest) = input.strip_prefix("arn:") {
             let parts: Vec<&str> = rest.splitn(5, ':').collect();
             let [partition, service, region, account, resource] = parts[..] else {
-                return Err(KmsError::NotFound(format!("Invalid arn {input}")));
+                return Err(malformed_arn());
             };
             if service != "kms" || partition.is_empty() || account.is_empty() {
-                return Err(KmsError::NotFound(format!("Invalid arn {input}")));
+                return Err(malformed_arn());
             }
             if region != self.region {
-                return Err(KmsError::NotFound(format!("Invalid arn {region}")));
+                return Err(KeyRefError::OtherRegion {
+                    region: region.to_owned(),
+                });
             }
             if partition != self.partition || account != self.account_id {
-                return Err(KmsError::NotFound(format!("Invalid arn {input}")));
+                return Err(malformed_arn());
             }
             if let Some(id) = resource.strip_prefix("key/") {
-                return parse_key_id(id)
-                    .map(KeyRef::Key)
-                    .ok_or_else(|| KmsError::NotFound(format!("Invalid keyId '{id}'")));
+                return parse_key_id(id).map(KeyRef::Key).ok_or_else(|| {
+                    KeyRefError::MalformedKeyId {
+                        key_id: id.to_owned(),
+                    }
+                });
             }
             if resource.starts_with("alias/") && resource.len() > "alias/".len() {
                 return Ok(KeyRef::Alias(resource.to_owned()));
             }
-            return Err(KmsError::NotFound(format!("Invalid arn {input}")));
+            return Err(malformed_arn());
         }
         parse_key_id(input)
             .map(KeyRef::Key)
-            .ok_or_else(|| KmsError::NotFound(format!("Invalid keyId '{input}'")))
-    }
-
-    /// AWS's text for a well-formed key that does not exist here.
-    pub fn key_not_found(&self, id: &Uuid) -> KmsError {
-        KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(id)))
-    }
-
-    pub fn alias_not_found(&self, alias_name: &str) -> KmsError {
-        KmsError::NotFound(format!(
-            "Alias {} is not found.",
-            self.alias_arn(alias_name)
-        ))
+            .ok_or_else(|| KeyRefError::MalformedKeyId {
+                key_id: input.to_owned(),
+            })
     }
 }
 
@@ -129,32 +138,36 @@ mod tests {
     }
 
     #[test]
-    fn malformed_ids_and_foreign_arns_have_aws_messages() {
+    fn malformed_ids_and_foreign_arns_are_refused() {
         let r = realm();
-        assert_eq!(
-            r.parse_key_ref("fake-key-id"),
-            Err(KmsError::NotFound("Invalid keyId 'fake-key-id'".into()))
-        );
+        let key_id = |s: &str| {
+            Err(KeyRefError::MalformedKeyId {
+                key_id: s.to_owned(),
+            })
+        };
+        assert_eq!(r.parse_key_ref("fake-key-id"), key_id("fake-key-id"));
         assert_eq!(
             r.parse_key_ref("134f2428cec14b25a1ae9048164dba47"),
-            Err(KmsError::NotFound(
-                "Invalid keyId '134f2428cec14b25a1ae9048164dba47'".into()
-            ))
+            key_id("134f2428cec14b25a1ae9048164dba47")
         );
         let other = format!("arn:aws:kms:us-west-2:111122223333:key/{ID}");
         assert_eq!(
             r.parse_key_ref(&other),
-            Err(KmsError::NotFound("Invalid arn us-west-2".into()))
+            Err(KeyRefError::OtherRegion {
+                region: "us-west-2".into()
+            })
         );
-    }
-
-    #[test]
-    fn not_found_message_names_the_full_arn() {
-        let r = realm();
-        let id = Uuid::parse_str(ID).unwrap();
+        let foreign = format!("arn:aws:kms:us-east-1:444455556666:key/{ID}");
         assert_eq!(
-            r.key_not_found(&id).message().unwrap(),
-            format!("Key 'arn:aws:kms:us-east-1:111122223333:key/{ID}' does not exist")
+            r.parse_key_ref(&foreign),
+            Err(KeyRefError::MalformedArn { arn: foreign })
+        );
+        assert_eq!(
+            r.parse_key_ref(&format!(
+                "arn:aws:kms:us-east-1:111122223333:key/{}",
+                &ID[1..]
+            )),
+            key_id(&ID[1..])
         );
     }
 }

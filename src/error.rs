@@ -1,11 +1,25 @@
 //! The errors a client can see, and the one place they map onto the wire.
 //!
-//! Every failure that reaches a client is a [`KmsError`]. Lower layers (the
-//! token, the key store, SigV4 verification) keep their own error types and
-//! convert into this one, so the exception name, the HTTP status and the
-//! message text AWS KMS would send are decided here and nowhere else.
+//! Every failure that reaches a client is a [`KmsError`]. The layers below
+//! `ops` keep their own error types, which carry data and no client text:
+//! the token's [`HsmError`] (with its [`Fault`] class), the key store's
+//! [`StoreError`] and [`KeyRefError`] for a KeyId that cannot name a key.
+//! They become a `KmsError` here, through `From`, so the exception name,
+//! the HTTP status and the message text AWS KMS would send are decided in
+//! this file: a token fault by its class (busy: ThrottlingException; a
+//! deadline: DependencyTimeoutException; a rejected GCM tag:
+//! InvalidCiphertextException; unavailable, fatal, stale:
+//! KeyUnavailableException; not durable and everything else:
+//! KMSInternalException; never NotFoundException or AccessDenied), the
+//! key store's findings by what they are. `auth` and `ops` build a
+//! `KmsError` directly only for what is theirs to judge (signatures,
+//! permissions, request validation).
 
 use http::StatusCode;
+
+use crate::arn::KeyRefError;
+use crate::hsm::{Fault, HsmError};
+use crate::keystore::StoreError;
 
 /// An error as AWS KMS reports it: an exception name (`__type`), an HTTP
 /// status and, for most exceptions, a message.
@@ -175,6 +189,82 @@ pub const INTERNAL_FAILURE: &str =
 
 pub type KmsResult<T> = Result<T, KmsError>;
 
+/// AWS's text for every 5xx the key store gives for a token it cannot use.
+const STORE_UNAVAILABLE: &str = "The key store is unavailable. Retry the request.";
+/// The text of a KMSInternalException for a failure inside the key store.
+const STORE_INTERNAL: &str = "An internal error occurred in the key store.";
+
+impl From<KeyRefError> for KmsError {
+    fn from(e: KeyRefError) -> Self {
+        KmsError::NotFound(match e {
+            KeyRefError::MalformedArn { arn } => format!("Invalid arn {arn}"),
+            KeyRefError::OtherRegion { region } => format!("Invalid arn {region}"),
+            KeyRefError::MalformedKeyId { key_id } => format!("Invalid keyId '{key_id}'"),
+        })
+    }
+}
+
+impl From<StoreError> for KmsError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::KeyRef(e) => e.into(),
+            StoreError::KeyNotFound { arn } => {
+                KmsError::NotFound(format!("Key '{arn}' does not exist"))
+            }
+            StoreError::AliasNotFound { arn } => {
+                KmsError::NotFound(format!("Alias {arn} is not found."))
+            }
+            StoreError::AliasExists { arn } => {
+                KmsError::AlreadyExists(format!("An alias with the name {arn} already exists"))
+            }
+            StoreError::Disabled { arn } => KmsError::Disabled(format!("{arn} is disabled.")),
+            StoreError::PendingDeletion { arn } => {
+                KmsError::InvalidState(format!("{arn} is pending deletion."))
+            }
+            StoreError::OnDemandRotationLimit { arn } => KmsError::LimitExceeded(format!(
+                "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: {arn}"
+            )),
+            StoreError::PrimaryVersionMissing { arn } => {
+                KmsError::KeyUnavailable(format!("{arn} is unavailable."))
+            }
+            StoreError::NoSuchVersion => KmsError::InvalidCiphertext,
+            StoreError::Unreadable { .. } => KmsError::KeyUnavailable(STORE_UNAVAILABLE.into()),
+            StoreError::Conflict => KmsError::Internal(
+                "The key was being changed concurrently by another gateway. Retry the request."
+                    .into(),
+            ),
+            StoreError::UsageNotReserved => KmsError::Internal(
+                "Could not reserve GCM encryptions for the key. Retry the request.".into(),
+            ),
+            StoreError::Token(e) => token_fault(&e),
+            StoreError::LockPoisoned => KmsError::Internal(STORE_INTERNAL.into()),
+            StoreError::Internal(detail) => KmsError::Internal(detail),
+        }
+    }
+}
+
+/// A token failure, by its class: always a retryable 5xx (or throttling),
+/// never NotFoundException or AccessDeniedException (DESIGN.md decision
+/// 13). The details were logged where the failure was met. Not a `From`:
+/// a token failure reaches a client only through the key store.
+fn token_fault(e: &HsmError) -> KmsError {
+    match e.fault() {
+        Fault::Busy => KmsError::Throttling,
+        Fault::Timeout => KmsError::DependencyTimeout(
+            "The key store did not answer in time. Retry the request.".into(),
+        ),
+        Fault::BadInput if matches!(e, HsmError::BadTag) => KmsError::InvalidCiphertext,
+        Fault::Retryable | Fault::Fatal | Fault::StaleHandle => {
+            KmsError::KeyUnavailable(STORE_UNAVAILABLE.into())
+        }
+        Fault::NotDurable => KmsError::Internal(
+            "The key store could not confirm the change. Nothing was changed; retry the request."
+                .into(),
+        ),
+        Fault::BadInput | Fault::Setup => KmsError::Internal(STORE_INTERNAL.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +277,96 @@ mod tests {
             body,
             serde_json::json!({"__type": "InvalidCiphertextException"})
         );
+    }
+
+    const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    #[test]
+    fn store_errors_carry_aws_names_and_texts() {
+        let arn = || ARN.to_owned();
+        let cases = [
+            (
+                StoreError::KeyNotFound { arn: arn() },
+                "NotFoundException",
+                format!("Key '{ARN}' does not exist"),
+            ),
+            (
+                StoreError::Disabled { arn: arn() },
+                "DisabledException",
+                format!("{ARN} is disabled."),
+            ),
+            (
+                StoreError::PendingDeletion { arn: arn() },
+                "KMSInvalidStateException",
+                format!("{ARN} is pending deletion."),
+            ),
+            (
+                StoreError::Unreadable {
+                    label: "kmsgate/key/x".into(),
+                },
+                "KeyUnavailableException",
+                STORE_UNAVAILABLE.to_owned(),
+            ),
+            (
+                StoreError::LockPoisoned,
+                "KMSInternalException",
+                STORE_INTERNAL.to_owned(),
+            ),
+            (
+                StoreError::KeyRef(KeyRefError::OtherRegion {
+                    region: "us-west-2".into(),
+                }),
+                "NotFoundException",
+                "Invalid arn us-west-2".to_owned(),
+            ),
+            (
+                StoreError::KeyRef(KeyRefError::MalformedKeyId {
+                    key_id: "fake-key-id".into(),
+                }),
+                "NotFoundException",
+                "Invalid keyId 'fake-key-id'".to_owned(),
+            ),
+        ];
+        for (store, name, text) in cases {
+            let e = KmsError::from(store);
+            assert_eq!((e.type_name(), e.message()), (name, Some(text)));
+        }
+    }
+
+    #[test]
+    fn token_faults_map_by_class() {
+        let kms = |e: HsmError| KmsError::from(StoreError::Token(e));
+        assert_eq!(kms(HsmError::Busy), KmsError::Throttling);
+        assert_eq!(kms(HsmError::BadTag), KmsError::InvalidCiphertext);
+        assert_eq!(
+            kms(HsmError::CallTimeout(5)).type_name(),
+            "DependencyTimeoutException"
+        );
+        for e in [
+            HsmError::IncompleteListing,
+            HsmError::StaleGeneration,
+            HsmError::Unavailable("x".into()),
+        ] {
+            assert_eq!(kms(e), KmsError::KeyUnavailable(STORE_UNAVAILABLE.into()));
+        }
+        let e = kms(HsmError::NotDurable("x".into()));
+        assert_eq!(e.type_name(), "KMSInternalException");
+        assert!(
+            e.message()
+                .unwrap()
+                .contains("could not confirm the change")
+        );
+        assert_eq!(
+            kms(HsmError::Setup("x".into())),
+            KmsError::Internal(STORE_INTERNAL.into())
+        );
+        for e in [
+            kms(HsmError::QueueTimeout),
+            kms(HsmError::Closed),
+            kms(HsmError::NotDurable("x".into())),
+        ] {
+            assert_eq!(e.status(), 500);
+        }
     }
 
     #[test]

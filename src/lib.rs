@@ -12,8 +12,21 @@
 //! * [`hsm`]: pooled PKCS#11 sessions on dedicated worker threads (cryptoki);
 //! * [`blob`]: the ciphertext format and the encryption-context encoding.
 //!
-//! Every client-visible failure is a [`error::KmsError`], mapped to its
-//! exception name, status and message in one place.
+//! Each layer has its own error type, and none writes a client's text but
+//! the last:
+//!
+//! * [`hsm::HsmError`]: what the token did, classified once
+//!   ([`hsm::Fault`]: bad input, busy, timeout, retryable, fatal, stale
+//!   handle, not durable, setup);
+//! * [`keystore::StoreError`]: what the key store found (a key or alias
+//!   that does not exist, a key in the wrong state, an unreadable record, a
+//!   conflict), with the data a message needs (ARNs, labels) and, for a
+//!   token failure, the `HsmError` and so its class;
+//! * [`arn::KeyRefError`]: a KeyId parameter that cannot name a key;
+//! * [`error::KmsError`]: what a client sees. It is built in one place,
+//!   [`error`], from the errors above (`From`), with AWS's exception names,
+//!   statuses and texts; `auth` and `ops` also build it directly for
+//!   authentication and validation failures, which are theirs to judge.
 
 pub mod arn;
 pub mod auth;

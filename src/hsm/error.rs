@@ -5,7 +5,8 @@
 //! no retry will fix, a retryable fault of one session or of the device, a
 //! fatal fault after which the library must be finalised and initialised
 //! again, a stale object handle, or a deadline. The pool acts on the class
-//! (discard the session, re-initialise the library) and the key store maps it
+//! (discard the session, re-initialise the library); the key store logs it
+//! and carries it up inside its own error, and `src/error.rs` maps the class
 //! to what a client sees. This layer writes no client-facing text.
 
 use cryptoki::error::{Error as CkError, RvError};

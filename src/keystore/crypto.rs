@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{Key, KeyStore, hsm_to_kms};
+use super::error::{StoreError, token};
+use super::{Key, KeyStore};
 use crate::blob::{self, EncryptionContext, Header};
-use crate::error::KmsError;
 use crate::hsm::crypto;
 use crate::hsm::objects::MasterKeyVersion;
 use crate::hsm::{HsmError, TokenSession};
@@ -41,7 +41,7 @@ impl KeyStore {
         version: u32,
         handle: MasterKeyVersion,
         op: F,
-    ) -> Result<(Arc<Key>, T), KmsError>
+    ) -> Result<(Arc<Key>, T), StoreError>
     where
         T: Send + 'static,
         F: Fn(&TokenSession, MasterKeyVersion) -> Result<T, HsmError> + Clone + Send + 'static,
@@ -52,22 +52,22 @@ impl KeyStore {
             Err(e) if e.handle_is_stale() => {
                 tracing::warn!(key_id = %key.id(), version, error = %e, "stale key handle; re-reading the key");
             }
-            Err(e) => return Err(hsm_to_kms(e)),
+            Err(e) => return Err(token(e)),
         }
         let fresh = self
             .reload_key(key.id())
             .await?
-            .ok_or_else(|| self.realm.key_not_found(key.id()))?;
+            .ok_or_else(|| self.key_not_found(key.id()))?;
         let Some(handle) = fresh.version(version) else {
             tracing::error!(key_id = %key.id(), version, "key version missing on the token");
-            return Err(hsm_to_kms(HsmError::StaleGeneration));
+            return Err(token(HsmError::StaleGeneration));
         };
         let t = self
             .hsm
             .pool()
             .run(move |s| op(s, handle))
             .await
-            .map_err(hsm_to_kms)?;
+            .map_err(token)?;
         Ok((fresh, t))
     }
 
@@ -77,7 +77,7 @@ impl KeyStore {
         key: &Arc<Key>,
         context: &EncryptionContext,
         plaintext: Zeroizing<Vec<u8>>,
-    ) -> Result<Sealed, KmsError> {
+    ) -> Result<Sealed, StoreError> {
         let (key, version, handle) = self.take_encryption(key).await?;
         let header = Header {
             key_id: *key.id(),
@@ -108,7 +108,7 @@ impl KeyStore {
         context: &EncryptionContext,
         len: usize,
         want_plaintext: bool,
-    ) -> Result<Sealed, KmsError> {
+    ) -> Result<Sealed, StoreError> {
         let (key, version, handle) = self.take_encryption(key).await?;
         let header = Header {
             key_id: *key.id(),
@@ -141,7 +141,7 @@ impl KeyStore {
         key: &Arc<Key>,
         parsed: &blob::ParsedBlob<'_>,
         context: &EncryptionContext,
-    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         let wanted = parsed.header.key_version;
         let (key, handle) = match key.version(wanted) {
             Some(h) => (key.clone(), h),
@@ -152,8 +152,8 @@ impl KeyStore {
                 let fresh = self
                     .reload_key(key.id())
                     .await?
-                    .ok_or_else(|| self.realm.key_not_found(key.id()))?;
-                let h = fresh.version(wanted).ok_or(KmsError::InvalidCiphertext)?;
+                    .ok_or_else(|| self.key_not_found(key.id()))?;
+                let h = fresh.version(wanted).ok_or(StoreError::NoSuchVersion)?;
                 (fresh, h)
             }
         };
@@ -169,11 +169,11 @@ impl KeyStore {
     }
 
     /// Bytes from the token's RNG.
-    pub async fn random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    pub async fn random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         self.hsm
             .pool()
             .run(move |s| crypto::random(s, len))
             .await
-            .map_err(hsm_to_kms)
+            .map_err(token)
     }
 }

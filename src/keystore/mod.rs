@@ -17,9 +17,17 @@
 //! Dated work (automatic rotation, deletion at the end of the waiting
 //! period) is done by the [`scheduler`]; GCM usage is bounded per key
 //! version by [`usage`].
+//!
+//! Every fallible function returns a [`StoreError`] ([`error`]): what went
+//! wrong and the data to say so, never a client's text. The callbacks that
+//! let `ops` change a record ([`KeyStore::update_key`]) return the caller's
+//! own error type, so a refusal from `ops` comes back unchanged.
 
+mod alias;
 pub mod clock;
 mod crypto;
+pub mod error;
+mod lookup;
 pub mod record;
 pub mod scheduler;
 pub mod sync;
@@ -31,17 +39,18 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use uuid::Uuid;
 
-use crate::arn::{KeyRef, Realm};
-use crate::error::KmsError;
+use crate::arn::Realm;
 use crate::hsm::objects::{self, DataHandle, MasterKeyVersion};
-use crate::hsm::{Fault, Hsm, HsmError, TokenSession};
+use crate::hsm::{Hsm, HsmError, TokenSession};
 pub use clock::Clock;
 pub use crypto::Sealed;
+pub use error::StoreError;
+use error::{lock_poisoned, token, unreadable};
 pub use record::{
     AliasRecord, KeyRecord, KeyState, RotationSchedule, RotationType, Tag, VersionRecord,
     key_material_id,
 };
-use record::{LABEL_PREFIX, Revisioned, alias_label, key_label, version_label};
+use record::{LABEL_PREFIX, Revisioned, version_label};
 
 /// A key as the cache holds it: its record and the handles of its versions.
 #[derive(Debug)]
@@ -60,22 +69,21 @@ impl Key {
         self.versions.get(&v).copied()
     }
 
-    /// Usable for cryptography: Enabled. AWS's texts otherwise.
-    pub fn check_usable(&self, realm: &Realm) -> Result<(), KmsError> {
+    /// Usable for cryptography: Enabled. [`StoreError::Disabled`] or
+    /// [`StoreError::PendingDeletion`] otherwise.
+    pub fn check_usable(&self, realm: &Realm) -> Result<(), StoreError> {
         usable(&self.record, realm)
     }
 }
 
 /// A key record is usable for cryptography (and for rotation settings) only
-/// while Enabled; AWS's exceptions and texts otherwise.
-pub fn usable(record: &KeyRecord, realm: &Realm) -> Result<(), KmsError> {
-    let arn = realm.key_arn(&record.key_id);
+/// while Enabled.
+pub fn usable(record: &KeyRecord, realm: &Realm) -> Result<(), StoreError> {
+    let arn = || realm.key_arn(&record.key_id);
     match record.state {
         KeyState::Enabled => Ok(()),
-        KeyState::Disabled => Err(KmsError::Disabled(format!("{arn} is disabled."))),
-        KeyState::PendingDeletion => Err(KmsError::InvalidState(format!(
-            "{arn} is pending deletion."
-        ))),
+        KeyState::Disabled => Err(StoreError::Disabled { arn: arn() }),
+        KeyState::PendingDeletion => Err(StoreError::PendingDeletion { arn: arn() }),
     }
 }
 
@@ -174,44 +182,6 @@ pub struct KeyStore {
     synced: std::sync::atomic::AtomicBool,
 }
 
-/// Maps token failures to what a client sees, by their class: a token fault
-/// is always a retryable 5xx, never NotFoundException or
-/// AccessDeniedException (DESIGN.md decision 13). Details stay in the log.
-pub fn hsm_to_kms(e: HsmError) -> KmsError {
-    match e.fault() {
-        Fault::Busy => KmsError::Throttling,
-        Fault::Timeout => {
-            tracing::warn!(error = %e, "token deadline passed");
-            KmsError::DependencyTimeout(
-                "The key store did not answer in time. Retry the request.".into(),
-            )
-        }
-        Fault::BadInput if matches!(e, HsmError::BadTag) => KmsError::InvalidCiphertext,
-        Fault::Retryable | Fault::Fatal | Fault::StaleHandle => {
-            tracing::error!(error = %e, "token unavailable");
-            KmsError::KeyUnavailable("The key store is unavailable. Retry the request.".into())
-        }
-        Fault::NotDurable => {
-            tracing::error!(error = %e, "write not confirmed; nothing was changed");
-            KmsError::Internal(
-                "The key store could not confirm the change. Nothing was changed; retry the request."
-                    .into(),
-            )
-        }
-        Fault::BadInput | Fault::Setup => {
-            tracing::error!(error = %e, "token operation failed");
-            KmsError::Internal("An internal error occurred in the key store.".into())
-        }
-    }
-}
-
-/// A record the token holds but that does not parse, with no valid revision
-/// beside it: the key or alias is unavailable, never "not found".
-fn unreadable(label: &str) -> KmsError {
-    tracing::error!(%label, "only unreadable revisions of this record are on the token");
-    KmsError::KeyUnavailable("The key store is unavailable. Retry the request.".into())
-}
-
 /// Reads kmsgate's data objects with `label`. An empty answer is believed
 /// only if the same listing finds the change marker, which is always on the
 /// token: a failing token (its storage moved, unreadable, out of file
@@ -226,10 +196,6 @@ pub(crate) fn read_records(
         return Err(HsmError::IncompleteListing);
     }
     Ok(found)
-}
-
-fn lock_poisoned() -> KmsError {
-    KmsError::Internal("An internal error occurred in the key store.".into())
 }
 
 impl KeyStore {
@@ -330,173 +296,17 @@ impl KeyStore {
         self.clock.now()
     }
 
-    fn cached_key(&self, id: &Uuid) -> Result<Option<Arc<Key>>, KmsError> {
-        Ok(self
-            .cache
-            .read()
-            .map_err(|_| lock_poisoned())?
-            .keys
-            .get(id)
-            .cloned())
-    }
-
-    /// A key by id: from the cache, else from the token (another gateway
-    /// may have created it).
-    pub async fn key_by_id(&self, id: &Uuid) -> Result<Option<Arc<Key>>, KmsError> {
-        if let Some(k) = self.cached_key(id)? {
-            return Ok(Some(k));
-        }
-        self.reload_key(id).await
-    }
-
-    /// Reads a key's latest record and version handles from the token into
-    /// the cache; `None` (and out of the cache) only if a healthy listing of
-    /// the token has no record of it.
-    async fn reload_key(&self, id: &Uuid) -> Result<Option<Arc<Key>>, KmsError> {
-        let label = key_label(id);
-        if self.is_absent(&label)? {
-            return Ok(None);
-        }
-        let read_label = label.clone();
-        let id = *id;
-        let found = self
-            .hsm
-            .pool()
-            .run(move |s| {
-                let (meta, record) = match latest::<KeyRecord>(read_records(s, &read_label)?) {
-                    Latest::Found(m, r) => (m, r),
-                    Latest::Absent => return Ok(Latest::Absent),
-                    Latest::Unreadable => return Ok(Latest::Unreadable),
-                };
-                let mut handles = HashMap::new();
-                for v in &record.versions {
-                    let l = version_label(&id, v.version, &v.nonce);
-                    if let Some(h) = objects::find_master_key(s, &l)? {
-                        handles.insert(l, h);
-                    }
-                }
-                Ok(Latest::Found(
-                    meta,
-                    build_key(record, meta, |l| handles.get(l).copied()),
-                ))
-            })
-            .await
-            .map_err(hsm_to_kms)?;
-        match found {
-            Latest::Found(_, key) => {
-                let key = Arc::new(key);
-                self.cache
-                    .write()
-                    .map_err(|_| lock_poisoned())?
-                    .keys
-                    .insert(id, key.clone());
-                Ok(Some(key))
-            }
-            Latest::Absent => {
-                self.cache
-                    .write()
-                    .map_err(|_| lock_poisoned())?
-                    .keys
-                    .remove(&id);
-                self.mark_absent(label)?;
-                Ok(None)
-            }
-            Latest::Unreadable => Err(unreadable(&label)),
-        }
-    }
-
-    async fn alias(&self, name: &str) -> Result<Option<AliasEntry>, KmsError> {
-        if let Some(a) = self
-            .cache
-            .read()
-            .map_err(|_| lock_poisoned())?
-            .aliases
-            .get(name)
-            .cloned()
-        {
-            return Ok(Some(a));
-        }
-        self.reload_alias(name).await
-    }
-
-    async fn reload_alias(&self, name: &str) -> Result<Option<AliasEntry>, KmsError> {
-        let label = alias_label(name);
-        if self.is_absent(&label)? {
-            return Ok(None);
-        }
-        let read_label = label.clone();
-        let found = self
-            .hsm
-            .pool()
-            .run(move |s| Ok(latest::<AliasRecord>(read_records(s, &read_label)?)))
-            .await
-            .map_err(hsm_to_kms)?;
-        let mut cache = self.cache.write().map_err(|_| lock_poisoned())?;
-        match found {
-            Latest::Found(handle, record) => {
-                let entry = AliasEntry { handle, record };
-                cache.aliases.insert(name.to_owned(), entry.clone());
-                Ok(Some(entry))
-            }
-            Latest::Absent => {
-                cache.aliases.remove(name);
-                drop(cache);
-                self.mark_absent(label)?;
-                Ok(None)
-            }
-            Latest::Unreadable => Err(unreadable(&label)),
-        }
-    }
-
-    fn is_absent(&self, label: &str) -> Result<bool, KmsError> {
-        Ok(self
-            .absent
-            .lock()
-            .map_err(|_| lock_poisoned())?
-            .contains(label))
-    }
-
-    /// Remembers that `label` is not on the token (bounded; cleared by every
-    /// full sync).
-    fn mark_absent(&self, label: String) -> Result<(), KmsError> {
-        let mut absent = self.absent.lock().map_err(|_| lock_poisoned())?;
-        if absent.len() < 10_000 {
-            absent.insert(label);
-        }
-        Ok(())
-    }
-
-    /// Resolves a KeyId parameter (key id, key ARN, alias name, alias ARN)
-    /// to a key, or AWS's NotFoundException.
-    pub async fn resolve(&self, key_id_param: &str) -> Result<Arc<Key>, KmsError> {
-        match self.realm.parse_key_ref(key_id_param)? {
-            KeyRef::Key(id) => self
-                .key_by_id(&id)
-                .await?
-                .ok_or_else(|| self.realm.key_not_found(&id)),
-            KeyRef::Alias(name) => {
-                let entry = self
-                    .alias(&name)
-                    .await?
-                    .ok_or_else(|| self.realm.alias_not_found(&name))?;
-                self.key_by_id(&entry.record.target)
-                    .await?
-                    .ok_or_else(|| self.realm.key_not_found(&entry.record.target))
-            }
-        }
-    }
-
     /// Every key, ordered by key id.
-    pub fn all_keys(&self) -> Result<Vec<Arc<Key>>, KmsError> {
-        let cache = self.cache.read().map_err(|_| lock_poisoned())?;
+    pub fn all_keys(&self) -> Result<Vec<Arc<Key>>, StoreError> {
+        let cache = self.cache.read().map_err(lock_poisoned)?;
         let mut keys: Vec<Arc<Key>> = cache.keys.values().cloned().collect();
         keys.sort_by(|a, b| a.id().cmp(b.id()));
         Ok(keys)
     }
 
     /// Every alias, ordered by name.
-    pub fn all_aliases(&self) -> Result<Vec<AliasRecord>, KmsError> {
-        let cache = self.cache.read().map_err(|_| lock_poisoned())?;
+    pub fn all_aliases(&self) -> Result<Vec<AliasRecord>, StoreError> {
+        let cache = self.cache.read().map_err(lock_poisoned)?;
         Ok(cache.aliases.values().map(|a| a.record.clone()).collect())
     }
 
@@ -507,7 +317,7 @@ impl KeyStore {
 
     /// How every version of every key is protected, as the token reports
     /// it. For `kmsgate check-keys`, the operator's custody check.
-    pub async fn custody_report(&self) -> Result<Vec<Custody>, KmsError> {
+    pub async fn custody_report(&self) -> Result<Vec<Custody>, StoreError> {
         let mut versions = Vec::new();
         for key in self.all_keys()? {
             let mut vs: Vec<_> = key.versions.iter().map(|(v, h)| (*v, *h)).collect();
@@ -536,7 +346,7 @@ impl KeyStore {
                 Ok(out)
             })
             .await
-            .map_err(hsm_to_kms)
+            .map_err(token)
     }
 }
 
@@ -604,8 +414,8 @@ pub(crate) enum Latest<T> {
 }
 
 impl<T> Latest<T> {
-    /// The record, `None` if absent, KeyUnavailable if unreadable.
-    pub(crate) fn found(self, label: &str) -> Result<Option<(DataHandle, T)>, KmsError> {
+    /// The record, `None` if absent, [`StoreError::Unreadable`] if unreadable.
+    pub(crate) fn found(self, label: &str) -> Result<Option<(DataHandle, T)>, StoreError> {
         match self {
             Latest::Found(h, t) => Ok(Some((h, t))),
             Latest::Absent => Ok(None),

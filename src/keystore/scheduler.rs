@@ -15,8 +15,7 @@
 use uuid::Uuid;
 
 use super::write::{Change, NewVersion};
-use super::{KeyRecord, KeyState, KeyStore, RotationType};
-use crate::error::KmsError;
+use super::{KeyRecord, KeyState, KeyStore, RotationType, StoreError};
 
 /// What one scheduler round did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -51,7 +50,7 @@ fn rotation_due(r: &KeyRecord, now: f64) -> bool {
 impl KeyStore {
     /// Does the work that is due now, key by key: one key's failure is
     /// logged and retried later, and never stops the others.
-    pub async fn run_due(&self) -> Result<DueReport, KmsError> {
+    pub async fn run_due(&self) -> Result<DueReport, StoreError> {
         let mut report = DueReport::default();
         for key in self.all_keys()? {
             let now = self.now();
@@ -90,9 +89,9 @@ impl KeyStore {
         Ok(report)
     }
 
-    async fn rotate_if_due(&self, id: &Uuid) -> Result<bool, KmsError> {
+    async fn rotate_if_due(&self, id: &Uuid) -> Result<bool, StoreError> {
         let mut rotated = false;
-        self.modify(id, |r| {
+        self.modify::<_, StoreError>(id, |r| {
             let now = self.now();
             rotated = rotation_due(r, now);
             if !rotated {

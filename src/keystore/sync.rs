@@ -23,9 +23,9 @@ use std::sync::atomic::Ordering;
 
 use crate::hsm::TokenSession;
 
+use super::error::{StoreError, lock_poisoned, token};
 use super::record::AliasRecord;
-use super::{KeyRecord, KeyStore, LABEL_PREFIX, hsm_to_kms, lock_poisoned, parse_record};
-use crate::error::KmsError;
+use super::{KeyRecord, KeyStore, LABEL_PREFIX, parse_record};
 use crate::hsm::objects::{self, DataHandle};
 
 /// Rounds between full syncs when the marker has not moved.
@@ -111,10 +111,10 @@ impl KeyStore {
     /// back without the change marker) makes [`is_ready`](Self::is_ready)
     /// false until a round succeeds. A pool health check goes first, so a
     /// fatal fault is noticed, and recovered from, even with no traffic.
-    pub async fn sync_once(&self) -> Result<SyncReport, KmsError> {
+    pub async fn sync_once(&self) -> Result<SyncReport, StoreError> {
         let result = match self.hsm.pool().health_check().await {
             Ok(()) => self.sync_round().await,
-            Err(e) => Err(hsm_to_kms(e)),
+            Err(e) => Err(token(e)),
         };
         let ok = result.is_ok();
         if self.synced.swap(ok, Ordering::Relaxed) != ok {
@@ -132,9 +132,9 @@ impl KeyStore {
         self.synced.load(Ordering::Relaxed) && self.hsm.is_healthy()
     }
 
-    async fn sync_round(&self) -> Result<SyncReport, KmsError> {
+    async fn sync_round(&self) -> Result<SyncReport, StoreError> {
         let (handles, last, due) = {
-            let mut m = self.markers.lock().map_err(|_| lock_poisoned())?;
+            let mut m = self.markers.lock().map_err(lock_poisoned)?;
             m.rounds += 1;
             (
                 m.handles.clone(),
@@ -147,7 +147,7 @@ impl KeyStore {
             .pool()
             .run(move |s| read_labels(s, &handles))
             .await
-            .map_err(hsm_to_kms)?;
+            .map_err(token)?;
         let moved = labels != last || labels.iter().any(Option::is_none);
         if !moved && !due {
             return Ok(SyncReport::default());
@@ -159,15 +159,15 @@ impl KeyStore {
             .pool()
             .run(Markers::find_or_create)
             .await
-            .map_err(hsm_to_kms)?;
-        *self.markers.lock().map_err(|_| lock_poisoned())? = markers;
-        self.absent.lock().map_err(|_| lock_poisoned())?.clear();
+            .map_err(token)?;
+        *self.markers.lock().map_err(lock_poisoned)? = markers;
+        self.absent.lock().map_err(lock_poisoned)?.clear();
         self.full_sync().await
     }
 
     /// Re-reads every record whose object is new or gone since the last
     /// full sync.
-    async fn full_sync(&self) -> Result<SyncReport, KmsError> {
+    async fn full_sync(&self) -> Result<SyncReport, StoreError> {
         let current: HashSet<DataHandle> = self
             .hsm
             .pool()
@@ -181,11 +181,11 @@ impl KeyStore {
                 Ok(handles)
             })
             .await
-            .map_err(hsm_to_kms)?
+            .map_err(token)?
             .into_iter()
             .collect();
         let new: Vec<DataHandle> = {
-            let mut seen = self.seen.lock().map_err(|_| lock_poisoned())?;
+            let mut seen = self.seen.lock().map_err(lock_poisoned)?;
             let new = current.difference(&seen).copied().collect();
             *seen = current.clone();
             new
@@ -197,13 +197,13 @@ impl KeyStore {
                 .pool()
                 .run(move |s| objects::read_data_objects(s, &new))
                 .await
-                .map_err(hsm_to_kms)?
+                .map_err(token)?
         };
 
         let mut keys = HashSet::new();
         let mut aliases = HashSet::new();
         {
-            let cache = self.cache.read().map_err(|_| lock_poisoned())?;
+            let cache = self.cache.read().map_err(lock_poisoned)?;
             for o in &objs {
                 let Some(rest) = o.label.strip_prefix(LABEL_PREFIX) else {
                     continue;

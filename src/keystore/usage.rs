@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use uuid::Uuid;
 
+use super::error::{StoreError, lock_poisoned};
 use super::write::{Change, NewVersion};
-use super::{Key, KeyStore, RotationType, lock_poisoned};
-use crate::error::KmsError;
+use super::{Key, KeyStore, RotationType};
 use crate::hsm::objects::MasterKeyVersion;
 
 /// What this gateway may still encrypt under one key's primary version.
@@ -50,14 +50,14 @@ impl Budget {
 }
 
 impl KeyStore {
-    fn budget(&self, id: &Uuid) -> Result<Arc<Budget>, KmsError> {
-        if let Some(b) = self.budgets.read().map_err(|_| lock_poisoned())?.get(id) {
+    fn budget(&self, id: &Uuid) -> Result<Arc<Budget>, StoreError> {
+        if let Some(b) = self.budgets.read().map_err(lock_poisoned)?.get(id) {
             return Ok(b.clone());
         }
         Ok(self
             .budgets
             .write()
-            .map_err(|_| lock_poisoned())?
+            .map_err(lock_poisoned)?
             .entry(*id)
             .or_default()
             .clone())
@@ -69,7 +69,7 @@ impl KeyStore {
     pub(super) async fn take_encryption(
         &self,
         key: &Arc<Key>,
-    ) -> Result<(Arc<Key>, u32, MasterKeyVersion), KmsError> {
+    ) -> Result<(Arc<Key>, u32, MasterKeyVersion), StoreError> {
         let id = *key.id();
         let budget = self.budget(&id)?;
         let mut key = key.clone();
@@ -89,21 +89,21 @@ impl KeyStore {
             budget.set(version, granted);
             key = fresh;
         }
-        Err(KmsError::Internal(
-            "Could not reserve GCM encryptions for the key. Retry the request.".into(),
-        ))
+        Err(StoreError::UsageNotReserved)
     }
 
-    fn handle_of(&self, key: &Key, version: u32) -> Result<MasterKeyVersion, KmsError> {
+    fn handle_of(&self, key: &Key, version: u32) -> Result<MasterKeyVersion, StoreError> {
         key.version(version).ok_or_else(|| {
             tracing::error!(key_id = %key.id(), version, "primary key version missing on the token");
-            KmsError::KeyUnavailable(format!("{} is unavailable.", self.realm.key_arn(key.id())))
+            StoreError::PrimaryVersionMissing {
+                arn: self.realm.key_arn(key.id()),
+            }
         })
     }
 
     /// Reserves a block of encryptions under the primary version, on the
     /// token; rotates the key if the version has reached the bound.
-    async fn reserve(&self, id: &Uuid) -> Result<(Arc<Key>, u32, u64), KmsError> {
+    async fn reserve(&self, id: &Uuid) -> Result<(Arc<Key>, u32, u64), StoreError> {
         let bound = self.policy.gcm_usage_bound;
         let block = self.policy.gcm_reserve_block.clamp(1, bound.max(1));
         let mut granted = 0;
@@ -111,7 +111,7 @@ impl KeyStore {
             .modify(id, |r| {
                 let primary = r.primary_version;
                 let Some(v) = r.version_mut(primary) else {
-                    return Err(KmsError::Internal("primary version has no record".into()));
+                    return Err(StoreError::Internal("primary version has no record".into()));
                 };
                 let left = bound.saturating_sub(v.encryptions_reserved);
                 if left == 0 {

@@ -36,20 +36,17 @@ use std::time::Duration;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::error::{StoreError, lock_poisoned, token};
 use super::record::{
     RotationType, VersionRecord, alias_label, key_label, version_id, version_label,
 };
-use super::{
-    AliasEntry, AliasRecord, Key, KeyRecord, KeyStore, Latest, Tag, hsm_to_kms, latest,
-    lock_poisoned, read_records,
-};
-use crate::error::KmsError;
+use super::{AliasRecord, Key, KeyRecord, KeyStore, Tag, latest, read_records};
 use crate::hsm::objects::{self, DataHandle, MasterKeyVersion};
 use crate::hsm::readback::Confirmer;
 use crate::hsm::{HsmError, TokenSession};
 
 /// How often a change is tried before the client is told to retry.
-const MAX_ATTEMPTS: u32 = 8;
+pub(super) const MAX_ATTEMPTS: u32 = 8;
 
 /// A new key version to create with a change.
 #[derive(Debug, Clone, Copy)]
@@ -82,7 +79,7 @@ fn revision_of(value: &[u8]) -> u64 {
 /// Steps 2 and 3 for one record, on the token: creates the new revision,
 /// confirms it durable, and keeps it only if no rival revision exists.
 /// `None` on a conflict.
-fn commit(
+pub(super) fn commit(
     s: &TokenSession,
     confirm: &Confirmer,
     label: &str,
@@ -128,19 +125,13 @@ fn new_version_object(
 }
 
 /// A short random pause before trying again, growing with the attempt.
-async fn back_off(attempt: u32) {
+pub(super) async fn back_off(attempt: u32) {
     let jitter = rand::random_range(0..20u64);
     tokio::time::sleep(Duration::from_millis(5 + jitter + 10 * u64::from(attempt))).await;
 }
 
-fn conflict() -> KmsError {
-    KmsError::Internal(
-        "The key was being changed concurrently by another gateway. Retry the request.".into(),
-    )
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, KmsError> {
-    serde_json::to_vec(v).map_err(|e| KmsError::Internal(e.to_string()))
+pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Internal(e.to_string()))
 }
 
 fn new_nonce() -> String {
@@ -153,7 +144,7 @@ impl KeyStore {
         &self,
         description: String,
         tags: Vec<Tag>,
-    ) -> Result<Arc<Key>, KmsError> {
+    ) -> Result<Arc<Key>, StoreError> {
         let _guard = self.writes.lock().await;
         let id = Uuid::new_v4();
         let nonce = new_nonce();
@@ -187,7 +178,7 @@ impl KeyStore {
                 }
             })
             .await
-            .map_err(hsm_to_kms)?;
+            .map_err(token)?;
         let key = Arc::new(Key {
             record,
             meta,
@@ -195,7 +186,7 @@ impl KeyStore {
         });
         self.cache
             .write()
-            .map_err(|_| lock_poisoned())?
+            .map_err(lock_poisoned)?
             .keys
             .insert(id, key.clone());
         self.announce().await;
@@ -207,18 +198,24 @@ impl KeyStore {
     /// from the token and may refuse; nothing is written if it changes
     /// nothing. It may run more than once (on a conflict with another
     /// gateway), each time on the then-latest record.
-    pub async fn update_key<F>(&self, id: &Uuid, mut change: F) -> Result<Arc<Key>, KmsError>
+    ///
+    /// The caller's refusal comes back as it was made: the error type `E`
+    /// is the caller's, and the key store's own failures become an `E`
+    /// through `From<StoreError>`.
+    pub async fn update_key<F, E>(&self, id: &Uuid, mut change: F) -> Result<Arc<Key>, E>
     where
-        F: FnMut(&mut KeyRecord) -> Result<(), KmsError>,
+        F: FnMut(&mut KeyRecord) -> Result<(), E>,
+        E: From<StoreError>,
     {
         self.modify(id, |r| change(r).map(|()| Change::Edit)).await
     }
 
     /// The general form of [`update_key`](Self::update_key): `change` may
     /// also ask for a new primary version (a rotation).
-    pub(super) async fn modify<F>(&self, id: &Uuid, mut change: F) -> Result<Arc<Key>, KmsError>
+    pub(super) async fn modify<F, E>(&self, id: &Uuid, mut change: F) -> Result<Arc<Key>, E>
     where
-        F: FnMut(&mut KeyRecord) -> Result<Change, KmsError>,
+        F: FnMut(&mut KeyRecord) -> Result<Change, E>,
+        E: From<StoreError>,
     {
         let _guard = self.writes.lock().await;
         let label = key_label(id);
@@ -229,17 +226,17 @@ impl KeyStore {
                 .pool()
                 .run(move |s| Ok(latest::<KeyRecord>(read_records(s, &read_label)?)))
                 .await
-                .map_err(hsm_to_kms)?
+                .map_err(token)?
                 .found(&label)?;
             let Some((base_meta, base)) = latest_on_token else {
                 self.forget_key(id)?;
-                return Err(self.realm.key_not_found(id));
+                return Err(self.key_not_found(id).into());
             };
             let mut record = base.clone();
             let new_version = match change(&mut record)? {
                 Change::Edit if record == base => {
                     // Nothing to write: the record just read is the latest.
-                    return self.publish(base, base_meta, None).await;
+                    return Ok(self.publish(base, base_meta, None).await?);
                 }
                 Change::Edit => None,
                 Change::Rotate(spec) => {
@@ -284,7 +281,7 @@ impl KeyStore {
                     }
                 })
                 .await
-                .map_err(hsm_to_kms)?;
+                .map_err(token)?;
             match committed {
                 Some((meta, created)) => {
                     let key = self.publish(record, meta, created).await?;
@@ -300,21 +297,20 @@ impl KeyStore {
                 }
             }
         }
-        Err(conflict())
+        Err(StoreError::Conflict.into())
     }
 
     /// RotateKeyOnDemand: a new primary version now, within the per-key
     /// limit of on-demand rotations.
-    pub async fn rotate_on_demand(&self, id: &Uuid) -> Result<Arc<Key>, KmsError> {
+    pub async fn rotate_on_demand(&self, id: &Uuid) -> Result<Arc<Key>, StoreError> {
         let max = self.policy.max_on_demand_rotations;
         let realm = &self.realm;
         self.modify(id, |r| {
             super::usable(r, realm)?;
             if r.on_demand_rotations >= max {
-                return Err(KmsError::LimitExceeded(format!(
-                    "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: {}",
-                    realm.key_arn(&r.key_id)
-                )));
+                return Err(StoreError::OnDemandRotationLimit {
+                    arn: realm.key_arn(&r.key_id),
+                });
             }
             r.on_demand_rotations += 1;
             Ok(Change::Rotate(NewVersion {
@@ -333,7 +329,7 @@ impl KeyStore {
         record: KeyRecord,
         meta: DataHandle,
         created: Option<(u32, MasterKeyVersion)>,
-    ) -> Result<Arc<Key>, KmsError> {
+    ) -> Result<Arc<Key>, StoreError> {
         let id = record.key_id;
         let mut versions = self
             .cached_key(&id)?
@@ -362,7 +358,7 @@ impl KeyStore {
                     Ok(out)
                 })
                 .await
-                .map_err(hsm_to_kms)?;
+                .map_err(token)?;
             for v in &record.versions {
                 if let Some(h) = found.get(&version_label(&id, v.version, &v.nonce)) {
                     versions.insert(v.version, *h);
@@ -376,133 +372,14 @@ impl KeyStore {
         });
         self.cache
             .write()
-            .map_err(|_| lock_poisoned())?
+            .map_err(lock_poisoned)?
             .keys
             .insert(id, key.clone());
         Ok(key)
     }
 
-    fn forget_key(&self, id: &Uuid) -> Result<(), KmsError> {
-        self.cache
-            .write()
-            .map_err(|_| lock_poisoned())?
-            .keys
-            .remove(id);
-        Ok(())
-    }
-
-    /// Creates `alias_name` (with prefix) for `target`.
-    pub async fn create_alias(&self, alias_name: &str, target: &Uuid) -> Result<(), KmsError> {
-        let now = self.now();
-        self.write_alias(alias_name, |existing| match existing {
-            Some(_) => Err(KmsError::AlreadyExists(format!(
-                "An alias with the name {} already exists",
-                self.realm.alias_arn(alias_name)
-            ))),
-            None => Ok(AliasRecord {
-                format: 1,
-                revision: 0,
-                name: alias_name.to_owned(),
-                target: *target,
-                created: now,
-                updated: now,
-            }),
-        })
-        .await
-    }
-
-    /// Points an existing alias at another key.
-    pub async fn update_alias(&self, alias_name: &str, target: &Uuid) -> Result<(), KmsError> {
-        let now = self.now();
-        self.write_alias(alias_name, |existing| match existing {
-            None => Err(self.realm.alias_not_found(alias_name)),
-            Some(r) => Ok(AliasRecord {
-                target: *target,
-                updated: now,
-                revision: r.revision + 1,
-                ..r.clone()
-            }),
-        })
-        .await
-    }
-
-    /// Writes an alias record with the commit protocol: `make` gets the
-    /// latest record on the token (if any) and returns the new one.
-    async fn write_alias<F>(&self, alias_name: &str, mut make: F) -> Result<(), KmsError>
-    where
-        F: FnMut(Option<&AliasRecord>) -> Result<AliasRecord, KmsError>,
-    {
-        let _guard = self.writes.lock().await;
-        let label = alias_label(alias_name);
-        for attempt in 0..MAX_ATTEMPTS {
-            let read_label = label.clone();
-            let current = self
-                .hsm
-                .pool()
-                .run(move |s| Ok(latest::<AliasRecord>(read_records(s, &read_label)?)))
-                .await
-                .map_err(hsm_to_kms)?;
-            // A record that does not parse is replaced by a fresh one, with a
-            // revision above anything on the token.
-            let current = match current {
-                Latest::Unreadable => {
-                    tracing::warn!(alias = alias_name, "replacing an unreadable alias record");
-                    None
-                }
-                other => other.found(&label)?,
-            };
-            let record = make(current.as_ref().map(|(_, r)| r))?;
-            let value = to_json(&record)?;
-            let (l, revision) = (label.clone(), record.revision);
-            let confirm = self.hsm.confirmer();
-            let committed = self
-                .hsm
-                .pool()
-                .run(move |s| commit(s, &confirm, &l, &value, revision))
-                .await
-                .map_err(hsm_to_kms)?;
-            if let Some(handle) = committed {
-                self.cache
-                    .write()
-                    .map_err(|_| lock_poisoned())?
-                    .aliases
-                    .insert(alias_name.to_owned(), AliasEntry { handle, record });
-                self.announce().await;
-                return Ok(());
-            }
-            back_off(attempt).await;
-        }
-        Err(conflict())
-    }
-
-    pub async fn delete_alias(&self, alias_name: &str) -> Result<(), KmsError> {
-        let _guard = self.writes.lock().await;
-        let label = alias_label(alias_name);
-        let confirm = self.hsm.confirmer();
-        let removed = self
-            .hsm
-            .pool()
-            .run(move |s| {
-                let all = read_records(s, &label)?;
-                for o in &all {
-                    let _ = objects::destroy_data(s, o.handle);
-                }
-                if !all.is_empty() {
-                    confirm.data_gone(s, &label)?;
-                }
-                Ok(!all.is_empty())
-            })
-            .await
-            .map_err(hsm_to_kms)?;
-        self.cache
-            .write()
-            .map_err(|_| lock_poisoned())?
-            .aliases
-            .remove(alias_name);
-        self.announce().await;
-        if !removed {
-            return Err(self.realm.alias_not_found(alias_name));
-        }
+    fn forget_key(&self, id: &Uuid) -> Result<(), StoreError> {
+        self.cache.write().map_err(lock_poisoned)?.keys.remove(id);
         Ok(())
     }
 
@@ -510,7 +387,7 @@ impl KeyStore {
     /// and its record. Its ciphertexts can never be decrypted again.
     /// `still_due` is checked on the latest record first, so a deletion
     /// cancelled meanwhile (through any gateway) is not carried out.
-    pub(super) async fn destroy_key<F>(&self, id: &Uuid, still_due: F) -> Result<bool, KmsError>
+    pub(super) async fn destroy_key<F>(&self, id: &Uuid, still_due: F) -> Result<bool, StoreError>
     where
         F: Fn(&KeyRecord) -> bool,
     {
@@ -522,7 +399,7 @@ impl KeyStore {
             .pool()
             .run(move |s| Ok(latest::<KeyRecord>(read_records(s, &read_label)?)))
             .await
-            .map_err(hsm_to_kms)?
+            .map_err(token)?
             .found(&label)?;
         let Some((_, record)) = latest_on_token else {
             self.forget_key(id)?;
@@ -558,9 +435,9 @@ impl KeyStore {
                 confirm.data_gone(s, &label)
             })
             .await
-            .map_err(hsm_to_kms)?;
+            .map_err(token)?;
         {
-            let mut cache = self.cache.write().map_err(|_| lock_poisoned())?;
+            let mut cache = self.cache.write().map_err(lock_poisoned)?;
             cache.keys.remove(id);
             cache.aliases.retain(|_, a| a.record.target != *id);
         }

@@ -12,18 +12,22 @@ use std::sync::Arc;
 
 use super::Ctx;
 use super::shapes::pending_deletion;
-use crate::arn::KeyRef;
+use crate::arn::{KeyRef, KeyRefError};
 use crate::error::KmsError;
 use crate::keystore::{Key, KeyRecord, KeyState};
 
 /// The key named by a key id or key ARN; NotFoundException otherwise.
 pub async fn resolve_key_id_or_arn(ctx: &Ctx<'_>, key_id: &str) -> Result<Arc<Key>, KmsError> {
     match ctx.store.realm().parse_key_ref(key_id)? {
-        KeyRef::Key(_) => ctx.store.resolve(key_id).await,
-        KeyRef::Alias(_) if key_id.starts_with("arn:") => {
-            Err(KmsError::NotFound(format!("Invalid arn {key_id}")))
+        KeyRef::Key(_) => Ok(ctx.store.resolve(key_id).await?),
+        KeyRef::Alias(_) if key_id.starts_with("arn:") => Err(KeyRefError::MalformedArn {
+            arn: key_id.to_owned(),
         }
-        KeyRef::Alias(_) => Err(KmsError::NotFound(format!("Invalid keyId '{key_id}'"))),
+        .into()),
+        KeyRef::Alias(_) => Err(KeyRefError::MalformedKeyId {
+            key_id: key_id.to_owned(),
+        }
+        .into()),
     }
 }
 

@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 use super::validate::Violations;
 use crate::arn::Realm;
 use crate::error::KmsError;
-use crate::keystore::{Key, KeyState, key_material_id};
+use crate::keystore::{Key, KeyState, StoreError, key_material_id};
 
 /// Standard base64; padding optional on input, always written on output.
 const B64: GeneralPurpose = GeneralPurpose::new(
@@ -204,7 +204,11 @@ impl KeyIdRequest {
 #[derive(Debug, Serialize)]
 pub struct Empty {}
 
-/// AWS's text for a key that is pending deletion.
+/// KMSInvalidStateException for a key that is pending deletion (the same
+/// refusal the key store gives, with the text written in [`crate::error`]).
 pub fn pending_deletion(realm: &Realm, key: &Key) -> KmsError {
-    KmsError::InvalidState(format!("{} is pending deletion.", realm.key_arn(key.id())))
+    StoreError::PendingDeletion {
+        arn: realm.key_arn(key.id()),
+    }
+    .into()
 }

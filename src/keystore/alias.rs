@@ -1,0 +1,127 @@
+//! Changing aliases, with the commit protocol of [`super::write`]: an alias
+//! record is written as a new revision, confirmed durable, and kept only if
+//! no rival revision appeared meanwhile.
+
+use uuid::Uuid;
+
+use super::error::{StoreError, lock_poisoned, token};
+use super::record::alias_label;
+use super::write::{MAX_ATTEMPTS, back_off, commit, to_json};
+use super::{AliasEntry, AliasRecord, KeyStore, Latest, latest, read_records};
+use crate::hsm::objects;
+
+impl KeyStore {
+    /// Creates `alias_name` (with prefix) for `target`.
+    pub async fn create_alias(&self, alias_name: &str, target: &Uuid) -> Result<(), StoreError> {
+        let now = self.now();
+        self.write_alias(alias_name, |existing| match existing {
+            Some(_) => Err(StoreError::AliasExists {
+                arn: self.realm.alias_arn(alias_name),
+            }),
+            None => Ok(AliasRecord {
+                format: 1,
+                revision: 0,
+                name: alias_name.to_owned(),
+                target: *target,
+                created: now,
+                updated: now,
+            }),
+        })
+        .await
+    }
+
+    /// Points an existing alias at another key.
+    pub async fn update_alias(&self, alias_name: &str, target: &Uuid) -> Result<(), StoreError> {
+        let now = self.now();
+        self.write_alias(alias_name, |existing| match existing {
+            None => Err(self.alias_not_found(alias_name)),
+            Some(r) => Ok(AliasRecord {
+                target: *target,
+                updated: now,
+                revision: r.revision + 1,
+                ..r.clone()
+            }),
+        })
+        .await
+    }
+
+    /// Writes an alias record with the commit protocol: `make` gets the
+    /// latest record on the token (if any) and returns the new one.
+    async fn write_alias<F>(&self, alias_name: &str, mut make: F) -> Result<(), StoreError>
+    where
+        F: FnMut(Option<&AliasRecord>) -> Result<AliasRecord, StoreError>,
+    {
+        let _guard = self.writes.lock().await;
+        let label = alias_label(alias_name);
+        for attempt in 0..MAX_ATTEMPTS {
+            let read_label = label.clone();
+            let current = self
+                .hsm
+                .pool()
+                .run(move |s| Ok(latest::<AliasRecord>(read_records(s, &read_label)?)))
+                .await
+                .map_err(token)?;
+            // A record that does not parse is replaced by a fresh one, with a
+            // revision above anything on the token.
+            let current = match current {
+                Latest::Unreadable => {
+                    tracing::warn!(alias = alias_name, "replacing an unreadable alias record");
+                    None
+                }
+                other => other.found(&label)?,
+            };
+            let record = make(current.as_ref().map(|(_, r)| r))?;
+            let value = to_json(&record)?;
+            let (l, revision) = (label.clone(), record.revision);
+            let confirm = self.hsm.confirmer();
+            let committed = self
+                .hsm
+                .pool()
+                .run(move |s| commit(s, &confirm, &l, &value, revision))
+                .await
+                .map_err(token)?;
+            if let Some(handle) = committed {
+                self.cache
+                    .write()
+                    .map_err(lock_poisoned)?
+                    .aliases
+                    .insert(alias_name.to_owned(), AliasEntry { handle, record });
+                self.announce().await;
+                return Ok(());
+            }
+            back_off(attempt).await;
+        }
+        Err(StoreError::Conflict)
+    }
+
+    pub async fn delete_alias(&self, alias_name: &str) -> Result<(), StoreError> {
+        let _guard = self.writes.lock().await;
+        let label = alias_label(alias_name);
+        let confirm = self.hsm.confirmer();
+        let removed = self
+            .hsm
+            .pool()
+            .run(move |s| {
+                let all = read_records(s, &label)?;
+                for o in &all {
+                    let _ = objects::destroy_data(s, o.handle);
+                }
+                if !all.is_empty() {
+                    confirm.data_gone(s, &label)?;
+                }
+                Ok(!all.is_empty())
+            })
+            .await
+            .map_err(token)?;
+        self.cache
+            .write()
+            .map_err(lock_poisoned)?
+            .aliases
+            .remove(alias_name);
+        self.announce().await;
+        if !removed {
+            return Err(self.alias_not_found(alias_name));
+        }
+        Ok(())
+    }
+}

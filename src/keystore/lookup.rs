@@ -1,0 +1,184 @@
+//! Finding what a name refers to: in the cache, else on the token.
+//!
+//! A name the cache does not know is looked up on the token before it is
+//! declared missing (another gateway may have created it). "Not found" is
+//! believed only from a healthy listing ([`super::read_records`]); a name
+//! found missing is remembered until the change marker moves, so repeated
+//! lookups of unknown names do not each list the token.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::error::{StoreError, lock_poisoned, token, unreadable};
+use super::record::{alias_label, key_label, version_label};
+use super::{
+    AliasEntry, AliasRecord, Key, KeyRecord, KeyStore, Latest, build_key, latest, read_records,
+};
+use crate::arn::KeyRef;
+use crate::hsm::objects;
+
+impl KeyStore {
+    pub(super) fn cached_key(&self, id: &Uuid) -> Result<Option<Arc<Key>>, StoreError> {
+        Ok(self
+            .cache
+            .read()
+            .map_err(lock_poisoned)?
+            .keys
+            .get(id)
+            .cloned())
+    }
+
+    /// A key by id: from the cache, else from the token (another gateway
+    /// may have created it).
+    pub async fn key_by_id(&self, id: &Uuid) -> Result<Option<Arc<Key>>, StoreError> {
+        if let Some(k) = self.cached_key(id)? {
+            return Ok(Some(k));
+        }
+        self.reload_key(id).await
+    }
+
+    /// Reads a key's latest record and version handles from the token into
+    /// the cache; `None` (and out of the cache) only if a healthy listing of
+    /// the token has no record of it.
+    pub(super) async fn reload_key(&self, id: &Uuid) -> Result<Option<Arc<Key>>, StoreError> {
+        let label = key_label(id);
+        if self.is_absent(&label)? {
+            return Ok(None);
+        }
+        let read_label = label.clone();
+        let id = *id;
+        let found = self
+            .hsm
+            .pool()
+            .run(move |s| {
+                let (meta, record) = match latest::<KeyRecord>(read_records(s, &read_label)?) {
+                    Latest::Found(m, r) => (m, r),
+                    Latest::Absent => return Ok(Latest::Absent),
+                    Latest::Unreadable => return Ok(Latest::Unreadable),
+                };
+                let mut handles = HashMap::new();
+                for v in &record.versions {
+                    let l = version_label(&id, v.version, &v.nonce);
+                    if let Some(h) = objects::find_master_key(s, &l)? {
+                        handles.insert(l, h);
+                    }
+                }
+                Ok(Latest::Found(
+                    meta,
+                    build_key(record, meta, |l| handles.get(l).copied()),
+                ))
+            })
+            .await
+            .map_err(token)?;
+        match found {
+            Latest::Found(_, key) => {
+                let key = Arc::new(key);
+                self.cache
+                    .write()
+                    .map_err(lock_poisoned)?
+                    .keys
+                    .insert(id, key.clone());
+                Ok(Some(key))
+            }
+            Latest::Absent => {
+                self.cache.write().map_err(lock_poisoned)?.keys.remove(&id);
+                self.mark_absent(label)?;
+                Ok(None)
+            }
+            Latest::Unreadable => Err(unreadable(&label)),
+        }
+    }
+
+    async fn alias(&self, name: &str) -> Result<Option<AliasEntry>, StoreError> {
+        if let Some(a) = self
+            .cache
+            .read()
+            .map_err(lock_poisoned)?
+            .aliases
+            .get(name)
+            .cloned()
+        {
+            return Ok(Some(a));
+        }
+        self.reload_alias(name).await
+    }
+
+    pub(super) async fn reload_alias(&self, name: &str) -> Result<Option<AliasEntry>, StoreError> {
+        let label = alias_label(name);
+        if self.is_absent(&label)? {
+            return Ok(None);
+        }
+        let read_label = label.clone();
+        let found = self
+            .hsm
+            .pool()
+            .run(move |s| Ok(latest::<AliasRecord>(read_records(s, &read_label)?)))
+            .await
+            .map_err(token)?;
+        let mut cache = self.cache.write().map_err(lock_poisoned)?;
+        match found {
+            Latest::Found(handle, record) => {
+                let entry = AliasEntry { handle, record };
+                cache.aliases.insert(name.to_owned(), entry.clone());
+                Ok(Some(entry))
+            }
+            Latest::Absent => {
+                cache.aliases.remove(name);
+                drop(cache);
+                self.mark_absent(label)?;
+                Ok(None)
+            }
+            Latest::Unreadable => Err(unreadable(&label)),
+        }
+    }
+
+    fn is_absent(&self, label: &str) -> Result<bool, StoreError> {
+        Ok(self.absent.lock().map_err(lock_poisoned)?.contains(label))
+    }
+
+    /// Remembers that `label` is not on the token (bounded; cleared by every
+    /// full sync).
+    fn mark_absent(&self, label: String) -> Result<(), StoreError> {
+        let mut absent = self.absent.lock().map_err(lock_poisoned)?;
+        if absent.len() < 10_000 {
+            absent.insert(label);
+        }
+        Ok(())
+    }
+
+    /// Resolves a KeyId parameter (key id, key ARN, alias name, alias ARN)
+    /// to a key: [`StoreError::KeyRef`] if it cannot name one,
+    /// [`StoreError::KeyNotFound`] or [`StoreError::AliasNotFound`] if it
+    /// names none.
+    pub async fn resolve(&self, key_id_param: &str) -> Result<Arc<Key>, StoreError> {
+        match self.realm.parse_key_ref(key_id_param)? {
+            KeyRef::Key(id) => self
+                .key_by_id(&id)
+                .await?
+                .ok_or_else(|| self.key_not_found(&id)),
+            KeyRef::Alias(name) => {
+                let entry = self
+                    .alias(&name)
+                    .await?
+                    .ok_or_else(|| self.alias_not_found(&name))?;
+                self.key_by_id(&entry.record.target)
+                    .await?
+                    .ok_or_else(|| self.key_not_found(&entry.record.target))
+            }
+        }
+    }
+
+    pub(super) fn key_not_found(&self, id: &Uuid) -> StoreError {
+        StoreError::KeyNotFound {
+            arn: self.realm.key_arn(id),
+        }
+    }
+
+    pub(super) fn alias_not_found(&self, alias_name: &str) -> StoreError {
+        StoreError::AliasNotFound {
+            arn: self.realm.alias_arn(alias_name),
+        }
+    }
+}
