@@ -73,15 +73,18 @@ async fn decrypts(kms: &aws_sdk_kms::Client, blob: &Blob) -> bool {
 
 /// Polls until the key encrypts and `blob` decrypts again; returns how long
 /// that took.
-async fn wait_until_served(kms: &aws_sdk_kms::Client, key: &str, blob: &Blob) -> Duration {
+async fn wait_until_served(gw: &Gateway, key: &str, blob: &Blob) -> Duration {
+    let kms = &gw.client();
     let start = Instant::now();
     loop {
-        if encrypt(kms, key).await.is_ok() && decrypts(kms, blob).await {
+        let encrypted = encrypt(kms, key).await;
+        if encrypted.is_ok() && decrypts(kms, blob).await {
             return start.elapsed();
         }
         assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the gateway did not recover within 20 s"
+            start.elapsed() < Duration::from_secs(30),
+            "the gateway did not recover within 30 s (last Encrypt: {encrypted:?}); its log:\n{}",
+            gw.log()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -118,7 +121,7 @@ async fn device_errors_are_retryable_and_the_gateway_recovers() {
     assert_eq!(assert_retryable("Decrypt", &r).0, 500);
 
     faults.clear();
-    wait_until_served(&kms, &key, &sealed).await;
+    wait_until_served(&gw, &key, &sealed).await;
     assert!(faults.count("fail C_Encrypt 0x30") >= 2, "{}", faults.log());
     assert!(faults.count("fail C_Decrypt 0x30") >= 1, "{}", faults.log());
 }
@@ -145,7 +148,7 @@ async fn general_error_at_decrypt_is_never_an_invalid_ciphertext() {
         assert!(status >= 500, "{status} {code}");
     }
     faults.clear();
-    wait_until_served(&kms, &key, &sealed).await;
+    wait_until_served(&gw, &key, &sealed).await;
 
     // A ciphertext that really is bad is still InvalidCiphertextException
     // (SoftHSM2 reports its bad tag with CKR_GENERAL_ERROR too).
@@ -197,7 +200,7 @@ async fn a_stalled_call_times_out_and_other_work_is_still_served() {
     }
 
     faults.clear();
-    wait_until_served(&kms, &key, &sealed).await;
+    wait_until_served(&gw, &key, &sealed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +227,7 @@ async fn a_fatal_error_reinitialises_the_library_and_service_resumes() {
         assert_retryable("Decrypt", &r);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let took = wait_until_served(&kms, &key, &sealed).await;
+    let took = wait_until_served(&gw, &key, &sealed).await;
     eprintln!("service resumed {took:?} after the fault window's last check");
     // The read-back helper is a process of its own that loads the rule
     // afresh (a new window) whenever it restarts: end the fault for good.
@@ -337,7 +340,7 @@ async fn survives_storage_fault(fault: impl FnOnce(&Gateway), repair: impl FnOnc
     }
     assert!(faults_seen > 0, "the fault had no effect at all");
     repair(&gw);
-    wait_until_served(&kms, &key, &sealed).await;
+    wait_until_served(&gw, &key, &sealed).await;
     assert_eq!(key_metadata(&kms, "alias/kept").await.key_id, key);
     for name in &acked {
         assert_eq!(key_metadata(&kms, name).await.key_id, key);
