@@ -112,6 +112,11 @@ impl HsmError {
             )
     }
 
+    /// CKR_GENERAL_ERROR, which the pool escalates to fatal when it repeats.
+    pub fn is_general_error(&self) -> bool {
+        self.rv() == Some(RvError::GeneralError)
+    }
+
     /// Errors after which the library must be re-initialised.
     pub fn is_fatal(&self) -> bool {
         self.fault() == Fault::Fatal
@@ -174,11 +179,11 @@ mod tests {
             assert_eq!(rv(code).fault(), Fault::Retryable, "{code:?}");
             assert!(rv(code).session_is_broken());
         }
+        assert_eq!(rv(RvError::GeneralError).fault(), Fault::Retryable);
         for code in [
             RvError::DeviceRemoved,
             RvError::TokenNotPresent,
             RvError::CryptokiNotInitialized,
-            RvError::GeneralError,
         ] {
             assert_eq!(rv(code).fault(), Fault::Fatal, "{code:?}");
             assert!(rv(code).is_fatal());

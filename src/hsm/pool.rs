@@ -28,9 +28,13 @@
 //! (from `rand`), so gateways that lost the same token do not retry in
 //! lockstep. While a reset is pending, work is answered at once with
 //! [`HsmError::Unavailable`], a retryable error.
+//!
+//! CKR_GENERAL_ERROR is fatal on some HSMs but routine on SoftHSM2 (races,
+//! bad tags): it discards the session, and only [`GENERAL_ERRORS_FATAL`] of
+//! them in a row, with no success between, are taken as fatal.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -74,6 +78,10 @@ struct Envelope {
     abandoned: Box<dyn Fn() -> bool + Send>,
 }
 
+/// CKR_GENERAL_ERRORs in a row (no job succeeding between) that are taken
+/// as a fatal fault.
+pub const GENERAL_ERRORS_FATAL: u32 = 3;
+
 /// How long a reset waits for calls in flight to return before it gives up
 /// and tries again later.
 const RESET_WAIT: Duration = Duration::from_secs(2);
@@ -107,6 +115,8 @@ pub(super) struct Link {
     epoch: Instant,
     /// The last health check or job succeeded at the token.
     healthy: AtomicBool,
+    /// CKR_GENERAL_ERRORs since the last job that succeeded.
+    general_errors: AtomicU32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -140,6 +150,7 @@ impl Link {
             backoff: Mutex::new(BACKOFF_MIN),
             epoch: Instant::now(),
             healthy: AtomicBool::new(true),
+            general_errors: AtomicU32::new(0),
         })
     }
 
@@ -395,9 +406,26 @@ impl Pool {
         let sender = self.sender.as_ref().ok_or(HsmError::Closed)?;
         let (reply, answer) = tokio::sync::oneshot::channel::<Result<T, HsmError>>();
         let gone = Arc::new(AtomicBool::new(false));
+        let link = self.link.clone();
         let job: Job = Box::new(move |session| {
+            let ran = session.is_ok();
             let result = session.and_then(f);
+            let general = match &result {
+                Err(e) if e.is_general_error() => {
+                    link.general_errors.fetch_add(1, Ordering::SeqCst) + 1
+                }
+                Ok(_) if ran => {
+                    link.general_errors.store(0, Ordering::SeqCst);
+                    0
+                }
+                _ => 0,
+            };
             let failure = match &result {
+                Err(e) if general >= GENERAL_ERRORS_FATAL => {
+                    tracing::error!(error = %e, repeated = general, "CKR_GENERAL_ERROR keeps coming: taken as fatal");
+                    link.general_errors.store(0, Ordering::SeqCst);
+                    Some(Fault::Fatal)
+                }
                 Err(e) if e.is_fatal() => {
                     tracing::error!(error = %e, "fatal token error");
                     Some(Fault::Fatal)

@@ -75,9 +75,7 @@ impl KeyStore {
             let (l, revision) = (label.clone(), record.revision);
             let confirm = self.hsm.confirmer();
             let committed = self
-                .hsm
-                .pool()
-                .run(move |s| commit(s, &confirm, &l, &value, revision))
+                .write_job(move |s| commit(s, &confirm, &l, &value, revision))
                 .await
                 .map_err(token)?;
             if let Some(handle) = committed {

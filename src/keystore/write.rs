@@ -43,7 +43,7 @@ use super::record::{
 use super::{AliasRecord, Key, KeyRecord, KeyStore, Tag, latest, read_records};
 use crate::hsm::objects::{self, DataHandle, MasterKeyVersion};
 use crate::hsm::readback::Confirmer;
-use crate::hsm::{HsmError, TokenSession};
+use crate::hsm::{Fault, HsmError, TokenSession};
 
 /// How often a change is tried before the client is told to retry.
 pub(super) const MAX_ATTEMPTS: u32 = 8;
@@ -138,7 +138,35 @@ fn new_nonce() -> String {
     Uuid::new_v4().simple().to_string()[..16].to_owned()
 }
 
+/// How often a write's token job is tried again after a retryable fault.
+const WRITE_RETRIES: u32 = 2;
+
 impl KeyStore {
+    /// Runs a write's token job, and runs it again (twice at most, after a
+    /// short random pause) when the token failed in a way that another
+    /// attempt may not: SoftHSM2 2.6.1 races on object creation across
+    /// sessions (SoftHSMv2 issue 573) and answers CKR_GENERAL_ERROR. Every
+    /// write job undoes what it created when it fails, so running it again
+    /// is safe.
+    pub(super) async fn write_job<T, F>(&self, job: F) -> Result<T, HsmError>
+    where
+        T: Send + 'static,
+        F: Fn(&TokenSession) -> Result<T, HsmError> + Clone + Send + 'static,
+    {
+        let mut attempt = 0;
+        loop {
+            let this = job.clone();
+            match self.hsm.pool().run(move |s| this(s)).await {
+                Err(e) if e.fault() == Fault::Retryable && attempt < WRITE_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "a write failed at the token; trying again");
+                    back_off(attempt).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Creates a key: its first version on the token, then its record.
     pub async fn create_key(
         &self,
@@ -153,9 +181,7 @@ impl KeyStore {
         let wrap = self.hsm.capabilities().gcm_wrap;
         let confirm = self.hsm.confirmer();
         let (meta, handle) = self
-            .hsm
-            .pool()
-            .run(move |s| {
+            .write_job(move |s| {
                 let handle =
                     new_version_object(s, &confirm, &id, 1, &version_label(&id, 1, &nonce), wrap)?;
                 let label = key_label(&id);
@@ -261,9 +287,7 @@ impl KeyStore {
                 .map(|v| (v.version, version_label(id, v.version, &v.nonce)));
             let confirm = self.hsm.confirmer();
             let committed = self
-                .hsm
-                .pool()
-                .run(move |s| {
+                .write_job(move |s| {
                     let created = match &version_object {
                         Some((v, l)) => {
                             Some((*v, new_version_object(s, &confirm, &key_id, *v, l, wrap)?))
