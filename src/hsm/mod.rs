@@ -16,6 +16,7 @@
 pub mod crypto;
 mod error;
 pub mod init;
+mod link;
 pub mod objects;
 pub mod pool;
 pub mod readback;
@@ -32,7 +33,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub use error::{Fault, HsmError};
-use pool::{Link, PoolSettings};
+use link::Link;
+use pool::PoolSettings;
 pub use pool::{Pool, TokenSession};
 pub use readback::ReadBack;
 

@@ -346,7 +346,7 @@ pub fn helper_main() -> i32 {
 fn helper_session(module: &Path, label: &str, pin: &AuthPin) -> Result<Session, HsmError> {
     let pkcs11 = Pkcs11::new(module)?;
     pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
-    let slot = super::pool::find_token(&pkcs11, label)?;
+    let slot = super::link::find_token(&pkcs11, label)?;
     let session = pkcs11.open_ro_session(slot)?;
     match session.login(UserType::User, Some(pin)) {
         Ok(())

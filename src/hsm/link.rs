@@ -1,0 +1,266 @@
+//! The PKCS#11 library and the token in it, and how the pool gets them
+//! back after a fatal fault: finalise, initialise again, find the token by
+//! label, log in, with backoff and jitter between failed attempts. Each
+//! reset starts a new *generation* of object handles ([`super::pool`]).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, TryLockError};
+use std::time::{Duration, Instant};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+
+use super::HsmError;
+
+/// How long a reset waits for calls in flight to return before it gives up
+/// and tries again later.
+const RESET_WAIT: Duration = Duration::from_secs(2);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+pub(super) struct LinkState {
+    /// `None` while the library is not usable (a reset failed).
+    pub(super) slot: Option<Slot>,
+    pub(super) generation: u64,
+}
+
+/// The library, the token in it, and what is needed to reach it again.
+pub(super) struct Link {
+    pkcs11: Pkcs11,
+    label: String,
+    pub(super) pin: AuthPin,
+    pub(super) state: RwLock<LinkState>,
+    /// Holds the login for the process (closing a token's last session logs
+    /// it out).
+    login: Mutex<Option<Session>>,
+    /// One slot per worker; taken out and closed by a reset.
+    pub(super) sessions: Vec<Mutex<Option<Session>>>,
+    /// A fatal error was seen: the library must be re-initialised.
+    reset_needed: AtomicBool,
+    resetting: Mutex<()>,
+    /// Earliest moment of the next reset attempt, as nanoseconds since
+    /// `epoch`, and the current backoff.
+    next_attempt: AtomicU64,
+    backoff: Mutex<Duration>,
+    epoch: Instant,
+    /// The last health check or job succeeded at the token.
+    pub(super) healthy: AtomicBool,
+    /// CKR_GENERAL_ERRORs since the last job that succeeded.
+    pub(super) general_errors: AtomicU32,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Link {
+    /// Initialises the library, finds the token and logs in.
+    pub(super) fn open(
+        pkcs11: Pkcs11,
+        label: String,
+        pin: AuthPin,
+        workers: usize,
+    ) -> Result<Link, HsmError> {
+        initialize(&pkcs11)?;
+        let slot = find_token(&pkcs11, &label)?;
+        let login = open_logged_in(&pkcs11, slot, &pin, 8)?;
+        Ok(Link {
+            pkcs11,
+            label,
+            pin,
+            state: RwLock::new(LinkState {
+                slot: Some(slot),
+                generation: 1,
+            }),
+            login: Mutex::new(Some(login)),
+            sessions: (0..workers).map(|_| Mutex::new(None)).collect(),
+            reset_needed: AtomicBool::new(false),
+            resetting: Mutex::new(()),
+            next_attempt: AtomicU64::new(0),
+            backoff: Mutex::new(BACKOFF_MIN),
+            epoch: Instant::now(),
+            healthy: AtomicBool::new(true),
+            general_errors: AtomicU32::new(0),
+        })
+    }
+
+    pub(super) fn pkcs11(&self) -> &Pkcs11 {
+        &self.pkcs11
+    }
+
+    pub(super) fn slot(&self) -> Result<(Slot, u64), HsmError> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        match state.slot {
+            Some(slot) => Ok((slot, state.generation)),
+            None => Err(HsmError::Unavailable(
+                "the token is being reconnected".into(),
+            )),
+        }
+    }
+
+    pub(super) fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.reset_needed.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn mark_fatal(&self) {
+        if !self.reset_needed.swap(true, Ordering::SeqCst) {
+            tracing::error!("the PKCS#11 library will be re-initialised");
+        }
+        self.healthy.store(false, Ordering::Relaxed);
+    }
+
+    fn now_nanos(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Re-initialises the library if a fatal error asked for it and the
+    /// backoff allows. Returns whether the link is usable now.
+    pub(super) fn try_reset(&self) -> bool {
+        if !self.reset_needed.load(Ordering::SeqCst) {
+            return true;
+        }
+        let Ok(_one) = self.resetting.try_lock() else {
+            return false;
+        };
+        if !self.reset_needed.load(Ordering::SeqCst) {
+            return true;
+        }
+        if self.now_nanos() < self.next_attempt.load(Ordering::SeqCst) {
+            return false;
+        }
+        // Wait for the calls in flight: finalising under them is undefined.
+        let waited = Instant::now();
+        let mut state = loop {
+            match self.state.try_write() {
+                Ok(g) => break g,
+                Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(TryLockError::WouldBlock) if waited.elapsed() < RESET_WAIT => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    tracing::warn!("token calls still in flight; re-initialisation postponed");
+                    self.schedule_retry();
+                    return false;
+                }
+            }
+        };
+        for slot in &self.sessions {
+            lock(slot).take();
+        }
+        lock(&self.login).take();
+        state.slot = None;
+        if let Err(e) = self.pkcs11.clone().finalize() {
+            tracing::debug!(error = %e, "C_Finalize before re-initialisation failed");
+        }
+        let reconnected = initialize(&self.pkcs11).and_then(|()| {
+            let slot = find_token(&self.pkcs11, &self.label)?;
+            let login = open_logged_in(&self.pkcs11, slot, &self.pin, 2)?;
+            Ok((slot, login))
+        });
+        match reconnected {
+            Ok((slot, login)) => {
+                state.slot = Some(slot);
+                *lock(&self.login) = Some(login);
+                state.generation += 1;
+                *lock(&self.backoff) = BACKOFF_MIN;
+                self.reset_needed.store(false, Ordering::SeqCst);
+                self.healthy.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    generation = state.generation,
+                    "PKCS#11 library re-initialised; token reconnected"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-initialising the PKCS#11 library failed; will retry");
+                self.schedule_retry();
+                false
+            }
+        }
+    }
+
+    /// Exponential backoff with jitter in [0.5, 1.5) of the step.
+    fn schedule_retry(&self) {
+        let mut backoff = lock(&self.backoff);
+        let step = *backoff;
+        *backoff = (step * 2).min(BACKOFF_MAX);
+        let jitter = rand::random_range(0.5..1.5);
+        let delay = step.mul_f64(jitter);
+        let at = self
+            .now_nanos()
+            .saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX));
+        self.next_attempt.store(at, Ordering::SeqCst);
+    }
+
+    /// Closes every session, logs out and finalises the library.
+    pub(super) fn close(&self) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        for slot in &self.sessions {
+            lock(slot).take();
+        }
+        if let Some(login) = lock(&self.login).take() {
+            let _ = login.logout();
+        }
+        state.slot = None;
+        if let Err(e) = self.pkcs11.clone().finalize() {
+            tracing::warn!(error = %e, "C_Finalize failed");
+        }
+    }
+}
+
+fn initialize(pkcs11: &Pkcs11) -> Result<(), HsmError> {
+    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) fn find_token(pkcs11: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
+    for slot in pkcs11.get_slots_with_initialized_token()? {
+        let info = pkcs11.get_token_info(slot)?;
+        if info.label().trim_end() == label {
+            return Ok(slot);
+        }
+    }
+    Err(HsmError::Setup(format!(
+        "no initialised token labelled '{label}'"
+    )))
+}
+
+/// Opens a read-write session and logs the user in, retrying with backoff
+/// and jitter up to `attempts` times: concurrent logins from several
+/// processes sometimes fail with CKR_GENERAL_ERROR on SoftHSM2.
+/// CKR_USER_ALREADY_LOGGED_IN is success.
+pub(super) fn open_logged_in(
+    pkcs11: &Pkcs11,
+    slot: Slot,
+    pin: &AuthPin,
+    attempts: u32,
+) -> Result<Session, HsmError> {
+    let mut delay = Duration::from_millis(20);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = pkcs11.open_rw_session(slot).and_then(|session| {
+            match session.login(UserType::User, Some(pin)) {
+                Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+                Err(e) => Err(e),
+            }
+        });
+        match result {
+            Ok(session) => return Ok(session),
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+                return Err(HsmError::Setup("the token rejected the user PIN".into()));
+            }
+            Err(e) if attempt < attempts => {
+                tracing::warn!(error = %e, attempt, "opening a logged-in session failed; retrying");
+                std::thread::sleep(delay.mul_f64(rand::random_range(0.5..1.5)));
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
