@@ -1,10 +1,14 @@
 //! The PKCS#11 layer: one token, reached through cryptoki.
 //!
-//! Split like cryptoki itself, by function family: [`pool`] owns the
-//! sessions and the worker threads they live on, [`objects`] creates, finds
-//! and destroys token objects, [`crypto`] does AES-GCM and the RNG. This layer
-//! never sees JSON and knows nothing of KMS; the key store above it decides
-//! what the objects mean.
+//! Split by concern: `link` holds the library and the token and gets them
+//! back after a fatal fault; [`pool`] owns the sessions, the worker threads
+//! they live on and the deadlines; [`objects`] creates, finds and destroys
+//! token objects; [`crypto`] does AES-GCM and the RNG; [`readback`] confirms
+//! writes durable through a second view of the token; [`init`] initialises a
+//! token; `error` classifies every failure ([`HsmError`], [`Fault`]). This
+//! layer never sees JSON, knows nothing of KMS and writes no client-facing
+//! text; the key store above it decides what the objects and the faults
+//! mean.
 //!
 //! Start-up follows SoftHSM2's rules (DESIGN.md decision 9): the library is
 //! initialised once per process with `CKF_OS_LOCKING_OK`, one long-lived
