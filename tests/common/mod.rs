@@ -67,26 +67,26 @@ impl Token {
             ),
         )
         .unwrap();
-        let out = Command::new("softhsm2-util")
+        // The token is made the way scripts/setup-token makes it: PINs in
+        // files, never on a command line.
+        std::fs::write(root.join("pin"), PIN).unwrap();
+        std::fs::write(root.join("so-pin"), "so-pin-0815").unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
             .env("SOFTHSM2_CONF", root.join("softhsm2.conf"))
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                "kmsgate",
-                "--so-pin",
-                "so-pin-0815",
-                "--pin",
-                PIN,
-            ])
+            .arg("init-token")
+            .arg("--module")
+            .arg(softhsm_module())
+            .args(["--label", "kmsgate", "--so-pin-file"])
+            .arg(root.join("so-pin"))
+            .arg("--pin-file")
+            .arg(root.join("pin"))
             .output()
-            .expect("softhsm2-util runs");
+            .expect("kmsgate init-token runs");
         assert!(
             out.status.success(),
-            "softhsm2-util failed: {}",
+            "kmsgate init-token failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        std::fs::write(root.join("pin"), PIN).unwrap();
         std::fs::write(root.join("secret"), SECRET).unwrap();
         std::fs::write(
             root.join("kmsgate.toml"),

@@ -1,0 +1,134 @@
+//! A record that does not parse (a write cut short) is skipped in favour of
+//! the newest valid revision, reported by `kmsgate check-keys`, and never
+//! read as "no key" (DESIGN.md decision 12).
+//!
+//! The damaged records are written straight onto the token through PKCS#11
+//! by this test process, so this file holds one test: a process initialises
+//! the library once.
+
+mod common;
+
+use aws_sdk_kms::primitives::Blob;
+use common::*;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+
+/// Creates kmsgate data objects with these labels and values on the token.
+fn inject(token: &Token, records: &[(String, Vec<u8>)]) {
+    // SAFETY: set before the library is loaded, while this test is the only
+    // code of the process reading the environment.
+    unsafe { std::env::set_var("SOFTHSM2_CONF", token.softhsm_conf()) };
+    let pkcs11 = Pkcs11::new(softhsm_module()).unwrap();
+    pkcs11
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .unwrap();
+    let slot = pkcs11
+        .get_slots_with_initialized_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| pkcs11.get_token_info(*s).unwrap().label().trim() == "kmsgate")
+        .unwrap();
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    session
+        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
+        .unwrap();
+    for (label, value) in records {
+        session
+            .create_object(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Application(b"kmsgate".to_vec()),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Value(value.clone()),
+            ])
+            .unwrap();
+    }
+    drop(session);
+    pkcs11.finalize().unwrap();
+}
+
+#[tokio::test]
+async fn unreadable_records_are_skipped_reported_and_never_read_as_no_key() {
+    let gw = Gateway::start();
+    let kms = gw.client();
+    let key = create_key(&kms).await;
+    let sealed = kms
+        .encrypt()
+        .key_id(&key)
+        .plaintext(Blob::new(b"still here".to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap();
+    let token = gw.stop();
+
+    // A newer revision of the key's record cut short, and a key of which
+    // only a cut-short record exists.
+    let ghost = "0b5e3a3e-8b8f-4f7e-9a59-2f3c1d6f0c11";
+    inject(
+        &token,
+        &[
+            (
+                format!("kmsgate/key/{key}"),
+                br#"{"format":1,"revision":99,"key_id":"#.to_vec(),
+            ),
+            (format!("kmsgate/key/{ghost}"), Vec::new()),
+        ],
+    );
+
+    let config = token.config().to_string_lossy().into_owned();
+    let (ok, out, err) = token.run_cli(&["check-keys", "--config", &config]);
+    assert!(
+        !ok,
+        "check-keys must fail when a record has no valid revision"
+    );
+    assert!(
+        out.contains(&format!(
+            "unreadable record kmsgate/key/{key}: superseded by a valid revision"
+        )),
+        "{out}\n{err}"
+    );
+    assert!(
+        out.contains(&format!(
+            "unreadable record kmsgate/key/{ghost}: NO VALID REVISION"
+        )),
+        "{out}\n{err}"
+    );
+
+    let gw = Gateway::start_on(token.clone());
+    let kms = gw.client();
+    // The key is served from its newest valid revision.
+    assert_eq!(key_metadata(&kms, &key).await.key_id, key);
+    let plain = kms
+        .decrypt()
+        .ciphertext_blob(sealed)
+        .send()
+        .await
+        .unwrap()
+        .plaintext
+        .unwrap();
+    assert_eq!(plain.as_ref(), b"still here");
+    // A key of which nothing readable is left is unavailable, not missing.
+    let r = gw.raw(
+        Some("TrentService.DescribeKey"),
+        format!(r#"{{"KeyId":"{ghost}"}}"#).as_bytes(),
+        true,
+    );
+    assert_eq!(r.status, 500, "{r:?}");
+    assert_eq!(r.error_type(), "KeyUnavailableException");
+    // A write supersedes the damaged revision for good.
+    kms.update_key_description()
+        .key_id(&key)
+        .description("after the damage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        key_metadata(&kms, &key).await.description.as_deref(),
+        Some("after the damage")
+    );
+}
