@@ -196,11 +196,6 @@ async fn check_keys(config_path: PathBuf) -> Result<(), server::StartError> {
             if c.is_safe() { "ok" } else { "UNSAFE" },
         )?;
     }
-    writeln!(
-        out,
-        "{} key versions checked, {unsafe_versions} unsafe",
-        report.len()
-    )?;
     let mut lost = 0;
     for r in gateway.state().store.unreadable_records() {
         let verdict = if r.superseded {
@@ -211,6 +206,18 @@ async fn check_keys(config_path: PathBuf) -> Result<(), server::StartError> {
         };
         writeln!(out, "unreadable record {}: {verdict}", r.label)?;
     }
+    for label in gateway.state().store.orphan_key_objects() {
+        writeln!(
+            out,
+            "orphan key object {label}: no record names it (a write cut short); never used"
+        )?;
+    }
+    // The summary is the last line, for scripts.
+    writeln!(
+        out,
+        "{} key versions checked, {unsafe_versions} unsafe",
+        report.len()
+    )?;
     out.flush()?;
     if unsafe_versions > 0 {
         return Err(format!("{unsafe_versions} key versions are not protected").into());

@@ -503,6 +503,8 @@ struct Checks {
     /// Writes unanswered at a kill, and how many of them had landed.
     unanswered: [AtomicUsize; 4],
     landed: [AtomicUsize; 4],
+    /// The most orphan key objects check-keys listed.
+    orphans: AtomicUsize,
 }
 
 /// Indexes of `Checks::unanswered` and `Checks::landed`.
@@ -603,6 +605,13 @@ fn check_keys(
     );
     Checks::add(&checks.check_keys_runs, 1);
     Checks::add(&checks.versions_checked, versions);
+    // Key objects of writes cut short before their record: never used,
+    // listed so that they can be counted.
+    let orphans = stdout
+        .lines()
+        .filter(|l| l.starts_with("orphan key object "))
+        .count();
+    checks.orphans.fetch_max(orphans, Ordering::Relaxed);
 }
 
 async fn list_keys(kms: &aws_sdk_kms::Client) -> Vec<String> {
@@ -1022,7 +1031,7 @@ async fn acknowledged_writes_survive_sigkill_under_load() {
     println!(
         "crash summary: {iterations} iterations (SIGKILL + restart) in {:.1} s; acknowledged: {} CreateKey, {} alias writes, {} RotateKeyOnDemand, {} ScheduleKeyDeletion, {} GenerateDataKey; \
          checked: {} key descriptions ({} pending deletion), {} GenerateDataKey on Enabled keys, {} alias resolutions, {} rotated-key listings ({} on-demand rotations), {} ciphertexts decrypted, {} check-keys runs ({} key versions); \
-         unanswered at a kill (landed): {} CreateKey ({}), {} alias writes ({}), {} rotations ({}), {} ScheduleKeyDeletion ({}); final: {} keys, {} aliases",
+         unanswered at a kill (landed): {} CreateKey ({}), {} alias writes ({}), {} rotations ({}), {} ScheduleKeyDeletion ({}); at most {} orphan key objects; final: {} keys, {} aliases",
         started.elapsed().as_secs_f64(),
         a.creates,
         a.alias_writes,
@@ -1046,6 +1055,7 @@ async fn acknowledged_writes_survive_sigkill_under_load() {
         Checks::get(&c.landed[ROTATION]),
         Checks::get(&c.unanswered[DELETION]),
         Checks::get(&c.landed[DELETION]),
+        Checks::get(&c.orphans),
         m.keys.len(),
         m.aliases.len(),
     );

@@ -115,13 +115,30 @@ impl Confirmer {
     fn ask(&self, s: &TokenSession, q: Question) -> Result<(), HsmError> {
         let (answer, what) = match self.mode {
             ReadBack::Session => (answer(s.session, &q)?, describe(&q)),
-            ReadBack::Process => (self.ask_helper(&q)?, describe(&q)),
+            ReadBack::Process => {
+                // SoftHSM2 notices another process's new objects through a
+                // change signal that can miss a change made right after the
+                // last one it saw; a helper then answers "no" for an object
+                // that is there. A fresh helper reads the whole token as a
+                // restart would, so a "no" is asked once more of a new one.
+                let mut yes = self.ask_helper(&q)?;
+                if !yes {
+                    tracing::info!(question = %describe(&q), "read-back said no; asking a fresh helper");
+                    self.restart_helper();
+                    yes = self.ask_helper(&q)?;
+                }
+                (yes, describe(&q))
+            }
         };
         if answer {
             Ok(())
         } else {
             Err(not_durable(what))
         }
+    }
+
+    fn restart_helper(&self) {
+        *self.helper.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     fn ask_helper(&self, q: &Question) -> Result<bool, HsmError> {

@@ -178,6 +178,8 @@ pub struct KeyStore {
     retries: Mutex<HashMap<Uuid, scheduler::Retry>>,
     /// Records found at start-up that do not parse ([`UnreadableRecord`]).
     unreadable: Vec<UnreadableRecord>,
+    /// Key objects found at start-up that no record names.
+    orphans: Vec<String>,
     /// The last sync with the token succeeded (for readiness).
     synced: std::sync::atomic::AtomicBool,
 }
@@ -254,6 +256,23 @@ impl KeyStore {
             })
             .collect();
         let mut cache = Cache::default();
+        // Key objects no record names: a write cut short between creating
+        // the version's object and committing its record. Never used;
+        // reported by check-keys.
+        let named: std::collections::HashSet<String> = records
+            .values()
+            .flat_map(|(_, r)| {
+                r.versions
+                    .iter()
+                    .map(|v| version_label(&r.key_id, v.version, &v.nonce))
+            })
+            .collect();
+        let mut orphans: Vec<String> = handles
+            .keys()
+            .filter(|l| l.starts_with(&format!("{LABEL_PREFIX}key/")) && !named.contains(*l))
+            .cloned()
+            .collect();
+        orphans.sort();
         for (id, (meta, record)) in records {
             let key = build_key(record, meta, |l| handles.get(l).copied());
             cache.keys.insert(id, Arc::new(key));
@@ -279,6 +298,7 @@ impl KeyStore {
             absent: Mutex::new(std::collections::HashSet::new()),
             retries: Mutex::new(HashMap::new()),
             unreadable,
+            orphans,
             synced: std::sync::atomic::AtomicBool::new(true),
         })
     }
@@ -313,6 +333,14 @@ impl KeyStore {
     /// Records found at start-up that do not parse, for `kmsgate check-keys`.
     pub fn unreadable_records(&self) -> &[UnreadableRecord] {
         &self.unreadable
+    }
+
+    /// Labels of key objects found at start-up that no record names (a
+    /// CreateKey or rotation cut short before its record committed; another
+    /// gateway's write in progress looks the same for a moment). They are
+    /// never used; `kmsgate check-keys` lists them.
+    pub fn orphan_key_objects(&self) -> &[String] {
+        &self.orphans
     }
 
     /// How every version of every key is protected, as the token reports
