@@ -378,25 +378,9 @@ async fn full_disk_scenario(pages: usize) {
     // does one acknowledged on the full disk.
     if !acked.contains(&"DisableKey") {
         if let Some(blob) = sealed_during {
-            let plain = kms
-                .decrypt()
-                .ciphertext_blob(blob)
-                .send()
-                .await
-                .unwrap()
-                .plaintext
-                .unwrap();
-            assert_eq!(plain.as_ref(), b"sealed on a full disk");
+            assert_eq!(decrypt(&kms, blob).await, b"sealed on a full disk");
         }
-        let plain = kms
-            .decrypt()
-            .ciphertext_blob(sealed)
-            .send()
-            .await
-            .unwrap()
-            .plaintext
-            .unwrap();
-        assert_eq!(plain.as_ref(), b"must survive");
+        assert_eq!(decrypt(&kms, sealed).await, b"must survive");
     }
     drop(gw);
     let (ok, out, err) =

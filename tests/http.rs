@@ -9,27 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Gateway, Token, error_of};
-
-/// A response read off a raw socket: status, lower-case headers, body.
-struct Raw {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: serde_json::Value,
-}
-
-impl Raw {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
+use common::{Gateway, RawResponse, Token, error_of};
 
 /// Sends `request` as is and reads until the gateway closes (`connection:
 /// close` requests) or 5 s pass.
-fn send(addr: &str, request: &[u8]) -> Raw {
+fn send(addr: &str, request: &[u8]) -> RawResponse {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -37,27 +21,7 @@ fn send(addr: &str, request: &[u8]) -> Raw {
     let _ = stream.write_all(request);
     let mut bytes = Vec::new();
     let _ = stream.read_to_end(&mut bytes);
-    parse(&bytes)
-}
-
-fn parse(bytes: &[u8]) -> Raw {
-    let text = String::from_utf8_lossy(bytes);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Raw {
-        status,
-        headers,
-        body: serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    }
+    RawResponse::parse(&bytes)
 }
 
 /// Whether the gateway closed `stream` (EOF or reset), without blocking.
@@ -83,7 +47,7 @@ fn audit_lines(gw: &Gateway) -> Vec<String> {
         .collect()
 }
 
-fn assert_aws_shaped(r: &Raw, status: u16, error_type: &str) {
+fn assert_aws_shaped(r: &RawResponse, status: u16, error_type: &str) {
     assert_eq!(r.status, status, "status of {:?}", r.body);
     assert_eq!(r.body["__type"], error_type);
     assert_eq!(r.header("x-amzn-errortype"), Some(error_type));
@@ -175,6 +139,7 @@ async fn past_the_connection_limit_idle_connections_are_shed_and_clients_served(
     let gw = Gateway::start_on(Token::with_config("[http]\nmax_connections = 100\n"));
     let client = gw.client();
     timed_generate_random(&client).await;
+    let rss_before = gw.rss_kib();
     let addr = gw.addr.clone();
     let flood = move || {
         let streams: Vec<TcpStream> = (0..500)
@@ -196,6 +161,12 @@ async fn past_the_connection_limit_idle_connections_are_shed_and_clients_served(
         .map(|s| !is_closed(s))
         .filter(|open| *open)
         .count();
+    eprintln!(
+        "connection flood: 1000 idle connections against a limit of 100, {} shed, {open} open; \
+         a client call took {latency:?}; RSS {rss_before} KiB before, {rss_after_first} KiB \
+         after 500, {rss_after_second} KiB after 1000",
+        1000 - open
+    );
     assert!(open <= 101, "{open} of 1000 idle connections still open");
     assert!(
         gw.open_fds() < 300,

@@ -64,6 +64,24 @@ async fn encrypt(kms: &aws_sdk_kms::Client, key: &str) -> Result<Blob, String> {
         .map_err(|e| format!("{:?}", outcome(&Err::<(), _>(e))))
 }
 
+/// One Encrypt of one byte, as the SDK answered it.
+async fn encrypt_x(
+    kms: &aws_sdk_kms::Client,
+    key: &str,
+) -> Result<
+    aws_sdk_kms::operation::encrypt::EncryptOutput,
+    SdkError<
+        aws_sdk_kms::operation::encrypt::EncryptError,
+        aws_sdk_kms::config::http::HttpResponse,
+    >,
+> {
+    kms.encrypt()
+        .key_id(key)
+        .plaintext(Blob::new(b"x".to_vec()))
+        .send()
+        .await
+}
+
 async fn decrypts(kms: &aws_sdk_kms::Client, blob: &Blob) -> bool {
     matches!(
         kms.decrypt().ciphertext_blob(blob.clone()).send().await,
@@ -99,12 +117,7 @@ async fn device_errors_are_retryable_and_the_gateway_recovers() {
     let sealed = encrypt(&kms, &key).await.unwrap();
 
     faults.set("C_Encrypt fail 0x30 forever");
-    let r = kms
-        .encrypt()
-        .key_id(&key)
-        .plaintext(Blob::new(b"x".to_vec()))
-        .send()
-        .await;
+    let r = encrypt_x(&kms, &key).await;
     assert_eq!(assert_retryable("Encrypt", &r).0, 500);
     let r = kms
         .generate_data_key()
@@ -169,12 +182,7 @@ async fn a_stalled_call_times_out_and_other_work_is_still_served() {
 
     faults.set("C_Encrypt stall forever");
     let start = Instant::now();
-    let r = kms
-        .encrypt()
-        .key_id(&key)
-        .plaintext(Blob::new(b"x".to_vec()))
-        .send()
-        .await;
+    let r = encrypt_x(&kms, &key).await;
     let waited = start.elapsed();
     assert_eq!(
         outcome(&r),
@@ -216,12 +224,7 @@ async fn a_fatal_error_reinitialises_the_library_and_service_resumes() {
     // CKR_DEVICE_REMOVED, including those of the re-initialisation.
     faults.set("* fail 0x32 for 1500ms");
     for _ in 0..3 {
-        let r = kms
-            .encrypt()
-            .key_id(&key)
-            .plaintext(Blob::new(b"x".to_vec()))
-            .send()
-            .await;
+        let r = encrypt_x(&kms, &key).await;
         assert_retryable("Encrypt", &r);
         let r = kms.decrypt().ciphertext_blob(sealed.clone()).send().await;
         assert_retryable("Decrypt", &r);
@@ -294,12 +297,7 @@ async fn survives_storage_fault(fault: impl FnOnce(&Gateway), repair: impl FnOnc
     let mut faults_seen = 0;
     let mut acked = Vec::new();
     for round in 0..4 {
-        let r = kms
-            .encrypt()
-            .key_id(&key)
-            .plaintext(Blob::new(b"x".to_vec()))
-            .send()
-            .await;
+        let r = encrypt_x(&kms, &key).await;
         faults_seen += usize::from(assert_retryable("Encrypt", &r).0 != 200);
         let r = kms
             .generate_data_key()

@@ -342,7 +342,8 @@ pub struct RawResponse {
 }
 
 impl RawResponse {
-    fn parse(bytes: &[u8]) -> RawResponse {
+    /// Parses an HTTP/1.1 response as read off the socket.
+    pub fn parse(bytes: &[u8]) -> RawResponse {
         let text = String::from_utf8_lossy(bytes);
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         let mut lines = head.lines();
@@ -431,6 +432,19 @@ pub async fn create_key(client: &aws_sdk_kms::Client) -> String {
         .key_metadata
         .unwrap()
         .key_id
+}
+
+/// Decrypts `blob` (no context); panics on error.
+pub async fn decrypt(client: &aws_sdk_kms::Client, blob: aws_sdk_kms::primitives::Blob) -> Vec<u8> {
+    client
+        .decrypt()
+        .ciphertext_blob(blob)
+        .send()
+        .await
+        .unwrap()
+        .plaintext
+        .unwrap()
+        .into_inner()
 }
 
 /// DescribeKey's KeyMetadata of a key (by any KeyId form); panics on error.
