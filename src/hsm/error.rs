@@ -138,8 +138,12 @@ pub fn classify(rv: RvError) -> Fault {
         | DeviceRemoved
         | TokenNotPresent
         | TokenNotRecognized
-        | SlotIdInvalid
-        | GeneralError => Fault::Fatal,
+        | SlotIdInvalid => Fault::Fatal,
+        // Fatal on some HSMs, but SoftHSM2 also reports a bad GCM tag, a
+        // login race and its object-creation race (SoftHSMv2 issue 573)
+        // with it: the pool escalates it to fatal only when it repeats
+        // ([`super::pool`]).
+        GeneralError => Fault::Retryable,
         SessionHandleInvalid
         | SessionClosed
         | SessionCount

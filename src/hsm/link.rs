@@ -3,7 +3,7 @@
 //! label, log in, with backoff and jitter between failed attempts. Each
 //! reset starts a new *generation* of object handles ([`super::pool`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,9 @@ pub(super) struct Link {
     /// The last health check or job succeeded at the token.
     pub(super) healthy: AtomicBool,
     /// CKR_GENERAL_ERRORs since the last job that succeeded.
-    pub(super) general_errors: AtomicU32,
+    /// CKR_GENERAL_ERRORs counted in the current window, and when it
+    /// started.
+    general_errors: Mutex<(u32, Instant)>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -83,7 +85,7 @@ impl Link {
             backoff: Mutex::new(BACKOFF_MIN),
             epoch: Instant::now(),
             healthy: AtomicBool::new(true),
-            general_errors: AtomicU32::new(0),
+            general_errors: Mutex::new((0, Instant::now())),
         })
     }
 
@@ -103,6 +105,22 @@ impl Link {
 
     pub(super) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed) && !self.reset_needed.load(Ordering::Relaxed)
+    }
+
+    /// Counts one CKR_GENERAL_ERROR; returns how many the current window
+    /// holds (restarting the count once it reaches the fatal threshold).
+    pub(super) fn count_general_error(&self) -> u32 {
+        let mut g = lock(&self.general_errors);
+        let now = Instant::now();
+        if now.duration_since(g.1) > super::pool::GENERAL_ERROR_WINDOW {
+            *g = (0, now);
+        }
+        g.0 += 1;
+        let n = g.0;
+        if n >= super::pool::GENERAL_ERRORS_FATAL {
+            *g = (0, now);
+        }
+        n
     }
 
     pub(super) fn mark_fatal(&self) {

@@ -31,7 +31,7 @@
 //!
 //! CKR_GENERAL_ERROR is fatal on some HSMs but routine on SoftHSM2 (races,
 //! bad tags): it discards the session, and only [`GENERAL_ERRORS_FATAL`] of
-//! them in a row, with no success between, are taken as fatal.
+//! them within [`GENERAL_ERROR_WINDOW`] are taken as fatal.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -75,9 +75,13 @@ struct Envelope {
     abandoned: Box<dyn Fn() -> bool + Send>,
 }
 
-/// CKR_GENERAL_ERRORs in a row (no job succeeding between) that are taken
-/// as a fatal fault.
+/// CKR_GENERAL_ERRORs within [`GENERAL_ERROR_WINDOW`] that are taken as a
+/// fatal fault. Successes of other calls between them prove nothing: a
+/// SoftHSM2 whose token directory went away answers C_GetSessionInfo but
+/// CKR_GENERAL_ERROR to anything touching objects, and only a
+/// re-initialisation makes it read the directory again.
 pub const GENERAL_ERRORS_FATAL: u32 = 3;
+pub const GENERAL_ERROR_WINDOW: Duration = Duration::from_secs(10);
 
 /// Settings of the pool.
 pub(super) struct PoolSettings {
@@ -155,22 +159,14 @@ impl Pool {
         let gone = Arc::new(AtomicBool::new(false));
         let link = self.link.clone();
         let job: Job = Box::new(move |session| {
-            let ran = session.is_ok();
             let result = session.and_then(f);
             let general = match &result {
-                Err(e) if e.is_general_error() => {
-                    link.general_errors.fetch_add(1, Ordering::SeqCst) + 1
-                }
-                Ok(_) if ran => {
-                    link.general_errors.store(0, Ordering::SeqCst);
-                    0
-                }
+                Err(e) if e.is_general_error() => link.count_general_error(),
                 _ => 0,
             };
             let failure = match &result {
                 Err(e) if general >= GENERAL_ERRORS_FATAL => {
-                    tracing::error!(error = %e, repeated = general, "CKR_GENERAL_ERROR keeps coming: taken as fatal");
-                    link.general_errors.store(0, Ordering::SeqCst);
+                    tracing::error!(error = %e, within_secs = GENERAL_ERROR_WINDOW.as_secs(), repeated = general, "CKR_GENERAL_ERROR keeps coming: taken as fatal");
                     Some(Fault::Fatal)
                 }
                 Err(e) if e.is_fatal() => {
