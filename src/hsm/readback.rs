@@ -48,14 +48,62 @@ pub enum ReadBack {
     Session,
 }
 
-/// What one confirmation asks.
-enum Question<'a> {
-    /// A data object with this label and exactly this value exists.
-    Data(&'a str, &'a [u8]),
+/// What one confirmation asks. The same question is answered through the
+/// writing session or by the helper, which gets it as one line of text.
+enum Question {
+    /// A data object with this label and a value of this SHA-256 exists.
+    Data(String, Vec<u8>),
     /// No data object with this label exists.
-    NoData(&'a str),
+    NoData(String),
     /// A secret key with this label exists and is a 32-byte AES key.
-    Key(&'a str),
+    Key(String),
+}
+
+impl Question {
+    /// The question as the helper reads it: a verb and hex fields.
+    fn line(&self) -> String {
+        match self {
+            Question::Data(l, digest) => format!(
+                "data {} {}\n",
+                hex::encode(l.as_bytes()),
+                hex::encode(digest)
+            ),
+            Question::NoData(l) => format!("nodata {}\n", hex::encode(l.as_bytes())),
+            Question::Key(l) => format!("key {}\n", hex::encode(l.as_bytes())),
+        }
+    }
+
+    /// The inverse of [`line`](Self::line).
+    fn parse(line: &str) -> Option<Question> {
+        let mut fields = line.split_whitespace();
+        let verb = fields.next()?;
+        let label = String::from_utf8(hex::decode(fields.next()?).ok()?).ok()?;
+        match verb {
+            "data" => Some(Question::Data(label, hex::decode(fields.next()?).ok()?)),
+            "nodata" => Some(Question::NoData(label)),
+            "key" => Some(Question::Key(label)),
+            _ => None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Question::Data(l, _) => format!("record {l}"),
+            Question::NoData(l) => format!("removal of {l}"),
+            Question::Key(l) => format!("key object {l}"),
+        }
+    }
+
+    /// Answers the question through `session`.
+    fn answer(&self, session: &Session) -> Result<bool, HsmError> {
+        match self {
+            Question::Data(label, digest) => Ok(data_values(session, label)?
+                .iter()
+                .any(|v| Sha256::digest(v).as_slice() == digest.as_slice())),
+            Question::NoData(label) => Ok(data_values(session, label)?.is_empty()),
+            Question::Key(label) => key_present(session, label),
+        }
+    }
 }
 
 /// Confirms writes ([`ReadBack`]).
@@ -99,22 +147,25 @@ impl Confirmer {
 
     /// Confirms that a data object `label` holding `value` is stored.
     pub fn data_stored(&self, s: &TokenSession, label: &str, value: &[u8]) -> Result<(), HsmError> {
-        self.ask(s, Question::Data(label, value))
+        self.ask(
+            s,
+            Question::Data(label.to_owned(), Sha256::digest(value).to_vec()),
+        )
     }
 
     /// Confirms that no data object `label` is stored any more.
     pub fn data_gone(&self, s: &TokenSession, label: &str) -> Result<(), HsmError> {
-        self.ask(s, Question::NoData(label))
+        self.ask(s, Question::NoData(label.to_owned()))
     }
 
     /// Confirms that the secret key `label` is stored.
     pub fn key_stored(&self, s: &TokenSession, label: &str) -> Result<(), HsmError> {
-        self.ask(s, Question::Key(label))
+        self.ask(s, Question::Key(label.to_owned()))
     }
 
     fn ask(&self, s: &TokenSession, q: Question) -> Result<(), HsmError> {
-        let (answer, what) = match self.mode {
-            ReadBack::Session => (answer(s.session, &q)?, describe(&q)),
+        let answer = match self.mode {
+            ReadBack::Session => q.answer(s.session)?,
             ReadBack::Process => {
                 // SoftHSM2 notices another process's new objects through a
                 // change signal that can miss a change made right after the
@@ -123,17 +174,17 @@ impl Confirmer {
                 // restart would, so a "no" is asked once more of a new one.
                 let mut yes = self.ask_helper(&q)?;
                 if !yes {
-                    tracing::info!(question = %describe(&q), "read-back said no; asking a fresh helper");
+                    tracing::info!(question = %q.describe(), "read-back said no; asking a fresh helper");
                     self.restart_helper();
                     yes = self.ask_helper(&q)?;
                 }
-                (yes, describe(&q))
+                yes
             }
         };
         if answer {
             Ok(())
         } else {
-            Err(not_durable(what))
+            Err(not_durable(q.describe()))
         }
     }
 
@@ -149,15 +200,7 @@ impl Confirmer {
         let Some(helper) = guard.as_mut() else {
             return Err(not_durable("no read-back helper"));
         };
-        let line = match q {
-            Question::Data(l, v) => format!(
-                "data {} {}\n",
-                hex::encode(l.as_bytes()),
-                hex::encode(Sha256::digest(v))
-            ),
-            Question::NoData(l) => format!("nodata {}\n", hex::encode(l.as_bytes())),
-            Question::Key(l) => format!("key {}\n", hex::encode(l.as_bytes())),
-        };
+        let line = q.line();
         let mut reply = String::new();
         let io = helper
             .stdin
@@ -173,7 +216,7 @@ impl Confirmer {
                 *guard = None;
                 Err(not_durable(format!(
                     "read-back helper failed ({}): {}",
-                    describe(q),
+                    q.describe(),
                     match io {
                         Err(e) => e.to_string(),
                         Ok(_) => other.to_owned(),
@@ -225,28 +268,6 @@ impl Confirmer {
                 ready.trim()
             ))),
         }
-    }
-}
-
-fn describe(q: &Question) -> String {
-    match q {
-        Question::Data(l, _) => format!("record {l}"),
-        Question::NoData(l) => format!("removal of {l}"),
-        Question::Key(l) => format!("key object {l}"),
-    }
-}
-
-/// Answers a question through `session`.
-fn answer(session: &Session, q: &Question) -> Result<bool, HsmError> {
-    match q {
-        Question::Data(label, value) => {
-            let want = Sha256::digest(value);
-            Ok(data_values(session, label)?
-                .iter()
-                .any(|v| Sha256::digest(v) == want))
-        }
-        Question::NoData(label) => Ok(data_values(session, label)?.is_empty()),
-        Question::Key(label) => key_present(session, label),
     }
 }
 
@@ -329,25 +350,9 @@ pub fn helper_main() -> i32 {
             Ok(0) | Err(_) => return 0,
             Ok(_) => {}
         }
-        let mut words = line.split_whitespace();
-        let verb = words.next().unwrap_or_default();
-        let label = words
-            .next()
-            .and_then(|l| hex::decode(l).ok())
-            .map(|l| String::from_utf8_lossy(&l).into_owned())
-            .unwrap_or_default();
-        let result = match verb {
-            "data" => {
-                let want = words.next().and_then(|h| hex::decode(h).ok());
-                data_values(&session, &label).map(|values| {
-                    values
-                        .iter()
-                        .any(|v| Some(Sha256::digest(v).to_vec()) == want)
-                })
-            }
-            "nodata" => data_values(&session, &label).map(|v| v.is_empty()),
-            "key" => key_present(&session, &label),
-            _ => Err(HsmError::Setup(format!("unknown question {verb}"))),
+        let result = match Question::parse(&line) {
+            Some(q) => q.answer(&session),
+            None => Err(HsmError::Setup(format!("unknown question {}", line.trim()))),
         };
         let reply = match result {
             Ok(true) => "yes".to_owned(),
