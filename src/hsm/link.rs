@@ -97,9 +97,7 @@ impl Link {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         match state.slot {
             Some(slot) => Ok((slot, state.generation)),
-            None => Err(HsmError::Unavailable(
-                "the token is being reconnected".into(),
-            )),
+            None => Err(reconnecting()),
         }
     }
 
@@ -227,6 +225,11 @@ impl Link {
             tracing::warn!(error = %e, "C_Finalize failed");
         }
     }
+}
+
+/// What work gets while the library is being re-initialised.
+pub(super) fn reconnecting() -> HsmError {
+    HsmError::Unavailable("the token is being reconnected".into())
 }
 
 fn initialize(pkcs11: &Pkcs11) -> Result<(), HsmError> {

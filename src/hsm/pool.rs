@@ -35,7 +35,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ use cryptoki::session::Session;
 
 use super::HsmError;
 use super::error::Fault;
-use super::link::{Link, lock, open_logged_in};
+use super::link::{Link, lock, open_logged_in, reconnecting};
 
 /// A session lent to a job, with the generation of the library
 /// initialisation it belongs to. Only this layer can look inside.
@@ -71,8 +71,8 @@ type Job = Box<dyn FnOnce(Result<&TokenSession<'_>, HsmError>) -> Option<Fault> 
 struct Envelope {
     job: Job,
     deadline: Instant,
-    /// Whether anyone still waits for the answer.
-    abandoned: Box<dyn Fn() -> bool + Send>,
+    /// Set when the caller stopped waiting (its call deadline passed).
+    abandoned: Arc<AtomicBool>,
 }
 
 /// CKR_GENERAL_ERRORs within [`GENERAL_ERROR_WINDOW`] that are taken as a
@@ -97,7 +97,6 @@ pub struct Pool {
     workers: Vec<JoinHandle<()>>,
     queue_timeout: Duration,
     call_timeout: Duration,
-    in_flight: Arc<AtomicU64>,
 }
 
 impl Pool {
@@ -126,7 +125,6 @@ impl Pool {
             workers,
             queue_timeout: settings.queue_timeout,
             call_timeout: settings.call_timeout,
-            in_flight: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -156,7 +154,7 @@ impl Pool {
     {
         let sender = self.sender.as_ref().ok_or(HsmError::Closed)?;
         let (reply, answer) = tokio::sync::oneshot::channel::<Result<T, HsmError>>();
-        let gone = Arc::new(AtomicBool::new(false));
+        let abandoned = Arc::new(AtomicBool::new(false));
         let link = self.link.clone();
         let job: Job = Box::new(move |session| {
             let result = session.and_then(f);
@@ -183,29 +181,22 @@ impl Pool {
             let _ = reply.send(result);
             failure
         });
-        let abandoned = {
-            let gone = gone.clone();
-            Box::new(move || gone.load(Ordering::Relaxed))
-        };
         let envelope = Envelope {
             job,
             deadline: Instant::now() + queue_deadline,
-            abandoned,
+            abandoned: abandoned.clone(),
         };
         match sender.try_send(envelope) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(HsmError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(HsmError::Closed),
         }
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let outcome = tokio::time::timeout(call_deadline, answer).await;
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        match outcome {
+        match tokio::time::timeout(call_deadline, answer).await {
             Ok(Ok(result)) => result,
             // The worker dropped the job without answering: it panicked.
             Ok(Err(_)) => Err(HsmError::Closed),
             Err(_) => {
-                gone.store(true, Ordering::Relaxed);
+                abandoned.store(true, Ordering::Relaxed);
                 Err(HsmError::CallTimeout(
                     u64::try_from(call_deadline.as_millis()).unwrap_or(u64::MAX),
                 ))
@@ -298,14 +289,12 @@ impl Worker {
                 job(Err(HsmError::QueueTimeout));
                 continue;
             }
-            if abandoned() {
+            if abandoned.load(Ordering::Relaxed) {
                 job(Err(HsmError::QueueTimeout));
                 continue;
             }
             if !self.link.try_reset() {
-                job(Err(HsmError::Unavailable(
-                    "the token is being reconnected".into(),
-                )));
+                job(Err(reconnecting()));
                 continue;
             }
             self.serve(job);
@@ -315,9 +304,7 @@ impl Worker {
     fn serve(&self, job: Job) {
         let state = self.link.state.read().unwrap_or_else(|e| e.into_inner());
         let Some(slot) = state.slot else {
-            job(Err(HsmError::Unavailable(
-                "the token is being reconnected".into(),
-            )));
+            job(Err(reconnecting()));
             return;
         };
         let mut session = lock(&self.link.sessions[self.n]);
