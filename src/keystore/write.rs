@@ -86,11 +86,7 @@ pub(super) fn commit(
     value: &[u8],
     revision: u64,
 ) -> Result<Option<DataHandle>, HsmError> {
-    let ours = objects::create_data(s, label, value)?;
-    if let Err(e) = confirm.data_stored(s, label, value) {
-        let _ = objects::destroy_data(s, ours);
-        return Err(e);
-    }
+    let ours = new_record_object(s, confirm, label, value)?;
     let all = objects::read_data(s, Some(label))?;
     let rival = all
         .iter()
@@ -104,6 +100,22 @@ pub(super) fn commit(
         let _ = objects::destroy_data(s, o.handle);
     }
     Ok(Some(ours))
+}
+
+/// Creates a record's object on the token and confirms it durable;
+/// destroys it again if it cannot be confirmed.
+fn new_record_object(
+    s: &TokenSession,
+    confirm: &Confirmer,
+    label: &str,
+    value: &[u8],
+) -> Result<DataHandle, HsmError> {
+    let handle = objects::create_data(s, label, value)?;
+    if let Err(e) = confirm.data_stored(s, label, value) {
+        let _ = objects::destroy_data(s, handle);
+        return Err(e);
+    }
+    Ok(handle)
 }
 
 /// Generates a key version's object on the token and confirms it durable;
@@ -184,17 +196,7 @@ impl KeyStore {
             .write_job(move |s| {
                 let handle =
                     new_version_object(s, &confirm, &id, 1, &version_label(&id, 1, &nonce), wrap)?;
-                let label = key_label(&id);
-                let meta = objects::create_data(s, &label, &value).and_then(|meta| {
-                    match confirm.data_stored(s, &label, &value) {
-                        Ok(()) => Ok(meta),
-                        Err(e) => {
-                            let _ = objects::destroy_data(s, meta);
-                            Err(e)
-                        }
-                    }
-                });
-                match meta {
+                match new_record_object(s, &confirm, &key_label(&id), &value) {
                     Ok(meta) => Ok((meta, handle)),
                     Err(e) => {
                         // Leave no orphan key object behind.
