@@ -25,7 +25,7 @@ use crate::hsm::TokenSession;
 
 use super::error::{StoreError, lock_poisoned, token};
 use super::record::AliasRecord;
-use super::{KeyRecord, KeyStore, LABEL_PREFIX, parse_record};
+use super::{KeyRecord, KeyStore, LABEL_PREFIX, parse_record, prove_listing};
 use crate::hsm::objects::{self, DataHandle};
 
 /// Rounds between full syncs when the marker has not moved.
@@ -172,12 +172,10 @@ impl KeyStore {
             .hsm
             .pool()
             .run(|s| {
+                // A handle missing from this listing means a record gone
+                // only if the listing is proven healthy.
                 let handles = objects::data_handles(s)?;
-                // The marker is always there: a listing without it is a
-                // failing token, and proves nothing gone.
-                if objects::find_markers(s)?.is_empty() {
-                    return Err(crate::hsm::HsmError::IncompleteListing);
-                }
+                prove_listing(s)?;
                 Ok(handles)
             })
             .await
