@@ -61,8 +61,11 @@ impl KeyStore {
                 .run(move |s| Ok(latest::<AliasRecord>(read_records(s, &read_label)?)))
                 .await
                 .map_err(token)?;
-            // A record that does not parse is replaced by a fresh one, with a
-            // revision above anything on the token.
+            // A record that does not parse is treated as absent: CreateAlias
+            // tries to write revision 0 beside it. The commit counts the
+            // unreadable object as a rival of revision 0, so that attempt
+            // ends in a conflict; nothing is lost, but the name cannot be
+            // reused until the damaged object is removed.
             let current = match current {
                 Latest::Unreadable => {
                     tracing::warn!(alias = alias_name, "replacing an unreadable alias record");
