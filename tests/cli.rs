@@ -9,7 +9,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output};
 
-use aws_sdk_kms::primitives::Blob;
 use common::*;
 
 const SO_PIN: &str = "cli-test-so-pin-0042";
@@ -145,15 +144,7 @@ async fn init_token_makes_a_token_the_gateway_serves_and_never_initialises_it_tw
     let gw = Gateway::start_on(token.clone());
     let kms = gw.client();
     let key = create_key(&kms).await;
-    let blob = kms
-        .encrypt()
-        .key_id(&key)
-        .plaintext(Blob::new("kept"))
-        .send()
-        .await
-        .unwrap()
-        .ciphertext_blob
-        .unwrap();
+    let blob = encrypt(&kms, &key, b"kept").await;
     let token = gw.stop();
 
     // The label is taken: refused, exit status 1, and nothing changed.

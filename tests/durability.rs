@@ -176,15 +176,7 @@ async fn full_disk_scenario(pages: usize) {
         .send()
         .await
         .unwrap();
-    let sealed = kms
-        .encrypt()
-        .key_id(&key)
-        .plaintext(Blob::new(b"must survive".to_vec()))
-        .send()
-        .await
-        .unwrap()
-        .ciphertext_blob
-        .unwrap();
+    let sealed = encrypt(&kms, &key, b"must survive").await;
 
     disk.fill_leaving(pages);
 

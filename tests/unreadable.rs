@@ -8,7 +8,6 @@
 
 mod common;
 
-use aws_sdk_kms::primitives::Blob;
 use common::*;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, ObjectClass};
@@ -55,15 +54,7 @@ async fn unreadable_records_are_skipped_reported_and_never_read_as_no_key() {
     let gw = Gateway::start();
     let kms = gw.client();
     let key = create_key(&kms).await;
-    let sealed = kms
-        .encrypt()
-        .key_id(&key)
-        .plaintext(Blob::new(b"still here".to_vec()))
-        .send()
-        .await
-        .unwrap()
-        .ciphertext_blob
-        .unwrap();
+    let sealed = encrypt(&kms, &key, b"still here").await;
     let token = gw.stop();
 
     // A newer revision of the key's record cut short, and a key of which

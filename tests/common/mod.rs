@@ -434,6 +434,24 @@ pub async fn create_key(client: &aws_sdk_kms::Client) -> String {
         .key_id
 }
 
+/// Encrypts `plaintext` under `key_id` (no context) and returns the
+/// ciphertext blob; panics on error.
+pub async fn encrypt(
+    client: &aws_sdk_kms::Client,
+    key_id: &str,
+    plaintext: &[u8],
+) -> aws_sdk_kms::primitives::Blob {
+    client
+        .encrypt()
+        .key_id(key_id)
+        .plaintext(aws_sdk_kms::primitives::Blob::new(plaintext.to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap()
+}
+
 /// Decrypts `blob` (no context); panics on error.
 pub async fn decrypt(client: &aws_sdk_kms::Client, blob: aws_sdk_kms::primitives::Blob) -> Vec<u8> {
     client
