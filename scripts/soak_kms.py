@@ -30,19 +30,13 @@ import argparse
 import collections
 import configparser
 import math
-import os
 import random
 import sys
 import threading
 import time
 from pathlib import Path
 
-for _name in list(os.environ):
-    if _name.startswith(("AWS_", "BOTO_")):
-        del os.environ[_name]
-os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-os.environ["AWS_CONFIG_FILE"] = os.devnull
-os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+import kms_isolate  # noqa: E402,F401  (before boto3: see the module)
 
 import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
