@@ -38,4 +38,5 @@ pub mod hsm;
 pub mod http;
 pub mod keystore;
 pub mod ops;
+pub mod policy;
 pub mod server;

@@ -1,0 +1,288 @@
+//! The `Condition` block: operators, set qualifiers and the request's
+//! condition keys.
+//!
+//! Supported operators: `StringEquals`, `StringNotEquals`,
+//! `StringEqualsIgnoreCase`, `StringNotEqualsIgnoreCase`, `StringLike`,
+//! `StringNotLike`, `Bool` and `Null`, each optionally with an `IfExists`
+//! suffix (not `Null`) and a `ForAllValues:` or `ForAnyValue:` qualifier.
+//! Condition key names are compared without regard to case, as IAM does;
+//! values by the operator.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::document::{PolicyError, strings};
+use super::wildcard::glob;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    StringEquals,
+    StringEqualsIgnoreCase,
+    StringLike,
+    Bool,
+    Null,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Qualifier {
+    Single,
+    ForAllValues,
+    ForAnyValue,
+}
+
+#[derive(Debug, Clone)]
+pub struct Condition {
+    op: Op,
+    negated: bool,
+    if_exists: bool,
+    qualifier: Qualifier,
+    /// Lowercase.
+    key: String,
+    values: Vec<String>,
+}
+
+/// The condition keys kmsgate sets (lowercase). `kms:encryptioncontext:*`
+/// stands for one key per encryption-context pair.
+const KNOWN_KEYS: &[&str] = &[
+    "kms:encryptioncontextkeys",
+    "kms:requestalias",
+    "kms:resourcealiases",
+    "kms:calleraccount",
+    "kms:grantisforawsresource",
+    "kms:keyspec",
+    "kms:keyusage",
+    "kms:encryptionalgorithm",
+    "kms:grantoperations",
+    "kms:granteeprincipal",
+    "kms:retiringprincipal",
+    "aws:principalarn",
+    "aws:username",
+];
+
+fn known_key(key: &str) -> bool {
+    KNOWN_KEYS.contains(&key)
+        || key
+            .strip_prefix("kms:encryptioncontext:")
+            .is_some_and(|k| !k.is_empty())
+}
+
+impl Condition {
+    /// `{"StringEquals": {"kms:EncryptionContext:app": "x"}, ...}`.
+    pub fn parse_block(block: &Map<String, Value>) -> Result<Vec<Condition>, PolicyError> {
+        let mut out = Vec::new();
+        for (operator, keys) in block {
+            let (qualifier, rest) = if let Some(r) = operator.strip_prefix("ForAllValues:") {
+                (Qualifier::ForAllValues, r)
+            } else if let Some(r) = operator.strip_prefix("ForAnyValue:") {
+                (Qualifier::ForAnyValue, r)
+            } else {
+                (Qualifier::Single, operator.as_str())
+            };
+            let (rest, if_exists) = match rest.strip_suffix("IfExists") {
+                Some(r) => (r, true),
+                None => (rest, false),
+            };
+            let (op, negated) = match rest {
+                "StringEquals" => (Op::StringEquals, false),
+                "StringNotEquals" => (Op::StringEquals, true),
+                "StringEqualsIgnoreCase" => (Op::StringEqualsIgnoreCase, false),
+                "StringNotEqualsIgnoreCase" => (Op::StringEqualsIgnoreCase, true),
+                "StringLike" => (Op::StringLike, false),
+                "StringNotLike" => (Op::StringLike, true),
+                "Bool" => (Op::Bool, false),
+                "Null" if !if_exists => (Op::Null, false),
+                _ => {
+                    return Err(PolicyError(format!(
+                        "Policy contains an unsupported condition operator: {operator}."
+                    )));
+                }
+            };
+            let Value::Object(keys) = keys else {
+                return Err(PolicyError(format!(
+                    "The condition operator {operator} must map condition keys to values."
+                )));
+            };
+            for (key, values) in keys {
+                let lower = key.to_ascii_lowercase();
+                if !known_key(&lower) {
+                    return Err(PolicyError(format!(
+                        "Policy contains an unsupported condition key: {key}."
+                    )));
+                }
+                let values = strings(values, "A condition value").or_else(|e| match values {
+                    Value::Bool(b) => Ok(vec![b.to_string()]),
+                    _ => Err(e),
+                })?;
+                out.push(Condition {
+                    op,
+                    negated,
+                    if_exists,
+                    qualifier,
+                    key: lower,
+                    values,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the condition holds for `facts`.
+    pub fn holds(&self, facts: &Facts) -> bool {
+        let present = facts.get(&self.key);
+        if self.op == Op::Null {
+            let absent = present.is_none_or(|v| v.is_empty());
+            return self.values.iter().any(|want| match want.as_str() {
+                "true" => absent,
+                "false" => !absent,
+                _ => false,
+            });
+        }
+        let request_values: &[String] = present.map(Vec::as_slice).unwrap_or_default();
+        // Whether one request value matches the policy's values, the
+        // operator's negation applied.
+        let fits = |v: &String| self.values.iter().any(|p| self.equal(p, v)) != self.negated;
+        match self.qualifier {
+            Qualifier::ForAllValues => request_values.iter().all(fits),
+            Qualifier::ForAnyValue => request_values.iter().any(fits),
+            Qualifier::Single if request_values.is_empty() => self.if_exists || self.negated,
+            Qualifier::Single if self.negated => request_values.iter().all(fits),
+            Qualifier::Single => request_values.iter().any(fits),
+        }
+    }
+
+    fn equal(&self, policy: &str, request: &str) -> bool {
+        match self.op {
+            Op::StringEquals => policy == request,
+            Op::StringEqualsIgnoreCase | Op::Bool => policy.eq_ignore_ascii_case(request),
+            Op::StringLike => glob(policy.as_bytes(), request.as_bytes()),
+            Op::Null => false,
+        }
+    }
+}
+
+/// A request's condition keys and their values, by lowercase key name.
+#[derive(Debug, Default, Clone)]
+pub struct Facts {
+    values: BTreeMap<String, Vec<String>>,
+}
+
+impl Facts {
+    pub fn new() -> Facts {
+        Facts::default()
+    }
+
+    /// Sets `key` (any case) to one or more values.
+    pub fn set(&mut self, key: &str, values: Vec<String>) {
+        self.values.insert(key.to_ascii_lowercase(), values);
+    }
+
+    pub fn set_one(&mut self, key: &str, value: impl Into<String>) {
+        self.set(key, vec![value.into()]);
+    }
+
+    /// `kms:EncryptionContext:<k>` for each pair and
+    /// `kms:EncryptionContextKeys`.
+    pub fn set_encryption_context<'a>(
+        &mut self,
+        pairs: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) {
+        let mut keys = Vec::new();
+        for (k, v) in pairs {
+            self.set_one(&format!("kms:EncryptionContext:{k}"), v.clone());
+            keys.push(k.clone());
+        }
+        self.set("kms:EncryptionContextKeys", keys);
+    }
+
+    fn get(&self, key: &str) -> Option<&Vec<String>> {
+        self.values.get(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond(json: &str) -> Vec<Condition> {
+        let v: Value = serde_json::from_str(json).unwrap();
+        Condition::parse_block(v.as_object().unwrap()).unwrap()
+    }
+
+    fn context(pairs: &[(&str, &str)]) -> Facts {
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut f = Facts::new();
+        f.set_encryption_context(owned.iter().map(|(k, v)| (k, v)));
+        f
+    }
+
+    fn holds(json: &str, facts: &Facts) -> bool {
+        cond(json).iter().all(|c| c.holds(facts))
+    }
+
+    #[test]
+    fn string_equals_on_an_encryption_context_value() {
+        let c = r#"{"StringEquals":{"kms:EncryptionContext:app":"billing"}}"#;
+        assert!(holds(c, &context(&[("app", "billing")])));
+        assert!(!holds(c, &context(&[("app", "Billing")])));
+        assert!(!holds(c, &context(&[])));
+        // Key names are not case-sensitive.
+        assert!(holds(c, &context(&[("APP", "billing")])));
+    }
+
+    #[test]
+    fn negated_operators_hold_when_the_key_is_absent() {
+        let c = r#"{"StringNotEquals":{"kms:EncryptionContext:app":"billing"}}"#;
+        assert!(holds(c, &context(&[])));
+        assert!(holds(c, &context(&[("app", "hr")])));
+        assert!(!holds(c, &context(&[("app", "billing")])));
+    }
+
+    #[test]
+    fn set_qualifiers() {
+        let all = r#"{"ForAllValues:StringEquals":{"kms:EncryptionContextKeys":["app","env"]}}"#;
+        assert!(holds(all, &context(&[("app", "x")])));
+        assert!(holds(all, &context(&[])));
+        assert!(!holds(all, &context(&[("app", "x"), ("other", "y")])));
+        let any = r#"{"ForAnyValue:StringLike":{"kms:EncryptionContextKeys":"ap*"}}"#;
+        assert!(holds(any, &context(&[("x", "1"), ("app", "2")])));
+        assert!(!holds(any, &context(&[])));
+    }
+
+    #[test]
+    fn null_bool_and_if_exists() {
+        let null = r#"{"Null":{"kms:EncryptionContextKeys":"false"}}"#;
+        assert!(holds(null, &context(&[("a", "b")])));
+        assert!(!holds(null, &context(&[])));
+        let mut f = Facts::new();
+        f.set_one("kms:GrantIsForAWSResource", "false");
+        assert!(holds(r#"{"Bool":{"kms:GrantIsForAWSResource":false}}"#, &f));
+        assert!(!holds(
+            r#"{"Bool":{"kms:GrantIsForAWSResource":"true"}}"#,
+            &f
+        ));
+        let if_exists = r#"{"StringEqualsIfExists":{"kms:RequestAlias":"alias/app"}}"#;
+        assert!(holds(if_exists, &f));
+        f.set_one("kms:RequestAlias", "alias/other");
+        assert!(!holds(if_exists, &f));
+    }
+
+    #[test]
+    fn unsupported_operators_and_keys_are_refused() {
+        for block in [
+            r#"{"NumericLessThan":{"kms:KeySpec":"1"}}"#,
+            r#"{"StringEquals":{"aws:SourceIp":"10.0.0.1"}}"#,
+            r#"{"StringEquals":["kms:KeySpec"]}"#,
+            r#"{"NullIfExists":{"kms:KeySpec":"true"}}"#,
+        ] {
+            let v: Value = serde_json::from_str(block).unwrap();
+            assert!(
+                Condition::parse_block(v.as_object().unwrap()).is_err(),
+                "{block}"
+            );
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! Parsing IAM's JSON policy grammar (the subset kmsgate evaluates) into a
+//! [`Policy`]. What is outside the subset is refused with a reason, never
+//! silently ignored: a policy that says more than kmsgate understands must
+//! not be taken to say less.
+
+use serde_json::{Map, Value};
+
+use super::condition::Condition;
+use super::wildcard::Pattern;
+
+/// Why a policy document was refused. The text is for the caller (it ends
+/// up in MalformedPolicyDocumentException or a start-up error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PolicyError(pub String);
+
+fn bad<T>(msg: impl Into<String>) -> Result<T, PolicyError> {
+    Err(PolicyError(msg.into()))
+}
+
+/// Where a policy is attached: on a key (it names principals) or on a
+/// principal (it must not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Key,
+    Identity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+/// Who a key policy statement is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalRef {
+    /// `"*"`: every authenticated principal.
+    Anyone,
+    /// An account (its root ARN or its 12-digit id): every principal of the
+    /// account, whose own identity policies must then allow the request.
+    Account(String),
+    /// One IAM user, by ARN.
+    User(String),
+}
+
+/// A list of patterns, or its complement (`NotAction`, `NotResource`).
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    pub negated: bool,
+    pub patterns: Vec<Pattern>,
+}
+
+impl Matcher {
+    pub fn matches(&self, value: &str) -> bool {
+        self.patterns.iter().any(|p| p.matches(value)) != self.negated
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Statement {
+    pub sid: Option<String>,
+    pub effect: Effect,
+    /// Empty for identity policies.
+    pub principals: Vec<PrincipalRef>,
+    pub actions: Matcher,
+    pub resources: Matcher,
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub statements: Vec<Statement>,
+}
+
+const VERSIONS: &[&str] = &["2012-10-17", "2008-10-17"];
+
+impl Policy {
+    /// Parses `text` as a policy of `kind`. `partition` is the one key and
+    /// principal ARNs must be in.
+    pub fn parse(text: &str, kind: Kind, partition: &str) -> Result<Policy, PolicyError> {
+        let doc: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(_) => return bad("The policy is not valid JSON."),
+        };
+        let Value::Object(doc) = doc else {
+            return bad("The policy must be a JSON object.");
+        };
+        for field in doc.keys() {
+            if !["Version", "Id", "Statement"].contains(&field.as_str()) {
+                return bad(format!("Policy contains an unsupported element: {field}."));
+            }
+        }
+        match doc.get("Version") {
+            None => {}
+            Some(Value::String(v)) if VERSIONS.contains(&v.as_str()) => {}
+            Some(_) => return bad("The policy Version must be 2012-10-17 or 2008-10-17."),
+        }
+        if let Some(id) = doc.get("Id")
+            && !id.is_string()
+        {
+            return bad("The policy Id must be a string.");
+        }
+        let statements = match doc.get("Statement") {
+            Some(Value::Array(list)) => list.iter().collect::<Vec<_>>(),
+            Some(one @ Value::Object(_)) => vec![one],
+            _ => return bad("The policy must contain a Statement."),
+        };
+        if statements.is_empty() {
+            return bad("The policy must contain at least one Statement.");
+        }
+        let statements = statements
+            .into_iter()
+            .map(|s| match s {
+                Value::Object(s) => statement(s, kind, partition),
+                _ => bad("Each Statement must be a JSON object."),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Policy { statements })
+    }
+}
+
+fn statement(
+    s: &Map<String, Value>,
+    kind: Kind,
+    partition: &str,
+) -> Result<Statement, PolicyError> {
+    const FIELDS: &[&str] = &[
+        "Sid",
+        "Effect",
+        "Principal",
+        "Action",
+        "NotAction",
+        "Resource",
+        "NotResource",
+        "Condition",
+    ];
+    for field in s.keys() {
+        if !FIELDS.contains(&field.as_str()) {
+            return bad(format!(
+                "Policy contains a statement with an unsupported element: {field}."
+            ));
+        }
+    }
+    let sid = match s.get("Sid") {
+        None => None,
+        Some(Value::String(v)) => Some(v.clone()),
+        Some(_) => return bad("A statement's Sid must be a string."),
+    };
+    let effect = match s.get("Effect").and_then(Value::as_str) {
+        Some("Allow") => Effect::Allow,
+        Some("Deny") => Effect::Deny,
+        _ => return bad("Each statement's Effect must be Allow or Deny."),
+    };
+    let principals = match (kind, s.get("Principal")) {
+        (Kind::Key, Some(p)) => principals(p, partition)?,
+        (Kind::Key, None) => return bad("Policy contains a statement with no principal."),
+        (Kind::Identity, None) => Vec::new(),
+        (Kind::Identity, Some(_)) => {
+            return bad("An identity policy must not name a Principal.");
+        }
+    };
+    let actions = either(s, "Action", "NotAction", |a| action_pattern(a))?;
+    let resources = either(s, "Resource", "NotResource", |r| {
+        resource_pattern(r, partition)
+    })?;
+    let conditions = match s.get("Condition") {
+        None => Vec::new(),
+        Some(Value::Object(c)) => Condition::parse_block(c)?,
+        Some(_) => return bad("A statement's Condition must be a JSON object."),
+    };
+    Ok(Statement {
+        sid,
+        effect,
+        principals,
+        actions,
+        resources,
+        conditions,
+    })
+}
+
+/// A string or a non-empty list of strings.
+pub(super) fn strings(v: &Value, what: &str) -> Result<Vec<String>, PolicyError> {
+    match v {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(list) if !list.is_empty() => list
+            .iter()
+            .map(|x| match x {
+                Value::String(s) => Ok(s.clone()),
+                _ => bad(format!("{what} must be a string or a list of strings.")),
+            })
+            .collect(),
+        _ => bad(format!("{what} must be a string or a list of strings.")),
+    }
+}
+
+fn either(
+    s: &Map<String, Value>,
+    name: &str,
+    not_name: &str,
+    pattern: impl Fn(&str) -> Result<Pattern, PolicyError>,
+) -> Result<Matcher, PolicyError> {
+    let (negated, v) = match (s.get(name), s.get(not_name)) {
+        (Some(v), None) => (false, v),
+        (None, Some(v)) => (true, v),
+        (Some(_), Some(_)) => {
+            return bad(format!(
+                "A statement must not have both {name} and {not_name}."
+            ));
+        }
+        (None, None) => return bad(format!("Each statement must have {name} or {not_name}.")),
+    };
+    let patterns = strings(v, name)?
+        .iter()
+        .map(|p| pattern(p))
+        .collect::<Result<_, _>>()?;
+    Ok(Matcher { negated, patterns })
+}
+
+/// `kms:Decrypt`, `kms:GenerateDataKey*`, `kms:*`, `*`: compared without
+/// regard to case, as IAM compares actions.
+fn action_pattern(a: &str) -> Result<Pattern, PolicyError> {
+    let lower = a.to_ascii_lowercase();
+    if lower == "*" {
+        return Ok(Pattern::new("kms:*", true));
+    }
+    let Some(rest) = lower.strip_prefix("kms:") else {
+        return bad(format!(
+            "Policy contains a statement with an action that is not a kms action: {a}."
+        ));
+    };
+    if rest.is_empty()
+        || !rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '*' || c == '?')
+    {
+        return bad(format!(
+            "Policy contains a statement with an invalid action: {a}."
+        ));
+    }
+    Ok(Pattern::new(&lower, true))
+}
+
+/// `*` or a KMS key ARN pattern (`arn:aws:kms:*:111122223333:key/*`).
+fn resource_pattern(r: &str, partition: &str) -> Result<Pattern, PolicyError> {
+    if r == "*" || r.starts_with(&format!("arn:{partition}:kms:")) {
+        return Ok(Pattern::new(r, false));
+    }
+    bad(format!(
+        "Policy contains a statement with an invalid resource: {r}."
+    ))
+}
+
+const INVALID_PRINCIPALS: &str = "Policy contains a statement with one or more invalid principals.";
+
+fn principals(p: &Value, partition: &str) -> Result<Vec<PrincipalRef>, PolicyError> {
+    let list = match p {
+        Value::String(s) if s == "*" => return Ok(vec![PrincipalRef::Anyone]),
+        Value::Object(m) => {
+            if m.keys().any(|k| k != "AWS") {
+                return bad(INVALID_PRINCIPALS);
+            }
+            match m.get("AWS") {
+                Some(v) => strings(v, "Principal")?,
+                None => return bad(INVALID_PRINCIPALS),
+            }
+        }
+        _ => return bad(INVALID_PRINCIPALS),
+    };
+    list.iter()
+        .map(|s| principal(s, partition))
+        .collect::<Option<Vec<_>>>()
+        .map_or_else(|| bad(INVALID_PRINCIPALS), Ok)
+}
+
+fn is_account(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn principal(s: &str, partition: &str) -> Option<PrincipalRef> {
+    if s == "*" {
+        return Some(PrincipalRef::Anyone);
+    }
+    if is_account(s) {
+        return Some(PrincipalRef::Account(s.to_owned()));
+    }
+    let rest = s.strip_prefix(&format!("arn:{partition}:iam::"))?;
+    let (account, resource) = rest.split_once(':')?;
+    if !is_account(account) {
+        return None;
+    }
+    if resource == "root" {
+        return Some(PrincipalRef::Account(account.to_owned()));
+    }
+    let name = resource.strip_prefix("user/")?;
+    let name = name.rsplit('/').next().unwrap_or(name);
+    let valid = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
+    if name.is_empty() || name.len() > 64 || !name.chars().all(valid) {
+        return None;
+    }
+    Some(PrincipalRef::User(s.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(text, Kind::Key, "aws")
+    }
+
+    #[test]
+    fn the_default_key_policy_parses() {
+        let p = key(&super::super::default_key_policy("aws", "111122223333")).unwrap();
+        assert_eq!(p.statements.len(), 1);
+        assert_eq!(
+            p.statements[0].principals,
+            vec![PrincipalRef::Account("111122223333".into())]
+        );
+    }
+
+    #[test]
+    fn malformed_documents_are_refused_with_a_reason() {
+        let cases = [
+            ("not json", "not valid JSON"),
+            ("[]", "JSON object"),
+            (r#"{"Version":"2012-10-17"}"#, "Statement"),
+            (r#"{"Statement":[]}"#, "at least one"),
+            (
+                r#"{"Statement":[{"Effect":"Permit","Principal":"*","Action":"kms:*","Resource":"*"}]}"#,
+                "Effect",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Action":"kms:*","Resource":"*"}]}"#,
+                "no principal",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"bob"},"Action":"kms:*","Resource":"*"}]}"#,
+                "invalid principals",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":{"Service":"s3.amazonaws.com"},"Action":"kms:*","Resource":"*"}]}"#,
+                "invalid principals",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"*"}]}"#,
+                "not a kms action",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","NotAction":"kms:Decrypt","Resource":"*"}]}"#,
+                "both",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"arn:aws:s3:::b"}]}"#,
+                "invalid resource",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*","Condition":{"DateLessThan":{"aws:CurrentTime":"2020"}}}]}"#,
+                "DateLessThan",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*","NotPrincipal":"x"}]}"#,
+                "NotPrincipal",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = key(text).unwrap_err();
+            assert!(e.0.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn identity_policies_name_no_principal() {
+        let ok = r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":["kms:Decrypt","kms:GenerateDataKey*"],"Resource":"arn:aws:kms:*:111122223333:key/*"}}"#;
+        Policy::parse(ok, Kind::Identity, "aws").unwrap();
+        let with =
+            r#"{"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"}}"#;
+        assert!(Policy::parse(with, Kind::Identity, "aws").is_err());
+    }
+
+    #[test]
+    fn principals_of_every_accepted_form() {
+        let p = key(r#"{"Statement":{"Effect":"Allow","Principal":{"AWS":["111122223333","arn:aws:iam::111122223333:root","arn:aws:iam::111122223333:user/app","*"]},"Action":"kms:*","Resource":"*"}}"#).unwrap();
+        assert_eq!(
+            p.statements[0].principals,
+            vec![
+                PrincipalRef::Account("111122223333".into()),
+                PrincipalRef::Account("111122223333".into()),
+                PrincipalRef::User("arn:aws:iam::111122223333:user/app".into()),
+                PrincipalRef::Anyone,
+            ]
+        );
+    }
+}
