@@ -215,6 +215,9 @@ pub struct AuthConfig {
     pub max_clock_skew_secs: u64,
     #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
+    /// Principals and their identity policies.
+    #[serde(default)]
+    pub principals: Vec<PrincipalConfig>,
 }
 
 impl Default for AuthConfig {
@@ -223,8 +226,23 @@ impl Default for AuthConfig {
             allow_anonymous: false,
             max_clock_skew_secs: default_skew(),
             credentials: Vec::new(),
+            principals: Vec::new(),
         }
     }
+}
+
+/// A principal (an IAM user, `arn:{partition}:iam::{account}:user/{name}`)
+/// and the identity policies attached to it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalConfig {
+    pub name: String,
+    /// Identity policy documents (IAM JSON), inline.
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// Identity policy documents, one JSON file each.
+    #[serde(default)]
+    pub policy_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,13 +252,28 @@ pub struct CredentialConfig {
     /// The secret access key: a file holding it, or an environment variable.
     pub secret_file: Option<PathBuf>,
     pub secret_env: Option<String>,
-    /// Name recorded in the audit log for requests signed with this key;
-    /// the access key id when not set.
+    /// The principal (IAM user name) this key signs as; the access key id
+    /// when not set. Two credentials may name one principal: that is how a
+    /// secret is rotated without downtime.
     pub principal: Option<String>,
-    /// The operations this credential may call, as IAM actions
-    /// (`kms:Decrypt`, `kms:GenerateDataKey*`, `kms:*`); every operation
-    /// when not set.
+    /// Shorthand for an identity policy of the principal: these IAM actions
+    /// (`kms:Decrypt`, `kms:GenerateDataKey*`, `kms:*`) allowed on every
+    /// resource. Credentials of one principal must not list different ones.
     pub allow: Option<Vec<String>>,
+}
+
+impl CredentialConfig {
+    pub fn principal_name(&self) -> &str {
+        self.principal.as_deref().unwrap_or(&self.access_key_id)
+    }
+}
+
+/// An IAM user name: 1-64 of letters, digits and `+=,.@_-`.
+pub fn valid_user_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
 }
 
 fn default_listen() -> SocketAddr {
@@ -369,11 +402,67 @@ impl Config {
                 )));
             }
         }
+        self.validate_principals()?;
         if self.auth.credentials.is_empty() && !self.auth.allow_anonymous {
             return Err(ConfigError::Invalid(
                 "no [[auth.credentials]] and allow_anonymous is false: no request could succeed"
                     .into(),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Every principal is a valid IAM user name and has an identity policy
+    /// (or an `allow` list), and credentials of one principal agree on
+    /// their `allow` lists. Before identity policies, a credential without
+    /// `allow` could do everything; such a config is refused with the
+    /// migration spelled out rather than quietly losing or keeping access.
+    fn validate_principals(&self) -> Result<(), ConfigError> {
+        let mut named = std::collections::HashSet::new();
+        for p in &self.auth.principals {
+            if !valid_user_name(&p.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "principal name '{}' must be 1-64 letters, digits or +=,.@_-",
+                    p.name
+                )));
+            }
+            if !named.insert(p.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "principal {} is listed twice under [[auth.principals]]",
+                    p.name
+                )));
+            }
+        }
+        let mut allow_of: std::collections::HashMap<&str, (&str, &Option<Vec<String>>)> =
+            std::collections::HashMap::new();
+        for c in &self.auth.credentials {
+            let name = c.principal_name();
+            if !valid_user_name(name) {
+                return Err(ConfigError::Invalid(format!(
+                    "credential {}: principal '{name}' must be 1-64 letters, digits or +=,.@_-",
+                    c.access_key_id
+                )));
+            }
+            if c.allow.is_none() && !named.contains(name) {
+                return Err(ConfigError::Invalid(format!(
+                    "credential {} (principal {name}) has no identity policy, so it could use no key. \
+                     Before identity policies such a credential could do everything; to keep that, \
+                     add `allow = [\"kms:*\"]` to it, or give it a narrower list, or a policy under \
+                     [[auth.principals]] name = \"{name}\"",
+                    c.access_key_id
+                )));
+            }
+            if let Some((other, allow)) = allow_of.insert(name, (&c.access_key_id, &c.allow))
+                && *allow != c.allow
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "credentials {other} and {} both sign as principal {name} but have different \
+                     `allow` lists: an allow list belongs to the principal, so give both the same one",
+                    c.access_key_id
+                )));
+            }
         }
         Ok(())
     }
@@ -416,6 +505,7 @@ mod tests {
         [[auth.credentials]]
         access_key_id = "AKIDEXAMPLE"
         secret_env = "KMSGATE_SECRET"
+        allow = ["kms:*"]
     "#;
 
     #[test]
@@ -442,6 +532,31 @@ mod tests {
     fn unknown_fields_are_rejected() {
         let text = format!("pin = \"1234\"\n{MINIMAL}");
         assert!(toml::from_str::<Config>(&text).is_err());
+    }
+
+    #[test]
+    fn a_credential_without_an_identity_policy_is_refused_with_the_migration() {
+        let text = MINIMAL.replace("allow = [\"kms:*\"]", "");
+        let c: Config = toml::from_str(&text).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("allow = [\"kms:*\"]"), "{e}");
+        let with_principal =
+            format!("{text}\n[[auth.principals]]\nname = \"AKIDEXAMPLE\"\npolicies = []\n");
+        let c: Config = toml::from_str(&with_principal).unwrap();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn two_keys_of_one_principal_must_agree_on_allow() {
+        let second = |allow: &str| {
+            format!(
+                "{MINIMAL}\n[[auth.credentials]]\naccess_key_id = \"AKIDNEXT\"\nsecret_env = \"S2\"\nprincipal = \"AKIDEXAMPLE\"\nallow = {allow}\n"
+            )
+        };
+        let c: Config = toml::from_str(&second("[\"kms:*\"]")).unwrap();
+        c.validate().unwrap();
+        let c: Config = toml::from_str(&second("[\"kms:Decrypt\"]")).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("different"));
     }
 
     #[test]

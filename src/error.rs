@@ -20,6 +20,7 @@ use http::StatusCode;
 use crate::arn::KeyRefError;
 use crate::hsm::{Fault, HsmError};
 use crate::keystore::StoreError;
+use crate::policy::{PolicyError, Refusal};
 
 /// An error as AWS KMS reports it: an exception name (`__type`), an HTTP
 /// status and, for most exceptions, a message.
@@ -82,6 +83,12 @@ pub enum KmsError {
     KeyUnavailable(String),
     #[error("KMSInternalException: {0}")]
     Internal(String),
+    #[error("MalformedPolicyDocumentException: {0}")]
+    MalformedPolicyDocument(String),
+    #[error("InvalidGrantTokenException: {0}")]
+    InvalidGrantToken(String),
+    #[error("InvalidGrantIdException: {0}")]
+    InvalidGrantId(String),
 }
 
 impl KmsError {
@@ -115,6 +122,9 @@ impl KmsError {
             KmsError::DependencyTimeout(_) => "DependencyTimeoutException",
             KmsError::KeyUnavailable(_) => "KeyUnavailableException",
             KmsError::Internal(_) => "KMSInternalException",
+            KmsError::MalformedPolicyDocument(_) => "MalformedPolicyDocumentException",
+            KmsError::InvalidGrantToken(_) => "InvalidGrantTokenException",
+            KmsError::InvalidGrantId(_) => "InvalidGrantIdException",
         }
     }
 
@@ -166,6 +176,9 @@ impl KmsError {
             | KmsError::RequestTimeout(m)
             | KmsError::DependencyTimeout(m)
             | KmsError::KeyUnavailable(m)
+            | KmsError::MalformedPolicyDocument(m)
+            | KmsError::InvalidGrantToken(m)
+            | KmsError::InvalidGrantId(m)
             | KmsError::Internal(m) => Some(m.clone()),
         }
     }
@@ -188,6 +201,47 @@ pub const INTERNAL_FAILURE: &str =
     "The request processing has failed because of an unknown error, exception or failure.";
 
 pub type KmsResult<T> = Result<T, KmsError>;
+
+/// AccessDeniedException in AWS's words, for `principal_arn` refused
+/// `action` (`kms:Decrypt`) on `resource` (a key ARN; `None` for an
+/// operation on no key, where AWS names no resource).
+pub fn access_denied(
+    principal_arn: &str,
+    action: &str,
+    resource: Option<&str>,
+    refusal: Refusal,
+) -> KmsError {
+    let on = resource
+        .map(|r| format!(" on resource: {r}"))
+        .unwrap_or_default();
+    let why = match refusal {
+        Refusal::DenyInKeyPolicy => "with an explicit deny in a resource-based policy".to_owned(),
+        Refusal::DenyInIdentityPolicy => {
+            "with an explicit deny in an identity-based policy".to_owned()
+        }
+        Refusal::NoIdentityAllow => {
+            format!("because no identity-based policy allows the {action} action")
+        }
+        Refusal::NoKeyPolicyAllow => {
+            format!("because no resource-based policy allows the {action} action")
+        }
+    };
+    KmsError::AccessDenied(format!(
+        "User: {principal_arn} is not authorized to perform: {action}{on} {why}"
+    ))
+}
+
+/// A key policy that does not parse, or says what kmsgate cannot evaluate.
+impl From<PolicyError> for KmsError {
+    fn from(e: PolicyError) -> Self {
+        KmsError::MalformedPolicyDocument(e.0)
+    }
+}
+
+/// AWS's refusal of a key policy under which the caller could not change
+/// the policy again (unless BypassPolicyLockoutSafetyCheck is set).
+pub const POLICY_LOCKOUT: &str =
+    "The new key policy will not allow you to update the key policy in the future.";
 
 /// AWS's text for every 5xx the key store gives for a token it cannot use.
 const STORE_UNAVAILABLE: &str = "The key store is unavailable. Retry the request.";

@@ -40,24 +40,52 @@ pub fn hsm_settings(config: &Config) -> Result<HsmSettings, StartError> {
     })
 }
 
+/// The identity policies of every principal: `[[auth.principals]]`
+/// documents (inline and from files) and the credentials' `allow` lists.
+fn authorizer(config: &Config) -> Result<Authorizer, StartError> {
+    let mut authorizer = Authorizer::new(&config.partition, &config.account_id);
+    for p in &config.auth.principals {
+        authorizer.declare(&p.name);
+        for (i, doc) in p.policies.iter().enumerate() {
+            authorizer
+                .attach(&p.name, doc)
+                .map_err(|e| format!("principal {}: policy {}: {e}", p.name, i + 1))?;
+        }
+        for path in &p.policy_files {
+            let doc = std::fs::read_to_string(path).map_err(|e| {
+                format!("principal {}: cannot read {}: {e}", p.name, path.display())
+            })?;
+            authorizer
+                .attach(&p.name, &doc)
+                .map_err(|e| format!("principal {}: {}: {e}", p.name, path.display()))?;
+        }
+    }
+    // Credentials of one principal share one allow list (checked by the
+    // config), so each principal's list is attached once.
+    let mut attached = std::collections::HashSet::new();
+    for c in &config.auth.credentials {
+        let name = c.principal_name();
+        if let Some(allow) = &c.allow
+            && attached.insert(name)
+        {
+            authorizer
+                .allow(name, allow)
+                .map_err(|e| format!("credential {}: allow: {e}", c.access_key_id))?;
+        }
+    }
+    Ok(authorizer)
+}
+
 /// Opens the token, loads the key store and prepares the verifier.
 pub async fn build(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
     let settings = hsm_settings(config)?;
+    let authorizer = authorizer(config)?;
     let mut credentials = Vec::with_capacity(config.auth.credentials.len());
-    let mut authorizer = Authorizer::new(&config.partition, &config.account_id);
     for c in &config.auth.credentials {
-        if let Some(allow) = &c.allow {
-            authorizer
-                .restrict(&c.access_key_id, allow)
-                .map_err(|e| format!("credential {}: {e}", c.access_key_id))?;
-        }
         credentials.push(Credential {
             access_key_id: c.access_key_id.clone(),
             secret: read_secret(c.secret_file.as_deref(), c.secret_env.as_deref())?,
-            principal: c
-                .principal
-                .clone()
-                .unwrap_or_else(|| c.access_key_id.clone()),
+            principal: c.principal_name().to_owned(),
         });
     }
     let verifier = Verifier::new(

@@ -1283,7 +1283,7 @@ async fn a_credential_restricted_to_some_actions_is_refused_the_others() {
         (
             "AccessDeniedException".into(),
             format!(
-                "User: arn:aws:iam::{ACCOUNT}:user/app is not authorized to perform: kms:ScheduleKeyDeletion because no identity-based policy allows the kms:ScheduleKeyDeletion action"
+                "User: arn:aws:iam::{ACCOUNT}:user/app is not authorized to perform: kms:ScheduleKeyDeletion on resource: arn:aws:kms:{REGION}:{ACCOUNT}:key/{id} because no identity-based policy allows the kms:ScheduleKeyDeletion action"
             )
         )
     );

@@ -1,51 +1,25 @@
-//! Authorization: what a principal may do.
+//! Authorization, the identity side: the identity policies attached to
+//! each principal (DESIGN.md decision 14).
 //!
-//! Each credential in the config may carry an `allow` list of actions, in
-//! IAM's spelling: `kms:Decrypt`, a prefix pattern such as `kms:Describe*`
-//! or `kms:GenerateDataKey*`, or `kms:*`. A credential without one may call
-//! every operation. A refused request is AccessDeniedException with IAM's
-//! wording, and is audited like any other.
+//! Principals are IAM users of the configured account. Each has identity
+//! policies: documents under `[[auth.principals]]`, and the `allow` list
+//! of its credentials, which is shorthand for "Allow these actions on every
+//! resource". Operations on a key are decided in `ops` against the key
+//! policy, these identity policies and the key's grants; operations on no
+//! key (CreateKey, ListKeys, ListAliases, GenerateRandom,
+//! ListRetirableGrants) are decided here, by identity policies alone.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::Principal;
-use crate::error::KmsError;
+use crate::error::{KmsError, access_denied};
+use crate::policy::{self, Facts, Kind, Policy, PolicyError};
 
-/// One allowed action: an exact operation name, or a prefix (from `Foo*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Action {
-    Exact(String),
-    Prefix(String),
-}
-
-impl Action {
-    fn parse(pattern: &str) -> Result<Action, String> {
-        let Some(rest) = pattern.strip_prefix("kms:") else {
-            return Err(format!("action '{pattern}' must start with 'kms:'"));
-        };
-        let valid = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric());
-        match rest.strip_suffix('*') {
-            Some(prefix) if valid(prefix) => Ok(Action::Prefix(prefix.to_owned())),
-            None if !rest.is_empty() && valid(rest) => Ok(Action::Exact(rest.to_owned())),
-            _ => Err(format!(
-                "action '{pattern}' must be kms:<Operation>, kms:<Prefix>* or kms:*"
-            )),
-        }
-    }
-
-    fn allows(&self, operation: &str) -> bool {
-        match self {
-            Action::Exact(op) => op == operation,
-            Action::Prefix(p) => operation.starts_with(p.as_str()),
-        }
-    }
-}
-
-/// The allow lists of the credentials that have one, by access key id.
+/// The identity policies of every principal, by principal name.
 #[derive(Debug, Default)]
 pub struct Authorizer {
-    rules: HashMap<String, Vec<Action>>,
-    /// For IAM-style principal ARNs in refusals.
+    identities: HashMap<String, Arc<[Policy]>>,
     partition: String,
     account_id: String,
 }
@@ -53,35 +27,82 @@ pub struct Authorizer {
 impl Authorizer {
     pub fn new(partition: &str, account_id: &str) -> Authorizer {
         Authorizer {
-            rules: HashMap::new(),
+            identities: HashMap::new(),
             partition: partition.to_owned(),
             account_id: account_id.to_owned(),
         }
     }
 
-    /// Restricts `access_key_id` to `patterns`. Errors name the bad pattern.
-    pub fn restrict(&mut self, access_key_id: &str, patterns: &[String]) -> Result<(), String> {
-        let actions = patterns
-            .iter()
-            .map(|p| Action::parse(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.rules.insert(access_key_id.to_owned(), actions);
+    /// Attaches an identity policy document to `principal`. The error says
+    /// what is wrong with the document.
+    pub fn attach(&mut self, principal: &str, document: &str) -> Result<(), PolicyError> {
+        let p = Policy::parse(document, Kind::Identity, &self.partition)?;
+        let list = self.identities.entry(principal.to_owned()).or_default();
+        let mut v = list.to_vec();
+        v.push(p);
+        *list = v.into();
         Ok(())
     }
 
-    /// Whether `principal` may call `operation` (a TrentService operation
-    /// name such as `Decrypt`).
-    pub fn check(&self, principal: &Principal, operation: &str) -> Result<(), KmsError> {
-        let Some(actions) = self.rules.get(&principal.access_key_id) else {
-            return Ok(());
-        };
-        if actions.iter().any(|a| a.allows(operation)) {
-            return Ok(());
-        }
-        Err(KmsError::AccessDenied(format!(
-            "User: arn:{}:iam::{}:user/{} is not authorized to perform: kms:{operation} because no identity-based policy allows the kms:{operation} action",
+    /// Attaches the identity policy an `allow` list stands for.
+    pub fn allow(&mut self, principal: &str, actions: &[String]) -> Result<(), PolicyError> {
+        let doc = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{ "Effect": "Allow", "Action": actions, "Resource": "*" }],
+        });
+        self.attach(principal, &doc.to_string())
+    }
+
+    /// Makes `principal` known with no identity policy (it may still be
+    /// named by key policies and grants).
+    pub fn declare(&mut self, principal: &str) {
+        self.identities.entry(principal.to_owned()).or_default();
+    }
+
+    /// The identity policies of `principal`.
+    pub fn identity(&self, principal: &Principal) -> Arc<[Policy]> {
+        self.identities
+            .get(&principal.name)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(Vec::new()))
+    }
+
+    pub fn principal_arn(&self, principal: &Principal) -> String {
+        format!(
+            "arn:{}:iam::{}:user/{}",
             self.partition, self.account_id, principal.name
-        )))
+        )
+    }
+
+    pub fn account_id(&self) -> &str {
+        &self.account_id
+    }
+
+    /// The condition keys every request has: who is calling.
+    pub fn base_facts(&self, principal: &Principal) -> Facts {
+        let mut f = Facts::new();
+        f.set_one("kms:CallerAccount", self.account_id.clone());
+        f.set_one("kms:GrantIsForAWSResource", "false");
+        f.set_one("aws:PrincipalArn", self.principal_arn(principal));
+        f.set_one("aws:username", principal.name.clone());
+        f
+    }
+
+    /// Whether `principal` may call `operation`, an operation on no key,
+    /// by its identity policies alone.
+    pub fn check(&self, principal: &Principal, operation: &str) -> Result<(), KmsError> {
+        let arn = self.principal_arn(principal);
+        let action = format!("kms:{operation}");
+        let facts = self.base_facts(principal);
+        let request = policy::Request {
+            principal_arn: &arn,
+            account: &self.account_id,
+            action: &action,
+            resource: "*",
+            facts: &facts,
+        };
+        policy::decide_identity(&request, &self.identity(principal))
+            .map_err(|refusal| access_denied(&arn, &action, None, refusal))
     }
 }
 
@@ -97,38 +118,51 @@ mod tests {
     }
 
     #[test]
-    fn exact_prefix_and_star_patterns() {
+    fn allow_lists_are_identity_policies() {
         let mut a = Authorizer::new("aws", "111122223333");
-        a.restrict(
-            "AKIDAPP",
-            &["kms:Decrypt".into(), "kms:GenerateDataKey*".into()],
-        )
-        .unwrap();
+        a.allow("app", &["kms:Decrypt".into(), "kms:List*".into()])
+            .unwrap();
         let p = principal();
-        assert!(a.check(&p, "Decrypt").is_ok());
-        assert!(a.check(&p, "GenerateDataKey").is_ok());
-        assert!(a.check(&p, "GenerateDataKeyWithoutPlaintext").is_ok());
+        assert!(a.check(&p, "ListKeys").is_ok());
+        assert!(a.check(&p, "ListAliases").is_ok());
         let e = a.check(&p, "CreateKey").unwrap_err();
         assert_eq!(e.type_name(), "AccessDeniedException");
         assert_eq!(
             e.message().unwrap(),
             "User: arn:aws:iam::111122223333:user/app is not authorized to perform: kms:CreateKey because no identity-based policy allows the kms:CreateKey action"
         );
-        a.restrict("AKIDAPP", &["kms:*".into()]).unwrap();
-        assert!(a.check(&p, "ScheduleKeyDeletion").is_ok());
+        a.allow("app", &["kms:*".into()]).unwrap();
+        assert!(a.check(&p, "CreateKey").is_ok());
     }
 
     #[test]
-    fn credentials_without_a_list_may_do_everything() {
-        let a = Authorizer::new("aws", "111122223333");
-        assert!(a.check(&principal(), "ScheduleKeyDeletion").is_ok());
+    fn a_principal_without_policies_may_do_nothing_on_its_own() {
+        let mut a = Authorizer::new("aws", "111122223333");
+        a.declare("app");
+        assert!(a.check(&principal(), "ListKeys").is_err());
+    }
+
+    #[test]
+    fn an_identity_deny_wins() {
+        let mut a = Authorizer::new("aws", "111122223333");
+        a.allow("app", &["kms:*".into()]).unwrap();
+        a.attach(
+            "app",
+            r#"{"Statement":{"Effect":"Deny","Action":"kms:CreateKey","Resource":"*"}}"#,
+        )
+        .unwrap();
+        let e = a.check(&principal(), "CreateKey").unwrap_err();
+        assert_eq!(
+            e.message().unwrap(),
+            "User: arn:aws:iam::111122223333:user/app is not authorized to perform: kms:CreateKey with an explicit deny in an identity-based policy"
+        );
     }
 
     #[test]
     fn malformed_patterns_are_refused() {
         let mut a = Authorizer::new("aws", "111122223333");
-        for bad in ["Decrypt", "kms:", "kms:De*crypt", "iam:*", "kms:Decrypt "] {
-            assert!(a.restrict("AKIDAPP", &[bad.into()]).is_err(), "{bad}");
+        for bad in ["Decrypt", "kms:", "iam:*", "kms:Decrypt "] {
+            assert!(a.allow("app", &[bad.into()]).is_err(), "{bad}");
         }
     }
 }

@@ -34,6 +34,7 @@ use tracing::Instrument;
 use crate::auth::{Authorizer, Principal, Verifier};
 use crate::error::{INTERNAL_FAILURE, KmsError};
 use crate::keystore::KeyStore;
+use crate::ops::authorize::Caller;
 use crate::ops::{self, Ctx};
 
 use audit::Audit;
@@ -196,15 +197,24 @@ async fn handle(
     if !target.starts_with(TARGET_PREFIX) {
         return Err(KmsError::UnknownOperation);
     }
-    if ops::ALL_OPERATIONS.contains(&operation) {
+    // Operations on no key are decided by identity policies here; the
+    // others against their key, in `ops`, once the key is known.
+    if ops::KEYLESS_OPERATIONS.contains(&operation) {
         state.authorizer.check(&principal, operation)?;
     }
     if state.panic_operation.as_deref() == Some(operation) {
         panic!("{TEST_PANIC_ENV} names {operation}");
     }
+    let caller = Caller {
+        arn: state.authorizer.principal_arn(&principal),
+        account: state.authorizer.account_id().to_owned(),
+        identity: state.authorizer.identity(&principal),
+        facts: state.authorizer.base_facts(&principal),
+    };
     let mut ctx = Ctx {
         store: &state.store,
         principal: &principal,
+        caller: &caller,
         audit_key: None,
     };
     let result = ops::dispatch(&mut ctx, operation, &body).await;

@@ -39,6 +39,12 @@ impl KeyStore {
         self.reload_key(id).await
     }
 
+    /// A key read afresh from the token, for a request that carries grant
+    /// tokens: a grant another gateway made a moment ago is then seen.
+    pub async fn fresh_key(&self, id: &Uuid) -> Result<Option<Arc<Key>>, StoreError> {
+        self.reload_key(id).await
+    }
+
     /// Reads a key's latest record and version handles from the token into
     /// the cache; `None` (and out of the cache) only if a healthy listing of
     /// the token has no record of it.
@@ -168,6 +174,11 @@ impl KeyStore {
                     .ok_or_else(|| self.key_not_found(&entry.record.target))
             }
         }
+    }
+
+    /// The key an alias (with prefix) points at, if the alias exists.
+    pub async fn alias_target(&self, alias_name: &str) -> Result<Option<Uuid>, StoreError> {
+        Ok(self.alias(alias_name).await?.map(|e| e.record.target))
     }
 
     pub(super) fn key_not_found(&self, id: &Uuid) -> StoreError {

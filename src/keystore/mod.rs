@@ -35,20 +35,21 @@ mod usage;
 mod write;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use uuid::Uuid;
 
 use crate::arn::Realm;
 use crate::hsm::objects::{self, DataHandle, MasterKeyVersion};
 use crate::hsm::{Hsm, HsmError, TokenSession};
+use crate::policy::{self, Policy, PolicyError};
 pub use clock::Clock;
 pub use crypto::Sealed;
 pub use error::StoreError;
 use error::{lock_poisoned, token, unreadable};
 pub use record::{
-    AliasRecord, KeyRecord, KeyState, RotationSchedule, RotationType, Tag, VersionRecord,
-    key_material_id,
+    AliasRecord, GrantRecord, KeyRecord, KeyState, RotationSchedule, RotationType, Tag,
+    VersionRecord, key_material_id,
 };
 use record::{LABEL_PREFIX, Revisioned, version_label};
 
@@ -58,6 +59,9 @@ pub struct Key {
     pub record: KeyRecord,
     meta: DataHandle,
     versions: HashMap<u32, MasterKeyVersion>,
+    /// The key policy, parsed on first use. A record change makes a new
+    /// `Key`, so this never outlives the text it was parsed from.
+    policy: OnceLock<Arc<Policy>>,
 }
 
 impl Key {
@@ -67,6 +71,21 @@ impl Key {
 
     fn version(&self, v: u32) -> Option<MasterKeyVersion> {
         self.versions.get(&v).copied()
+    }
+
+    /// The key policy in force: the record's, or AWS's default. A stored
+    /// policy that no longer parses (it was checked when it was put) is an
+    /// error, which callers treat as a refusal.
+    pub fn key_policy(&self, realm: &Realm) -> Result<Arc<Policy>, PolicyError> {
+        if let Some(p) = self.policy.get() {
+            return Ok(p.clone());
+        }
+        let text = match &self.record.policy {
+            Some(t) => t.clone(),
+            None => policy::default_key_policy(&realm.partition, &realm.account_id),
+        };
+        let parsed = Arc::new(Policy::parse(&text, policy::Kind::Key, &realm.partition)?);
+        Ok(self.policy.get_or_init(|| parsed).clone())
     }
 
     /// Usable for cryptography: Enabled. [`StoreError::Disabled`] or
@@ -406,6 +425,7 @@ fn build_key(
         }
     }
     Key {
+        policy: OnceLock::new(),
         record,
         meta,
         versions,

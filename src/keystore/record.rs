@@ -4,6 +4,8 @@
 //! them readable with any PKCS#11 tool when an operator must look, and the
 //! `format` field lets a later version change the layout knowingly.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -127,6 +129,38 @@ pub struct KeyRecord {
     pub rotation: Option<RotationSchedule>,
     #[serde(default)]
     pub on_demand_rotations: u32,
+    /// The key policy document exactly as it was put; `None`: AWS's default
+    /// key policy (the account may do everything through identity policies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The key's grants, oldest first. They live in the key's record, so a
+    /// grant is committed, replicated and deleted with its key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<GrantRecord>,
+}
+
+/// A grant: a principal may do some operations with a key, optionally only
+/// with a given encryption context.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// 64 lowercase hex characters.
+    pub grant_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Principal ARN.
+    pub grantee: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retiring: Option<String>,
+    /// Operation names (`Decrypt`, `GenerateDataKey`, ...).
+    pub operations: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_equals: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_subset: Option<BTreeMap<String, String>>,
+    /// ARN of the principal that created the grant.
+    pub issuer: String,
+    /// Epoch seconds.
+    pub created: f64,
 }
 
 impl KeyRecord {
@@ -159,6 +193,8 @@ impl KeyRecord {
             primary_version: 1,
             rotation: None,
             on_demand_rotations: 0,
+            policy: None,
+            grants: Vec::new(),
         }
     }
 

@@ -184,11 +184,13 @@ impl KeyStore {
         &self,
         description: String,
         tags: Vec<Tag>,
+        policy: Option<String>,
     ) -> Result<Arc<Key>, StoreError> {
         let _guard = self.writes.lock().await;
         let id = Uuid::new_v4();
         let nonce = new_nonce();
-        let record = KeyRecord::new(id, self.now(), description, tags, nonce.clone());
+        let mut record = KeyRecord::new(id, self.now(), description, tags, nonce.clone());
+        record.policy = policy;
         let value = to_json(&record)?;
         let wrap = self.hsm.capabilities().gcm_wrap;
         let confirm = self.hsm.confirmer();
@@ -208,6 +210,7 @@ impl KeyStore {
             .await
             .map_err(token)?;
         let key = Arc::new(Key {
+            policy: std::sync::OnceLock::new(),
             record,
             meta,
             versions: HashMap::from([(1, handle)]),
@@ -392,6 +395,7 @@ impl KeyStore {
             }
         }
         let key = Arc::new(Key {
+            policy: std::sync::OnceLock::new(),
             record,
             meta,
             versions,

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::Ctx;
+use super::authorize::Use;
 use super::shapes::KeyIdRequest;
 use crate::error::KmsError;
 use crate::keystore::KeyState;
@@ -19,8 +20,10 @@ pub async fn handle(
     req: KeyIdRequest,
 ) -> Result<CancelKeyDeletionResponse, KmsError> {
     let key = ctx.store.resolve(req.key_id()?).await?;
+    let key = ctx
+        .authorize("CancelKeyDeletion", key, Use::default())
+        .await?;
     let arn = ctx.store.realm().key_arn(key.id());
-    ctx.audit(arn.clone());
     ctx.store
         .update_key(key.id(), |r| {
             if r.state != KeyState::PendingDeletion {

@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use super::Ctx;
+use super::authorize::Use;
 use super::shapes::{Empty, check_key_id, pending_deletion};
 use super::validate::Violations;
 use crate::arn::KeyRef;
@@ -79,7 +80,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: CreateAliasRequest) -> Result<Empty,
         ));
     }
     let key = target_key(ctx, req.target_key_id.as_deref().unwrap_or_default()).await?;
-    ctx.audit(ctx.store.realm().key_arn(key.id()));
+    let key = ctx.authorize("CreateAlias", key, Use::default()).await?;
     ctx.store.create_alias(name, key.id()).await?;
     Ok(Empty {})
 }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
+use super::key_policy::check_new_policy;
 use super::shapes::{KeyMetadata, SYMMETRIC_DEFAULT, TagShape};
 use super::validate::Violations;
 use crate::error::KmsError;
@@ -191,12 +192,25 @@ pub async fn handle(
         )));
     }
     let tags = check_tags(req.tags.as_deref().unwrap_or_default())?;
+    let realm = ctx.store.realm();
+    if let Some(p) = &req.policy {
+        // The key's ARN is not known yet: check against every key's.
+        let any_key = format!(
+            "arn:{}:kms:{}:{}:key/*",
+            realm.partition, realm.region, realm.account_id
+        );
+        check_new_policy(
+            ctx,
+            p,
+            &any_key,
+            req.bypass_policy_lockout_safety_check == Some(true),
+        )?;
+    }
 
     let key = ctx
         .store
-        .create_key(req.description.unwrap_or_default(), tags)
+        .create_key(req.description.unwrap_or_default(), tags, req.policy)
         .await?;
-    let realm = ctx.store.realm();
     ctx.audit(realm.key_arn(key.id()));
     Ok(CreateKeyResponse {
         key_metadata: KeyMetadata::of(realm, &key),

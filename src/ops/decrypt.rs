@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::Ctx;
+use super::authorize::Use;
 use super::shapes::{
     Blob, SYMMETRIC_DEFAULT, SecretBlob, check_algorithm, dry_run, require_symmetric,
 };
@@ -52,9 +53,11 @@ const NO_SUCH_KEY: &str = "The ciphertext refers to a customer master key that d
 /// the token decrypts.
 pub async fn open(
     ctx: &mut Ctx<'_>,
+    operation: &str,
     ciphertext: &[u8],
     key_id: Option<&str>,
     context: &EncryptionContext,
+    grant_tokens: Option<&[String]>,
     dry: Option<bool>,
 ) -> Result<Opened, KmsError> {
     let parsed = blob::parse(ciphertext).map_err(|_| KmsError::InvalidCiphertext)?;
@@ -63,8 +66,15 @@ pub async fn open(
         .key_by_id(&parsed.header.key_id)
         .await?
         .ok_or_else(|| KmsError::AccessDenied(NO_SUCH_KEY.into()))?;
+    let use_ = Use {
+        context: Some(context),
+        key_id,
+        algorithm: None,
+        grant_tokens,
+        extra: None,
+    };
+    let key = ctx.authorize(operation, key, use_).await?;
     let realm = ctx.store.realm();
-    ctx.audit(realm.key_arn(key.id()));
     if let Some(k) = key_id {
         let named = ctx.store.resolve(k).await?;
         if named.id() != key.id() {
@@ -104,9 +114,11 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: DecryptRequest) -> Result<DecryptRes
     let context = req.encryption_context.unwrap_or_default();
     let opened = open(
         ctx,
+        "Decrypt",
         &ciphertext,
         req.key_id.as_deref(),
         &context,
+        req.grant_tokens.as_deref(),
         req.dry_run,
     )
     .await?;

@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use super::Ctx;
+use super::authorize::Use;
 use super::create_alias::{check_alias_name, check_alias_prefix};
 use super::shapes::Empty;
 use super::validate::Violations;
@@ -20,6 +21,11 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: DeleteAliasRequest) -> Result<Empty,
     v.finish()?;
     let name = req.alias_name.as_deref().unwrap_or_default();
     check_alias_prefix(name)?;
+    if let Some(target) = ctx.store.alias_target(name).await?
+        && let Some(key) = ctx.store.key_by_id(&target).await?
+    {
+        ctx.authorize("DeleteAlias", key, Use::default()).await?;
+    }
     ctx.store.delete_alias(name).await?;
     Ok(Empty {})
 }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
+use super::authorize::Use;
 use super::shapes::{KeyMetadata, check_key_id};
 use super::validate::Violations;
 use crate::error::KmsError;
@@ -32,8 +33,13 @@ pub async fn handle(
         .store
         .resolve(req.key_id.as_deref().unwrap_or_default())
         .await?;
+    let use_ = Use {
+        key_id: req.key_id.as_deref(),
+        grant_tokens: req.grant_tokens.as_deref(),
+        ..Use::default()
+    };
+    let key = ctx.authorize("DescribeKey", key, use_).await?;
     let realm = ctx.store.realm();
-    ctx.audit(realm.key_arn(key.id()));
     Ok(DescribeKeyResponse {
         key_metadata: KeyMetadata::of(realm, &key),
     })

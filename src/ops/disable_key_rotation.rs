@@ -6,7 +6,7 @@ use super::shapes::{Empty, KeyIdRequest};
 use crate::error::KmsError;
 
 pub async fn handle(ctx: &mut Ctx<'_>, req: KeyIdRequest) -> Result<Empty, KmsError> {
-    update_if_usable(ctx, req.key_id()?, |r| {
+    update_if_usable(ctx, "DisableKeyRotation", req.key_id()?, |r| {
         r.rotation = None;
         Ok(())
     })

@@ -2,6 +2,7 @@
 //! first have its deletion cancelled.
 
 use super::Ctx;
+use super::authorize::Use;
 use super::shapes::{Empty, KeyIdRequest, pending_deletion};
 use crate::error::KmsError;
 use crate::keystore::KeyState;
@@ -17,8 +18,12 @@ pub(super) async fn set_state(
     state: KeyState,
 ) -> Result<Empty, KmsError> {
     let key = ctx.store.resolve(req.key_id()?).await?;
+    let operation = match state {
+        KeyState::Disabled => "DisableKey",
+        _ => "EnableKey",
+    };
+    let key = ctx.authorize(operation, key, Use::default()).await?;
     let realm = ctx.store.realm();
-    ctx.audit(realm.key_arn(key.id()));
     ctx.store
         .update_key(key.id(), |r| match r.state {
             KeyState::PendingDeletion => Err(pending_deletion(realm, &key)),

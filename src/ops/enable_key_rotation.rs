@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use super::Ctx;
+use super::authorize::Use;
 use super::shapes::{Empty, check_key_id};
 use super::validate::Violations;
 use crate::error::KmsError;
@@ -27,7 +28,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: EnableKeyRotationRequest) -> Result<
     v.finish()?;
     let period = req.rotation_period_in_days.unwrap_or(DEFAULT_PERIOD_DAYS) as u32;
     let now = ctx.store.now();
-    update_if_usable(ctx, req.key_id.as_deref().unwrap_or_default(), |r| {
+    let key_id = req.key_id.as_deref().unwrap_or_default();
+    update_if_usable(ctx, "EnableKeyRotation", key_id, |r| {
         // Same period: keep the date already scheduled.
         if r.rotation.as_ref().is_some_and(|s| s.period_days == period) {
             return Ok(());
@@ -47,6 +49,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: EnableKeyRotationRequest) -> Result<
 /// the latest record), with AWS's Disabled and pending-deletion errors.
 pub(super) async fn update_if_usable<F>(
     ctx: &mut Ctx<'_>,
+    operation: &str,
     key_id: &str,
     mut change: F,
 ) -> Result<(), KmsError>
@@ -54,9 +57,9 @@ where
     F: FnMut(&mut KeyRecord) -> Result<(), KmsError>,
 {
     let key = ctx.store.resolve(key_id).await?;
+    let key = ctx.authorize(operation, key, Use::default()).await?;
     let store = ctx.store;
     let realm = store.realm();
-    ctx.audit(realm.key_arn(key.id()));
     key.check_usable(realm)?;
     store
         .update_key(key.id(), |r| {

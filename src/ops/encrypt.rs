@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
+use super::authorize::Use;
 use super::shapes::{
     Blob, SYMMETRIC_DEFAULT, SecretBlob, check_algorithm, check_key_id, dry_run, require_symmetric,
 };
@@ -46,14 +47,21 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: EncryptRequest) -> Result<EncryptRes
         .store
         .resolve(req.key_id.as_deref().unwrap_or_default())
         .await?;
+    let context = req.encryption_context.unwrap_or_default();
+    let use_ = Use {
+        context: Some(&context),
+        key_id: req.key_id.as_deref(),
+        algorithm: req.encryption_algorithm.as_deref(),
+        grant_tokens: req.grant_tokens.as_deref(),
+        extra: None,
+    };
+    let key = ctx.authorize("Encrypt", key, use_).await?;
     let realm = ctx.store.realm();
     let arn = realm.key_arn(key.id());
-    ctx.audit(arn.clone());
     key.check_usable(realm)?;
     require_symmetric(&req.encryption_algorithm)?;
     dry_run(req.dry_run)?;
     let plaintext = req.plaintext.map(|p| p.0).unwrap_or_default();
-    let context = req.encryption_context.unwrap_or_default();
     let sealed = ctx.store.encrypt(&key, &context, plaintext).await?;
     Ok(EncryptResponse {
         ciphertext_blob: Blob(sealed.blob),

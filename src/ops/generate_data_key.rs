@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
+use super::authorize::Use;
 use super::shapes::{Blob, SecretBlob, check_key_id, dry_run};
 use super::validate::Violations;
 use crate::blob::EncryptionContext;
@@ -39,7 +40,7 @@ const DATA_KEY_SPECS: &[&str] = &["AES_256", "AES_128"];
 /// checks in AWS's order, then the token's work. Returns the key too.
 pub async fn generate(
     ctx: &mut Ctx<'_>,
-    req: GenerateDataKeyRequest,
+    mut req: GenerateDataKeyRequest,
     want_plaintext: bool,
 ) -> Result<(Sealed, Arc<Key>), KmsError> {
     let mut v = Violations::new();
@@ -66,8 +67,21 @@ pub async fn generate(
         .store
         .resolve(req.key_id.as_deref().unwrap_or_default())
         .await?;
+    let context = req.encryption_context.take().unwrap_or_default();
+    let operation = if want_plaintext {
+        "GenerateDataKey"
+    } else {
+        "GenerateDataKeyWithoutPlaintext"
+    };
+    let use_ = Use {
+        context: Some(&context),
+        key_id: req.key_id.as_deref(),
+        algorithm: None,
+        grant_tokens: req.grant_tokens.as_deref(),
+        extra: None,
+    };
+    let key = ctx.authorize(operation, key, use_).await?;
     let realm = ctx.store.realm();
-    ctx.audit(realm.key_arn(key.id()));
     key.check_usable(realm)?;
     dry_run(req.dry_run)?;
     if req.recipient.is_some() {
@@ -75,7 +89,6 @@ pub async fn generate(
             "Recipient (attested enclaves) is not supported by kmsgate.".into(),
         )));
     }
-    let context = req.encryption_context.unwrap_or_default();
     let sealed = ctx
         .store
         .generate_data_key(&key, &context, len, want_plaintext)

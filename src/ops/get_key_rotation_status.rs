@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use super::Ctx;
+use super::authorize::Use;
 use super::shapes::{KeyIdRequest, pending_deletion};
 use crate::error::KmsError;
 use crate::keystore::KeyState;
@@ -25,9 +26,11 @@ pub async fn handle(
     req: KeyIdRequest,
 ) -> Result<GetKeyRotationStatusResponse, KmsError> {
     let key = ctx.store.resolve(req.key_id()?).await?;
+    let key = ctx
+        .authorize("GetKeyRotationStatus", key, Use::default())
+        .await?;
     let realm = ctx.store.realm();
     let arn = realm.key_arn(key.id());
-    ctx.audit(arn.clone());
     if key.record.state == KeyState::PendingDeletion {
         return Err(pending_deletion(realm, &key));
     }

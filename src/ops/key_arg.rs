@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use super::Ctx;
+use super::authorize::Use;
 use super::shapes::pending_deletion;
 use crate::arn::{KeyRef, KeyRefError};
 use crate::error::KmsError;
@@ -36,6 +37,7 @@ pub async fn resolve_key_id_or_arn(ctx: &Ctx<'_>, key_id: &str) -> Result<Arc<Ke
 /// Shared by the operations that edit a key's tags and description.
 pub async fn update_unless_pending<F>(
     ctx: &mut Ctx<'_>,
+    operation: &str,
     key_id: &str,
     mut change: F,
 ) -> Result<(), KmsError>
@@ -43,9 +45,9 @@ where
     F: FnMut(&mut KeyRecord) -> Result<(), KmsError>,
 {
     let key = resolve_key_id_or_arn(ctx, key_id).await?;
+    let key = ctx.authorize(operation, key, Use::default()).await?;
     let store = ctx.store;
     let realm = store.realm();
-    ctx.audit(realm.key_arn(key.id()));
     store
         .update_key(key.id(), |r| {
             if r.state == KeyState::PendingDeletion {

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
+use super::authorize::Use;
 use super::shapes::{check_key_id, check_paging};
 use super::validate::Violations;
 use crate::error::KmsError;
@@ -65,7 +66,9 @@ pub async fn handle(
         .store
         .resolve(req.key_id.as_deref().unwrap_or_default())
         .await?;
-    ctx.audit(ctx.store.realm().key_arn(key.id()));
+    let key = ctx
+        .authorize("ListKeyRotations", key, Use::default())
+        .await?;
     // The marker is the version number the next page starts at.
     let start: u32 = match &req.marker {
         Some(m) => m

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
+use super::authorize::Use;
 use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::{TagShape, check_key_id, check_paging};
 use super::validate::Violations;
@@ -54,7 +55,9 @@ pub async fn handle(
     let start_key = req.marker.as_deref().map(decode_marker).transpose()?;
 
     let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
-    ctx.audit(ctx.store.realm().key_arn(key.id()));
+    let key = ctx
+        .authorize("ListResourceTags", key, Use::default())
+        .await?;
     let mut all: Vec<_> = key.record.tags.iter().collect();
     all.sort_by(|a, b| a.key.cmp(&b.key));
     let start = match &start_key {

@@ -5,8 +5,10 @@
 //! the key store. None of them touches cryptoki or HTTP: they take parsed
 //! JSON and return a value to serialise, or a [`KmsError`].
 
+pub mod authorize;
 pub mod cancel_key_deletion;
 pub mod create_alias;
+pub mod create_grant;
 pub mod create_key;
 pub mod decrypt;
 pub mod delete_alias;
@@ -20,12 +22,16 @@ pub mod generate_data_key;
 pub mod generate_data_key_without_plaintext;
 pub mod generate_random;
 pub mod get_key_rotation_status;
+pub mod grant_shapes;
 pub mod key_arg;
+pub mod key_policy;
 pub mod list_aliases;
+pub mod list_grants;
 pub mod list_key_rotations;
 pub mod list_keys;
 pub mod list_resource_tags;
 pub mod re_encrypt;
+pub mod retire_grant;
 pub mod rotate_key_on_demand;
 pub mod schedule_key_deletion;
 pub mod shapes;
@@ -46,6 +52,8 @@ use crate::keystore::KeyStore;
 pub struct Ctx<'a> {
     pub store: &'a KeyStore,
     pub principal: &'a Principal,
+    /// Who is calling, for authorization ([`authorize`]).
+    pub caller: &'a authorize::Caller,
     /// The key the request acted on, for the audit record (its ARN).
     pub audit_key: Option<String>,
 }
@@ -55,6 +63,16 @@ impl Ctx<'_> {
         self.audit_key = Some(key_arn);
     }
 }
+
+/// The operations on no key: authorized by identity policies alone,
+/// before they run (the others are authorized against the key they name).
+pub const KEYLESS_OPERATIONS: &[&str] = &[
+    "CreateKey",
+    "GenerateRandom",
+    "ListAliases",
+    "ListKeys",
+    "ListRetirableGrants",
+];
 
 /// Every operation of the KMS service model. Those kmsgate does not
 /// implement are answered with UnsupportedOperationException, not with
@@ -154,6 +172,7 @@ pub async fn dispatch(
     match operation {
         "CancelKeyDeletion" => run!(cancel_key_deletion),
         "CreateAlias" => run!(create_alias),
+        "CreateGrant" => run!(create_grant),
         "CreateKey" => run!(create_key),
         "Decrypt" => run!(decrypt),
         "DeleteAlias" => run!(delete_alias),
@@ -166,12 +185,19 @@ pub async fn dispatch(
         "GenerateDataKey" => run!(generate_data_key),
         "GenerateDataKeyWithoutPlaintext" => run!(generate_data_key_without_plaintext),
         "GenerateRandom" => run!(generate_random),
+        "GetKeyPolicy" => to_body(&key_policy::get(ctx, parse(body)?).await?),
         "GetKeyRotationStatus" => run!(get_key_rotation_status),
         "ListAliases" => run!(list_aliases),
+        "ListGrants" => run!(list_grants),
+        "ListRetirableGrants" => to_body(&list_grants::retirable(ctx, parse(body)?).await?),
         "ListKeyRotations" => run!(list_key_rotations),
+        "ListKeyPolicies" => to_body(&key_policy::list(ctx, parse(body)?).await?),
         "ListKeys" => run!(list_keys),
+        "PutKeyPolicy" => to_body(&key_policy::put(ctx, parse(body)?).await?),
         "ListResourceTags" => run!(list_resource_tags),
         "ReEncrypt" => run!(re_encrypt),
+        "RetireGrant" => to_body(&retire_grant::retire(ctx, parse(body)?).await?),
+        "RevokeGrant" => to_body(&retire_grant::revoke(ctx, parse(body)?).await?),
         "RotateKeyOnDemand" => run!(rotate_key_on_demand),
         "ScheduleKeyDeletion" => run!(schedule_key_deletion),
         "TagResource" => run!(tag_resource),

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
+use super::authorize::Use;
 use super::decrypt::open;
 use super::shapes::{Blob, SYMMETRIC_DEFAULT, check_algorithm, check_key_id, require_symmetric};
 use super::validate::Violations;
@@ -72,6 +73,15 @@ pub async fn handle(
         .store
         .resolve(req.destination_key_id.as_deref().unwrap_or_default())
         .await?;
+    let dest_context = req.destination_encryption_context.unwrap_or_default();
+    let use_ = Use {
+        context: Some(&dest_context),
+        key_id: req.destination_key_id.as_deref(),
+        algorithm: req.destination_encryption_algorithm.as_deref(),
+        grant_tokens: req.grant_tokens.as_deref(),
+        extra: None,
+    };
+    let destination = ctx.authorize("ReEncryptTo", destination, use_).await?;
     let realm = ctx.store.realm();
     destination.check_usable(realm)?;
 
@@ -79,13 +89,14 @@ pub async fn handle(
     let source_context = req.source_encryption_context.unwrap_or_default();
     let opened = open(
         ctx,
+        "ReEncryptFrom",
         &ciphertext,
         req.source_key_id.as_deref(),
         &source_context,
+        req.grant_tokens.as_deref(),
         req.dry_run,
     )
     .await?;
-    let dest_context = req.destination_encryption_context.unwrap_or_default();
     let sealed = ctx
         .store
         .encrypt(&destination, &dest_context, opened.plaintext)

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::Ctx;
+use super::authorize::Use;
 use super::shapes::KeyIdRequest;
 use crate::error::KmsError;
 
@@ -18,9 +19,11 @@ pub async fn handle(
     req: KeyIdRequest,
 ) -> Result<RotateKeyOnDemandResponse, KmsError> {
     let key = ctx.store.resolve(req.key_id()?).await?;
+    let key = ctx
+        .authorize("RotateKeyOnDemand", key, Use::default())
+        .await?;
     let realm = ctx.store.realm();
     let arn = realm.key_arn(key.id());
-    ctx.audit(arn.clone());
     key.check_usable(realm)?;
     ctx.store.rotate_on_demand(key.id()).await?;
     Ok(RotateKeyOnDemandResponse { key_id: arn })

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
+use super::authorize::Use;
 use super::shapes::{check_key_id, pending_deletion};
 use super::validate::Violations;
 use crate::error::KmsError;
@@ -42,9 +43,11 @@ pub async fn handle(
         .store
         .resolve(req.key_id.as_deref().unwrap_or_default())
         .await?;
+    let key = ctx
+        .authorize("ScheduleKeyDeletion", key, Use::default())
+        .await?;
     let realm = ctx.store.realm();
     let arn = realm.key_arn(key.id());
-    ctx.audit(arn.clone());
     let deletion_date = (ctx.store.now() + f64::from(days) * 86_400.0).round();
     ctx.store
         .update_key(key.id(), |r| {

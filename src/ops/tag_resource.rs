@@ -32,18 +32,23 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: TagResourceRequest) -> Result<Empty,
     v.finish()?;
     let requested = req.tags.unwrap_or_default();
 
-    update_unless_pending(ctx, req.key_id.as_deref().unwrap_or_default(), |r| {
-        for tag in check_tag_rules(&requested)? {
-            match r.tags.iter_mut().find(|t| t.key == tag.key) {
-                Some(existing) => existing.value = tag.value,
-                None => r.tags.push(tag),
+    update_unless_pending(
+        ctx,
+        "TagResource",
+        req.key_id.as_deref().unwrap_or_default(),
+        |r| {
+            for tag in check_tag_rules(&requested)? {
+                match r.tags.iter_mut().find(|t| t.key == tag.key) {
+                    Some(existing) => existing.value = tag.value,
+                    None => r.tags.push(tag),
+                }
             }
-        }
-        if r.tags.len() > MAX_TAGS {
-            return Err(KmsError::Tag("Too many tags".into()));
-        }
-        Ok(())
-    })
+            if r.tags.len() > MAX_TAGS {
+                return Err(KmsError::Tag("Too many tags".into()));
+            }
+            Ok(())
+        },
+    )
     .await?;
     Ok(Empty {})
 }

@@ -31,15 +31,20 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: UntagResourceRequest) -> Result<Empt
     v.finish()?;
     let remove = req.tag_keys.unwrap_or_default();
 
-    update_unless_pending(ctx, req.key_id.as_deref().unwrap_or_default(), |r| {
-        if remove.iter().any(|k| is_reserved_tag_key(k)) {
-            return Err(KmsError::Tag(
-                "Tags beginning with aws: are reserved".into(),
-            ));
-        }
-        r.tags.retain(|t| !remove.contains(&t.key));
-        Ok(())
-    })
+    update_unless_pending(
+        ctx,
+        "UntagResource",
+        req.key_id.as_deref().unwrap_or_default(),
+        |r| {
+            if remove.iter().any(|k| is_reserved_tag_key(k)) {
+                return Err(KmsError::Tag(
+                    "Tags beginning with aws: are reserved".into(),
+                ));
+            }
+            r.tags.retain(|t| !remove.contains(&t.key));
+            Ok(())
+        },
+    )
     .await?;
     Ok(Empty {})
 }

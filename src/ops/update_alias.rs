@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use super::Ctx;
+use super::authorize::Use;
 use super::create_alias::{check_alias_name, check_alias_prefix, target_key};
 use super::shapes::{Empty, check_key_id};
 use super::validate::Violations;
@@ -22,8 +23,14 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: UpdateAliasRequest) -> Result<Empty,
     v.finish()?;
     let name = req.alias_name.as_deref().unwrap_or_default();
     check_alias_prefix(name)?;
+    // The alias's current key and the new one must both allow it.
+    if let Some(old) = ctx.store.alias_target(name).await?
+        && let Some(old) = ctx.store.key_by_id(&old).await?
+    {
+        ctx.authorize("UpdateAlias", old, Use::default()).await?;
+    }
     let key = target_key(ctx, req.target_key_id.as_deref().unwrap_or_default()).await?;
-    ctx.audit(ctx.store.realm().key_arn(key.id()));
+    let key = ctx.authorize("UpdateAlias", key, Use::default()).await?;
     ctx.store.update_alias(name, key.id()).await?;
     Ok(Empty {})
 }

@@ -31,10 +31,15 @@ pub async fn handle(
     v.finish()?;
     let description = req.description.unwrap_or_default();
 
-    update_unless_pending(ctx, req.key_id.as_deref().unwrap_or_default(), |r| {
-        r.description = description.clone();
-        Ok(())
-    })
+    update_unless_pending(
+        ctx,
+        "UpdateKeyDescription",
+        req.key_id.as_deref().unwrap_or_default(),
+        |r| {
+            r.description = description.clone();
+            Ok(())
+        },
+    )
     .await?;
     Ok(Empty {})
 }

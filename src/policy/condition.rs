@@ -195,6 +195,13 @@ impl Facts {
         self.set("kms:EncryptionContextKeys", keys);
     }
 
+    /// Adds (or replaces) every key of `other`.
+    pub fn extend(&mut self, other: &Facts) {
+        for (k, v) in &other.values {
+            self.values.insert(k.clone(), v.clone());
+        }
+    }
+
     fn get(&self, key: &str) -> Option<&Vec<String>> {
         self.values.get(key)
     }

@@ -160,7 +160,7 @@ fn statement(
             return bad("An identity policy must not name a Principal.");
         }
     };
-    let actions = either(s, "Action", "NotAction", |a| action_pattern(a))?;
+    let actions = either(s, "Action", "NotAction", action_pattern)?;
     let resources = either(s, "Resource", "NotResource", |r| {
         resource_pattern(r, partition)
     })?;

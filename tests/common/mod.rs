@@ -103,6 +103,7 @@ pin_file = "{root}/pin"
 access_key_id = "{ACCESS_KEY}"
 secret_file = "{root}/secret"
 principal = "tester"
+allow = ["kms:*"]
 
 {extra}
 "#,

@@ -1,0 +1,246 @@
+//! Authorization of an operation on a key: principal × action × key
+//! (DESIGN.md decision 14), shared by every operation that names a key.
+//!
+//! The key is resolved first (a key that does not exist is
+//! NotFoundException, as in AWS within one account), then authorized, then
+//! its state is checked: a caller who may not use a key learns nothing of
+//! its state. The decision itself is [`policy::decide`]; this module
+//! gathers what it needs: the key policy, the caller's identity policies,
+//! the request's condition keys and whether a grant allows.
+
+use std::sync::Arc;
+
+use super::Ctx;
+use super::shapes::SYMMETRIC_DEFAULT;
+use crate::blob::EncryptionContext;
+use crate::error::{KmsError, access_denied};
+use crate::keystore::{GrantRecord, Key};
+use crate::policy::{self, Facts, Policy, Refusal};
+
+/// Who is calling, as authorization sees it.
+pub struct Caller {
+    /// `arn:{partition}:iam::{account}:user/{name}`.
+    pub arn: String,
+    pub account: String,
+    pub identity: Arc<[Policy]>,
+    /// The condition keys of every request of this caller.
+    pub facts: Facts,
+}
+
+/// What a request does with a key, beyond the operation: the condition
+/// keys it sets and the grant tokens it brings.
+#[derive(Default, Clone, Copy)]
+pub struct Use<'r> {
+    pub context: Option<&'r EncryptionContext>,
+    /// The KeyId as the request gave it (an alias sets kms:RequestAlias).
+    pub key_id: Option<&'r str>,
+    pub algorithm: Option<&'r str>,
+    pub grant_tokens: Option<&'r [String]>,
+    /// Condition keys particular to the operation (CreateGrant's).
+    pub extra: Option<&'r Facts>,
+}
+
+/// Operations whose grants apply their encryption-context constraints
+/// (AWS applies constraints only where a request carries a context).
+const TAKES_CONTEXT: &[&str] = &[
+    "Decrypt",
+    "Encrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+];
+
+/// Whether a grant's constraints admit `context`. Keys are compared
+/// without regard to case, values exactly, as AWS documents.
+pub fn constraints_admit(grant: &GrantRecord, context: &EncryptionContext) -> bool {
+    let get = |k: &str| {
+        context
+            .iter()
+            .find(|(ck, _)| ck.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v)
+    };
+    if let Some(eq) = &grant.context_equals
+        && (eq.len() != context.len() || eq.iter().any(|(k, v)| get(k) != Some(v)))
+    {
+        return false;
+    }
+    if let Some(sub) = &grant.context_subset
+        && sub.iter().any(|(k, v)| get(k) != Some(v))
+    {
+        return false;
+    }
+    true
+}
+
+fn grant_allows(key: &Key, caller: &str, operation: &str, u: &Use) -> bool {
+    let empty = EncryptionContext::new();
+    key.record.grants.iter().any(|g| {
+        g.grantee == caller
+            && g.operations.iter().any(|o| o == operation)
+            && (!TAKES_CONTEXT.contains(&operation)
+                || constraints_admit(g, u.context.unwrap_or(&empty)))
+    })
+}
+
+impl Ctx<'_> {
+    /// Authorizes `operation` (a grant operation name: `Decrypt`,
+    /// `ReEncryptFrom`, `DescribeKey`...) on `key`, and records the key for
+    /// the audit. Returns the key, read afresh from the token when the
+    /// request's grant tokens name a grant the cached copy lacks.
+    pub async fn authorize(
+        &mut self,
+        operation: &str,
+        key: Arc<Key>,
+        u: Use<'_>,
+    ) -> Result<Arc<Key>, KmsError> {
+        let realm = self.store.realm();
+        let arn = realm.key_arn(key.id());
+        self.audit(arn.clone());
+        let action = format!("kms:{operation}");
+        let mut facts = self.caller.facts.clone();
+        self.request_facts(&key, &u, operation, &mut facts);
+        let request = policy::Request {
+            principal_arn: &self.caller.arn,
+            account: &self.caller.account,
+            action: &action,
+            resource: &arn,
+            facts: &facts,
+        };
+        let key_policy = key.key_policy(realm).map_err(|e| {
+            tracing::error!(key = %arn, error = %e, "the stored key policy does not parse: refusing");
+            access_denied(&self.caller.arn, &action, Some(&arn), Refusal::NoKeyPolicyAllow)
+        })?;
+        let by_grant = grant_allows(&key, &self.caller.arn, operation, &u);
+        let verdict = policy::decide(&request, &key_policy, &self.caller.identity, by_grant);
+        let refusal = match verdict {
+            Ok(()) => return Ok(key),
+            Err(r) => r,
+        };
+        // A grant token vouches for a grant that this gateway may not have
+        // seen yet (another gateway made it): read the key afresh once.
+        if !by_grant
+            && u.grant_tokens.is_some_and(|t| !t.is_empty())
+            && !matches!(
+                refusal,
+                Refusal::DenyInKeyPolicy | Refusal::DenyInIdentityPolicy
+            )
+            && let Some(fresh) = self.store.fresh_key(key.id()).await?
+            && grant_allows(&fresh, &self.caller.arn, operation, &u)
+        {
+            return Ok(fresh);
+        }
+        Err(access_denied(
+            &self.caller.arn,
+            &action,
+            Some(&arn),
+            refusal,
+        ))
+    }
+
+    /// The condition keys a request on `key` sets.
+    fn request_facts(&self, key: &Key, u: &Use, operation: &str, facts: &mut Facts) {
+        facts.set_one("kms:KeySpec", SYMMETRIC_DEFAULT);
+        facts.set_one("kms:KeyUsage", "ENCRYPT_DECRYPT");
+        if let Some(c) = u.context {
+            facts.set_encryption_context(c.iter());
+        }
+        if let Some(extra) = u.extra {
+            facts.extend(extra);
+        }
+        if TAKES_CONTEXT.contains(&operation) {
+            facts.set_one(
+                "kms:EncryptionAlgorithm",
+                u.algorithm.unwrap_or(SYMMETRIC_DEFAULT),
+            );
+        }
+        if let Some(alias) = u.key_id.and_then(request_alias) {
+            facts.set_one("kms:RequestAlias", alias);
+        }
+        if let Ok(aliases) = self.store.all_aliases() {
+            let names: Vec<String> = aliases
+                .into_iter()
+                .filter(|a| &a.target == key.id())
+                .map(|a| a.name)
+                .collect();
+            if !names.is_empty() {
+                facts.set("kms:ResourceAliases", names);
+            }
+        }
+    }
+}
+
+/// `alias/app` from `alias/app` or `arn:...:alias/app`.
+fn request_alias(key_id: &str) -> Option<String> {
+    if key_id.starts_with("alias/") {
+        return Some(key_id.to_owned());
+    }
+    key_id
+        .split_once(":alias/")
+        .filter(|_| key_id.starts_with("arn:"))
+        .map(|(_, name)| format!("alias/{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(equals: Option<&[(&str, &str)]>, subset: Option<&[(&str, &str)]>) -> GrantRecord {
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        GrantRecord {
+            grant_id: "0".repeat(64),
+            name: None,
+            grantee: "arn:aws:iam::111122223333:user/app".into(),
+            retiring: None,
+            operations: vec!["Decrypt".into()],
+            context_equals: equals.map(map),
+            context_subset: subset.map(map),
+            issuer: "arn:aws:iam::111122223333:user/admin".into(),
+            created: 0.0,
+        }
+    }
+
+    fn ctx(pairs: &[(&str, &str)]) -> EncryptionContext {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn grant_constraints() {
+        let eq = grant(Some(&[("app", "billing")]), None);
+        assert!(constraints_admit(&eq, &ctx(&[("app", "billing")])));
+        assert!(constraints_admit(&eq, &ctx(&[("APP", "billing")])));
+        assert!(!constraints_admit(&eq, &ctx(&[("app", "Billing")])));
+        assert!(!constraints_admit(
+            &eq,
+            &ctx(&[("app", "billing"), ("x", "y")])
+        ));
+        assert!(!constraints_admit(&eq, &ctx(&[])));
+        let sub = grant(None, Some(&[("app", "billing")]));
+        assert!(constraints_admit(
+            &sub,
+            &ctx(&[("app", "billing"), ("x", "y")])
+        ));
+        assert!(!constraints_admit(&sub, &ctx(&[("x", "y")])));
+        assert!(constraints_admit(&grant(None, None), &ctx(&[])));
+    }
+
+    #[test]
+    fn request_aliases() {
+        assert_eq!(request_alias("alias/app").as_deref(), Some("alias/app"));
+        assert_eq!(
+            request_alias("arn:aws:kms:us-east-1:111122223333:alias/app").as_deref(),
+            Some("alias/app")
+        );
+        assert_eq!(request_alias("1234abcd-12ab-34cd-56ef-1234567890ab"), None);
+    }
+}

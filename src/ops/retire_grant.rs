@@ -1,0 +1,133 @@
+//! RetireGrant (by the grant's retiring principal, or its grantee when the
+//! grant allows RetireGrant; named by grant token or by key and grant id)
+//! and RevokeGrant (by whoever the key policy lets revoke).
+
+use serde::Deserialize;
+
+use super::Ctx;
+use super::authorize::Use;
+use super::grant_shapes::{check_grant_id, parse_grant_token};
+use super::shapes::{Empty, check_key_id, dry_run};
+use super::validate::Violations;
+use crate::error::{KmsError, access_denied};
+use crate::keystore::GrantRecord;
+use crate::policy::Refusal;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RetireGrantRequest {
+    pub grant_token: Option<String>,
+    pub key_id: Option<String>,
+    pub grant_id: Option<String>,
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RevokeGrantRequest {
+    pub key_id: Option<String>,
+    pub grant_id: Option<String>,
+    pub dry_run: Option<bool>,
+}
+
+fn grant_not_found(grant_id: &str) -> KmsError {
+    KmsError::NotFound(format!("Grant ID {grant_id} not found"))
+}
+
+/// Removes grant `grant_id` from the key's latest record.
+async fn remove(ctx: &Ctx<'_>, key: &uuid::Uuid, grant_id: &str) -> Result<Empty, KmsError> {
+    ctx.store
+        .update_key(key, |r| {
+            let before = r.grants.len();
+            r.grants.retain(|g| g.grant_id != grant_id);
+            if r.grants.len() == before {
+                return Err(grant_not_found(grant_id));
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(Empty {})
+}
+
+pub async fn retire(ctx: &mut Ctx<'_>, req: RetireGrantRequest) -> Result<Empty, KmsError> {
+    let mut v = Violations::new();
+    if let Some(t) = &req.grant_token {
+        v.str_len("grantToken", t, 1, 8192);
+    }
+    if req.key_id.is_some() {
+        check_key_id(&mut v, "keyId", &req.key_id);
+    }
+    if let Some(g) = &req.grant_id {
+        v.str_len("grantId", g, 1, 128);
+    }
+    v.finish()?;
+    let (key, grant_id) = match (&req.grant_token, &req.key_id, &req.grant_id) {
+        (Some(t), _, _) => {
+            let (key_id, grant_id) = parse_grant_token(t)?;
+            let key = ctx
+                .store
+                .fresh_key(&key_id)
+                .await?
+                .ok_or_else(|| grant_not_found(&grant_id))?;
+            if let Some(k) = &req.key_id
+                && ctx.store.resolve(k).await?.id() != key.id()
+            {
+                return Err(KmsError::InvalidGrantToken(
+                    "The grant token does not belong to the key given.".into(),
+                ));
+            }
+            (key, grant_id)
+        }
+        (None, Some(k), Some(g)) => {
+            check_grant_id(g)?;
+            (ctx.store.resolve(k).await?, g.clone())
+        }
+        _ => {
+            return Err(KmsError::Validation(
+                "Either GrantToken, or both KeyId and GrantId, must be specified.".into(),
+            ));
+        }
+    };
+    let realm = ctx.store.realm();
+    let key_arn = realm.key_arn(key.id());
+    ctx.audit(key_arn.clone());
+    let grant: &GrantRecord = key
+        .record
+        .grants
+        .iter()
+        .find(|g| g.grant_id == grant_id)
+        .ok_or_else(|| grant_not_found(&grant_id))?;
+    let me = ctx.caller.arn.as_str();
+    let may = grant.retiring.as_deref() == Some(me)
+        || (grant.grantee == me && grant.operations.iter().any(|o| o == "RetireGrant"));
+    if !may {
+        return Err(access_denied(
+            me,
+            "kms:RetireGrant",
+            Some(&key_arn),
+            Refusal::NoKeyPolicyAllow,
+        ));
+    }
+    dry_run(req.dry_run)?;
+    remove(ctx, key.id(), &grant_id).await
+}
+
+pub async fn revoke(ctx: &mut Ctx<'_>, req: RevokeGrantRequest) -> Result<Empty, KmsError> {
+    let mut v = Violations::new();
+    check_key_id(&mut v, "keyId", &req.key_id);
+    if v.required("grantId", &req.grant_id)
+        && let Some(g) = &req.grant_id
+    {
+        v.str_len("grantId", g, 1, 128);
+    }
+    v.finish()?;
+    let grant_id = req.grant_id.unwrap_or_default();
+    check_grant_id(&grant_id)?;
+    let key = ctx
+        .store
+        .resolve(req.key_id.as_deref().unwrap_or_default())
+        .await?;
+    let key = ctx.authorize("RevokeGrant", key, Use::default()).await?;
+    dry_run(req.dry_run)?;
+    remove(ctx, key.id(), &grant_id).await
+}
