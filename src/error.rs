@@ -189,6 +189,15 @@ pub const INTERNAL_FAILURE: &str =
 
 pub type KmsResult<T> = Result<T, KmsError>;
 
+/// A signed request whose TLS client certificate does not name the signing
+/// principal (`tls.client_cert_principal`). AWS has no such check; the
+/// exception is the one AWS uses for every refusal of a valid signature.
+pub fn client_cert_mismatch(principal: &str) -> KmsError {
+    KmsError::AccessDenied(format!(
+        "User: {principal} is not authorized to perform this request: the TLS client certificate does not name this principal"
+    ))
+}
+
 /// AWS's text for every 5xx the key store gives for a token it cannot use.
 const STORE_UNAVAILABLE: &str = "The key store is unavailable. Retry the request.";
 /// The text of a KMSInternalException for a failure inside the key store.
