@@ -28,7 +28,7 @@ REGION = "us-east-1"
 ACCOUNT_ID = "111122223333"
 KEY_ARN_PREFIX = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/"
 STARTUP_TIMEOUT_S = 30
-LISTENING = re.compile(r"^kmsgate listening on (http://127\.0\.0\.1:(\d+))\s*$")
+LISTENING = re.compile(r"^kmsgate listening on (https?://127\.0\.0\.1:(\d+))\s*$")
 
 
 def pytest_configure(config):
