@@ -50,6 +50,31 @@ pub struct Config {
     pub keys: KeysConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    /// TLS on the listener; plain HTTP when absent.
+    pub tls: Option<TlsConfig>,
+    /// Serve plain HTTP on an address that is not a loopback address.
+    /// Refused unless set: requests, plaintexts and data keys would cross
+    /// the network unencrypted.
+    #[serde(default)]
+    pub insecure_plain_http: bool,
+}
+
+/// TLS on the listener (rustls). PEM files; re-read on SIGHUP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate first, then the intermediates.
+    pub cert_chain_file: PathBuf,
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key_file: PathBuf,
+    /// When set, every client must present a certificate issued by a CA
+    /// in this bundle (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// When true, the client certificate's subject CN must equal the name
+    /// of the principal that signed the request: a second factor beside
+    /// SigV4. Needs `client_ca_file`.
+    #[serde(default)]
+    pub client_cert_principal: bool,
 }
 
 /// Connection limits and timeouts of the HTTP server: what keeps a client
@@ -387,6 +412,14 @@ impl Config {
                 "set exactly one of hsm.pin_file and hsm.pin_env".into(),
             ));
         }
+        if let Some(tls) = &self.tls
+            && tls.client_cert_principal
+            && tls.client_ca_file.is_none()
+        {
+            return Err(ConfigError::Invalid(
+                "tls.client_cert_principal needs tls.client_ca_file (client certificates are only asked for with a CA to check them against)".into(),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for c in &self.auth.credentials {
             if !seen.insert(c.access_key_id.as_str()) {
@@ -465,6 +498,19 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Refuses plain HTTP on an address other hosts can reach, unless the
+    /// config opts in with `insecure_plain_http`.
+    pub fn check_transport(&self, listen: SocketAddr) -> Result<(), ConfigError> {
+        if self.tls.is_some() || listen.ip().is_loopback() || self.insecure_plain_http {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(format!(
+            "refusing to serve plain HTTP on {listen}, which is not a loopback address: \
+             configure [tls], or set insecure_plain_http = true to accept that requests, \
+             plaintexts and data keys cross the network unencrypted"
+        )))
     }
 }
 
@@ -557,6 +603,31 @@ mod tests {
         c.validate().unwrap();
         let c: Config = toml::from_str(&second("[\"kms:Decrypt\"]")).unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("different"));
+    }
+
+    fn plain_http_off_loopback_needs_the_opt_in() {
+        let c: Config = toml::from_str(MINIMAL).unwrap();
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert!(c.check_transport("127.0.0.1:8080".parse().unwrap()).is_ok());
+        assert!(c.check_transport("[::1]:8080".parse().unwrap()).is_ok());
+        let err = c.check_transport(any).unwrap_err().to_string();
+        assert!(err.contains("insecure_plain_http"), "{err}");
+        let c: Config = toml::from_str(&format!("insecure_plain_http = true\n{MINIMAL}")).unwrap();
+        assert!(c.check_transport(any).is_ok());
+        let tls = format!(
+            "{MINIMAL}\n[tls]\ncert_chain_file = \"c.pem\"\nprivate_key_file = \"k.pem\"\n"
+        );
+        let c: Config = toml::from_str(&tls).unwrap();
+        assert!(c.check_transport(any).is_ok());
+    }
+
+    #[test]
+    fn client_cert_principal_needs_a_client_ca() {
+        let tls = format!(
+            "{MINIMAL}\n[tls]\ncert_chain_file = \"c.pem\"\nprivate_key_file = \"k.pem\"\nclient_cert_principal = true\n"
+        );
+        let c: Config = toml::from_str(&tls).unwrap();
+        assert!(c.validate().is_err());
     }
 
     #[test]

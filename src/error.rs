@@ -243,6 +243,15 @@ impl From<PolicyError> for KmsError {
 pub const POLICY_LOCKOUT: &str =
     "The new key policy will not allow you to update the key policy in the future.";
 
+/// A signed request whose TLS client certificate does not name the signing
+/// principal (`tls.client_cert_principal`). AWS has no such check; the
+/// exception is the one AWS uses for every refusal of a valid signature.
+pub fn client_cert_mismatch(principal: &str) -> KmsError {
+    KmsError::AccessDenied(format!(
+        "User: {principal} is not authorized to perform this request: the TLS client certificate does not name this principal"
+    ))
+}
+
 /// AWS's text for every 5xx the key store gives for a token it cannot use.
 const STORE_UNAVAILABLE: &str = "The key store is unavailable. Retry the request.";
 /// The text of a KMSInternalException for a failure inside the key store.

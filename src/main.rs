@@ -159,18 +159,21 @@ fn main() -> ExitCode {
 
 async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> Result<(), server::StartError> {
     let config = Config::load(&config_path)?;
-    let (state, hsm) = server::build(&config).await?;
     let addr = listen.unwrap_or(config.listen);
+    config.check_transport(addr)?;
+    let tls = server::tls(&config)?;
+    let (state, hsm) = server::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
-    tracing::info!(%local, "listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%local, scheme, "listening");
     // One line on stdout, for scripts and tests that started us on port 0.
     let mut out = std::io::stdout();
-    writeln!(out, "kmsgate listening on http://{local}")?;
+    writeln!(out, "kmsgate listening on {scheme}://{local}")?;
     out.flush()?;
-    server::run(&config, listener, state, hsm).await
+    server::run(&config, listener, state, hsm, tls).await
 }
 
 async fn check_keys(config_path: PathBuf) -> Result<(), server::StartError> {

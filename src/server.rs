@@ -14,6 +14,7 @@ use crate::auth::{Authorizer, Credential, Verifier};
 use crate::config::{Config, read_secret};
 use crate::hsm::{Hsm, HsmSettings};
 use crate::http::serve::{Drained, ServeSettings};
+use crate::http::tls::{Tls, TlsFiles};
 use crate::http::{AppState, router, test_panic_from_env};
 use crate::keystore::{KeyPolicy, KeyStore, clock};
 
@@ -117,6 +118,7 @@ pub async fn build(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartEr
         max_body_bytes: config.max_body_bytes,
         max_header_bytes: config.http.max_header_bytes,
         body_timeout: Duration::from_millis(config.http.body_timeout_ms),
+        client_cert_principal: config.tls.as_ref().is_some_and(|t| t.client_cert_principal),
         panic_operation: test_panic_from_env(),
     });
     Ok((state, hsm))
@@ -193,8 +195,24 @@ pub fn spawn_background(
     }
 }
 
-/// The serving loop's settings from the `[http]` config table.
-pub fn serve_settings(config: &Config) -> ServeSettings {
+/// The listener's TLS from the `[tls]` config table (none: plain HTTP).
+/// Reads the PEM files now, so that a bad one stops the start-up.
+pub fn tls(config: &Config) -> Result<Option<Arc<Tls>>, StartError> {
+    let Some(t) = &config.tls else {
+        return Ok(None);
+    };
+    let tls = Tls::load(TlsFiles {
+        cert_chain_file: t.cert_chain_file.clone(),
+        private_key_file: t.private_key_file.clone(),
+        client_ca_file: t.client_ca_file.clone(),
+    })
+    .map_err(|e| format!("tls: {e}"))?;
+    Ok(Some(Arc::new(tls)))
+}
+
+/// The serving loop's settings from the `[http]` config table, with the
+/// listener's TLS.
+pub fn serve_settings(config: &Config, tls: Option<Arc<Tls>>) -> ServeSettings {
     let h = &config.http;
     ServeSettings {
         max_connections: h.max_connections,
@@ -202,6 +220,7 @@ pub fn serve_settings(config: &Config) -> ServeSettings {
         header_timeout: Duration::from_millis(h.header_timeout_ms),
         idle_timeout: Duration::from_millis(h.idle_timeout_ms),
         shutdown_grace: Duration::from_millis(h.shutdown_grace_ms),
+        tls,
     }
 }
 
@@ -217,26 +236,30 @@ pub async fn serve(
 }
 
 /// The life of a serving gateway after start-up: background work, serving
-/// until SIGTERM or SIGINT, draining, stopping the background work, and
-/// closing the token's sessions and finalising the library last.
+/// until SIGTERM or SIGINT (SIGHUP reloads the TLS files), draining,
+/// stopping the background work, and closing the token's sessions and
+/// finalising the library last.
 pub async fn run(
     config: &Config,
     listener: TcpListener,
     state: Arc<AppState>,
     hsm: Arc<Hsm>,
+    tls: Option<Arc<Tls>>,
 ) -> Result<(), StartError> {
     let background = spawn_background(
         state.clone(),
         Duration::from_millis(config.keys.sync_interval_ms),
         Duration::from_millis(config.keys.scheduler_interval_ms),
     );
+    let reloader = tokio::spawn(reload_on_sighup(tls.clone()));
     serve(
         listener,
         state.clone(),
-        serve_settings(config),
+        serve_settings(config, tls),
         shutdown_signal(),
     )
     .await?;
+    reloader.abort();
     background.stop(Duration::from_secs(5)).await;
     drop(state);
     // Work handed to the token's threads may still hold the token for a
@@ -260,6 +283,39 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Re-reads the TLS files on every SIGHUP; new connections use them, open
+/// ones keep what they had. A file that does not load keeps the old
+/// configuration. Without TLS, SIGHUP is logged and ignored (rather than
+/// ending the process, its default).
+async fn reload_on_sighup(tls: Option<Arc<Tls>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot handle SIGHUP: TLS files are not reloadable");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let Some(tls) = &tls else {
+                tracing::info!("SIGHUP: no [tls] configured, nothing to reload");
+                continue;
+            };
+            match tls.reload() {
+                Ok(()) => tracing::info!(
+                    cert_chain_file = %tls.files().cert_chain_file.display(),
+                    "SIGHUP: TLS certificate and key reloaded; new connections use them"
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: TLS reload failed; keeping the certificate and key in use"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 /// Completes on SIGINT or SIGTERM.

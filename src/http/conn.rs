@@ -19,7 +19,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 /// Why a connection is told to close. Larger values win: a hard close
@@ -279,9 +278,10 @@ fn oldest_idle(conns: &HashMap<u64, Arc<ConnState>>) -> Option<&Arc<ConnState>> 
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// The connection's socket, noting when request bytes arrive.
-pub struct TrackedIo {
-    inner: TcpStream,
+/// The connection's socket (or its TLS stream: then the bytes seen are
+/// the decrypted ones), noting when request bytes arrive.
+pub struct TrackedIo<S> {
+    inner: S,
     conn: Arc<ConnState>,
     tracker: Arc<Tracker>,
     /// Bytes of the HTTP/2 preface matched so far; `None` once the client
@@ -289,8 +289,8 @@ pub struct TrackedIo {
     preface: Option<usize>,
 }
 
-impl TrackedIo {
-    pub fn new(inner: TcpStream, conn: Arc<ConnState>, tracker: Arc<Tracker>) -> TrackedIo {
+impl<S> TrackedIo<S> {
+    pub fn new(inner: S, conn: Arc<ConnState>, tracker: Arc<Tracker>) -> TrackedIo<S> {
         TrackedIo {
             inner,
             conn,
@@ -326,7 +326,7 @@ impl TrackedIo {
     }
 }
 
-impl AsyncRead for TrackedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -343,7 +343,7 @@ impl AsyncRead for TrackedIo {
     }
 }
 
-impl AsyncWrite for TrackedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -9,7 +9,8 @@
 //! record per request goes to the `kmsgate::audit` log target.
 //!
 //! Submodules: [`serve`] is the serving loop (connection limit, timeouts,
-//! drain) and [`conn`] its book-keeping; [`refusal`] answers and audits
+//! drain) and [`conn`] its book-keeping; [`tls`] its TLS configuration
+//! (reloadable, optionally with client certificates); [`refusal`] answers and audits
 //! what is refused before an operation runs; `/healthz` and `/readyz` are
 //! here, unsigned and unaudited.
 
@@ -19,6 +20,7 @@ mod conn;
 mod fdlimit;
 mod refusal;
 pub mod serve;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -44,7 +46,8 @@ pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 const TARGET_PREFIX: &str = "TrentService.";
 
 /// The environment variable naming an operation that panics before it
-/// runs: a test hook for the panic handling, inert unless set.
+/// runs: a test hook for the panic handling, inert unless set, and read only
+/// by builds with the `test-hooks` cargo feature.
 pub const TEST_PANIC_ENV: &str = "KMSGATE_TEST_PANIC_OPERATION";
 
 /// What every request needs.
@@ -57,12 +60,24 @@ pub struct AppState {
     pub max_header_bytes: usize,
     /// Time allowed for reading the body once the head is in.
     pub body_timeout: Duration,
+    /// The TLS client certificate's subject CN must name the principal
+    /// that signed the request (`tls.client_cert_principal`).
+    pub client_cert_principal: bool,
     /// Set only by [`TEST_PANIC_ENV`]: this operation panics.
     pub panic_operation: Option<String>,
 }
 
 /// The operation a test asks to panic, from [`TEST_PANIC_ENV`]; warns when
+/// it is set. Without the `test-hooks` feature: none, and the variable is
+/// never read.
+#[cfg(not(feature = "test-hooks"))]
+pub fn test_panic_from_env() -> Option<String> {
+    None
+}
+
+/// The operation a test asks to panic, from [`TEST_PANIC_ENV`]; warns when
 /// it is set.
+#[cfg(feature = "test-hooks")]
 pub fn test_panic_from_env() -> Option<String> {
     let op = std::env::var(TEST_PANIC_ENV)
         .ok()
@@ -189,6 +204,9 @@ async fn handle(
         SystemTime::now(),
     )?;
     *principal_out = Some(principal.clone());
+    if state.client_cert_principal {
+        check_client_cert(&parts.extensions, &principal)?;
+    }
     let target = parts
         .headers
         .get("x-amz-target")
@@ -220,6 +238,19 @@ async fn handle(
     let result = ops::dispatch(&mut ctx, operation, &body).await;
     *audit_key = ctx.audit_key;
     result
+}
+
+/// The second factor: the verified client certificate names the principal
+/// the signature proved.
+fn check_client_cert(extensions: &http::Extensions, principal: &Principal) -> Result<(), KmsError> {
+    let cn = extensions
+        .get::<tls::ClientCert>()
+        .and_then(|c| c.subject_cn.as_deref());
+    if cn == Some(principal.name.as_str()) {
+        Ok(())
+    } else {
+        Err(crate::error::client_cert_mismatch(&principal.name))
+    }
 }
 
 /// Reads the body, refusing one larger than `limit` before it is parsed,

@@ -1,6 +1,11 @@
 //! The serving loop: accepts connections under the connection limit, serves
 //! each with hyper (HTTP/1.1 keep-alive and h2c prior knowledge on one
-//! port), applies the timeouts, and drains on shutdown.
+//! port; under TLS, HTTP/1.1 and h2 negotiated by ALPN), applies the
+//! timeouts, and drains on shutdown.
+//!
+//! A TLS handshake is part of the connection's first request head: it
+//! counts against the connection limit and must finish, with that head,
+//! within the header timeout. A failed handshake closes the connection.
 //!
 //! axum's own `serve` has no connection limit and no header, body or idle
 //! timeout, so anyone able to open TCP connections could exhaust the file
@@ -16,10 +21,13 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
 use super::conn::{Admit, Close, ConnState, RequestGuard, TrackedIo, Tracker};
+use super::tls::{ClientCert, Tls, client_cert_of};
 use super::{fdlimit, refusal};
 
 /// Limits and timeouts of the serving loop (the `[http]` config table).
@@ -30,6 +38,8 @@ pub struct ServeSettings {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Serve TLS rather than plain HTTP.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// How a drain on shutdown went.
@@ -74,9 +84,13 @@ pub async fn serve(
             Ok((stream, peer)) => match tracker.admit(peer) {
                 Admit::Yes(conn) => {
                     let _ = stream.set_nodelay(true);
+                    // The configuration in use now: a reload affects only
+                    // connections accepted after it.
+                    let tls = settings.tls.as_ref().map(|t| t.acceptor());
                     tokio::spawn(serve_connection(
                         builder.clone(),
                         stream,
+                        tls,
                         conn,
                         tracker.clone(),
                         router.clone(),
@@ -150,14 +164,72 @@ fn builder(settings: &ServeSettings) -> auto::Builder<TokioExecutor> {
 async fn serve_connection(
     builder: Arc<auto::Builder<TokioExecutor>>,
     stream: TcpStream,
+    tls: Option<TlsAcceptor>,
     conn: Arc<ConnState>,
     tracker: Arc<Tracker>,
     router: Router,
 ) {
+    match tls {
+        None => serve_io(&builder, stream, None, &conn, &tracker, router).await,
+        Some(acceptor) => {
+            if let Some(stream) = handshake(acceptor, stream, &conn).await {
+                let cert = client_cert_of(stream.get_ref().1);
+                serve_io(&builder, stream, cert, &conn, &tracker, router).await;
+            }
+        }
+    }
+    tracker.remove(&conn);
+}
+
+/// The TLS handshake, abandoned when the connection is told to close: by
+/// the header timeout (the handshake is part of the first request head),
+/// to make room at the connection limit, or by the shutdown.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    conn: &ConnState,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let accept = acceptor.accept(stream);
+    tokio::pin!(accept);
+    loop {
+        tokio::select! {
+            accepted = accept.as_mut() => {
+                return match accepted {
+                    Ok(stream) => Some(stream),
+                    Err(e) => {
+                        tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
+                        None
+                    }
+                };
+            }
+            () = conn.wake.notified() => {
+                let why = conn.close_reason();
+                if why != Close::Open {
+                    tracing::debug!(peer = %conn.peer, reason = ?why, "TLS handshake abandoned");
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_io<S>(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: S,
+    cert: Option<ClientCert>,
+    conn: &Arc<ConnState>,
+    tracker: &Arc<Tracker>,
+    router: Router,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(TrackedIo::new(stream, conn.clone(), tracker.clone()));
     let (svc_conn, svc_tracker) = (conn.clone(), tracker.clone());
-    let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         let guard = RequestGuard::begin(&svc_conn, &svc_tracker);
+        if let Some(cert) = &cert {
+            request.extensions_mut().insert(cert.clone());
+        }
         let mut router = router.clone();
         async move {
             let response = router.call(request).await;
@@ -190,7 +262,6 @@ async fn serve_connection(
             _ => tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error"),
         }
     }
-    tracker.remove(&conn);
 }
 
 async fn reap(tracker: Arc<Tracker>, shortest: Duration) {

@@ -6,11 +6,15 @@
 //! no test waits that long. [`OffsetClock`] reads a number of seconds from a
 //! file at every reading and adds it to the system time; the gateway uses it
 //! only when `KMSGATE_TEST_CLOCK_OFFSET_FILE` is set, and says so loudly.
+//! That variable is a test hook: only a build with the `test-hooks` cargo
+//! feature (what `cargo test` builds) reads it; any other build never looks.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Environment variable that makes the gateway use an [`OffsetClock`].
+/// Environment variable that makes the gateway use an [`OffsetClock`]
+/// (in builds with the `test-hooks` feature only).
+#[cfg(feature = "test-hooks")]
 pub const OFFSET_FILE_ENV: &str = "KMSGATE_TEST_CLOCK_OFFSET_FILE";
 
 pub trait Clock: Send + Sync {
@@ -45,7 +49,15 @@ impl Clock for OffsetClock {
     }
 }
 
-/// The clock the environment asks for.
+/// The system clock: without the `test-hooks` feature nothing else exists.
+#[cfg(not(feature = "test-hooks"))]
+pub fn from_env() -> Box<dyn Clock> {
+    Box::new(SystemClock)
+}
+
+/// The clock the environment asks for (a build with the `test-hooks`
+/// feature).
+#[cfg(feature = "test-hooks")]
 pub fn from_env() -> Box<dyn Clock> {
     match std::env::var_os(OFFSET_FILE_ENV) {
         Some(file) => {

@@ -211,7 +211,10 @@ impl Gateway {
             );
         };
         let endpoint = endpoint.to_owned();
-        let addr = endpoint.trim_start_matches("http://").to_owned();
+        let addr = endpoint
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned();
         Gateway {
             child,
             token,

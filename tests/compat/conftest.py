@@ -28,7 +28,7 @@ REGION = "us-east-1"
 ACCOUNT_ID = "111122223333"
 KEY_ARN_PREFIX = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/"
 STARTUP_TIMEOUT_S = 30
-LISTENING = re.compile(r"^kmsgate listening on (http://127\.0\.0\.1:(\d+))\s*$")
+LISTENING = re.compile(r"^kmsgate listening on (https?://127\.0\.0\.1:(\d+))\s*$")
 
 
 def pytest_configure(config):
@@ -140,10 +140,13 @@ def _wait_for_listening(proc: subprocess.Popen, stderr_path: Path) -> tuple[str,
     )
 
 
-@pytest.fixture(scope="session")
-def gateway(tmp_path_factory) -> Gateway:
+def launch_gateway(
+    base: Path, extra_env: dict[str, str] | None = None, extra_config: str = ""
+) -> Gateway:
+    """A fresh token in base/softhsm and a gateway serving it on a free
+    port; ``extra_config`` is appended to its kmsgate.toml and
+    ``extra_env`` added to its environment. Stop it with stop_gateway."""
     binary = _binary()
-    base = tmp_path_factory.mktemp("kmsgate")
     d = base / "softhsm"
     setup = subprocess.run(
         ["bash", str(REPO / "scripts" / "setup-token"), str(d)],
@@ -153,10 +156,15 @@ def gateway(tmp_path_factory) -> Gateway:
     )
     assert setup.returncode == 0, f"scripts/setup-token failed:\n{setup.stdout}\n{setup.stderr}"
 
+    if extra_config:
+        with open(d / "kmsgate.toml", "a") as f:
+            f.write("\n" + extra_config + "\n")
+
     stderr_path = base / "kmsgate.stderr.log"
     env = clean_environ()
     env["SOFTHSM2_CONF"] = str(d / "softhsm2.conf")
     env.setdefault("KMSGATE_LOG", "info")
+    env.update(extra_env or {})
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
             [str(binary), "serve", "--config", str(d / "kmsgate.toml"), "--listen", "127.0.0.1:0"],
@@ -177,7 +185,7 @@ def gateway(tmp_path_factory) -> Gateway:
 
     creds = configparser.ConfigParser()
     creds.read(d / "credentials")
-    gw = Gateway(
+    return Gateway(
         dir=d,
         endpoint=endpoint,
         port=port,
@@ -186,14 +194,22 @@ def gateway(tmp_path_factory) -> Gateway:
         process=proc,
         stderr_path=stderr_path,
     )
-    yield gw
 
-    proc.terminate()
+
+def stop_gateway(gw: Gateway) -> None:
+    gw.process.terminate()
     try:
-        proc.wait(timeout=10)
+        gw.process.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        gw.process.kill()
+        gw.process.wait()
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory) -> Gateway:
+    gw = launch_gateway(tmp_path_factory.mktemp("kmsgate"))
+    yield gw
+    stop_gateway(gw)
 
 
 @pytest.fixture(scope="session", autouse=True)
