@@ -40,6 +40,9 @@ pub struct Use<'r> {
     pub extra: Option<&'r Facts>,
 }
 
+/// The condition key naming a key's aliases, lowercase.
+const RESOURCE_ALIASES: &str = "kms:resourcealiases";
+
 /// Operations whose grants apply their encryption-context constraints
 /// (AWS applies constraints only where a request carries a context).
 const TAKES_CONTEXT: &[&str] = &[
@@ -101,7 +104,15 @@ impl Ctx<'_> {
         self.audit(arn.clone());
         let action = format!("kms:{operation}");
         let mut facts = self.caller.facts.clone();
-        self.request_facts(&key, &u, operation, &mut facts);
+        let key_policy = key.key_policy(realm).map_err(|e| {
+            tracing::error!(key = %arn, error = %e, "the stored key policy does not parse: refusing");
+            access_denied(&self.caller.arn, &action, Some(&arn), Refusal::NoKeyPolicyAllow)
+        })?;
+        // Listing the key's aliases costs a pass over all aliases: only
+        // when a policy asks.
+        let wants_aliases = key_policy.tests(RESOURCE_ALIASES)
+            || self.caller.identity.iter().any(|p| p.tests(RESOURCE_ALIASES));
+        self.request_facts(&key, &u, operation, wants_aliases, &mut facts);
         let request = policy::Request {
             principal_arn: &self.caller.arn,
             account: &self.caller.account,
@@ -109,10 +120,6 @@ impl Ctx<'_> {
             resource: &arn,
             facts: &facts,
         };
-        let key_policy = key.key_policy(realm).map_err(|e| {
-            tracing::error!(key = %arn, error = %e, "the stored key policy does not parse: refusing");
-            access_denied(&self.caller.arn, &action, Some(&arn), Refusal::NoKeyPolicyAllow)
-        })?;
         let by_grant = grant_allows(&key, &self.caller.arn, operation, &u);
         let verdict = policy::decide(&request, &key_policy, &self.caller.identity, by_grant);
         let refusal = match verdict {
@@ -141,7 +148,14 @@ impl Ctx<'_> {
     }
 
     /// The condition keys a request on `key` sets.
-    fn request_facts(&self, key: &Key, u: &Use, operation: &str, facts: &mut Facts) {
+    fn request_facts(
+        &self,
+        key: &Key,
+        u: &Use,
+        operation: &str,
+        with_aliases: bool,
+        facts: &mut Facts,
+    ) {
         facts.set_one("kms:KeySpec", SYMMETRIC_DEFAULT);
         facts.set_one("kms:KeyUsage", "ENCRYPT_DECRYPT");
         if let Some(c) = u.context {
@@ -159,7 +173,7 @@ impl Ctx<'_> {
         if let Some(alias) = u.key_id.and_then(request_alias) {
             facts.set_one("kms:RequestAlias", alias);
         }
-        if let Ok(aliases) = self.store.all_aliases() {
+        if with_aliases && let Ok(aliases) = self.store.all_aliases() {
             let names: Vec<String> = aliases
                 .into_iter()
                 .filter(|a| &a.target == key.id())

@@ -127,6 +127,11 @@ impl Condition {
         Ok(out)
     }
 
+    /// The condition key, lowercase.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// Whether the condition holds for `facts`.
     pub fn holds(&self, facts: &Facts) -> bool {
         let present = facts.get(&self.key);

@@ -73,6 +73,16 @@ pub struct Policy {
     pub statements: Vec<Statement>,
 }
 
+impl Policy {
+    /// Whether a condition of this policy tests `key` (lowercase): lets a
+    /// caller skip working out a condition key no policy asks about.
+    pub fn tests(&self, key: &str) -> bool {
+        self.statements
+            .iter()
+            .any(|s| s.conditions.iter().any(|c| c.key() == key))
+    }
+}
+
 const VERSIONS: &[&str] = &["2012-10-17", "2008-10-17"];
 
 impl Policy {
