@@ -50,6 +50,8 @@ pub struct Config {
     pub keys: KeysConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// Connection limits and timeouts of the HTTP server: what keeps a client

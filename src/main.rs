@@ -86,6 +86,32 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         pin_file: PathBuf,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of audit files, oldest first (`PATH.000001
+    /// PATH.000002 ... PATH`). Names the first line that was changed,
+    /// removed or reordered and exits non-zero; or prints one `OK` line
+    /// with the last line's hash, to keep for a later `--anchor`.
+    Verify {
+        /// The audit files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The files are process logs (no `[audit] path`): check the
+        /// records of their `kmsgate::audit` lines.
+        #[arg(long)]
+        process_log: bool,
+        /// A hash printed by an earlier verify: fail unless a line with it
+        /// is still in the chain (detects a cut-off end).
+        #[arg(long, value_name = "SHA256")]
+        anchor: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -141,6 +167,14 @@ fn main() -> ExitCode {
             so_pin_file,
             pin_file,
         } => init_token(&module, &label, &so_pin_file, &pin_file),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    files,
+                    process_log,
+                    anchor,
+                },
+        } => audit_verify(&files, process_log, anchor),
     };
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -242,7 +276,7 @@ struct OpenGateway {
 
 impl OpenGateway {
     async fn build(config: &Config) -> Result<OpenGateway, server::StartError> {
-        let (state, hsm) = server::build(config).await?;
+        let (state, hsm) = server::build_for_command(config).await?;
         Ok(OpenGateway {
             state: Some(state),
             hsm: Some(hsm),
@@ -297,6 +331,40 @@ fn init_token(
     )?;
     out.flush()?;
     Ok(())
+}
+
+/// `kmsgate audit verify`: the verdict on stdout, one line.
+fn audit_verify(
+    files: &[PathBuf],
+    process_log: bool,
+    anchor: Option<String>,
+) -> Result<(), server::StartError> {
+    use kmsgate::audit::verify;
+    let options = verify::Options {
+        process_log,
+        anchor,
+    };
+    let mut out = std::io::stdout();
+    match verify::verify(files, &options)? {
+        Ok(s) => {
+            writeln!(
+                out,
+                "OK: {} records in {} files, chain {} up to sequence {}; last hash {}",
+                s.records,
+                s.files,
+                s.chain_id.as_deref().unwrap_or("-"),
+                s.last_sequence.map_or("-".to_owned(), |n| n.to_string()),
+                s.last_hash.as_deref().unwrap_or("-"),
+            )?;
+            out.flush()?;
+            Ok(())
+        }
+        Err(problem) => {
+            writeln!(out, "DAMAGED: {problem}")?;
+            out.flush()?;
+            Err(format!("the audit chain is broken at {}", problem.at).into())
+        }
+    }
 }
 
 fn bench_token(

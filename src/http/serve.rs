@@ -21,6 +21,7 @@ use tower_service::Service;
 
 use super::conn::{Admit, Close, ConnState, RequestGuard, TrackedIo, Tracker};
 use super::{fdlimit, refusal};
+use crate::audit::AuditLog;
 
 /// Limits and timeouts of the serving loop (the `[http]` config table).
 #[derive(Debug, Clone)]
@@ -47,6 +48,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     settings: ServeSettings,
+    audit: Arc<AuditLog>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<Drained> {
     let limit = fdlimit::connection_limit(settings.max_connections);
@@ -80,6 +82,7 @@ pub async fn serve(
                         conn,
                         tracker.clone(),
                         router.clone(),
+                        audit.clone(),
                     ));
                 }
                 Admit::No => {
@@ -153,10 +156,15 @@ async fn serve_connection(
     conn: Arc<ConnState>,
     tracker: Arc<Tracker>,
     router: Router,
+    audit: Arc<AuditLog>,
 ) {
     let io = TokioIo::new(TrackedIo::new(stream, conn.clone(), tracker.clone()));
     let (svc_conn, svc_tracker) = (conn.clone(), tracker.clone());
-    let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        // The peer's address, for the audit record's sourceIPAddress.
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(svc_conn.peer));
         let guard = RequestGuard::begin(&svc_conn, &svc_tracker);
         let mut router = router.clone();
         async move {
@@ -186,7 +194,7 @@ async fn serve_connection(
     };
     if let Some(Err(e)) = result {
         match e.downcast_ref::<hyper::Error>() {
-            Some(he) if he.is_parse() => refusal::parse_refused(he, conn.peer),
+            Some(he) if he.is_parse() => refusal::parse_refused(&audit, he, conn.peer),
             _ => tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error"),
         }
     }

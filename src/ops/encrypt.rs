@@ -55,6 +55,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: EncryptRequest) -> Result<EncryptRes
     let plaintext = req.plaintext.map(|p| p.0).unwrap_or_default();
     let context = req.encryption_context.unwrap_or_default();
     let sealed = ctx.store.encrypt(&key, &context, plaintext).await?;
+    ctx.audit_version(sealed.version);
     Ok(EncryptResponse {
         ciphertext_blob: Blob(sealed.blob),
         key_id: arn,
