@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use kmsgate::audit::verify;
 use kmsgate::config::{Config, read_secret};
 use kmsgate::hsm::{Hsm, init};
 use kmsgate::http::AppState;
@@ -111,6 +112,10 @@ enum AuditCommand {
         /// is still in the chain (detects a cut-off end).
         #[arg(long, value_name = "SHA256")]
         anchor: Option<String>,
+        /// The last hash of older files already verified and pruned: the
+        /// first line must link to it (instead of being sequence 0).
+        #[arg(long, value_name = "SHA256")]
+        continues: Option<String>,
     },
 }
 
@@ -173,8 +178,16 @@ fn main() -> ExitCode {
                     files,
                     process_log,
                     anchor,
+                    continues,
                 },
-        } => audit_verify(&files, process_log, anchor),
+        } => audit_verify(
+            &files,
+            verify::Options {
+                process_log,
+                anchor,
+                continues,
+            },
+        ),
     };
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -334,16 +347,7 @@ fn init_token(
 }
 
 /// `kmsgate audit verify`: the verdict on stdout, one line.
-fn audit_verify(
-    files: &[PathBuf],
-    process_log: bool,
-    anchor: Option<String>,
-) -> Result<(), server::StartError> {
-    use kmsgate::audit::verify;
-    let options = verify::Options {
-        process_log,
-        anchor,
-    };
+fn audit_verify(files: &[PathBuf], options: verify::Options) -> Result<(), server::StartError> {
     let mut out = std::io::stdout();
     match verify::verify(files, &options)? {
         Ok(s) => {

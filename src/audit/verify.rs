@@ -28,6 +28,9 @@ pub struct Options {
     pub process_log: bool,
     /// The hash of a line that must still be in the chain.
     pub anchor: Option<String>,
+    /// The last hash of files verified and pruned before: the first line
+    /// must link to it (instead of starting the chain at sequence 0).
+    pub continues: Option<String>,
 }
 
 /// An intact chain.
@@ -73,6 +76,8 @@ pub enum Damage {
     BeginningMissing { sequence: u64 },
     /// A new chain begins here: the one before it is cut off.
     NewChain,
+    /// The first line does not link to the hash given with `--continues`.
+    NotContinuing,
     /// No line has the anchored hash: the chain was cut before it, or the
     /// anchor belongs to another chain.
     AnchorMissing,
@@ -106,6 +111,10 @@ impl fmt::Display for Problem {
             Damage::BeginningMissing { sequence } => write!(
                 f,
                 "{at}: the chain's beginning is missing (first line is sequence {sequence}, not 0)"
+            ),
+            Damage::NotContinuing => write!(
+                f,
+                "{at}: does not continue from the given hash (lines before it are missing or changed)"
             ),
             Damage::NewChain => write!(
                 f,
@@ -153,6 +162,13 @@ pub fn verify(files: &[PathBuf], options: &Options) -> io::Result<Result<Summary
             return problem(Damage::NotARecord);
         };
         let Some((p, pl)) = prev else {
+            if let Some(h) = &options.continues {
+                if link.previous_hash != h.to_ascii_lowercase() {
+                    return problem(Damage::NotContinuing);
+                }
+                prev = Some((item, link));
+                continue;
+            }
             if link.sequence != 0 {
                 return problem(Damage::BeginningMissing {
                     sequence: link.sequence,
@@ -410,6 +426,21 @@ mod tests {
             .unwrap()
         };
         assert!(anchored(&sha256_hex(lines[1].as_bytes())).is_ok());
+        let continued = |hash: &str| {
+            verify(
+                std::slice::from_ref(&p),
+                &Options {
+                    continues: Some(hash.to_owned()),
+                    ..Options::default()
+                },
+            )
+            .unwrap()
+        };
+        std::fs::write(&p, format!("{}\n", lines[2])).unwrap();
+        assert!(continued(&sha256_hex(lines[1].as_bytes())).is_ok());
+        let gap = continued(&sha256_hex(lines[0].as_bytes())).unwrap_err();
+        assert_eq!(gap.damage, Damage::NotContinuing);
+        std::fs::write(&p, format!("{}\n{}\n", lines[0], lines[1])).unwrap();
         let cut = anchored(&sha256_hex(lines[2].as_bytes())).unwrap_err();
         assert_eq!(cut.damage, Damage::AnchorMissing);
     }
