@@ -57,6 +57,8 @@ pub struct Config {
     /// the network unencrypted.
     #[serde(default)]
     pub insecure_plain_http: bool,
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// TLS on the listener (rustls). PEM files; re-read on SIGHUP.
@@ -605,6 +607,7 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("different"));
     }
 
+    #[test]
     fn plain_http_off_loopback_needs_the_opt_in() {
         let c: Config = toml::from_str(MINIMAL).unwrap();
         let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();

@@ -200,6 +200,11 @@ impl KmsError {
 pub const INTERNAL_FAILURE: &str =
     "The request processing has failed because of an unknown error, exception or failure.";
 
+/// The message of a KMSInternalException for a request that cannot be
+/// audited (the audit log cannot be written): kmsgate's text.
+pub const AUDIT_UNAVAILABLE: &str =
+    "The request cannot be audited because the audit log cannot be written. Retry the request.";
+
 pub type KmsResult<T> = Result<T, KmsError>;
 
 /// AccessDeniedException in AWS's words, for `principal_arn` refused

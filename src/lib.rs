@@ -10,7 +10,9 @@
 //! * [`keystore`]: key ids, ARNs and aliases resolved to keys and versions,
 //!   key state, metadata stored on the token;
 //! * [`hsm`]: pooled PKCS#11 sessions on dedicated worker threads (cryptoki);
-//! * [`blob`]: the ciphertext format and the encryption-context encoding.
+//! * [`blob`]: the ciphertext format and the encryption-context encoding;
+//! * [`audit`]: the audit trail, one chained record per request, which
+//!   [`http`] writes.
 //!
 //! Each layer has its own error type, and none writes a client's text but
 //! the last:
@@ -29,6 +31,7 @@
 //!   authentication and validation failures, which are theirs to judge.
 
 pub mod arn;
+pub mod audit;
 pub mod auth;
 pub mod bench;
 pub mod blob;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use kmsgate::audit::verify;
 use kmsgate::config::{Config, read_secret};
 use kmsgate::hsm::{Hsm, init};
 use kmsgate::http::AppState;
@@ -86,6 +87,36 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         pin_file: PathBuf,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of audit files, oldest first (`PATH.000001
+    /// PATH.000002 ... PATH`). Names the first line that was changed,
+    /// removed or reordered and exits non-zero; or prints one `OK` line
+    /// with the last line's hash, to keep for a later `--anchor`.
+    Verify {
+        /// The audit files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The files are process logs (no `[audit] path`): check the
+        /// records of their `kmsgate::audit` lines.
+        #[arg(long)]
+        process_log: bool,
+        /// A hash printed by an earlier verify: fail unless a line with it
+        /// is still in the chain (detects a cut-off end).
+        #[arg(long, value_name = "SHA256")]
+        anchor: Option<String>,
+        /// The last hash of older files already verified and pruned: the
+        /// first line must link to it (instead of being sequence 0).
+        #[arg(long, value_name = "SHA256")]
+        continues: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -141,6 +172,22 @@ fn main() -> ExitCode {
             so_pin_file,
             pin_file,
         } => init_token(&module, &label, &so_pin_file, &pin_file),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    files,
+                    process_log,
+                    anchor,
+                    continues,
+                },
+        } => audit_verify(
+            &files,
+            verify::Options {
+                process_log,
+                anchor,
+                continues,
+            },
+        ),
     };
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -245,7 +292,7 @@ struct OpenGateway {
 
 impl OpenGateway {
     async fn build(config: &Config) -> Result<OpenGateway, server::StartError> {
-        let (state, hsm) = server::build(config).await?;
+        let (state, hsm) = server::build_for_command(config).await?;
         Ok(OpenGateway {
             state: Some(state),
             hsm: Some(hsm),
@@ -300,6 +347,31 @@ fn init_token(
     )?;
     out.flush()?;
     Ok(())
+}
+
+/// `kmsgate audit verify`: the verdict on stdout, one line.
+fn audit_verify(files: &[PathBuf], options: verify::Options) -> Result<(), server::StartError> {
+    let mut out = std::io::stdout();
+    match verify::verify(files, &options)? {
+        Ok(s) => {
+            writeln!(
+                out,
+                "OK: {} records in {} files, chain {} up to sequence {}; last hash {}",
+                s.records,
+                s.files,
+                s.chain_id.as_deref().unwrap_or("-"),
+                s.last_sequence.map_or("-".to_owned(), |n| n.to_string()),
+                s.last_hash.as_deref().unwrap_or("-"),
+            )?;
+            out.flush()?;
+            Ok(())
+        }
+        Err(problem) => {
+            writeln!(out, "DAMAGED: {problem}")?;
+            out.flush()?;
+            Err(format!("the audit chain is broken at {}", problem.at).into())
+        }
+    }
 }
 
 fn bench_token(

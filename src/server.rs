@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::arn::Realm;
+use crate::audit::{AuditConfig, AuditLog};
 use crate::auth::{Authorizer, Credential, Verifier};
 use crate::config::{Config, read_secret};
 use crate::hsm::{Hsm, HsmSettings};
@@ -77,8 +78,37 @@ fn authorizer(config: &Config) -> Result<Authorizer, StartError> {
     Ok(authorizer)
 }
 
-/// Opens the token, loads the key store and prepares the verifier.
+/// Opens the audit log and the token, loads the key store and prepares
+/// the verifier: a gateway about to serve.
 pub async fn build(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
+    build_with_audit(config, &config.audit).await
+}
+
+/// As [`build`], for a command that serves no requests: the audit file is
+/// left alone (a gateway may be writing it); the process log stands in.
+pub async fn build_for_command(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
+    build_with_audit(config, &AuditConfig::default()).await
+}
+
+async fn build_with_audit(
+    config: &Config,
+    audit: &AuditConfig,
+) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
+    let audit_realm = crate::audit::Realm {
+        partition: config.partition.clone(),
+        region: config.region.clone(),
+        account_id: config.account_id.clone(),
+    };
+    let audit = Arc::new(AuditLog::open(audit, audit_realm).map_err(|e| {
+        format!(
+            "cannot open the audit log {}: {e}",
+            audit
+                .path
+                .as_deref()
+                .unwrap_or(std::path::Path::new("-"))
+                .display()
+        )
+    })?);
     let settings = hsm_settings(config)?;
     let authorizer = authorizer(config)?;
     let mut credentials = Vec::with_capacity(config.auth.credentials.len());
@@ -120,6 +150,7 @@ pub async fn build(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartEr
         body_timeout: Duration::from_millis(config.http.body_timeout_ms),
         client_cert_principal: config.tls.as_ref().is_some_and(|t| t.client_cert_principal),
         panic_operation: test_panic_from_env(),
+        audit,
     });
     Ok((state, hsm))
 }
@@ -232,7 +263,8 @@ pub async fn serve(
     settings: ServeSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<Drained> {
-    crate::http::serve::serve(listener, router(state), settings, shutdown).await
+    let audit = state.audit.clone();
+    crate::http::serve::serve(listener, router(state), settings, audit, shutdown).await
 }
 
 /// The life of a serving gateway after start-up: background work, serving

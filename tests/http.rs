@@ -129,8 +129,9 @@ fn a_body_that_never_arrives_is_answered_at_the_body_timeout() {
     assert!(
         audit_lines(&gw)
             .iter()
-            .any(|l| l.contains(id) && l.contains("status=408")),
-        "no audit record for {id}"
+            .any(|l| l.contains(id) && l.contains("\"httpStatus\":408")),
+        "no audit record for {id}:\n{:#?}",
+        audit_lines(&gw)
     );
 }
 
@@ -251,21 +252,19 @@ fn refusals_before_an_operation_are_aws_shaped_and_audited() {
         assert!(
             audit
                 .iter()
-                .any(|l| l.contains(id) && l.contains(&format!("status={status}"))),
+                .any(|l| l.contains(id) && l.contains(&format!("\"httpStatus\":{status}"))),
             "no audit record for {id}:\n{audit:#?}"
         );
     }
     assert!(
         audit
             .iter()
-            .any(|l| l.contains("operation=ListKeys") && l.contains("status=404"))
+            .any(|l| l.contains("\"eventName\":\"ListKeys\"") && l.contains("\"httpStatus\":404"))
     );
     for status in [400, 431] {
         assert!(
-            audit
-                .iter()
-                .any(|l| l.contains("MalformedHttpRequest")
-                    && l.contains(&format!("status={status}"))),
+            audit.iter().any(|l| l.contains("MalformedHttpRequest")
+                && l.contains(&format!("\"httpStatus\":{status}"))),
             "hyper's {status} is not audited:\n{audit:#?}"
         );
     }
@@ -330,7 +329,9 @@ fn health_and_readiness_probes_answer_200_over_http1_and_h2c() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
     }
     assert!(
-        !audit_lines(&gw).iter().any(|l| l.contains("status=200")),
+        !audit_lines(&gw)
+            .iter()
+            .any(|l| l.contains("\"httpStatus\":200")),
         "probes are not audited"
     );
 }
@@ -387,7 +388,9 @@ async fn sigterm_drains_requests_in_flight_and_exits_zero() {
     assert!(answered > 20, "only {answered} answered before SIGTERM");
     let audited = audit_lines(&gw)
         .iter()
-        .filter(|l| l.contains("operation=GenerateDataKey") && l.contains("status=200"))
+        .filter(|l| {
+            l.contains("\"eventName\":\"GenerateDataKey\"") && l.contains("\"httpStatus\":200")
+        })
         .count();
     assert_eq!(audited, answered, "one audit record per 200 answered");
     let log = gw.log();

@@ -33,13 +33,14 @@ use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
 use tracing::Instrument;
 
-use crate::auth::{Authorizer, Principal, Verifier};
-use crate::error::{INTERNAL_FAILURE, KmsError};
+use crate::audit::{AuditLog, Unaudited};
+use crate::auth::{Authorizer, Verifier};
+use crate::error::{AUDIT_UNAVAILABLE, INTERNAL_FAILURE, KmsError};
 use crate::keystore::KeyStore;
 use crate::ops::authorize::Caller;
 use crate::ops::{self, Ctx};
 
-use audit::Audit;
+use audit::{Origin, Trail};
 use catch_panic::CatchPanic;
 
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -65,6 +66,8 @@ pub struct AppState {
     pub client_cert_principal: bool,
     /// Set only by [`TEST_PANIC_ENV`]: this operation panics.
     pub panic_operation: Option<String>,
+    /// Where every request's record goes ([`crate::audit`]).
+    pub audit: Arc<AuditLog>,
 }
 
 /// The operation a test asks to panic, from [`TEST_PANIC_ENV`]; warns when
@@ -142,36 +145,19 @@ async fn kms_request(State(state): State<Arc<AppState>>, request: Request) -> Re
     let span = tracing::info_span!("request", id = %request_id);
     async move {
         let started = Instant::now();
-        let operation = operation_of(request.headers());
-        let mut principal: Option<Principal> = None;
-        let mut audit_key: Option<String> = None;
-        let handled = CatchPanic::new(handle(
-            &state,
-            request,
-            &operation,
-            &mut principal,
-            &mut audit_key,
-        ))
-        .await;
+        let origin = Origin::of(&request);
+        let mut trail = Trail::default();
+        let handled = CatchPanic::new(handle(&state, request, &origin.operation, &mut trail)).await;
         let result = handled.unwrap_or_else(|panic| {
-            tracing::error!(operation = %operation, panic = %panic, "request handler panicked");
+            tracing::error!(operation = %origin.operation, panic = %panic, "request handler panicked");
             Err(KmsError::Internal(INTERNAL_FAILURE.to_owned()))
         });
-        let (status, error) = match &result {
-            Ok(_) => (StatusCode::OK, None),
-            Err(e) => (e.status(), Some(e.type_name())),
+        let record = audit::event(&request_id, &origin, &trail, &result, started);
+        // Sync mode: answered only once the record is on disk.
+        let result = match state.audit.commit(&record).await {
+            Ok(()) => result,
+            Err(Unaudited) => Err(KmsError::Internal(AUDIT_UNAVAILABLE.to_owned())),
         };
-        Audit {
-            request_id: &request_id,
-            principal: principal.as_ref().map(|p| p.name.as_str()),
-            access_key_id: principal.as_ref().map(|p| p.access_key_id.as_str()),
-            operation: &operation,
-            key: audit_key.as_deref(),
-            status: status.as_u16(),
-            error,
-            started,
-        }
-        .write();
         match result {
             Ok(body) => success_response(&request_id, body),
             Err(e) => error_response(&request_id, e.status(), &e),
@@ -185,8 +171,7 @@ async fn handle(
     state: &AppState,
     request: Request,
     operation: &str,
-    principal_out: &mut Option<Principal>,
-    audit_key: &mut Option<String>,
+    trail: &mut Trail,
 ) -> Result<Vec<u8>, KmsError> {
     let (parts, body) = request.into_parts();
     let body = read_body(
@@ -196,6 +181,7 @@ async fn handle(
         state.body_timeout,
     )
     .await?;
+    trail.body = Some(body.clone());
     let principal = state.verifier.verify(
         &parts.method,
         &parts.uri,
@@ -203,7 +189,7 @@ async fn handle(
         &body,
         SystemTime::now(),
     )?;
-    *principal_out = Some(principal.clone());
+    trail.principal = Some(principal.clone());
     if state.client_cert_principal {
         check_client_cert(&parts.extensions, &principal)?;
     }
@@ -220,6 +206,10 @@ async fn handle(
     if ops::KEYLESS_OPERATIONS.contains(&operation) {
         state.authorizer.check(&principal, operation)?;
     }
+    // A request that could not be audited must not run.
+    if state.audit.is_failing() {
+        return Err(KmsError::Internal(AUDIT_UNAVAILABLE.to_owned()));
+    }
     if state.panic_operation.as_deref() == Some(operation) {
         panic!("{TEST_PANIC_ENV} names {operation}");
     }
@@ -234,15 +224,20 @@ async fn handle(
         principal: &principal,
         caller: &caller,
         audit_key: None,
+        audit_version: None,
     };
     let result = ops::dispatch(&mut ctx, operation, &body).await;
-    *audit_key = ctx.audit_key;
+    trail.key = ctx.audit_key;
+    trail.key_version = ctx.audit_version;
     result
 }
 
 /// The second factor: the verified client certificate names the principal
 /// the signature proved.
-fn check_client_cert(extensions: &http::Extensions, principal: &Principal) -> Result<(), KmsError> {
+fn check_client_cert(
+    extensions: &http::Extensions,
+    principal: &crate::auth::Principal,
+) -> Result<(), KmsError> {
     let cn = extensions
         .get::<tls::ClientCert>()
         .and_then(|c| c.subject_cn.as_deref());

@@ -17,46 +17,56 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 
-use super::audit::Audit;
-use super::{AppState, error_response, operation_of};
+use super::audit::{Origin, Trail, event};
+use super::{AppState, error_response};
+use crate::audit::{AuditLog, Event};
 use crate::error::KmsError;
 
-/// Answers `error` with `status` and writes its audit record.
-fn refuse(request: &Request, status: StatusCode, error: KmsError, started: Instant) -> Response {
+/// Answers `error` with `status` once its audit record is written. The
+/// request ran nothing, so it keeps its answer even if the record cannot
+/// be written.
+async fn refuse(
+    state: &AppState,
+    origin: Origin,
+    status: StatusCode,
+    error: KmsError,
+    started: Instant,
+) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    Audit {
-        request_id: &request_id,
-        principal: None,
-        access_key_id: None,
-        operation: &operation_of(request.headers()),
-        key: None,
-        status: status.as_u16(),
-        error: Some(error.type_name()),
-        started,
-    }
-    .write();
+    let trail = Trail::default();
+    let result = Err(error);
+    let mut record = event(&request_id, &origin, &trail, &result, started);
+    record.http_status = status.as_u16();
+    let _ = state.audit.commit(&record).await;
+    let Err(error) = result else {
+        unreachable!("a refusal is an error")
+    };
     error_response(&request_id, status, &error)
 }
 
 /// Any path but the ones routed: 404 UnknownOperationException.
-pub async fn unknown_path(request: Request) -> Response {
+pub async fn unknown_path(State(state): State<Arc<AppState>>, request: Request) -> Response {
     refuse(
-        &request,
+        &state,
+        Origin::of(&request),
         StatusCode::NOT_FOUND,
         KmsError::UnknownOperation,
         Instant::now(),
     )
+    .await
 }
 
 /// A routed path with the wrong method (`GET /`): 405
 /// UnknownOperationException.
-pub async fn wrong_method(request: Request) -> Response {
+pub async fn wrong_method(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let mut response = refuse(
-        &request,
+        &state,
+        Origin::of(&request),
         StatusCode::METHOD_NOT_ALLOWED,
         KmsError::UnknownOperation,
         Instant::now(),
-    );
+    )
+    .await;
     let allow = if request.uri().path() == "/" {
         "POST"
     } else {
@@ -81,13 +91,15 @@ pub async fn check_head(
     let limit = state.max_header_bytes;
     if head_size(&request) > limit {
         return refuse(
-            &request,
+            &state,
+            Origin::of(&request),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             KmsError::PayloadTooLarge(format!(
                 "The request headers are larger than the {limit}-byte limit."
             )),
             Instant::now(),
-        );
+        )
+        .await;
     }
     next.run(request).await
 }
@@ -107,7 +119,7 @@ fn head_size(request: &Request) -> usize {
 
 /// Audits a request that hyper's parser refused (it answers 400, 414 or 431
 /// itself, with an empty body and no request id).
-pub fn parse_refused(error: &hyper::Error, peer: std::net::SocketAddr) {
+pub fn parse_refused(audit: &AuditLog, error: &hyper::Error, peer: std::net::SocketAddr) {
     let status = if error.is_parse_too_large() {
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
     } else {
@@ -115,19 +127,23 @@ pub fn parse_refused(error: &hyper::Error, peer: std::net::SocketAddr) {
     };
     let request_id = uuid::Uuid::new_v4().to_string();
     tracing::debug!(%peer, %error, "malformed HTTP request refused");
-    Audit {
+    audit.submit(&Event {
         request_id: &request_id,
-        principal: None,
-        access_key_id: None,
         operation: "",
-        key: None,
-        status: status.as_u16(),
-        error: Some(HTTP_PARSE_ERROR),
+        identity: None,
+        source_ip: Some(peer.ip()),
+        user_agent: None,
+        request_body: None,
+        response_body: None,
+        key_arn: None,
+        key_version: None,
+        http_status: status.as_u16(),
+        error_code: Some(HTTP_PARSE_ERROR),
+        error_message: None,
         started: Instant::now(),
-    }
-    .write();
+    });
 }
 
-/// The `error` field of the audit record of a request hyper's parser
+/// The `errorCode` of the audit record of a request hyper's parser
 /// refused. Not an exception name: the client got no JSON body.
 pub const HTTP_PARSE_ERROR: &str = "MalformedHttpRequest";

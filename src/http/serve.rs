@@ -29,6 +29,7 @@ use tower_service::Service;
 use super::conn::{Admit, Close, ConnState, RequestGuard, TrackedIo, Tracker};
 use super::tls::{ClientCert, Tls, client_cert_of};
 use super::{fdlimit, refusal};
+use crate::audit::AuditLog;
 
 /// Limits and timeouts of the serving loop (the `[http]` config table).
 #[derive(Debug, Clone)]
@@ -57,6 +58,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     settings: ServeSettings,
+    audit: Arc<AuditLog>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<Drained> {
     let limit = fdlimit::connection_limit(settings.max_connections);
@@ -94,6 +96,7 @@ pub async fn serve(
                         conn,
                         tracker.clone(),
                         router.clone(),
+                        audit.clone(),
                     ));
                 }
                 Admit::No => {
@@ -168,13 +171,14 @@ async fn serve_connection(
     conn: Arc<ConnState>,
     tracker: Arc<Tracker>,
     router: Router,
+    audit: Arc<AuditLog>,
 ) {
     match tls {
-        None => serve_io(&builder, stream, None, &conn, &tracker, router).await,
+        None => serve_io(&builder, stream, None, &conn, &tracker, router, &audit).await,
         Some(acceptor) => {
             if let Some(stream) = handshake(acceptor, stream, &conn).await {
                 let cert = client_cert_of(stream.get_ref().1);
-                serve_io(&builder, stream, cert, &conn, &tracker, router).await;
+                serve_io(&builder, stream, cert, &conn, &tracker, router, &audit).await;
             }
         }
     }
@@ -220,12 +224,17 @@ async fn serve_io<S>(
     conn: &Arc<ConnState>,
     tracker: &Arc<Tracker>,
     router: Router,
+    audit: &AuditLog,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(TrackedIo::new(stream, conn.clone(), tracker.clone()));
     let (svc_conn, svc_tracker) = (conn.clone(), tracker.clone());
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        // The peer's address, for the audit record's sourceIPAddress.
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(svc_conn.peer));
         let guard = RequestGuard::begin(&svc_conn, &svc_tracker);
         if let Some(cert) = &cert {
             request.extensions_mut().insert(cert.clone());
@@ -258,7 +267,7 @@ async fn serve_io<S>(
     };
     if let Some(Err(e)) = result {
         match e.downcast_ref::<hyper::Error>() {
-            Some(he) if he.is_parse() => refusal::parse_refused(he, conn.peer),
+            Some(he) if he.is_parse() => refusal::parse_refused(audit, he, conn.peer),
             _ => tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error"),
         }
     }

@@ -111,7 +111,11 @@ impl Ctx<'_> {
         // Listing the key's aliases costs a pass over all aliases: only
         // when a policy asks.
         let wants_aliases = key_policy.tests(RESOURCE_ALIASES)
-            || self.caller.identity.iter().any(|p| p.tests(RESOURCE_ALIASES));
+            || self
+                .caller
+                .identity
+                .iter()
+                .any(|p| p.tests(RESOURCE_ALIASES));
         self.request_facts(&key, &u, operation, wants_aliases, &mut facts);
         let request = policy::Request {
             principal_arn: &self.caller.arn,

@@ -84,6 +84,7 @@ pub async fn open(
     key.check_usable(realm)?;
     dry_run(dry)?;
     let plaintext = ctx.store.decrypt(&key, &parsed, context).await?;
+    ctx.audit_version(parsed.header.key_version);
     Ok(Opened {
         version: parsed.header.key_version,
         key,

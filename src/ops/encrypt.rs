@@ -63,6 +63,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: EncryptRequest) -> Result<EncryptRes
     dry_run(req.dry_run)?;
     let plaintext = req.plaintext.map(|p| p.0).unwrap_or_default();
     let sealed = ctx.store.encrypt(&key, &context, plaintext).await?;
+    ctx.audit_version(sealed.version);
     Ok(EncryptResponse {
         ciphertext_blob: Blob(sealed.blob),
         key_id: arn,

@@ -93,6 +93,7 @@ pub async fn generate(
         .store
         .generate_data_key(&key, &context, len, want_plaintext)
         .await?;
+    ctx.audit_version(sealed.version);
     Ok((sealed, key))
 }
 

@@ -56,11 +56,19 @@ pub struct Ctx<'a> {
     pub caller: &'a authorize::Caller,
     /// The key the request acted on, for the audit record (its ARN).
     pub audit_key: Option<String>,
+    /// The key version that encrypted or decrypted, for the audit record.
+    pub audit_version: Option<u32>,
 }
 
 impl Ctx<'_> {
     pub fn audit(&mut self, key_arn: String) {
         self.audit_key = Some(key_arn);
+    }
+
+    /// Records the key version the operation used (the last call wins:
+    /// ReEncrypt's destination version).
+    pub fn audit_version(&mut self, version: u32) {
+        self.audit_version = Some(version);
     }
 }
 

@@ -103,6 +103,7 @@ pub async fn handle(
         .await?;
     let realm = ctx.store.realm();
     ctx.audit(realm.key_arn(destination.id()));
+    ctx.audit_version(sealed.version);
     Ok(ReEncryptResponse {
         ciphertext_blob: Blob(sealed.blob),
         source_key_id: realm.key_arn(opened.key.id()),

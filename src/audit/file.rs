@@ -1,0 +1,293 @@
+//! The audit file: appended to, synced, rotated by size, the chain carried
+//! across restarts and rotations.
+//!
+//! The active file is `PATH`; when the next lines would take it past
+//! `max_file_bytes` it is synced and renamed `PATH.000001` (then
+//! `.000002`, ...), and a new `PATH` begins where the chain left off. At
+//! start-up the chain continues from the last line of `PATH` (or, if that
+//! is empty, of the newest rotated file). A last line without its newline
+//! is a write a crash cut short; it was never acknowledged and is removed.
+//!
+//! A failed write or sync leaves the chain where it was: the bytes of the
+//! failed batch are cut off again before the next write, so the file only
+//! ever holds whole, linked lines.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::chain::ChainState;
+
+/// The most of a file's end read to find its last line.
+const TAIL_BYTES: u64 = 1 << 20;
+
+pub struct ChainFile {
+    path: PathBuf,
+    file: File,
+    /// Bytes of whole, written lines in the active file.
+    size: u64,
+    chain: ChainState,
+    max_bytes: u64,
+    sync: bool,
+    /// A write failed: cut the file back to `size` before the next one.
+    torn: bool,
+    /// Rotation renamed the active file but opening a new one failed.
+    reopen: bool,
+    next_index: u64,
+}
+
+impl ChainFile {
+    pub fn open(path: &Path, max_bytes: u64, sync: bool) -> io::Result<ChainFile> {
+        let dir = parent(path);
+        std::fs::create_dir_all(&dir)?;
+        let next_index = rotated(path)?.last().map_or(1, |(n, _)| n + 1);
+        let mut file = open_active(path)?;
+        sync_dir(&dir)?;
+        let (last, size) = last_line(&mut file)?;
+        let len = file.metadata()?.len();
+        if size < len {
+            tracing::warn!(
+                path = %path.display(),
+                bytes = len - size,
+                "the audit file ends in a partial line (a write cut short); it is removed"
+            );
+            file.set_len(size)?;
+            file.sync_all()?;
+        }
+        let last = match last {
+            Some(line) => Some(line),
+            None => match rotated(path)?.last() {
+                Some((_, newest)) => last_line(&mut File::open(newest)?)?.0,
+                None => None,
+            },
+        };
+        let chain = match last.as_deref().map(ChainState::after) {
+            Some(Some(chain)) => chain,
+            Some(None) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "the last line of the audit log is not an audit record; a new chain begins"
+                );
+                ChainState::begin()
+            }
+            None => ChainState::begin(),
+        };
+        tracing::info!(
+            path = %path.display(),
+            chain_id = %chain.chain_id,
+            sequence = chain.next_sequence,
+            "audit log open"
+        );
+        Ok(ChainFile {
+            path: path.to_owned(),
+            file,
+            size,
+            chain,
+            max_bytes,
+            sync,
+            torn: false,
+            reopen: false,
+            next_index,
+        })
+    }
+
+    /// Links `records` to the chain and appends them (synced in sync
+    /// mode). On error the chain and the file are as they were before,
+    /// except for lines of an earlier rotated file, which stay.
+    pub fn append(&mut self, records: &[String]) -> io::Result<()> {
+        if self.reopen {
+            self.file = open_active(&self.path)?;
+            sync_dir(&parent(&self.path))?;
+            self.reopen = false;
+            self.size = 0;
+            self.torn = false;
+        }
+        if self.torn {
+            self.file.set_len(self.size)?;
+            self.torn = false;
+        }
+        let mut chain = self.chain.clone();
+        let mut buf = Vec::new();
+        for record in records {
+            let line = chain.link(record);
+            let pending = self.size + buf.len() as u64;
+            if pending > 0 && pending + line.len() as u64 + 1 > self.max_bytes {
+                self.write(&mut buf, &chain)?;
+                self.rotate()?;
+            }
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
+            chain.advance(&line);
+        }
+        self.write(&mut buf, &chain)
+    }
+
+    fn write(&mut self, buf: &mut Vec<u8>, chain: &ChainState) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let written = self.file.write_all(buf).and_then(|()| {
+            if self.sync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            self.torn = true;
+            return Err(e);
+        }
+        self.size += buf.len() as u64;
+        self.chain = chain.clone();
+        buf.clear();
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file.sync_data()?;
+        let to = rotated_name(&self.path, self.next_index);
+        std::fs::rename(&self.path, &to)?;
+        self.next_index += 1;
+        self.reopen = true;
+        self.file = open_active(&self.path)?;
+        sync_dir(&parent(&self.path))?;
+        self.reopen = false;
+        self.size = 0;
+        tracing::info!(rotated = %to.display(), "audit file rotated");
+        Ok(())
+    }
+
+    /// Syncs what async mode wrote.
+    pub fn close(&mut self) {
+        if let Err(e) = self.file.sync_data() {
+            tracing::error!(error = %e, "audit file: final sync failed");
+        }
+    }
+}
+
+fn open_active(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+}
+
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Makes a rename or a new file in `dir` durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The name of the `n`th rotated file of `path`.
+pub fn rotated_name(path: &Path, n: u64) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n:06}"));
+    PathBuf::from(name)
+}
+
+/// The rotated files of `path`, oldest first.
+pub fn rotated(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let Some(base) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(parent(path))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(n) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(base)?.strip_prefix('.'))
+            .filter(|n| n.len() == 6)
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        found.push((n, entry.path()));
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The last whole line of `file` (without its newline), and the length of
+/// the file up to and including that line's newline.
+fn last_line(file: &mut File) -> io::Result<(Option<Vec<u8>>, u64)> {
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.take(len - start).read_to_end(&mut tail)?;
+    let Some(end) = tail.iter().rposition(|b| *b == b'\n') else {
+        // No newline in the tail: a partial line only (or an empty file).
+        return Ok((None, if start == 0 { 0 } else { len }));
+    };
+    let begin = tail[..end]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = tail[begin..end].to_vec();
+    Ok((Some(line), start + end as u64 + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::chain::Link;
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn the_chain_continues_across_rotation_and_restart_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let record = format!("{{\"pad\":\"{}\"}}", "x".repeat(200));
+        let mut f = ChainFile::open(&path, 1000, true).unwrap();
+        f.append(&vec![record.clone(); 3]).unwrap();
+        f.append(&vec![record.clone(); 6]).unwrap();
+        drop(f);
+        let rotated: Vec<_> = rotated(&path).unwrap();
+        assert!(rotated.len() >= 2, "{rotated:?}");
+        assert_eq!(rotated[0].1, rotated_name(&path, 1));
+        // A crash in the middle of a write.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"partial\":")
+            .unwrap();
+        let mut f = ChainFile::open(&path, 1000, true).unwrap();
+        f.append(std::slice::from_ref(&record)).unwrap();
+        let mut all = Vec::new();
+        for (_, p) in &rotated {
+            all.extend(lines(p));
+        }
+        all.extend(lines(&path));
+        assert_eq!(all.len(), 10);
+        let links: Vec<Link> = all
+            .iter()
+            .map(|l| Link::of(l.as_bytes()).unwrap())
+            .collect();
+        for (i, l) in links.iter().enumerate() {
+            assert_eq!(l.sequence, i as u64);
+            assert_eq!(l.chain_id, links[0].chain_id);
+            if i > 0 {
+                assert_eq!(
+                    l.previous_hash,
+                    crate::audit::chain::sha256_hex(all[i - 1].as_bytes())
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! The audit trail is evidence (DESIGN.md decision 16): one chained JSON
+//! line per request, accepted or refused; `kmsgate audit verify` finds a
+//! changed, removed or reordered line and a cut file; no secret reaches the
+//! file; and a request that cannot be audited is refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use aws_sdk_kms::primitives::Blob;
+use common::*;
+use serde_json::Value;
+
+/// A gateway whose audit file is `dir/audit.log`, with `extra` lines in
+/// its `[audit]` table.
+fn gateway_auditing_to(dir: &Path, extra: &str) -> Gateway {
+    Gateway::start_on(Token::with_config(&format!(
+        "[audit]\npath = \"{}\"\n{extra}\n",
+        dir.join("audit.log").display()
+    )))
+}
+
+/// The audit files in `dir`, oldest first.
+fn audit_files(dir: &Path) -> Vec<PathBuf> {
+    let mut rotated: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit.log."))
+        })
+        .collect();
+    rotated.sort();
+    rotated.push(dir.join("audit.log"));
+    rotated
+}
+
+/// `kmsgate audit verify FILES...`: (exit success, stdout).
+fn verify(files: &[PathBuf], extra: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
+        .args(["audit", "verify"])
+        .args(extra)
+        .args(files)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    std::fs::write(
+        path,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+}
+
+/// Copies `files` into a fresh directory, lets `damage` change the copies,
+/// and returns verify's verdict on them.
+fn verify_damaged(files: &[PathBuf], damage: impl FnOnce(&[PathBuf])) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let copies: Vec<PathBuf> = files
+        .iter()
+        .map(|f| {
+            let to = dir.path().join(f.file_name().unwrap());
+            std::fs::copy(f, &to).unwrap();
+            to
+        })
+        .collect();
+    damage(&copies);
+    verify(&copies, &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_accepts_an_intact_trail_and_names_each_kind_of_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway_auditing_to(dir.path(), "max_file_bytes = 6000");
+    let kms = gw.client();
+    let key = create_key(&kms).await;
+    let mut requests = 1;
+    for i in 0..12 {
+        encrypt(&kms, &key, format!("data {i}").as_bytes()).await;
+        requests += 1;
+    }
+    // Refused: a wrong signature, an unknown key, an unsigned request.
+    let _ = gw
+        .client_as(ACCESS_KEY, "not-the-secret", REGION)
+        .list_keys()
+        .send()
+        .await
+        .unwrap_err();
+    let _ = kms
+        .describe_key()
+        .key_id("alias/none")
+        .send()
+        .await
+        .unwrap_err();
+    let unsigned = gw.raw(Some("TrentService.ListKeys"), b"", false);
+    assert_eq!(unsigned.status, 400);
+    let unsigned = unsigned.error_type().to_owned();
+    requests += 3;
+    let log_text = gw.log();
+    gw.stop();
+
+    let files = audit_files(dir.path());
+    assert!(files.len() >= 3, "no rotation: {files:?}");
+    let records: Vec<Value> = files
+        .iter()
+        .flat_map(|f| lines_of(f))
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    assert_eq!(records.len(), requests, "one record per request");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["httpStatus"] == 400 && r["errorCode"] == unsigned.as_str()),
+        "the unsigned request is audited"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["errorCode"] == "NotFoundException" && r["eventName"] == "DescribeKey")
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["eventName"] == "Encrypt" && r["additionalEventData"]["keyVersion"] == 1)
+    );
+    assert!(
+        !log_text.contains("kmsgate::audit: record="),
+        "records in the process log"
+    );
+
+    let (ok, out) = verify(&files, &[]);
+    assert!(ok, "intact trail refused: {out}");
+    assert!(out.starts_with(&format!("OK: {requests} records")), "{out}");
+    let last_hash = out.trim().rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(last_hash.len(), 64, "{out}");
+    let (ok, out) = verify(&files, &["--anchor", &last_hash]);
+    assert!(ok, "{out}");
+
+    let first = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    let second = files[1].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(lines_of(&files[0]).len() >= 4, "too few lines to damage");
+
+    let (ok, out) = verify_damaged(&files, |f| {
+        let mut lines = lines_of(&f[0]);
+        lines[1] = lines[1].replace("\"httpStatus\":200", "\"httpStatus\":201");
+        write_lines(&f[0], &lines);
+    });
+    assert!(!ok);
+    assert!(out.contains(&format!("{first}:2: changed")), "{out}");
+
+    let (ok, out) = verify_damaged(&files, |f| {
+        let mut lines = lines_of(&f[0]);
+        lines.remove(2);
+        write_lines(&f[0], &lines);
+    });
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("{first}:3: 1 line(s) removed")),
+        "{out}"
+    );
+
+    let (ok, out) = verify_damaged(&files, |f| {
+        let mut lines = lines_of(&f[0]);
+        lines.swap(1, 2);
+        write_lines(&f[0], &lines);
+    });
+    assert!(!ok);
+    assert!(out.contains(&format!("{first}:2: reordered")), "{out}");
+
+    // The first file of a rotated pair loses its last line.
+    let (ok, out) = verify_damaged(&files[..2], |f| {
+        let mut lines = lines_of(&f[0]);
+        lines.pop();
+        write_lines(&f[0], &lines);
+    });
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("{second}:1: 1 line(s) removed")),
+        "{out}"
+    );
+
+    // ... or its beginning.
+    let (ok, out) = verify_damaged(&files[..2], |f| {
+        let lines = lines_of(&f[0]);
+        write_lines(&f[0], &lines[1..]);
+    });
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("{first}:1: the chain's beginning is missing")),
+        "{out}"
+    );
+
+    // A cut-off end is found only against a kept hash.
+    let tail = files[..files.len() - 1].to_vec();
+    let (ok, _) = verify(&tail, &[]);
+    assert!(ok, "a prefix of the chain is a valid chain");
+    let (ok, out) = verify(&tail, &["--anchor", &last_hash]);
+    assert!(!ok);
+    assert!(out.contains("no line has the anchored hash"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trail_holds_context_keys_but_never_plaintexts_secrets_or_context_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway_auditing_to(dir.path(), "durability = \"async\"");
+    let kms = gw.client();
+    let key = create_key(&kms).await;
+    let plaintext = b"top-secret-plaintext-4711";
+    let sealed = kms
+        .encrypt()
+        .key_id(&key)
+        .plaintext(Blob::new(plaintext.to_vec()))
+        .encryption_context("tenant-key", "context-value-0815")
+        .send()
+        .await
+        .unwrap();
+    let blob = sealed.ciphertext_blob.unwrap();
+    kms.decrypt()
+        .ciphertext_blob(blob.clone())
+        .encryption_context("tenant-key", "context-value-0815")
+        .send()
+        .await
+        .unwrap();
+    let dk = kms
+        .generate_data_key()
+        .key_id(&key)
+        .number_of_bytes(32)
+        .send()
+        .await
+        .unwrap();
+    let data_key = b64(dk.plaintext.unwrap().as_ref());
+    gw.stop();
+
+    let text = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    assert!(text.contains("tenant-key"), "context keys are logged");
+    for secret in [
+        "context-value-0815",
+        "top-secret-plaintext",
+        &b64(plaintext),
+        &b64(blob.as_ref()),
+        &data_key,
+        SECRET,
+        PIN,
+    ] {
+        assert!(!text.contains(secret), "{secret:?} in the audit file");
+    }
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let encrypt = records
+        .iter()
+        .find(|r| r["eventName"] == "Encrypt")
+        .unwrap();
+    assert_eq!(encrypt["eventSource"], "kms.amazonaws.com");
+    assert_eq!(encrypt["userIdentity"]["type"], "IAMUser");
+    assert_eq!(
+        encrypt["userIdentity"]["arn"],
+        format!("arn:aws:iam::{ACCOUNT}:user/tester")
+    );
+    assert_eq!(encrypt["userIdentity"]["accessKeyId"], ACCESS_KEY);
+    assert_eq!(encrypt["sourceIPAddress"], "127.0.0.1");
+    assert_eq!(encrypt["resources"][0]["ARN"], key_arn(&key));
+    assert_eq!(encrypt["requestParameters"]["keyId"], key.as_str());
+    assert_eq!(encrypt["additionalEventData"]["keyVersion"], 1);
+    let (ok, out) = verify(&[dir.path().join("audit.log")], &[]);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn without_a_file_the_process_log_carries_a_verifiable_chain() {
+    let gw = Gateway::start();
+    for _ in 0..3 {
+        assert_eq!(
+            gw.raw(Some("TrentService.ListKeys"), b"{}", true).status,
+            200
+        );
+    }
+    let _ = gw.raw(Some("TrentService.ListKeys"), b"{}", false);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gateway.log");
+    std::fs::write(&log, gw.log()).unwrap();
+    let (ok, out) = verify(std::slice::from_ref(&log), &["--process-log"]);
+    assert!(ok, "{out}");
+    assert!(out.starts_with("OK: 4 records"), "{out}");
+}
+
+// ---------------------------------------------------------------- full disk
+
+/// A tmpfs mounted on a directory; unmounted when dropped.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &Path, kib: u64) -> Result<SmallDisk, String> {
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={kib}k,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(SmallDisk {
+            path: path.to_owned(),
+        })
+    }
+
+    /// Fills the file system to the last byte.
+    fn fill(&self) {
+        use std::io::Write;
+        let chunk = vec![0u8; 4096];
+        for n in 0.. {
+            let path = self.path.join(format!("filler-{n}"));
+            let Ok(mut f) = std::fs::File::create(&path) else {
+                break;
+            };
+            if f.write_all(&chunk).and_then(|()| f.flush()).is_err() {
+                // Fill the last bytes too, then stop.
+                let _ = f.write_all(&[0u8; 1]);
+                break;
+            }
+        }
+    }
+
+    fn free(&self) {
+        for e in std::fs::read_dir(&self.path).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with("filler-") {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn with_the_audit_disk_full_requests_fail_and_nothing_acknowledged_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = match SmallDisk::mount(dir.path(), 256) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("SKIPPED: cannot mount a small tmpfs (needs root): {e}");
+            return;
+        }
+    };
+    let gw = gateway_auditing_to(dir.path(), "");
+    let key = {
+        let r = gw.raw(Some("TrentService.CreateKey"), b"{}", true);
+        assert_eq!(r.status, 200);
+        r.body["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned()
+    };
+    let body = format!(r#"{{"KeyId":"{key}","NumberOfBytes":32}}"#);
+    let mut acknowledged = Vec::new();
+    let send = |acknowledged: &mut Vec<String>| {
+        let r = gw.raw(Some("TrentService.GenerateDataKey"), body.as_bytes(), true);
+        if r.status == 200 {
+            acknowledged.push(r.header("x-amzn-requestid").unwrap().to_owned());
+        } else {
+            assert_eq!(r.status, 500, "{:?}", r.body);
+            assert_eq!(r.error_type(), "KMSInternalException");
+        }
+        r.status
+    };
+    assert_eq!(send(&mut acknowledged), 200);
+
+    disk.fill();
+    let statuses: Vec<u16> = (0..30).map(|_| send(&mut acknowledged)).collect();
+    let refused = statuses.iter().filter(|s| **s == 500).count();
+    assert!(refused >= 20, "a full disk must refuse: {statuses:?}");
+    assert_eq!(*statuses.last().unwrap(), 500, "{statuses:?}");
+
+    disk.free();
+    let after: Vec<u16> = (0..5).map(|_| send(&mut acknowledged)).collect();
+    assert_eq!(after[1..], [200; 4], "the writer recovers: {after:?}");
+    let log = gw.log();
+    gw.stop();
+    assert!(log.contains("cannot write the audit log"), "{log}");
+    assert!(log.contains("writable again"), "{log}");
+
+    let files = audit_files(dir.path());
+    let (ok, out) = verify(&files, &[]);
+    assert!(ok, "the chain survives a full disk: {out}");
+    let text: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    for id in &acknowledged {
+        assert!(
+            text.contains(id),
+            "acknowledged request {id} is not in the trail"
+        );
+    }
+    drop(disk);
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
