@@ -1,19 +1,21 @@
 //! The wire: AWS's JSON 1.1 protocol over HTTP.
 //!
-//! Every KMS request is `POST /` with the operation in `X-Amz-Target`. This
-//! module reads the body (refusing oversized or too slow ones before
-//! parsing), has the signature verified, hands the body to the operation,
-//! and writes the answer exactly as AWS KMS does: JSON, `x-amzn-RequestId`
-//! on every response, and for errors `{"__type", "message"}` plus the
-//! `X-Amzn-ErrorType` header that non-botocore SDKs read first. One audit
-//! record per request goes to the `kmsgate::audit` log target.
+//! Every KMS request is `POST /` with the operation in `X-Amz-Target`. The
+//! [`authn`] layer in front of it reads the body (refusing oversized or too
+//! slow ones before parsing) and has the signature verified; the handler
+//! here hands the verified body to the operation and writes the answer
+//! exactly as AWS KMS does: JSON, `x-amzn-RequestId` on every response, and
+//! for errors `{"__type", "message"}` plus the `X-Amzn-ErrorType` header
+//! that non-botocore SDKs read first. One audit record per request goes to
+//! the `kmsgate::audit` log target.
 //!
 //! Submodules: [`serve`] is the serving loop (connection limit, timeouts,
-//! drain) and [`conn`] its book-keeping; [`refusal`] answers and audits
-//! what is refused before an operation runs; `/healthz` and `/readyz` are
-//! here, unsigned and unaudited.
+//! drain) and [`conn`] its book-keeping; [`authn`] is SigV4 as a layer;
+//! [`refusal`] answers and audits what is refused before an operation runs;
+//! `/healthz` and `/readyz` are here, unsigned and unaudited.
 
 mod audit;
+mod authn;
 mod catch_panic;
 mod conn;
 mod fdlimit;
@@ -21,15 +23,13 @@ mod refusal;
 pub mod serve;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
-use tracing::Instrument;
 
 use crate::auth::{Authorizer, Principal, Verifier};
 use crate::error::{INTERNAL_FAILURE, KmsError};
@@ -37,6 +37,7 @@ use crate::keystore::KeyStore;
 use crate::ops::{self, Ctx};
 
 use audit::Audit;
+use authn::{Authenticated, RequestInfo};
 use catch_panic::CatchPanic;
 
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -75,7 +76,13 @@ pub fn test_panic_from_env() -> Option<String> {
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", post(kms_request))
+        .route(
+            "/",
+            post(kms_request).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                authn::authenticate,
+            )),
+        )
         .route("/ping", get(|| async { "ok" }))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -121,75 +128,65 @@ fn operation_of(headers: &http::HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-async fn kms_request(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let span = tracing::info_span!("request", id = %request_id);
-    async move {
-        let started = Instant::now();
-        let operation = operation_of(request.headers());
-        let mut principal: Option<Principal> = None;
-        let mut audit_key: Option<String> = None;
-        let handled = CatchPanic::new(handle(
-            &state,
-            request,
-            &operation,
-            &mut principal,
-            &mut audit_key,
-        ))
-        .await;
-        let result = handled.unwrap_or_else(|panic| {
-            tracing::error!(operation = %operation, panic = %panic, "request handler panicked");
-            Err(KmsError::Internal(INTERNAL_FAILURE.to_owned()))
-        });
-        let (status, error) = match &result {
-            Ok(_) => (StatusCode::OK, None),
-            Err(e) => (e.status(), Some(e.type_name())),
-        };
-        Audit {
-            request_id: &request_id,
-            principal: principal.as_ref().map(|p| p.name.as_str()),
-            access_key_id: principal.as_ref().map(|p| p.access_key_id.as_str()),
-            operation: &operation,
-            key: audit_key.as_deref(),
-            status: status.as_u16(),
-            error,
-            started,
-        }
-        .write();
-        match result {
-            Ok(body) => success_response(&request_id, body),
-            Err(e) => error_response(&request_id, e.status(), &e),
-        }
+/// A request the [`authn`] layer let through: the operation runs with the
+/// verified principal and body.
+async fn kms_request(State(state): State<Arc<AppState>>, mut request: Request) -> Response {
+    let extensions = request.extensions_mut();
+    let (Some(info), Some(authenticated)) = (
+        extensions.remove::<RequestInfo>(),
+        extensions.remove::<Authenticated>(),
+    ) else {
+        // Only a router built without the layer gets here.
+        tracing::error!("a KMS request reached its handler without the SigV4 layer");
+        return RequestInfo::new(request.headers())
+            .refuse(None, &KmsError::Internal(INTERNAL_FAILURE.to_owned()));
+    };
+    let principal = authenticated.principal;
+    let operation = info.operation.as_str();
+    let mut audit_key: Option<String> = None;
+    let handled = CatchPanic::new(handle(
+        &state,
+        request.headers(),
+        operation,
+        &principal,
+        &authenticated.body,
+        &mut audit_key,
+    ))
+    .await;
+    let result = handled.unwrap_or_else(|panic| {
+        tracing::error!(operation = %operation, panic = %panic, "request handler panicked");
+        Err(KmsError::Internal(INTERNAL_FAILURE.to_owned()))
+    });
+    let (status, error) = match &result {
+        Ok(_) => (StatusCode::OK, None),
+        Err(e) => (e.status(), Some(e.type_name())),
+    };
+    Audit {
+        request_id: &info.request_id,
+        principal: Some(principal.name.as_str()),
+        access_key_id: Some(principal.access_key_id.as_str()),
+        operation,
+        key: audit_key.as_deref(),
+        status: status.as_u16(),
+        error,
+        started: info.started,
     }
-    .instrument(span)
-    .await
+    .write();
+    match result {
+        Ok(body) => success_response(&info.request_id, body),
+        Err(e) => error_response(&info.request_id, e.status(), &e),
+    }
 }
 
 async fn handle(
     state: &AppState,
-    request: Request,
+    headers: &http::HeaderMap,
     operation: &str,
-    principal_out: &mut Option<Principal>,
+    principal: &Principal,
+    body: &[u8],
     audit_key: &mut Option<String>,
 ) -> Result<Vec<u8>, KmsError> {
-    let (parts, body) = request.into_parts();
-    let body = read_body(
-        body,
-        &parts.headers,
-        state.max_body_bytes,
-        state.body_timeout,
-    )
-    .await?;
-    let principal = state.verifier.verify(
-        &parts.method,
-        &parts.uri,
-        &parts.headers,
-        &body,
-        SystemTime::now(),
-    )?;
-    *principal_out = Some(principal.clone());
-    let target = parts
-        .headers
+    let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
@@ -197,48 +194,19 @@ async fn handle(
         return Err(KmsError::UnknownOperation);
     }
     if ops::ALL_OPERATIONS.contains(&operation) {
-        state.authorizer.check(&principal, operation)?;
+        state.authorizer.check(principal, operation)?;
     }
     if state.panic_operation.as_deref() == Some(operation) {
         panic!("{TEST_PANIC_ENV} names {operation}");
     }
     let mut ctx = Ctx {
         store: &state.store,
-        principal: &principal,
+        principal,
         audit_key: None,
     };
-    let result = ops::dispatch(&mut ctx, operation, &body).await;
+    let result = ops::dispatch(&mut ctx, operation, body).await;
     *audit_key = ctx.audit_key;
     result
-}
-
-/// Reads the body, refusing one larger than `limit` before it is parsed,
-/// and one that does not arrive within `timeout`.
-async fn read_body(
-    body: Body,
-    headers: &http::HeaderMap,
-    limit: usize,
-    timeout: Duration,
-) -> Result<Bytes, KmsError> {
-    let too_large = || {
-        KmsError::PayloadTooLarge(format!(
-            "The request body is larger than the {limit}-byte limit."
-        ))
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Ok(read) => read.map_err(|_| too_large()),
-        Err(_) => Err(KmsError::RequestTimeout(format!(
-            "The request body was not received within {} ms.",
-            timeout.as_millis()
-        ))),
-    }
 }
 
 fn success_response(request_id: &str, body: Vec<u8>) -> Response {
