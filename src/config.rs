@@ -240,6 +240,11 @@ pub struct AuthConfig {
     /// How far a request's X-Amz-Date may be from the gateway's clock.
     #[serde(default = "default_skew")]
     pub max_clock_skew_secs: u64,
+    /// Accept the presigned form of SigV4 (authentication in the query
+    /// string). Off: no AWS KMS client needs it, and a URL is easier to
+    /// leak than a header.
+    #[serde(default)]
+    pub allow_presigned_urls: bool,
     #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
     /// Principals and their identity policies.
@@ -252,6 +257,7 @@ impl Default for AuthConfig {
         AuthConfig {
             allow_anonymous: false,
             max_clock_skew_secs: default_skew(),
+            allow_presigned_urls: false,
             credentials: Vec::new(),
             principals: Vec::new(),
         }
@@ -565,6 +571,7 @@ mod tests {
         assert_eq!(c.hsm.sessions, 2);
         assert_eq!(c.hsm.iv_source, IvSource::Caller);
         assert!(!c.auth.allow_anonymous);
+        assert!(!c.auth.allow_presigned_urls);
         assert_eq!(c.http.max_connections, 4096);
         assert_eq!(c.http.shutdown_grace_ms, 10_000);
     }

@@ -11,9 +11,10 @@
 //! InvalidCiphertextException; unavailable, fatal, stale:
 //! KeyUnavailableException; not durable and everything else:
 //! KMSInternalException; never NotFoundException or AccessDenied), the
-//! key store's findings by what they are. `auth` and `ops` build a
-//! `KmsError` directly only for what is theirs to judge (signatures,
-//! permissions, request validation).
+//! key store's findings by what they are. A refused SigV4 signature is a
+//! `SignatureError`, worded as AWS's front end words it in [`signature`]. `auth` and
+//! `ops` build a `KmsError` directly only for what is theirs to judge
+//! (permissions, request validation).
 
 use http::StatusCode;
 
@@ -21,6 +22,10 @@ use crate::arn::KeyRefError;
 use crate::hsm::{Fault, HsmError};
 use crate::keystore::StoreError;
 use crate::policy::{PolicyError, Refusal};
+
+mod signature;
+
+pub use signature::SIGNATURE_MISMATCH;
 
 /// An error as AWS KMS reports it: an exception name (`__type`), an HTTP
 /// status and, for most exceptions, a message.

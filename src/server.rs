@@ -124,7 +124,8 @@ async fn build_with_audit(
         config.region.clone(),
         Duration::from_secs(config.auth.max_clock_skew_secs),
         config.auth.allow_anonymous,
-    );
+    )
+    .allow_presigned_urls(config.auth.allow_presigned_urls);
     if config.auth.allow_anonymous {
         tracing::warn!("allow_anonymous is set: unsigned requests are accepted");
     }

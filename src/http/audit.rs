@@ -18,6 +18,7 @@ use crate::auth::Principal;
 use crate::error::KmsError;
 
 /// What the head of a request says, taken before the request is consumed.
+#[derive(Debug, Clone)]
 pub struct Origin {
     pub operation: String,
     pub source_ip: Option<IpAddr>,

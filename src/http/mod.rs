@@ -1,20 +1,23 @@
 //! The wire: AWS's JSON 1.1 protocol over HTTP.
 //!
-//! Every KMS request is `POST /` with the operation in `X-Amz-Target`. This
-//! module reads the body (refusing oversized or too slow ones before
-//! parsing), has the signature verified, hands the body to the operation,
-//! and writes the answer exactly as AWS KMS does: JSON, `x-amzn-RequestId`
-//! on every response, and for errors `{"__type", "message"}` plus the
-//! `X-Amzn-ErrorType` header that non-botocore SDKs read first. One audit
-//! record per request goes to the `kmsgate::audit` log target.
+//! Every KMS request is `POST /` with the operation in `X-Amz-Target`. The
+//! [`authn`] layer in front of it reads the body (refusing oversized or too
+//! slow ones before parsing) and has the signature verified; the handler
+//! here hands the verified body to the operation and writes the answer
+//! exactly as AWS KMS does: JSON, `x-amzn-RequestId` on every response, and
+//! for errors `{"__type", "message"}` plus the `X-Amzn-ErrorType` header
+//! that non-botocore SDKs read first. One audit record per request goes to
+//! the `kmsgate::audit` log target.
 //!
 //! Submodules: [`serve`] is the serving loop (connection limit, timeouts,
 //! drain) and [`conn`] its book-keeping; [`tls`] its TLS configuration
-//! (reloadable, optionally with client certificates); [`refusal`] answers and audits
-//! what is refused before an operation runs; `/healthz` and `/readyz` are
-//! here, unsigned and unaudited.
+//! (reloadable, optionally with client certificates); [`authn`] is SigV4
+//! as a layer; [`refusal`] answers and audits what is refused before an
+//! operation runs; `/healthz` and `/readyz` are here, unsigned and
+//! unaudited.
 
 mod audit;
+mod authn;
 mod catch_panic;
 mod conn;
 mod fdlimit;
@@ -23,15 +26,13 @@ pub mod serve;
 pub mod tls;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
-use tracing::Instrument;
 
 use crate::audit::{AuditLog, Unaudited};
 use crate::auth::{Authorizer, Verifier};
@@ -40,7 +41,8 @@ use crate::keystore::KeyStore;
 use crate::ops::authorize::Caller;
 use crate::ops::{self, Ctx};
 
-use audit::{Origin, Trail};
+use audit::Trail;
+use authn::{Authenticated, RequestInfo};
 use catch_panic::CatchPanic;
 
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -94,7 +96,13 @@ pub fn test_panic_from_env() -> Option<String> {
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", post(kms_request))
+        .route(
+            "/",
+            post(kms_request).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                authn::authenticate,
+            )),
+        )
         .route("/ping", get(|| async { "ok" }))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -140,61 +148,76 @@ fn operation_of(headers: &http::HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-async fn kms_request(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let span = tracing::info_span!("request", id = %request_id);
-    async move {
-        let started = Instant::now();
-        let origin = Origin::of(&request);
-        let mut trail = Trail::default();
-        let handled = CatchPanic::new(handle(&state, request, &origin.operation, &mut trail)).await;
-        let result = handled.unwrap_or_else(|panic| {
-            tracing::error!(operation = %origin.operation, panic = %panic, "request handler panicked");
-            Err(KmsError::Internal(INTERNAL_FAILURE.to_owned()))
-        });
-        let record = audit::event(&request_id, &origin, &trail, &result, started);
-        // Sync mode: answered only once the record is on disk.
-        let result = match state.audit.commit(&record).await {
-            Ok(()) => result,
-            Err(Unaudited) => Err(KmsError::Internal(AUDIT_UNAVAILABLE.to_owned())),
-        };
-        match result {
-            Ok(body) => success_response(&request_id, body),
-            Err(e) => error_response(&request_id, e.status(), &e),
-        }
+/// A request the [`authn`] layer let through: the operation runs with the
+/// verified principal and body, and the response waits for its audit
+/// record (in sync mode, until it is on disk).
+async fn kms_request(State(state): State<Arc<AppState>>, mut request: Request) -> Response {
+    let extensions = request.extensions_mut();
+    let (Some(info), Some(authenticated)) = (
+        extensions.remove::<RequestInfo>(),
+        extensions.remove::<Authenticated>(),
+    ) else {
+        // Only a router built without the layer gets here.
+        tracing::error!("a KMS request reached its handler without the SigV4 layer");
+        return RequestInfo::new(&request)
+            .refuse(
+                &state,
+                &Trail::default(),
+                KmsError::Internal(INTERNAL_FAILURE.to_owned()),
+            )
+            .await;
+    };
+    let Authenticated { principal, body } = authenticated;
+    let operation = info.origin.operation.as_str();
+    let mut trail = Trail {
+        principal: Some(principal),
+        body: Some(body),
+        ..Trail::default()
+    };
+    let handled = CatchPanic::new(handle(
+        &state,
+        request.extensions(),
+        request.headers(),
+        operation,
+        &mut trail,
+    ))
+    .await;
+    let result = handled.unwrap_or_else(|panic| {
+        tracing::error!(operation = %operation, panic = %panic, "request handler panicked");
+        Err(KmsError::Internal(INTERNAL_FAILURE.to_owned()))
+    });
+    let record = audit::event(
+        &info.request_id,
+        &info.origin,
+        &trail,
+        &result,
+        info.started,
+    );
+    // Sync mode: answered only once the record is on disk.
+    let result = match state.audit.commit(&record).await {
+        Ok(()) => result,
+        Err(Unaudited) => Err(KmsError::Internal(AUDIT_UNAVAILABLE.to_owned())),
+    };
+    match result {
+        Ok(body) => success_response(&info.request_id, body),
+        Err(e) => error_response(&info.request_id, e.status(), &e),
     }
-    .instrument(span)
-    .await
 }
 
 async fn handle(
     state: &AppState,
-    request: Request,
+    extensions: &http::Extensions,
+    headers: &http::HeaderMap,
     operation: &str,
     trail: &mut Trail,
 ) -> Result<Vec<u8>, KmsError> {
-    let (parts, body) = request.into_parts();
-    let body = read_body(
-        body,
-        &parts.headers,
-        state.max_body_bytes,
-        state.body_timeout,
-    )
-    .await?;
-    trail.body = Some(body.clone());
-    let principal = state.verifier.verify(
-        &parts.method,
-        &parts.uri,
-        &parts.headers,
-        &body,
-        SystemTime::now(),
-    )?;
-    trail.principal = Some(principal.clone());
+    let (Some(principal), Some(body)) = (trail.principal.clone(), trail.body.clone()) else {
+        return Err(KmsError::Internal(INTERNAL_FAILURE.to_owned()));
+    };
     if state.client_cert_principal {
-        check_client_cert(&parts.extensions, &principal)?;
+        check_client_cert(extensions, &principal)?;
     }
-    let target = parts
-        .headers
+    let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
@@ -245,35 +268,6 @@ fn check_client_cert(
         Ok(())
     } else {
         Err(crate::error::client_cert_mismatch(&principal.name))
-    }
-}
-
-/// Reads the body, refusing one larger than `limit` before it is parsed,
-/// and one that does not arrive within `timeout`.
-async fn read_body(
-    body: Body,
-    headers: &http::HeaderMap,
-    limit: usize,
-    timeout: Duration,
-) -> Result<Bytes, KmsError> {
-    let too_large = || {
-        KmsError::PayloadTooLarge(format!(
-            "The request body is larger than the {limit}-byte limit."
-        ))
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Ok(read) => read.map_err(|_| too_large()),
-        Err(_) => Err(KmsError::RequestTimeout(format!(
-            "The request body was not received within {} ms.",
-            timeout.as_millis()
-        ))),
     }
 }
 

@@ -26,12 +26,16 @@ use crate::common::{ACCOUNT, Gateway, REGION, RawResponse, key_arn};
 const MUTATING: &[&str] = &[
     "CancelKeyDeletion",
     "CreateAlias",
+    "CreateGrant",
     "CreateKey",
     "DeleteAlias",
     "DisableKey",
     "DisableKeyRotation",
     "EnableKey",
     "EnableKeyRotation",
+    "PutKeyPolicy",
+    "RetireGrant",
+    "RevokeGrant",
     "RotateKeyOnDemand",
     "ScheduleKeyDeletion",
     "TagResource",
@@ -45,6 +49,7 @@ const MUTATING: &[&str] = &[
 const IMPLEMENTED: &[&str] = &[
     "CancelKeyDeletion",
     "CreateAlias",
+    "CreateGrant",
     "CreateKey",
     "Decrypt",
     "DeleteAlias",
@@ -57,12 +62,19 @@ const IMPLEMENTED: &[&str] = &[
     "GenerateDataKey",
     "GenerateDataKeyWithoutPlaintext",
     "GenerateRandom",
+    "GetKeyPolicy",
     "GetKeyRotationStatus",
     "ListAliases",
+    "ListGrants",
+    "ListKeyPolicies",
     "ListKeyRotations",
     "ListKeys",
     "ListResourceTags",
+    "ListRetirableGrants",
+    "PutKeyPolicy",
     "ReEncrypt",
+    "RetireGrant",
+    "RevokeGrant",
     "RotateKeyOnDemand",
     "ScheduleKeyDeletion",
     "TagResource",
@@ -146,6 +158,28 @@ fn members(op: &str) -> &'static [&'static str] {
         "TagResource" => &["KeyId", "Tags"],
         "UntagResource" => &["KeyId", "TagKeys"],
         "UpdateKeyDescription" => &["KeyId", "Description"],
+        "CreateGrant" => &[
+            "KeyId",
+            "GranteePrincipal",
+            "RetiringPrincipal",
+            "Operations",
+            "Constraints",
+            "GrantTokens",
+            "Name",
+            "DryRun",
+        ],
+        "GetKeyPolicy" => &["KeyId", "PolicyName"],
+        "ListKeyPolicies" => &["KeyId", "Limit", "Marker"],
+        "PutKeyPolicy" => &[
+            "KeyId",
+            "PolicyName",
+            "Policy",
+            "BypassPolicyLockoutSafetyCheck",
+        ],
+        "ListGrants" => &["KeyId", "Limit", "Marker", "GrantId", "GranteePrincipal"],
+        "ListRetirableGrants" => &["RetiringPrincipal", "Limit", "Marker"],
+        "RetireGrant" => &["GrantToken", "KeyId", "GrantId", "DryRun"],
+        "RevokeGrant" => &["KeyId", "GrantId", "DryRun"],
         _ => &[
             "KeyId",
             "GrantTokens",
@@ -170,6 +204,8 @@ const REQUIRED: &[&str] = &[
     "Tags",
     "TagKeys",
     "Description",
+    "GranteePrincipal",
+    "Operations",
 ];
 
 /// What the run starts from: two keys with an alias each, and a real
@@ -394,6 +430,36 @@ fn member_value(
         )
         .prop_map(|v| format!("[{}]", v.join(",")))
         .boxed(),
+        "Policy" => prop_oneof![
+            Just(quoted(&format!(
+                r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:root"}},"Action":"kms:*","Resource":"*"}}]}}"#
+            ))),
+            Just(quoted(
+                r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/nobody"},"Action":"kms:Encrypt","Resource":"*"}]}"#
+            )),
+            Just(quoted("{}")),
+            junk_string(),
+        ]
+        .boxed(),
+        "GranteePrincipal" | "RetiringPrincipal" => prop_oneof![
+            Just(quoted(&format!("arn:aws:iam::{ACCOUNT}:user/tester"))),
+            Just(quoted(&format!("arn:aws:iam::{ACCOUNT}:user/other"))),
+            junk_string(),
+        ]
+        .boxed(),
+        "Operations" => prop::collection::vec(
+            prop::sample::select(vec!["Decrypt", "Encrypt", "DescribeKey", "RetireGrant", "Sign", "Nope"])
+                .prop_map(quoted),
+            0..4,
+        )
+        .prop_map(|v| format!("[{}]", v.join(",")))
+        .boxed(),
+        "GrantId" => prop_oneof![
+            Just(quoted(&"ab".repeat(32))),
+            "[0-9a-f]{64}".prop_map(|s| quoted(&s)),
+            junk_string(),
+        ]
+        .boxed(),
         "GrantTokens" | "TagKeys" | "DryRunModifiers" => prop::collection::vec(junk_string(), 0..5)
             .prop_map(|v| format!("[{}]", v.join(",")))
             .boxed(),
@@ -548,6 +614,8 @@ fn snapshot(gw: &Gateway, seed: &Seed) -> Value {
             "tags": list_all(gw, "ListResourceTags", json!({"KeyId": id}), "Tags"),
             "rotation": observe(gw, "GetKeyRotationStatus", &json!({"KeyId": id})),
             "rotations": list_all(gw, "ListKeyRotations", json!({"KeyId": id}), "Rotations"),
+            "policy": observe(gw, "GetKeyPolicy", &json!({"KeyId": id})),
+            "grants": list_all(gw, "ListGrants", json!({"KeyId": id}), "Grants"),
         })
     };
     json!({"keys": keys, "aliases": aliases, "k1": key(&seed.k1), "k2": key(&seed.k2)})

@@ -1,8 +1,8 @@
 //! `Verifier::verify`, the SigV4 check of every request, on hostile input.
 //!
 //! The verifier is built as `kmsgate::server::build` builds it: the
-//! configured credentials, the region, the clock skew and no anonymous
-//! access.
+//! configured credentials, the region, the clock skew, no anonymous access,
+//! and presigned URLs off (the default) or on.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +33,10 @@ const AUTH_ERRORS: &[&str] = &[
 ];
 
 fn verifier() -> Verifier {
+    verifier_with_presigned(false)
+}
+
+fn verifier_with_presigned(allow: bool) -> Verifier {
     Verifier::new(
         vec![Credential {
             access_key_id: ACCESS_KEY.into(),
@@ -43,6 +47,7 @@ fn verifier() -> Verifier {
         Duration::from_secs(300),
         false,
     )
+    .allow_presigned_urls(allow)
 }
 
 fn at(secs: u64) -> SystemTime {
@@ -92,7 +97,8 @@ impl Req {
         Some(
             verifier
                 .verify(&Method::POST, &uri, &headers, &self.body, at(now))
-                .map(|p| p.name),
+                .map(|p| p.name)
+                .map_err(KmsError::from),
         )
     }
 }
@@ -386,8 +392,8 @@ proptest! {
         };
         let credential = scope.join("/");
         let auth = format!(
-            "AWS4-HMAC-SHA256 Credential={credential}, SignedHeaders=host;x-amz-date, \
-             Signature={signature}"
+            "AWS4-HMAC-SHA256 Credential={credential}, \
+             SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature={signature}"
         );
         let extra: Vec<(&str, &[u8])> =
             vec![("authorization", auth.as_bytes()), ("x-amz-date", T0_AMZ.as_bytes())];
@@ -411,12 +417,15 @@ proptest! {
         prop_assert_eq!(name, expected, "credential {:?}", credential);
     }
 
-    /// Any presigned-form query string is refused; without `X-Amz-Algorithm`
-    /// it is no authentication at all.
+    /// Any presigned-form query string is refused, whether presigned URLs
+    /// are enabled or not; without `X-Amz-Algorithm` it is no
+    /// authentication at all, and with it and presigned URLs off it is
+    /// refused before any of it is read.
     #[test]
     fn hostile_presigned_queries_are_refused(
         query in query(),
         with_date_header in any::<bool>(),
+        presigned_enabled in any::<bool>(),
     ) {
         let uri = format!("/?{query}");
         let extra: Vec<(&str, &[u8])> = if with_date_header {
@@ -424,7 +433,8 @@ proptest! {
         } else {
             vec![]
         };
-        let Some(result) = Req::new(&uri, &extra).verify(&verifier(), T0) else {
+        let verifier = verifier_with_presigned(presigned_enabled);
+        let Some(result) = Req::new(&uri, &extra).verify(&verifier, T0) else {
             return Ok(());
         };
         let name = assert_auth_error(&result)?;
@@ -436,7 +446,60 @@ proptest! {
             .unwrap_or(false);
         if !has_algorithm {
             prop_assert_eq!(name, "MissingAuthenticationTokenException");
+        } else if !presigned_enabled {
+            prop_assert_eq!(name, "IncompleteSignatureException");
+            let message = result.unwrap_err().message().unwrap_or_default();
+            prop_assert!(message.contains("query-string authentication"), "{}", message);
         }
+    }
+
+    /// An `x-amz-*` header added to a signed request (either form) is
+    /// refused by name: it is not covered by the signature.
+    #[test]
+    fn an_added_x_amz_header_is_refused(
+        suffix in "[a-z0-9-]{1,16}",
+        value in "[ -~]{0,30}",
+        presigned in any::<bool>(),
+    ) {
+        let mut req = signed(b"{}", presigned);
+        let name = format!("x-amz-{suffix}");
+        let already_signed = req.headers.iter().any(|(k, _)| *k == name);
+        req.headers.push((name.clone(), value.into_bytes()));
+        let Some(result) = req.verify(&verifier_with_presigned(true), T0) else {
+            return Ok(());
+        };
+        prop_assert_eq!(assert_auth_error(&result)?, "InvalidSignatureException");
+        if !already_signed {
+            let message = result.unwrap_err().message().unwrap_or_default();
+            let expected = if name == "x-amz-date" { "'X-Amz-Date'".to_owned() } else { format!("'{name}'") };
+            prop_assert_eq!(
+                message,
+                format!("{expected} must be a 'SignedHeader' in the AWS Authorization.")
+            );
+        }
+    }
+
+    /// Dropping `host`, `content-type`, `x-amz-date` or `x-amz-target`
+    /// from the signed headers of a signed request is refused, whatever
+    /// else is wrong with the signature.
+    #[test]
+    fn a_required_header_left_out_of_the_signature_is_refused(
+        which in 0usize..4,
+        signature in "[0-9a-f]{64}",
+    ) {
+        let mut names = vec!["content-type", "host", "x-amz-date", "x-amz-target"];
+        names.remove(which);
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{T0_DAY}/{REGION}/kms/aws4_request, \
+             SignedHeaders={}, Signature={signature}",
+            names.join(";")
+        );
+        let extra: Vec<(&str, &[u8])> =
+            vec![("authorization", auth.as_bytes()), ("x-amz-date", T0_AMZ.as_bytes())];
+        let result = Req::new("/", &extra).verify(&verifier(), T0).unwrap();
+        prop_assert_eq!(assert_auth_error(&result)?, "InvalidSignatureException");
+        let message = result.unwrap_err().message().unwrap_or_default();
+        prop_assert!(message.ends_with("must be a 'SignedHeader' in the AWS Authorization."), "{}", message);
     }
 
     /// A request signed by the AWS SDK's signer is accepted; changing any
@@ -451,7 +514,7 @@ proptest! {
         replacement in 0x21u8..0x7f,
         body_delta in 1u8..=255,
     ) {
-        let verifier = verifier();
+        let verifier = verifier_with_presigned(true);
         let req = signed(&body, presigned);
         prop_assert_eq!(req.verify(&verifier, T0).unwrap(), Ok("fuzzer".to_owned()));
 
