@@ -162,7 +162,10 @@ fn assert_refused(gw: &Gateway, r: &RawResponse, error_type: &str, message: &str
         .lines()
         .find(|l| l.contains("kmsgate::audit") && l.contains(id))
         .unwrap_or_else(|| panic!("no audit record for {id}:\n{log}"));
-    assert!(line.contains(&format!("operation={operation}")), "{line}");
+    assert!(
+        line.contains(&format!("\"eventName\":\"{operation}\"")),
+        "{line}"
+    );
     assert!(line.contains(error_type), "{line}");
 }
 
