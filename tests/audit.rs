@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use aws_sdk_kms::primitives::Blob;
+use common::disk::SmallDisk;
 use common::*;
 use serde_json::Value;
 
@@ -303,64 +304,6 @@ fn without_a_file_the_process_log_carries_a_verifiable_chain() {
 }
 
 // ---------------------------------------------------------------- full disk
-
-/// A tmpfs mounted on a directory; unmounted when dropped.
-struct SmallDisk {
-    path: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(path: &Path, kib: u64) -> Result<SmallDisk, String> {
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={kib}k,mode=0700"),
-                "tmpfs",
-            ])
-            .arg(path)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        Ok(SmallDisk {
-            path: path.to_owned(),
-        })
-    }
-
-    /// Fills the file system to the last byte.
-    fn fill(&self) {
-        use std::io::Write;
-        let chunk = vec![0u8; 4096];
-        for n in 0.. {
-            let path = self.path.join(format!("filler-{n}"));
-            let Ok(mut f) = std::fs::File::create(&path) else {
-                break;
-            };
-            if f.write_all(&chunk).and_then(|()| f.flush()).is_err() {
-                // Fill the last bytes too, then stop.
-                let _ = f.write_all(&[0u8; 1]);
-                break;
-            }
-        }
-    }
-
-    fn free(&self) {
-        for e in std::fs::read_dir(&self.path).unwrap().flatten() {
-            if e.file_name().to_string_lossy().starts_with("filler-") {
-                std::fs::remove_file(e.path()).unwrap();
-            }
-        }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
 
 #[test]
 fn with_the_audit_disk_full_requests_fail_and_nothing_acknowledged_is_missing() {

@@ -7,92 +7,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use aws_sdk_kms::error::SdkError;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::Tag;
+use common::disk::SmallDisk;
 use common::*;
-
-/// A tmpfs mounted on a token directory; unmounted when dropped.
-struct SmallDisk {
-    path: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(path: &Path, kib: u64) -> Result<SmallDisk, String> {
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={kib}k,mode=0700"),
-                "tmpfs",
-            ])
-            .arg(path)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        Ok(SmallDisk {
-            path: path.to_owned(),
-        })
-    }
-
-    /// Fills the file system to the last byte with page-sized files, then
-    /// frees `pages` of them again: a disk that is full, or nearly.
-    fn fill_leaving(&self, pages: usize) {
-        use std::io::Write;
-        let chunk = vec![0u8; 4096];
-        let mut n = 0;
-        loop {
-            let path = self.path.join(format!("filler-{n}"));
-            let Ok(mut f) = std::fs::File::create(&path) else {
-                break;
-            };
-            n += 1;
-            if f.write_all(&chunk).and_then(|()| f.flush()).is_err() {
-                drop(f);
-                let _ = std::fs::remove_file(&path);
-                break;
-            }
-        }
-        let free = free_bytes(&self.path);
-        assert!(free < 4096, "the disk is not full: {free} bytes free");
-        for k in 0..pages {
-            std::fs::remove_file(self.path.join(format!("filler-{k}"))).unwrap();
-        }
-    }
-
-    fn free(&self) {
-        for e in std::fs::read_dir(&self.path).unwrap().flatten() {
-            if e.file_name().to_string_lossy().starts_with("filler-") {
-                std::fs::remove_file(e.path()).unwrap();
-            }
-        }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
-
-fn free_bytes(path: &Path) -> u64 {
-    let out = Command::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(u64::MAX)
-}
 
 /// The HTTP status of an SDK call's outcome (200 for success).
 fn status<T, E>(r: &Result<T, SdkError<E, aws_sdk_kms::config::http::HttpResponse>>) -> u16 {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod disk;
 pub mod faulty;
 
 use std::io::{BufRead, BufReader, Read, Write};
