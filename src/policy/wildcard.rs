@@ -20,10 +20,11 @@ impl Pattern {
     }
 
     pub fn matches(&self, value: &str) -> bool {
+        let (p, v) = (self.text.as_bytes(), value.as_bytes());
         if self.fold_case {
-            glob(self.text.as_bytes(), value.to_ascii_lowercase().as_bytes())
+            glob_by(p, v, |a, b| a == b.to_ascii_lowercase())
         } else {
-            glob(self.text.as_bytes(), value.as_bytes())
+            glob_by(p, v, |a, b| a == b)
         }
     }
 }
@@ -31,6 +32,11 @@ impl Pattern {
 /// Wildcard match without backtracking blow-up: on a mismatch, retry from
 /// just after the last `*`, which is enough since `*` matches any run.
 pub fn glob(pattern: &[u8], value: &[u8]) -> bool {
+    glob_by(pattern, value, |a, b| a == b)
+}
+
+/// [`glob`] with `same(pattern byte, value byte)` deciding a literal match.
+fn glob_by(pattern: &[u8], value: &[u8], same: impl Fn(u8, u8) -> bool) -> bool {
     let (mut p, mut v) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while v < value.len() {
@@ -39,7 +45,7 @@ pub fn glob(pattern: &[u8], value: &[u8]) -> bool {
                 star = Some((p, v));
                 p += 1;
             }
-            Some(&c) if c == b'?' || c == value[v] => {
+            Some(&c) if c == b'?' || same(c, value[v]) => {
                 p += 1;
                 v += 1;
             }
