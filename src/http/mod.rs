@@ -39,7 +39,7 @@ use crate::auth::{Authorizer, Verifier};
 use crate::error::{AUDIT_UNAVAILABLE, INTERNAL_FAILURE, KmsError};
 use crate::keystore::KeyStore;
 use crate::ops::authorize::Caller;
-use crate::ops::{self, Ctx};
+use crate::ops::{self, Ctx, Operation};
 
 use audit::Trail;
 use authn::{Authenticated, RequestInfo};
@@ -224,9 +224,12 @@ async fn handle(
     if !target.starts_with(TARGET_PREFIX) {
         return Err(KmsError::UnknownOperation);
     }
+    let Some(op) = Operation::from_name(operation) else {
+        return Err(KmsError::UnknownOperation);
+    };
     // Operations on no key are decided by identity policies here; the
     // others against their key, in `ops`, once the key is known.
-    if ops::KEYLESS_OPERATIONS.contains(&operation) {
+    if op.is_keyless() {
         state.authorizer.check(&principal, operation)?;
     }
     // A request that could not be audited must not run.
@@ -249,7 +252,7 @@ async fn handle(
         audit_key: None,
         audit_version: None,
     };
-    let result = ops::dispatch(&mut ctx, operation, &body).await;
+    let result = ops::dispatch(&mut ctx, op, &body).await;
     trail.key = ctx.audit_key;
     trail.key_version = ctx.audit_version;
     result

@@ -30,6 +30,7 @@ pub mod list_grants;
 pub mod list_key_rotations;
 pub mod list_keys;
 pub mod list_resource_tags;
+pub mod operation;
 pub mod re_encrypt;
 pub mod retire_grant;
 pub mod rotate_key_on_demand;
@@ -47,6 +48,7 @@ use serde::de::DeserializeOwned;
 use crate::auth::Principal;
 use crate::error::KmsError;
 use crate::keystore::KeyStore;
+pub use operation::Operation;
 
 /// What an operation needs besides its request.
 pub struct Ctx<'a> {
@@ -72,78 +74,6 @@ impl Ctx<'_> {
     }
 }
 
-/// The operations on no key: authorized by identity policies alone,
-/// before they run (the others are authorized against the key they name).
-pub const KEYLESS_OPERATIONS: &[&str] = &[
-    "CreateKey",
-    "GenerateRandom",
-    "ListAliases",
-    "ListKeys",
-    "ListRetirableGrants",
-];
-
-/// Every operation of the KMS service model. Those kmsgate does not
-/// implement are answered with UnsupportedOperationException, not with
-/// UnknownOperationException, which is for targets that do not exist.
-pub const ALL_OPERATIONS: &[&str] = &[
-    "CancelKeyDeletion",
-    "ConnectCustomKeyStore",
-    "CreateAlias",
-    "CreateCustomKeyStore",
-    "CreateGrant",
-    "CreateKey",
-    "Decapsulate",
-    "Decrypt",
-    "DeleteAlias",
-    "DeleteCustomKeyStore",
-    "DeleteImportedKeyMaterial",
-    "DeriveSharedSecret",
-    "DescribeCustomKeyStores",
-    "DescribeKey",
-    "DisableKey",
-    "DisableKeyRotation",
-    "DisconnectCustomKeyStore",
-    "EnableKey",
-    "EnableKeyRotation",
-    "Encapsulate",
-    "Encrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateMac",
-    "GenerateRandom",
-    "GetKeyLastUsage",
-    "GetKeyPolicy",
-    "GetKeyRotationStatus",
-    "GetParametersForImport",
-    "GetPublicKey",
-    "ImportKeyMaterial",
-    "ListAliases",
-    "ListGrants",
-    "ListKeyPolicies",
-    "ListKeyRotations",
-    "ListKeys",
-    "ListResourceTags",
-    "ListRetirableGrants",
-    "PutKeyPolicy",
-    "ReEncrypt",
-    "ReplicateKey",
-    "RetireGrant",
-    "RevokeGrant",
-    "RotateKeyOnDemand",
-    "ScheduleKeyDeletion",
-    "Sign",
-    "TagResource",
-    "UntagResource",
-    "UpdateAlias",
-    "UpdateCustomKeyStore",
-    "UpdateKeyDescription",
-    "UpdatePrimaryRegion",
-    "Verify",
-    "VerifyMac",
-];
-
 /// Parses a request body. An empty body is an empty object, as AWS takes it.
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, KmsError> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
@@ -166,55 +96,77 @@ fn to_body<T: Serialize>(value: &T) -> Result<Vec<u8>, KmsError> {
     serde_json::to_vec(value).map_err(|e| KmsError::Internal(e.to_string()))
 }
 
-/// Runs the operation named by `X-Amz-Target` (without its prefix).
+/// Runs `operation` on the request body.
 pub async fn dispatch(
     ctx: &mut Ctx<'_>,
-    operation: &str,
+    operation: Operation,
     body: &[u8],
 ) -> Result<Vec<u8>, KmsError> {
+    use Operation as O;
     macro_rules! run {
-        ($m:ident) => {
-            to_body(&$m::handle(ctx, parse(body)?).await?)
+        ($f:path) => {
+            to_body(&$f(ctx, parse(body)?).await?)
         };
     }
     match operation {
-        "CancelKeyDeletion" => run!(cancel_key_deletion),
-        "CreateAlias" => run!(create_alias),
-        "CreateGrant" => run!(create_grant),
-        "CreateKey" => run!(create_key),
-        "Decrypt" => run!(decrypt),
-        "DeleteAlias" => run!(delete_alias),
-        "DescribeKey" => run!(describe_key),
-        "DisableKey" => run!(disable_key),
-        "DisableKeyRotation" => run!(disable_key_rotation),
-        "EnableKey" => run!(enable_key),
-        "EnableKeyRotation" => run!(enable_key_rotation),
-        "Encrypt" => run!(encrypt),
-        "GenerateDataKey" => run!(generate_data_key),
-        "GenerateDataKeyWithoutPlaintext" => run!(generate_data_key_without_plaintext),
-        "GenerateRandom" => run!(generate_random),
-        "GetKeyPolicy" => to_body(&key_policy::get(ctx, parse(body)?).await?),
-        "GetKeyRotationStatus" => run!(get_key_rotation_status),
-        "ListAliases" => run!(list_aliases),
-        "ListGrants" => run!(list_grants),
-        "ListRetirableGrants" => to_body(&list_grants::retirable(ctx, parse(body)?).await?),
-        "ListKeyRotations" => run!(list_key_rotations),
-        "ListKeyPolicies" => to_body(&key_policy::list(ctx, parse(body)?).await?),
-        "ListKeys" => run!(list_keys),
-        "PutKeyPolicy" => to_body(&key_policy::put(ctx, parse(body)?).await?),
-        "ListResourceTags" => run!(list_resource_tags),
-        "ReEncrypt" => run!(re_encrypt),
-        "RetireGrant" => to_body(&retire_grant::retire(ctx, parse(body)?).await?),
-        "RevokeGrant" => to_body(&retire_grant::revoke(ctx, parse(body)?).await?),
-        "RotateKeyOnDemand" => run!(rotate_key_on_demand),
-        "ScheduleKeyDeletion" => run!(schedule_key_deletion),
-        "TagResource" => run!(tag_resource),
-        "UntagResource" => run!(untag_resource),
-        "UpdateAlias" => run!(update_alias),
-        "UpdateKeyDescription" => run!(update_key_description),
-        other if ALL_OPERATIONS.contains(&other) => Err(KmsError::UnsupportedOperation(Some(
-            format!("kmsgate does not support {other}."),
-        ))),
-        _ => Err(KmsError::UnknownOperation),
+        O::CancelKeyDeletion => run!(cancel_key_deletion::handle),
+        O::CreateAlias => run!(create_alias::handle),
+        O::CreateGrant => run!(create_grant::handle),
+        O::CreateKey => run!(create_key::handle),
+        O::Decrypt => run!(decrypt::handle),
+        O::DeleteAlias => run!(delete_alias::handle),
+        O::DescribeKey => run!(describe_key::handle),
+        O::DisableKey => run!(disable_key::handle),
+        O::DisableKeyRotation => run!(disable_key_rotation::handle),
+        O::EnableKey => run!(enable_key::handle),
+        O::EnableKeyRotation => run!(enable_key_rotation::handle),
+        O::Encrypt => run!(encrypt::handle),
+        O::GenerateDataKey => run!(generate_data_key::handle),
+        O::GenerateDataKeyWithoutPlaintext => run!(generate_data_key_without_plaintext::handle),
+        O::GenerateRandom => run!(generate_random::handle),
+        O::GetKeyPolicy => run!(key_policy::get),
+        O::GetKeyRotationStatus => run!(get_key_rotation_status::handle),
+        O::ListAliases => run!(list_aliases::handle),
+        O::ListGrants => run!(list_grants::handle),
+        O::ListKeyPolicies => run!(key_policy::list),
+        O::ListKeyRotations => run!(list_key_rotations::handle),
+        O::ListKeys => run!(list_keys::handle),
+        O::ListResourceTags => run!(list_resource_tags::handle),
+        O::ListRetirableGrants => run!(list_grants::retirable),
+        O::PutKeyPolicy => run!(key_policy::put),
+        O::ReEncrypt => run!(re_encrypt::handle),
+        O::RetireGrant => run!(retire_grant::retire),
+        O::RevokeGrant => run!(retire_grant::revoke),
+        O::RotateKeyOnDemand => run!(rotate_key_on_demand::handle),
+        O::ScheduleKeyDeletion => run!(schedule_key_deletion::handle),
+        O::TagResource => run!(tag_resource::handle),
+        O::UntagResource => run!(untag_resource::handle),
+        O::UpdateAlias => run!(update_alias::handle),
+        O::UpdateKeyDescription => run!(update_key_description::handle),
+        O::ConnectCustomKeyStore
+        | O::CreateCustomKeyStore
+        | O::Decapsulate
+        | O::DeleteCustomKeyStore
+        | O::DeleteImportedKeyMaterial
+        | O::DeriveSharedSecret
+        | O::DescribeCustomKeyStores
+        | O::DisconnectCustomKeyStore
+        | O::Encapsulate
+        | O::GenerateDataKeyPair
+        | O::GenerateDataKeyPairWithoutPlaintext
+        | O::GenerateMac
+        | O::GetKeyLastUsage
+        | O::GetParametersForImport
+        | O::GetPublicKey
+        | O::ImportKeyMaterial
+        | O::ReplicateKey
+        | O::Sign
+        | O::UpdateCustomKeyStore
+        | O::UpdatePrimaryRegion
+        | O::Verify
+        | O::VerifyMac => Err(KmsError::UnsupportedOperation(Some(format!(
+            "kmsgate does not support {}.",
+            operation.name()
+        )))),
     }
 }
