@@ -1,6 +1,6 @@
 //! What the grant operations share: the grant token format, the operations
-//! a grant may allow, and a grant as ListGrants and ListRetirableGrants
-//! show it.
+//! a grant may allow, a grant as ListGrants and ListRetirableGrants show it
+//! (and their paging), and the removal RetireGrant and RevokeGrant share.
 //!
 //! A grant token names its key and grant: `base64url("kmsgate-grant:1:"
 //! key-id ":" grant-id)`. It confers nothing by itself. A request that
@@ -14,6 +14,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::Ctx;
+use super::shapes::Empty;
 use crate::arn::Realm;
 use crate::error::KmsError;
 use crate::keystore::GrantRecord;
@@ -141,6 +143,68 @@ impl GrantListEntry {
             constraints,
         }
     }
+}
+
+/// Grants listed per page unless the request says otherwise.
+pub const DEFAULT_GRANT_LIMIT: i64 = 50;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListGrantsResponse {
+    pub grants: Vec<GrantListEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+    pub truncated: bool,
+}
+
+/// One page of `all`, whose entries are in a stable order and named by
+/// `marker_of`: the marker is the name of the first entry of the next page.
+pub fn grant_page(
+    all: Vec<GrantListEntry>,
+    marker: Option<&str>,
+    limit: i64,
+    marker_of: impl Fn(&GrantListEntry) -> String,
+) -> Result<ListGrantsResponse, KmsError> {
+    let start = match marker {
+        None => 0,
+        Some(m) => all
+            .iter()
+            .position(|g| marker_of(g) == m)
+            .ok_or_else(|| KmsError::InvalidMarker("Invalid marker".into()))?,
+    };
+    let mut rest: Vec<GrantListEntry> = all.into_iter().skip(start).collect();
+    let limit = limit as usize;
+    let next_marker = rest.get(limit).map(&marker_of);
+    rest.truncate(limit);
+    Ok(ListGrantsResponse {
+        grants: rest,
+        truncated: next_marker.is_some(),
+        next_marker,
+    })
+}
+
+pub fn grant_not_found(grant_id: &str) -> KmsError {
+    KmsError::NotFound(format!("Grant ID {grant_id} not found"))
+}
+
+/// Removes grant `grant_id` from the key's latest record (RetireGrant,
+/// RevokeGrant); NotFoundException if it is not there.
+pub async fn remove_grant(
+    ctx: &Ctx<'_>,
+    key: &uuid::Uuid,
+    grant_id: &str,
+) -> Result<Empty, KmsError> {
+    ctx.store
+        .update_key(key, |r| {
+            let before = r.grants.len();
+            r.grants.retain(|g| g.grant_id != grant_id);
+            if r.grants.len() == before {
+                return Err(grant_not_found(grant_id));
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(Empty {})
 }
 
 #[cfg(test)]

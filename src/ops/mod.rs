@@ -21,22 +21,28 @@ pub mod encrypt;
 pub mod generate_data_key;
 pub mod generate_data_key_without_plaintext;
 pub mod generate_random;
+pub mod get_key_policy;
 pub mod get_key_rotation_status;
 pub mod grant_shapes;
 pub mod key_arg;
 pub mod key_policy;
 pub mod list_aliases;
 pub mod list_grants;
+pub mod list_key_policies;
 pub mod list_key_rotations;
 pub mod list_keys;
 pub mod list_resource_tags;
+pub mod list_retirable_grants;
 pub mod operation;
+pub mod put_key_policy;
 pub mod re_encrypt;
 pub mod retire_grant;
+pub mod revoke_grant;
 pub mod rotate_key_on_demand;
 pub mod schedule_key_deletion;
 pub mod shapes;
 pub mod tag_resource;
+pub mod tags;
 pub mod untag_resource;
 pub mod update_alias;
 pub mod update_key_description;
@@ -124,19 +130,19 @@ pub async fn dispatch(
         O::GenerateDataKey => run!(generate_data_key::handle),
         O::GenerateDataKeyWithoutPlaintext => run!(generate_data_key_without_plaintext::handle),
         O::GenerateRandom => run!(generate_random::handle),
-        O::GetKeyPolicy => run!(key_policy::get),
+        O::GetKeyPolicy => run!(get_key_policy::handle),
         O::GetKeyRotationStatus => run!(get_key_rotation_status::handle),
         O::ListAliases => run!(list_aliases::handle),
         O::ListGrants => run!(list_grants::handle),
-        O::ListKeyPolicies => run!(key_policy::list),
+        O::ListKeyPolicies => run!(list_key_policies::handle),
         O::ListKeyRotations => run!(list_key_rotations::handle),
         O::ListKeys => run!(list_keys::handle),
         O::ListResourceTags => run!(list_resource_tags::handle),
-        O::ListRetirableGrants => run!(list_grants::retirable),
-        O::PutKeyPolicy => run!(key_policy::put),
+        O::ListRetirableGrants => run!(list_retirable_grants::handle),
+        O::PutKeyPolicy => run!(put_key_policy::handle),
         O::ReEncrypt => run!(re_encrypt::handle),
-        O::RetireGrant => run!(retire_grant::retire),
-        O::RevokeGrant => run!(retire_grant::revoke),
+        O::RetireGrant => run!(retire_grant::handle),
+        O::RevokeGrant => run!(revoke_grant::handle),
         O::RotateKeyOnDemand => run!(rotate_key_on_demand::handle),
         O::ScheduleKeyDeletion => run!(schedule_key_deletion::handle),
         O::TagResource => run!(tag_resource::handle),

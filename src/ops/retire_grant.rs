@@ -1,12 +1,11 @@
-//! RetireGrant (by the grant's retiring principal, or its grantee when the
-//! grant allows RetireGrant; named by grant token or by key and grant id)
-//! and RevokeGrant (by whoever the key policy lets revoke).
+//! RetireGrant: by the grant's retiring principal, or its grantee when the
+//! grant allows RetireGrant; the grant named by its token or by key and
+//! grant id.
 
 use serde::Deserialize;
 
 use super::Ctx;
-use super::authorize::Use;
-use super::grant_shapes::{check_grant_id, parse_grant_token};
+use super::grant_shapes::{check_grant_id, grant_not_found, parse_grant_token, remove_grant};
 use super::shapes::{Empty, check_key_id, dry_run};
 use super::validate::Violations;
 use crate::error::{KmsError, access_denied};
@@ -22,34 +21,7 @@ pub struct RetireGrantRequest {
     pub dry_run: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct RevokeGrantRequest {
-    pub key_id: Option<String>,
-    pub grant_id: Option<String>,
-    pub dry_run: Option<bool>,
-}
-
-fn grant_not_found(grant_id: &str) -> KmsError {
-    KmsError::NotFound(format!("Grant ID {grant_id} not found"))
-}
-
-/// Removes grant `grant_id` from the key's latest record.
-async fn remove(ctx: &Ctx<'_>, key: &uuid::Uuid, grant_id: &str) -> Result<Empty, KmsError> {
-    ctx.store
-        .update_key(key, |r| {
-            let before = r.grants.len();
-            r.grants.retain(|g| g.grant_id != grant_id);
-            if r.grants.len() == before {
-                return Err(grant_not_found(grant_id));
-            }
-            Ok(())
-        })
-        .await?;
-    Ok(Empty {})
-}
-
-pub async fn retire(ctx: &mut Ctx<'_>, req: RetireGrantRequest) -> Result<Empty, KmsError> {
+pub async fn handle(ctx: &mut Ctx<'_>, req: RetireGrantRequest) -> Result<Empty, KmsError> {
     let mut v = Violations::new();
     if let Some(t) = &req.grant_token {
         v.str_len("grantToken", t, 1, 8192);
@@ -109,25 +81,5 @@ pub async fn retire(ctx: &mut Ctx<'_>, req: RetireGrantRequest) -> Result<Empty,
         ));
     }
     dry_run(req.dry_run)?;
-    remove(ctx, key.id(), &grant_id).await
-}
-
-pub async fn revoke(ctx: &mut Ctx<'_>, req: RevokeGrantRequest) -> Result<Empty, KmsError> {
-    let mut v = Violations::new();
-    check_key_id(&mut v, "keyId", &req.key_id);
-    if v.required("grantId", &req.grant_id)
-        && let Some(g) = &req.grant_id
-    {
-        v.str_len("grantId", g, 1, 128);
-    }
-    v.finish()?;
-    let grant_id = req.grant_id.unwrap_or_default();
-    check_grant_id(&grant_id)?;
-    let key = ctx
-        .store
-        .resolve(req.key_id.as_deref().unwrap_or_default())
-        .await?;
-    let key = ctx.authorize("RevokeGrant", key, Use::default()).await?;
-    dry_run(req.dry_run)?;
-    remove(ctx, key.id(), &grant_id).await
+    remove_grant(ctx, key.id(), &grant_id).await
 }

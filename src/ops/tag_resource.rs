@@ -8,9 +8,9 @@
 use serde::Deserialize;
 
 use super::Ctx;
-use super::create_key::{MAX_TAGS, check_tag_lengths, check_tag_rules};
 use super::key_arg::update_unless_pending;
 use super::shapes::{Empty, TagShape, check_key_id};
+use super::tags::{MAX_TAGS, check_tag_lengths, check_tag_rules};
 use super::validate::Violations;
 use crate::error::KmsError;
 

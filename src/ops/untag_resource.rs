@@ -5,9 +5,9 @@
 use serde::Deserialize;
 
 use super::Ctx;
-use super::create_key::is_reserved_tag_key;
 use super::key_arg::update_unless_pending;
 use super::shapes::{Empty, check_key_id};
+use super::tags::is_reserved_tag_key;
 use super::validate::Violations;
 use crate::error::KmsError;
 
