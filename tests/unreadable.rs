@@ -68,6 +68,10 @@ async fn unreadable_records_are_skipped_reported_and_never_read_as_no_key() {
                 br#"{"format":1,"revision":99,"key_id":"#.to_vec(),
             ),
             (format!("kmsgate/key/{ghost}"), Vec::new()),
+            (
+                "kmsgate/alias/damaged".to_owned(),
+                br#"{"format":1,"name":"alias/dam"#.to_vec(),
+            ),
         ],
     );
 
@@ -103,6 +107,26 @@ async fn unreadable_records_are_skipped_reported_and_never_read_as_no_key() {
     );
     assert_eq!(r.status, 500, "{r:?}");
     assert_eq!(r.error_type(), "KeyUnavailableException");
+    // An alias of which nothing readable is left is unavailable too, and
+    // can be created again: the new record replaces the damaged one.
+    let r = gw.raw(
+        Some("TrentService.DescribeKey"),
+        br#"{"KeyId":"alias/damaged"}"#,
+        true,
+    );
+    assert_eq!(r.status, 500, "{r:?}");
+    assert_eq!(r.error_type(), "KeyUnavailableException");
+    kms.create_alias()
+        .alias_name("alias/damaged")
+        .target_key_id(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        key_metadata(&kms, "alias/damaged").await.key_id,
+        key,
+        "the re-created alias names the key"
+    );
     // A write supersedes the damaged revision for good.
     kms.update_key_description()
         .key_id(&key)

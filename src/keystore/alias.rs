@@ -62,10 +62,8 @@ impl KeyStore {
                 .await
                 .map_err(token)?;
             // A record that does not parse is treated as absent: CreateAlias
-            // tries to write revision 0 beside it. The commit counts the
-            // unreadable object as a rival of revision 0, so that attempt
-            // ends in a conflict; nothing is lost, but the name cannot be
-            // reused until the damaged object is removed.
+            // writes revision 0 beside it, and the commit, which counts no
+            // unreadable object as a rival, removes the damaged one.
             let current = match current {
                 Latest::Unreadable => {
                     tracing::warn!(alias = alias_name, "replacing an unreadable alias record");

@@ -70,10 +70,13 @@ struct Revision {
     revision: u64,
 }
 
-fn revision_of(value: &[u8]) -> u64 {
+/// The revision a record object holds; `None` for one that does not parse
+/// (a write cut short), which is no rival to a new revision: committing one
+/// replaces it.
+fn revision_of(value: &[u8]) -> Option<u64> {
     serde_json::from_slice::<Revision>(value)
+        .ok()
         .map(|r| r.revision)
-        .unwrap_or(0)
 }
 
 /// Steps 2 and 3 for one record, on the token: creates the new revision,
@@ -90,7 +93,7 @@ pub(super) fn commit(
     let all = objects::read_data(s, Some(label))?;
     let rival = all
         .iter()
-        .any(|o| o.handle != ours && revision_of(&o.value) >= revision);
+        .any(|o| o.handle != ours && revision_of(&o.value).is_some_and(|r| r >= revision));
     if rival {
         objects::destroy_data(s, ours)?;
         return Ok(None);
