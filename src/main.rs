@@ -311,19 +311,7 @@ impl Drop for OpenGateway {
         let Some(hsm) = self.hsm.take() else {
             return;
         };
-        match Arc::try_unwrap(hsm) {
-            Ok(hsm) => hsm.shutdown(),
-            Err(hsm) => {
-                tracing::error!(
-                    references = Arc::strong_count(&hsm),
-                    "the token is still in use at exit; its sessions are left open"
-                );
-                // Never let the last reference go while the process exits:
-                // that would close sessions on the pool's threads as the
-                // library is torn down. Idle, they are outside the library.
-                std::mem::forget(hsm);
-            }
-        }
+        kmsgate::hsm::Hsm::shutdown_when_released(hsm, std::time::Duration::ZERO);
     }
 }
 

@@ -297,25 +297,14 @@ pub async fn run(
     drop(state);
     // Work handed to the token's threads may still hold the token for a
     // moment after its request was cut.
-    let mut hsm = hsm;
-    let until = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match Arc::try_unwrap(hsm) {
-            Ok(h) => {
-                tokio::task::spawn_blocking(move || h.shutdown()).await?;
-                tracing::info!("token sessions closed; shut down cleanly");
-                return Ok(());
-            }
-            Err(shared) if std::time::Instant::now() < until => {
-                hsm = shared;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(_) => {
-                tracing::warn!("the token is still in use; exiting without closing its sessions");
-                return Ok(());
-            }
-        }
+    let closed = tokio::task::spawn_blocking(move || {
+        Hsm::shutdown_when_released(hsm, Duration::from_secs(5))
+    })
+    .await?;
+    if closed {
+        tracing::info!("token sessions closed; shut down cleanly");
     }
+    Ok(())
 }
 
 /// Re-reads the TLS files on every SIGHUP; new connections use them, open

@@ -210,6 +210,35 @@ impl Hsm {
         }
     }
 
+    /// Shuts the token down once `hsm` is its last reference, waiting up to
+    /// `wait` for work handed to the token's threads to let go of it.
+    /// Otherwise the reference is kept for the rest of the process (never
+    /// dropped: that would close sessions on the pool's threads while the
+    /// library is torn down) and `false` is returned. Blocking.
+    pub fn shutdown_when_released(mut hsm: std::sync::Arc<Hsm>, wait: Duration) -> bool {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            match std::sync::Arc::try_unwrap(hsm) {
+                Ok(h) => {
+                    h.shutdown();
+                    return true;
+                }
+                Err(shared) if std::time::Instant::now() < until => {
+                    hsm = shared;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(shared) => {
+                    tracing::warn!(
+                        references = std::sync::Arc::strong_count(&shared),
+                        "the token is still in use at exit; its sessions are left open"
+                    );
+                    std::mem::forget(shared);
+                    return false;
+                }
+            }
+        }
+    }
+
     /// Opens one more read-write session on the token, outside the pool.
     /// It is logged in already: PKCS#11 login state is shared by all of the
     /// process's sessions, and the login session keeps it. For `kmsgate
