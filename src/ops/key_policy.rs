@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Ctx;
 use super::authorize::Use;
+use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::{Empty, check_key_id, check_paging};
 use super::validate::Violations;
 use crate::error::{KmsError, POLICY_LOCKOUT};
@@ -87,10 +88,7 @@ pub async fn get(
     check_key_id(&mut v, "keyId", &req.key_id);
     check_policy_name(&mut v, &req.policy_name);
     v.finish()?;
-    let key = ctx
-        .store
-        .resolve(req.key_id.as_deref().unwrap_or_default())
-        .await?;
+    let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
     let key = ctx.authorize("GetKeyPolicy", key, Use::default()).await?;
     require_default(&req.policy_name)?;
     let realm = ctx.store.realm();
@@ -123,10 +121,7 @@ pub async fn put(ctx: &mut Ctx<'_>, req: PutKeyPolicyRequest) -> Result<Empty, K
         v.str_len("policy", p, 1, 131072);
     }
     v.finish()?;
-    let key = ctx
-        .store
-        .resolve(req.key_id.as_deref().unwrap_or_default())
-        .await?;
+    let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
     let key = ctx.authorize("PutKeyPolicy", key, Use::default()).await?;
     require_default(&req.policy_name)?;
     let text = req.policy.unwrap_or_default();
@@ -169,10 +164,7 @@ pub async fn list(
     check_key_id(&mut v, "keyId", &req.key_id);
     check_paging(&mut v, req.limit, &req.marker);
     v.finish()?;
-    let key = ctx
-        .store
-        .resolve(req.key_id.as_deref().unwrap_or_default())
-        .await?;
+    let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
     ctx.authorize("ListKeyPolicies", key, Use::default())
         .await?;
     Ok(ListKeyPoliciesResponse {

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use super::Ctx;
 use super::authorize::Use;
 use super::grant_shapes::{check_grant_id, parse_grant_token};
+use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::{Empty, check_key_id, dry_run};
 use super::validate::Violations;
 use crate::error::{KmsError, access_denied};
@@ -70,7 +71,7 @@ pub async fn retire(ctx: &mut Ctx<'_>, req: RetireGrantRequest) -> Result<Empty,
                 .await?
                 .ok_or_else(|| grant_not_found(&grant_id))?;
             if let Some(k) = &req.key_id
-                && ctx.store.resolve(k).await?.id() != key.id()
+                && resolve_key_id_or_arn(ctx, k).await?.id() != key.id()
             {
                 return Err(KmsError::InvalidGrantToken(
                     "The grant token does not belong to the key given.".into(),
@@ -80,7 +81,7 @@ pub async fn retire(ctx: &mut Ctx<'_>, req: RetireGrantRequest) -> Result<Empty,
         }
         (None, Some(k), Some(g)) => {
             check_grant_id(g)?;
-            (ctx.store.resolve(k).await?, g.clone())
+            (resolve_key_id_or_arn(ctx, k).await?, g.clone())
         }
         _ => {
             return Err(KmsError::Validation(
@@ -123,10 +124,7 @@ pub async fn revoke(ctx: &mut Ctx<'_>, req: RevokeGrantRequest) -> Result<Empty,
     v.finish()?;
     let grant_id = req.grant_id.unwrap_or_default();
     check_grant_id(&grant_id)?;
-    let key = ctx
-        .store
-        .resolve(req.key_id.as_deref().unwrap_or_default())
-        .await?;
+    let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
     let key = ctx.authorize("RevokeGrant", key, Use::default()).await?;
     dry_run(req.dry_run)?;
     remove(ctx, key.id(), &grant_id).await
