@@ -1,5 +1,10 @@
 //! ARNs and the four ways a request can name a key.
 //!
+//! A multi-Region key id (`mrk-` and 32 lowercase hex digits) is well formed
+//! but never names a key here (kmsgate makes no multi-Region keys): it is
+//! parsed, so that it is answered as AWS answers an id that does not exist,
+//! not as a malformed one.
+//!
 //! SDKs and the AWS Encryption SDK parse key ARNs and compare them byte for
 //! byte with what they were configured with, so the gateway builds every ARN
 //! in exactly one place, from the configured partition, region and account
@@ -35,12 +40,16 @@ pub enum KeyRefError {
 pub enum KeyRef {
     /// A key id, or a key ARN reduced to its id.
     Key(Uuid),
+    /// A well-formed multi-Region key id (`mrk-` and 32 lowercase hex
+    /// digits), bare or from a key ARN.
+    MultiRegion(String),
     /// An alias name including its `alias/` prefix, from a name or an ARN.
     Alias(String),
 }
 
 impl Realm {
-    pub fn key_arn(&self, id: &Uuid) -> String {
+    /// `id` is a key id: a UUID, or a multi-Region id (`mrk-...`).
+    pub fn key_arn(&self, id: &(impl std::fmt::Display + ?Sized)) -> String {
         format!(
             "arn:{}:kms:{}:{}:key/{}",
             self.partition, self.region, self.account_id, id
@@ -80,10 +89,8 @@ impl Realm {
                 return Err(malformed_arn());
             }
             if let Some(id) = resource.strip_prefix("key/") {
-                return parse_key_id(id).map(KeyRef::Key).ok_or_else(|| {
-                    KeyRefError::MalformedKeyId {
-                        key_id: id.to_owned(),
-                    }
+                return parse_key_id(id).ok_or_else(|| KeyRefError::MalformedKeyId {
+                    key_id: id.to_owned(),
                 });
             }
             if resource.starts_with("alias/") && resource.len() > "alias/".len() {
@@ -91,20 +98,24 @@ impl Realm {
             }
             return Err(malformed_arn());
         }
-        parse_key_id(input)
-            .map(KeyRef::Key)
-            .ok_or_else(|| KeyRefError::MalformedKeyId {
-                key_id: input.to_owned(),
-            })
+        parse_key_id(input).ok_or_else(|| KeyRefError::MalformedKeyId {
+            key_id: input.to_owned(),
+        })
     }
 }
 
-/// A key id is a UUID in its hyphenated form (AWS rejects the simple form).
-fn parse_key_id(s: &str) -> Option<Uuid> {
+/// A key id is a UUID in its hyphenated form (AWS rejects the simple form),
+/// or a multi-Region id: `mrk-` and 32 lowercase hex digits.
+fn parse_key_id(s: &str) -> Option<KeyRef> {
+    if let Some(hex) = s.strip_prefix("mrk-") {
+        let well_formed =
+            hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        return well_formed.then(|| KeyRef::MultiRegion(s.to_owned()));
+    }
     if s.len() != 36 {
         return None;
     }
-    Uuid::try_parse(s).ok()
+    Uuid::try_parse(s).ok().map(KeyRef::Key)
 }
 
 #[cfg(test)]
@@ -169,5 +180,36 @@ mod tests {
             )),
             key_id(&ID[1..])
         );
+    }
+
+    #[test]
+    fn multi_region_ids_are_well_formed_only_with_32_lowercase_hex_digits() {
+        let r = realm();
+        let mrk = "mrk-0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            r.parse_key_ref(mrk).unwrap(),
+            KeyRef::MultiRegion(mrk.into())
+        );
+        let arn = r.key_arn(mrk);
+        assert_eq!(arn, format!("arn:aws:kms:us-east-1:111122223333:key/{mrk}"));
+        assert_eq!(
+            r.parse_key_ref(&arn).unwrap(),
+            KeyRef::MultiRegion(mrk.into())
+        );
+        for bad in [
+            "mrk-fake-key-id",
+            "mrk-",
+            "mrk-0123456789abcdef0123456789abcde",
+            "mrk-0123456789abcdef0123456789abcdef0",
+            "mrk-0123456789ABCDEF0123456789ABCDEF",
+            "mrk-0123456789abcdef0123456789abcdeg",
+            "MRK-0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(
+                r.parse_key_ref(bad),
+                Err(KeyRefError::MalformedKeyId { key_id: bad.into() }),
+                "{bad}"
+            );
+        }
     }
 }

@@ -157,13 +157,17 @@ impl KeyStore {
     /// Resolves a KeyId parameter (key id, key ARN, alias name, alias ARN)
     /// to a key: [`StoreError::KeyRef`] if it cannot name one,
     /// [`StoreError::KeyNotFound`] or [`StoreError::AliasNotFound`] if it
-    /// names none.
+    /// names none (a well-formed multi-Region id always names none).
     pub async fn resolve(&self, key_id_param: &str) -> Result<Arc<Key>, StoreError> {
         match self.realm.parse_key_ref(key_id_param)? {
             KeyRef::Key(id) => self
                 .key_by_id(&id)
                 .await?
                 .ok_or_else(|| self.key_not_found(&id)),
+            // kmsgate makes no multi-Region keys: a well-formed id names none.
+            KeyRef::MultiRegion(id) => Err(StoreError::KeyNotFound {
+                arn: self.realm.key_arn(&id),
+            }),
             KeyRef::Alias(name) => {
                 let entry = self
                     .alias(&name)

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::Ctx;
 use super::authorize::Use;
+use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::KeyIdRequest;
 use crate::error::KmsError;
 use crate::keystore::KeyState;
@@ -19,7 +20,7 @@ pub async fn handle(
     ctx: &mut Ctx<'_>,
     req: KeyIdRequest,
 ) -> Result<CancelKeyDeletionResponse, KmsError> {
-    let key = ctx.store.resolve(req.key_id()?).await?;
+    let key = resolve_key_id_or_arn(ctx, req.key_id()?).await?;
     let key = ctx
         .authorize("CancelKeyDeletion", key, Use::default())
         .await?;

@@ -51,6 +51,21 @@ pub fn check_alias_prefix(name: &str) -> Result<(), KmsError> {
     Ok(())
 }
 
+/// AWS's own rule, stricter than the model's pattern: an alias name holds
+/// only letters, digits, `/`, `_` and `-` (so no `:`). Checked after the
+/// model's constraints and the prefix rule.
+pub fn check_alias_characters(name: &str) -> Result<(), KmsError> {
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-'))
+    {
+        return Ok(());
+    }
+    Err(KmsError::Validation(format!(
+        "{name} contains invalid characters for an alias"
+    )))
+}
+
 /// Resolves TargetKeyId: a key id or key ARN (not an alias), of a key that
 /// is not pending deletion.
 pub async fn target_key(ctx: &Ctx<'_>, target: &str) -> Result<Arc<Key>, KmsError> {
@@ -79,6 +94,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: CreateAliasRequest) -> Result<Empty,
             "The alias name cannot begin with alias/aws/. That prefix is reserved for AWS managed keys.".into(),
         ));
     }
+    check_alias_characters(name)?;
     let key = target_key(ctx, req.target_key_id.as_deref().unwrap_or_default()).await?;
     let key = ctx.authorize("CreateAlias", key, Use::default()).await?;
     ctx.store.create_alias(name, key.id()).await?;

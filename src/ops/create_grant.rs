@@ -8,6 +8,7 @@ use super::authorize::Use;
 use super::grant_shapes::{
     GRANT_OPERATIONS, GrantConstraints, MAX_GRANTS_PER_KEY, SYMMETRIC_GRANT_OPERATIONS, grant_token,
 };
+use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::{check_key_id, dry_run};
 use super::validate::Violations;
 use crate::error::KmsError;
@@ -101,10 +102,7 @@ pub async fn handle(
     req: CreateGrantRequest,
 ) -> Result<CreateGrantResponse, KmsError> {
     validate(&req)?;
-    let key = ctx
-        .store
-        .resolve(req.key_id.as_deref().unwrap_or_default())
-        .await?;
+    let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
     let grantee = req.grantee_principal.clone().unwrap_or_default();
     let mut operations = req.operations.clone().unwrap_or_default();
     operations.dedup();

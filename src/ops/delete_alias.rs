@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use super::Ctx;
 use super::authorize::Use;
-use super::create_alias::{check_alias_name, check_alias_prefix};
+use super::create_alias::{check_alias_characters, check_alias_name, check_alias_prefix};
 use super::shapes::Empty;
 use super::validate::Violations;
 use crate::error::KmsError;
@@ -21,6 +21,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: DeleteAliasRequest) -> Result<Empty,
     v.finish()?;
     let name = req.alias_name.as_deref().unwrap_or_default();
     check_alias_prefix(name)?;
+    check_alias_characters(name)?;
     if let Some(target) = ctx.store.alias_target(name).await?
         && let Some(key) = ctx.store.key_by_id(&target).await?
     {

@@ -3,6 +3,7 @@
 
 use super::Ctx;
 use super::authorize::Use;
+use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::{Empty, KeyIdRequest, pending_deletion};
 use crate::error::KmsError;
 use crate::keystore::KeyState;
@@ -17,7 +18,7 @@ pub(super) async fn set_state(
     req: KeyIdRequest,
     state: KeyState,
 ) -> Result<Empty, KmsError> {
-    let key = ctx.store.resolve(req.key_id()?).await?;
+    let key = resolve_key_id_or_arn(ctx, req.key_id()?).await?;
     let operation = match state {
         KeyState::Disabled => "DisableKey",
         _ => "EnableKey",

@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use super::Ctx;
 use super::authorize::Use;
+use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::{Empty, check_key_id};
 use super::validate::Violations;
 use crate::error::KmsError;
@@ -56,7 +57,7 @@ pub(super) async fn update_if_usable<F>(
 where
     F: FnMut(&mut KeyRecord) -> Result<(), KmsError>,
 {
-    let key = ctx.store.resolve(key_id).await?;
+    let key = resolve_key_id_or_arn(ctx, key_id).await?;
     let key = ctx.authorize(operation, key, Use::default()).await?;
     let store = ctx.store;
     let realm = store.realm();

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Ctx;
 use super::authorize::Use;
+use super::key_arg::resolve_key_id_or_arn;
 use super::key_policy::{POLICY_NAME, check_policy_name, require_default};
 use super::shapes::check_key_id;
 use super::validate::Violations;
@@ -32,10 +33,7 @@ pub async fn handle(
     check_key_id(&mut v, "keyId", &req.key_id);
     check_policy_name(&mut v, &req.policy_name);
     v.finish()?;
-    let key = ctx
-        .store
-        .resolve(req.key_id.as_deref().unwrap_or_default())
-        .await?;
+    let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
     let key = ctx.authorize("GetKeyPolicy", key, Use::default()).await?;
     require_default(&req.policy_name)?;
     let realm = ctx.store.realm();

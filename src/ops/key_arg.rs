@@ -1,12 +1,17 @@
 //! The KeyId of operations that AWS documents as taking "the key ID or key
 //! ARN of the KMS key" and nothing else: TagResource, UntagResource,
-//! ListResourceTags and UpdateKeyDescription.
+//! ListResourceTags, UpdateKeyDescription, EnableKey, DisableKey, the
+//! rotation operations (Enable/DisableKeyRotation, GetKeyRotationStatus,
+//! ListKeyRotations, RotateKeyOnDemand), Schedule/CancelKeyDeletion, the
+//! key policy operations (Get/PutKeyPolicy, ListKeyPolicies), the grant
+//! operations (CreateGrant, ListGrants, RevokeGrant, RetireGrant) and
+//! ListAliases's KeyId filter.
 //!
-//! AWS says an alias cannot be tagged, so these operations must not quietly
-//! act on an alias's target: a caller who tags `alias/app` would otherwise
-//! tag whichever key the alias names today. An alias is answered the way
-//! AWS answers any KeyId that is not a key id (`Invalid keyId '...'`) or
-//! not a key ARN (`Invalid arn ...`).
+//! These operations must not quietly act on an alias's target: a caller who
+//! disables or schedules the deletion of `alias/app` would otherwise act on
+//! whichever key the alias names today. An alias is answered the way AWS
+//! answers any KeyId that is not a key id (`Invalid keyId '...'`) or not a
+//! key ARN (`Invalid arn ...`), both NotFoundException.
 
 use std::sync::Arc;
 
@@ -20,7 +25,7 @@ use crate::keystore::{Key, KeyRecord, KeyState};
 /// The key named by a key id or key ARN; NotFoundException otherwise.
 pub async fn resolve_key_id_or_arn(ctx: &Ctx<'_>, key_id: &str) -> Result<Arc<Key>, KmsError> {
     match ctx.store.realm().parse_key_ref(key_id)? {
-        KeyRef::Key(_) => Ok(ctx.store.resolve(key_id).await?),
+        KeyRef::Key(_) | KeyRef::MultiRegion(_) => Ok(ctx.store.resolve(key_id).await?),
         KeyRef::Alias(_) if key_id.starts_with("arn:") => Err(KeyRefError::MalformedArn {
             arn: key_id.to_owned(),
         }

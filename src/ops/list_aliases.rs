@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
+use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::check_paging;
 use super::validate::Violations;
 use crate::error::KmsError;
@@ -48,7 +49,7 @@ pub async fn handle(
     v.finish()?;
     let limit = req.limit.unwrap_or(DEFAULT_LIMIT) as usize;
     let filter = match &req.key_id {
-        Some(k) => Some(*ctx.store.resolve(k).await?.id()),
+        Some(k) => Some(*resolve_key_id_or_arn(ctx, k).await?.id()),
         None => None,
     };
     let realm = ctx.store.realm();

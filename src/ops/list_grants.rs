@@ -7,6 +7,7 @@ use super::authorize::Use;
 use super::grant_shapes::{
     DEFAULT_GRANT_LIMIT, GrantListEntry, ListGrantsResponse, check_grant_id, grant_page,
 };
+use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::{check_key_id, check_paging};
 use super::validate::Violations;
 use crate::error::KmsError;
@@ -41,10 +42,7 @@ pub async fn handle(
     if let Some(g) = &req.grant_id {
         check_grant_id(g)?;
     }
-    let key = ctx
-        .store
-        .resolve(req.key_id.as_deref().unwrap_or_default())
-        .await?;
+    let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
     let key = ctx.authorize("ListGrants", key, Use::default()).await?;
     let realm = ctx.store.realm();
     let all = key

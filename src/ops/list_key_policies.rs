@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Ctx;
 use super::authorize::Use;
+use super::key_arg::resolve_key_id_or_arn;
 use super::key_policy::POLICY_NAME;
 use super::shapes::{check_key_id, check_paging};
 use super::validate::Violations;
@@ -32,10 +33,7 @@ pub async fn handle(
     check_key_id(&mut v, "keyId", &req.key_id);
     check_paging(&mut v, req.limit, &req.marker);
     v.finish()?;
-    let key = ctx
-        .store
-        .resolve(req.key_id.as_deref().unwrap_or_default())
-        .await?;
+    let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
     ctx.authorize("ListKeyPolicies", key, Use::default())
         .await?;
     Ok(ListKeyPoliciesResponse {

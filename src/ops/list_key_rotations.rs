@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Ctx;
 use super::authorize::Use;
+use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::{check_key_id, check_paging};
 use super::validate::Violations;
 use crate::error::KmsError;
@@ -62,10 +63,7 @@ pub async fn handle(
     };
     v.finish()?;
     let limit = req.limit.unwrap_or(DEFAULT_LIMIT) as usize;
-    let key = ctx
-        .store
-        .resolve(req.key_id.as_deref().unwrap_or_default())
-        .await?;
+    let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
     let key = ctx
         .authorize("ListKeyRotations", key, Use::default())
         .await?;

@@ -4,6 +4,7 @@ use serde::Deserialize;
 
 use super::Ctx;
 use super::authorize::Use;
+use super::key_arg::resolve_key_id_or_arn;
 use super::key_policy::{check_new_policy, check_policy_name, require_default};
 use super::shapes::{Empty, check_key_id};
 use super::validate::Violations;
@@ -28,10 +29,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: PutKeyPolicyRequest) -> Result<Empty
         v.str_len("policy", p, 1, 131072);
     }
     v.finish()?;
-    let key = ctx
-        .store
-        .resolve(req.key_id.as_deref().unwrap_or_default())
-        .await?;
+    let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
     let key = ctx.authorize("PutKeyPolicy", key, Use::default()).await?;
     require_default(&req.policy_name)?;
     let text = req.policy.unwrap_or_default();

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::Ctx;
 use super::grant_shapes::{check_grant_id, grant_not_found, parse_grant_token, remove_grant};
+use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::{Empty, check_key_id, dry_run};
 use super::validate::Violations;
 use crate::error::{KmsError, access_denied};
@@ -42,7 +43,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: RetireGrantRequest) -> Result<Empty,
                 .await?
                 .ok_or_else(|| grant_not_found(&grant_id))?;
             if let Some(k) = &req.key_id
-                && ctx.store.resolve(k).await?.id() != key.id()
+                && resolve_key_id_or_arn(ctx, k).await?.id() != key.id()
             {
                 return Err(KmsError::InvalidGrantToken(
                     "The grant token does not belong to the key given.".into(),
@@ -52,7 +53,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: RetireGrantRequest) -> Result<Empty,
         }
         (None, Some(k), Some(g)) => {
             check_grant_id(g)?;
-            (ctx.store.resolve(k).await?, g.clone())
+            (resolve_key_id_or_arn(ctx, k).await?, g.clone())
         }
         _ => {
             return Err(KmsError::Validation(

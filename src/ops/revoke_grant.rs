@@ -5,6 +5,7 @@ use serde::Deserialize;
 use super::Ctx;
 use super::authorize::Use;
 use super::grant_shapes::{check_grant_id, remove_grant};
+use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::{Empty, check_key_id, dry_run};
 use super::validate::Violations;
 use crate::error::KmsError;
@@ -28,10 +29,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: RevokeGrantRequest) -> Result<Empty,
     v.finish()?;
     let grant_id = req.grant_id.unwrap_or_default();
     check_grant_id(&grant_id)?;
-    let key = ctx
-        .store
-        .resolve(req.key_id.as_deref().unwrap_or_default())
-        .await?;
+    let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
     let key = ctx.authorize("RevokeGrant", key, Use::default()).await?;
     dry_run(req.dry_run)?;
     remove_grant(ctx, key.id(), &grant_id).await

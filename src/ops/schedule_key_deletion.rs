@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Ctx;
 use super::authorize::Use;
+use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::{check_key_id, pending_deletion};
 use super::validate::Violations;
 use crate::error::KmsError;
@@ -39,10 +40,7 @@ pub async fn handle(
     }
     v.finish()?;
     let days = req.pending_window_in_days.unwrap_or(DEFAULT_WINDOW_DAYS) as u32;
-    let key = ctx
-        .store
-        .resolve(req.key_id.as_deref().unwrap_or_default())
-        .await?;
+    let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
     let key = ctx
         .authorize("ScheduleKeyDeletion", key, Use::default())
         .await?;

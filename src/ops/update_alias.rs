@@ -4,7 +4,9 @@ use serde::Deserialize;
 
 use super::Ctx;
 use super::authorize::Use;
-use super::create_alias::{check_alias_name, check_alias_prefix, target_key};
+use super::create_alias::{
+    check_alias_characters, check_alias_name, check_alias_prefix, target_key,
+};
 use super::shapes::{Empty, check_key_id};
 use super::validate::Violations;
 use crate::error::KmsError;
@@ -23,6 +25,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: UpdateAliasRequest) -> Result<Empty,
     v.finish()?;
     let name = req.alias_name.as_deref().unwrap_or_default();
     check_alias_prefix(name)?;
+    check_alias_characters(name)?;
     // The alias's current key and the new one must both allow it.
     if let Some(old) = ctx.store.alias_target(name).await?
         && let Some(old) = ctx.store.key_by_id(&old).await?

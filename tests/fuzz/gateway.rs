@@ -83,6 +83,32 @@ const IMPLEMENTED: &[&str] = &[
     "UpdateKeyDescription",
 ];
 
+/// Operations whose KeyId AWS documents as "key ID or key ARN": an alias
+/// name or alias ARN never names a key for them.
+const KEY_ID_OR_ARN_ONLY: &[&str] = &[
+    "CancelKeyDeletion",
+    "CreateGrant",
+    "DisableKey",
+    "DisableKeyRotation",
+    "EnableKey",
+    "EnableKeyRotation",
+    "GetKeyPolicy",
+    "GetKeyRotationStatus",
+    "ListAliases",
+    "ListGrants",
+    "ListKeyPolicies",
+    "ListKeyRotations",
+    "ListResourceTags",
+    "PutKeyPolicy",
+    "RetireGrant",
+    "RevokeGrant",
+    "RotateKeyOnDemand",
+    "ScheduleKeyDeletion",
+    "TagResource",
+    "UntagResource",
+    "UpdateKeyDescription",
+];
+
 /// The members each operation reads (src/ops/<op>.rs); operations kmsgate
 /// does not implement get a few members of the model.
 fn members(op: &str) -> &'static [&'static str] {
@@ -222,7 +248,8 @@ impl Seed {
     fn key_args(&self, op: &str) -> Vec<String> {
         let mut ids = Vec::new();
         let mut add = |id: &str, alias: &str| {
-            // The four valid forms, weighted up against the near-misses.
+            // The four forms, weighted up against the near-misses (the
+            // alias forms are refused by the key-id-or-ARN operations).
             for _ in 0..3 {
                 ids.extend([
                     id.to_owned(),
@@ -336,6 +363,7 @@ fn member_value(
             Just(quoted("alias/aws/fuzz")),
             Just(quoted("alias/")),
             "alias/[a-zA-Z0-9/_-]{1,12}".prop_map(|s| quoted(&s)),
+            "alias/[a-z:]{1,6}:[a-z]{0,6}".prop_map(|s| quoted(&s)),
             "alias/(?s).{1,12}".prop_map(|s| quoted(&s)),
             (250usize..300).prop_map(|n| quoted(&format!("alias/{}", "a".repeat(n)))),
             junk_string(),
@@ -639,6 +667,27 @@ fn check_response(op: &str, body: &[u8], r: &RawResponse) -> Result<(), TestCase
             "unsupported operation succeeded: {}",
             ctx()
         );
+        let member = |name: &str| {
+            serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|b| b.get(name)?.as_str().map(str::to_owned))
+        };
+        if KEY_ID_OR_ARN_ONLY.contains(&op)
+            && let Some(k) = member("KeyId")
+        {
+            prop_assert!(
+                !(k.starts_with("alias/") || (k.starts_with("arn:") && k.contains(":alias/"))),
+                "an alias was followed by a key-id-or-ARN operation: {}",
+                ctx()
+            );
+        }
+        if let Some(name) = member("AliasName") {
+            prop_assert!(
+                !name.contains(':'),
+                "alias name with ':' accepted: {}",
+                ctx()
+            );
+        }
         return Ok(());
     }
     let name = r.error_type();
