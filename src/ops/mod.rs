@@ -20,16 +20,19 @@ pub mod enable_key_rotation;
 pub mod encrypt;
 pub mod generate_data_key;
 pub mod generate_data_key_without_plaintext;
+pub mod generate_mac;
 pub mod generate_random;
 pub mod get_key_rotation_status;
 pub mod grant_shapes;
 pub mod key_arg;
 pub mod key_policy;
+pub mod key_usage;
 pub mod list_aliases;
 pub mod list_grants;
 pub mod list_key_rotations;
 pub mod list_keys;
 pub mod list_resource_tags;
+pub mod mac;
 pub mod re_encrypt;
 pub mod retire_grant;
 pub mod rotate_key_on_demand;
@@ -40,6 +43,7 @@ pub mod untag_resource;
 pub mod update_alias;
 pub mod update_key_description;
 pub mod validate;
+pub mod verify_mac;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -192,6 +196,7 @@ pub async fn dispatch(
         "Encrypt" => run!(encrypt),
         "GenerateDataKey" => run!(generate_data_key),
         "GenerateDataKeyWithoutPlaintext" => run!(generate_data_key_without_plaintext),
+        "GenerateMac" => run!(generate_mac),
         "GenerateRandom" => run!(generate_random),
         "GetKeyPolicy" => to_body(&key_policy::get(ctx, parse(body)?).await?),
         "GetKeyRotationStatus" => run!(get_key_rotation_status),
@@ -212,6 +217,7 @@ pub async fn dispatch(
         "UntagResource" => run!(untag_resource),
         "UpdateAlias" => run!(update_alias),
         "UpdateKeyDescription" => run!(update_key_description),
+        "VerifyMac" => run!(verify_mac),
         other if ALL_OPERATIONS.contains(&other) => Err(KmsError::UnsupportedOperation(Some(
             format!("kmsgate does not support {other}."),
         ))),
