@@ -180,6 +180,17 @@ async fn generate_mac_is_deterministic_per_key_and_verify_mac_refuses_any_change
     );
     assert_eq!(r.status, 400);
     assert_eq!(r.body, json!({"__type": "KMSInvalidMacException"}));
+    // Neither messages nor MACs reach the log or the audit trail.
+    let a = mac(&kms, &key, MacAlgorithmSpec::HmacSha256, message).await;
+    let log = gw.log();
+    assert!(log.contains("GenerateMac"), "the requests are audited");
+    for secret in [base64_encode(message), base64_encode(&a), hex_of(&a)] {
+        assert!(!log.contains(&secret), "{secret} in the log");
+    }
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[tokio::test]
