@@ -62,6 +62,9 @@ pub enum KmsError {
     Tag(String),
     #[error("InvalidKeyUsageException: {0}")]
     InvalidKeyUsage(String),
+    /// VerifyMac of a MAC that does not verify. AWS sends no message.
+    #[error("KMSInvalidMacException")]
+    InvalidMac,
     #[error("UnsupportedOperationException")]
     UnsupportedOperation(Option<String>),
     #[error("DryRunOperationException")]
@@ -115,6 +118,7 @@ impl KmsError {
             KmsError::LimitExceeded(_) => "LimitExceededException",
             KmsError::Tag(_) => "TagException",
             KmsError::InvalidKeyUsage(_) => "InvalidKeyUsageException",
+            KmsError::InvalidMac => "KMSInvalidMacException",
             KmsError::UnsupportedOperation(_) => "UnsupportedOperationException",
             KmsError::DryRunOperation => "DryRunOperationException",
             KmsError::MissingAuthenticationToken(_) => "MissingAuthenticationTokenException",
@@ -148,7 +152,7 @@ impl KmsError {
     /// The `message` member, or `None` where AWS sends none.
     pub fn message(&self) -> Option<String> {
         match self {
-            KmsError::InvalidCiphertext => None,
+            KmsError::InvalidCiphertext | KmsError::InvalidMac => None,
             KmsError::UnsupportedOperation(m) => m.clone(),
             KmsError::UnknownOperation => None,
             KmsError::IncorrectKey => Some(
@@ -211,6 +215,23 @@ pub const AUDIT_UNAVAILABLE: &str =
     "The request cannot be audited because the audit log cannot be written. Retry the request.";
 
 pub type KmsResult<T> = Result<T, KmsError>;
+
+/// InvalidKeyUsageException for a key used for what its KeyUsage does not
+/// allow, in AWS's words: `usage` is the key's (`GENERATE_VERIFY_MAC`),
+/// `operation` the request's (`Encrypt`).
+pub fn wrong_key_usage(key_arn: &str, usage: &str, operation: &str) -> KmsError {
+    KmsError::InvalidKeyUsage(format!(
+        "{key_arn} key usage is {usage} which is not valid for {operation}."
+    ))
+}
+
+/// InvalidKeyUsageException for an algorithm that the key's spec does not
+/// support (`HMAC_SHA_256` with an `HMAC_224` key), in AWS's words.
+pub fn incompatible_algorithm(algorithm: &str, key_spec: &str) -> KmsError {
+    KmsError::InvalidKeyUsage(format!(
+        "Algorithm {algorithm} is incompatible with key spec {key_spec}."
+    ))
+}
 
 /// AccessDeniedException in AWS's words, for `principal_arn` refused
 /// `action` (`kms:Decrypt`) on `resource` (a key ARN; `None` for an
@@ -349,6 +370,30 @@ mod tests {
         assert_eq!(
             body,
             serde_json::json!({"__type": "InvalidCiphertextException"})
+        );
+    }
+
+    #[test]
+    fn invalid_mac_has_no_message_member_and_is_400() {
+        let body: serde_json::Value = serde_json::from_slice(&KmsError::InvalidMac.body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"__type": "KMSInvalidMacException"})
+        );
+        assert_eq!(KmsError::InvalidMac.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn key_usage_texts_are_aws_texts() {
+        assert_eq!(
+            wrong_key_usage(ARN, "GENERATE_VERIFY_MAC", "Encrypt").message(),
+            Some(format!(
+                "{ARN} key usage is GENERATE_VERIFY_MAC which is not valid for Encrypt."
+            ))
+        );
+        assert_eq!(
+            incompatible_algorithm("HMAC_SHA_256", "HMAC_224").message(),
+            Some("Algorithm HMAC_SHA_256 is incompatible with key spec HMAC_224.".into())
         );
     }
 

@@ -1190,7 +1190,7 @@ async fn create_key_refuses_what_kmsgate_cannot_keep_on_the_token_and_creates_no
         (
             r#"{"KeySpec":"RSA_2048","KeyUsage":"ENCRYPT_DECRYPT"}"#,
             "UnsupportedOperationException",
-            "KeySpec RSA_2048 is not supported by kmsgate: only SYMMETRIC_DEFAULT keys are.",
+            "KeySpec RSA_2048 is not supported by kmsgate: only SYMMETRIC_DEFAULT and HMAC keys are.",
         ),
         (
             r#"{"Tags":[{"TagKey":"aws:owner","TagValue":"x"}]}"#,

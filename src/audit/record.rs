@@ -127,6 +127,7 @@ const REQUEST_SCALARS: &[&str] = &[
     "AliasName",
     "TargetKeyId",
     "EncryptionAlgorithm",
+    "MacAlgorithm",
     "SourceKeyId",
     "DestinationKeyId",
     "SourceEncryptionAlgorithm",

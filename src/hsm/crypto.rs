@@ -1,4 +1,4 @@
-//! AES-GCM and random bytes, on the token.
+//! AES-GCM, HMAC and random bytes, on the token.
 //!
 //! Every GCM operation here takes additional authenticated data from the
 //! caller, and the callers always pass the blob header, so it is never empty
@@ -19,6 +19,58 @@ use super::{HsmError, IvSource, TokenSession};
 
 pub const IV_LEN: usize = 12;
 const TAG_BITS: u64 = 128;
+
+/// The hash of an HMAC (CKM_SHA*_HMAC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacHash {
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl MacHash {
+    fn mechanism(self) -> Mechanism<'static> {
+        match self {
+            MacHash::Sha224 => Mechanism::Sha224Hmac,
+            MacHash::Sha256 => Mechanism::Sha256Hmac,
+            MacHash::Sha384 => Mechanism::Sha384Hmac,
+            MacHash::Sha512 => Mechanism::Sha512Hmac,
+        }
+    }
+}
+
+/// The HMAC of `message` under `key` (C_Sign).
+pub fn mac(
+    s: &TokenSession,
+    key: MasterKeyVersion,
+    hash: MacHash,
+    message: &[u8],
+) -> Result<Vec<u8>, HsmError> {
+    Ok(s.session.sign(&hash.mechanism(), key.handle(s)?, message)?)
+}
+
+/// Whether `mac` is the HMAC of `message` under `key`. The token compares
+/// (C_Verify); a MAC of the wrong length is simply not valid.
+pub fn verify_mac(
+    s: &TokenSession,
+    key: MasterKeyVersion,
+    hash: MacHash,
+    message: &[u8],
+    mac: &[u8],
+) -> Result<bool, HsmError> {
+    match s
+        .session
+        .verify(&hash.mechanism(), key.handle(s)?, message, mac)
+    {
+        Ok(()) => Ok(true),
+        Err(cryptoki::error::Error::Pkcs11(
+            RvError::SignatureInvalid | RvError::SignatureLenRange,
+            _,
+        )) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// Bytes from the token's RNG.
 pub fn random(s: &TokenSession, len: usize) -> Result<Zeroizing<Vec<u8>>, HsmError> {

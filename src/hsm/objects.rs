@@ -1,6 +1,7 @@
 //! Token objects: master key versions and kmsgate's data objects.
 //!
-//! A master key version is an AES-256 secret key generated on the token as
+//! A master key version is an AES-256 secret key (or, for an HMAC key, a
+//! generic secret that can only sign and verify) generated on the token as
 //! `CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE` and not `CKA_EXTRACTABLE`:
 //! nothing, kmsgate included, can read its value or wrap it out. Everything
 //! else kmsgate keeps (key metadata, aliases) is a private `CKO_DATA` object
@@ -87,6 +88,39 @@ pub fn generate_master_key(
         Attribute::Id(id.to_vec()),
     ];
     let handle = s.session.generate_key(&Mechanism::AesKeyGen, &template)?;
+    Ok(MasterKeyVersion(handle, s.generation))
+}
+
+/// Generates an HMAC key of `len` bytes on the token: a generic secret
+/// that can sign and verify (CKM_SHA*_HMAC) and do nothing else.
+pub fn generate_hmac_key(
+    s: &TokenSession,
+    label: &str,
+    id: &[u8],
+    len: usize,
+) -> Result<MasterKeyVersion, HsmError> {
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::GENERIC_SECRET),
+        Attribute::ValueLen((len as u64).into()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Modifiable(false),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Sign(true),
+        Attribute::Verify(true),
+        Attribute::Derive(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+    ];
+    let handle = s
+        .session
+        .generate_key(&Mechanism::GenericSecretKeyGen, &template)?;
     Ok(MasterKeyVersion(handle, s.generation))
 }
 

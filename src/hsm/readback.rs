@@ -55,8 +55,9 @@ enum Question {
     Data(String, Vec<u8>),
     /// No data object with this label exists.
     NoData(String),
-    /// A secret key with this label exists and is a 32-byte AES key.
-    Key(String),
+    /// A secret key with this label exists and has this many bytes (32
+    /// for an AES-256 key; an HMAC key's length for its spec).
+    Key(String, u64),
 }
 
 impl Question {
@@ -69,7 +70,7 @@ impl Question {
                 hex::encode(digest)
             ),
             Question::NoData(l) => format!("nodata {}\n", hex::encode(l.as_bytes())),
-            Question::Key(l) => format!("key {}\n", hex::encode(l.as_bytes())),
+            Question::Key(l, len) => format!("key {} {len}\n", hex::encode(l.as_bytes())),
         }
     }
 
@@ -81,7 +82,12 @@ impl Question {
         match verb {
             "data" => Some(Question::Data(label, hex::decode(fields.next()?).ok()?)),
             "nodata" => Some(Question::NoData(label)),
-            "key" => Some(Question::Key(label)),
+            // A question without a length comes from a gateway that made
+            // only AES-256 keys.
+            "key" => Some(Question::Key(
+                label,
+                fields.next().map_or(Some(32), |n| n.parse().ok())?,
+            )),
             _ => None,
         }
     }
@@ -90,7 +96,7 @@ impl Question {
         match self {
             Question::Data(l, _) => format!("record {l}"),
             Question::NoData(l) => format!("removal of {l}"),
-            Question::Key(l) => format!("key object {l}"),
+            Question::Key(l, _) => format!("key object {l}"),
         }
     }
 
@@ -101,7 +107,7 @@ impl Question {
                 .iter()
                 .any(|v| Sha256::digest(v).as_slice() == digest.as_slice())),
             Question::NoData(label) => Ok(data_values(session, label)?.is_empty()),
-            Question::Key(label) => key_present(session, label),
+            Question::Key(label, len) => key_present(session, label, *len),
         }
     }
 }
@@ -159,8 +165,8 @@ impl Confirmer {
     }
 
     /// Confirms that the secret key `label` is stored.
-    pub fn key_stored(&self, s: &TokenSession, label: &str) -> Result<(), HsmError> {
-        self.ask(s, Question::Key(label.to_owned()))
+    pub fn key_stored(&self, s: &TokenSession, label: &str, len: usize) -> Result<(), HsmError> {
+        self.ask(s, Question::Key(label.to_owned(), len as u64))
     }
 
     fn ask(&self, s: &TokenSession, q: Question) -> Result<(), HsmError> {
@@ -291,7 +297,7 @@ fn data_values(session: &Session, label: &str) -> Result<Vec<Vec<u8>>, HsmError>
     Ok(out)
 }
 
-fn key_present(session: &Session, label: &str) -> Result<bool, HsmError> {
+fn key_present(session: &Session, label: &str, len: u64) -> Result<bool, HsmError> {
     let template = [
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::Label(label.as_bytes().to_vec()),
@@ -300,7 +306,7 @@ fn key_present(session: &Session, label: &str) -> Result<bool, HsmError> {
         let attrs = session.get_attributes(h, &[AttributeType::ValueLen])?;
         if attrs
             .iter()
-            .any(|a| matches!(a, Attribute::ValueLen(n) if u64::from(*n) == 32))
+            .any(|a| matches!(a, Attribute::ValueLen(n) if u64::from(*n) == len))
         {
             return Ok(true);
         }
@@ -376,5 +382,23 @@ fn helper_session(module: &Path, label: &str, pin: &AuthPin) -> Result<Session, 
             Ok(session)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_questions_carry_the_length_and_old_ones_mean_aes_256() {
+        let q = Question::Key("kmsgate/key/x/v1/n".into(), 28);
+        match Question::parse(&q.line()) {
+            Some(Question::Key(l, 28)) => assert_eq!(l, "kmsgate/key/x/v1/n"),
+            other => panic!("{:?}", other.map(|q| q.describe())),
+        }
+        let old = format!("key {}", hex::encode("kmsgate/key/y/v1"));
+        assert!(matches!(Question::parse(&old), Some(Question::Key(_, 32))));
+        let bad = format!("key {} many", hex::encode("kmsgate/key/y/v1"));
+        assert!(Question::parse(&bad).is_none());
     }
 }

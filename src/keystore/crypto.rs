@@ -1,4 +1,5 @@
-//! Cryptography with a key: the blob format around the token's AES-GCM.
+//! Cryptography with a key: the blob format around the token's AES-GCM,
+//! and the token's HMAC for HMAC keys.
 //!
 //! Encryption always uses the key's primary version and spends one unit of
 //! its GCM usage budget; decryption uses the version the blob names, looked
@@ -10,9 +11,10 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::error::{StoreError, token};
+use super::spec::{KeyUsage, MacAlgorithm};
 use super::{Key, KeyStore};
 use crate::blob::{self, EncryptionContext, Header};
-use crate::hsm::crypto;
+use crate::hsm::crypto::{self, MacHash};
 use crate::hsm::objects::MasterKeyVersion;
 use crate::hsm::{HsmError, TokenSession};
 
@@ -142,6 +144,10 @@ impl KeyStore {
         parsed: &blob::ParsedBlob<'_>,
         context: &EncryptionContext,
     ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        if key.record.key_usage != KeyUsage::EncryptDecrypt {
+            // Only a forged blob names a key that never encrypts.
+            return Err(StoreError::NoSuchVersion);
+        }
         let wanted = parsed.header.key_version;
         let (key, handle) = match key.version(wanted) {
             Some(h) => (key.clone(), h),
@@ -168,6 +174,67 @@ impl KeyStore {
         Ok(plaintext)
     }
 
+    /// The HMAC of `message` under the key's primary version, on the token.
+    pub async fn generate_mac(
+        &self,
+        key: &Arc<Key>,
+        algorithm: MacAlgorithm,
+        message: Zeroizing<Vec<u8>>,
+    ) -> Result<(u32, Vec<u8>), StoreError> {
+        let (version, handle) = self.mac_key(key)?;
+        let hash = mac_hash(algorithm);
+        let message = Arc::new(message);
+        let (_, mac) = self
+            .with_version(key, version, handle, move |s, h| {
+                crypto::mac(s, h, hash, &message)
+            })
+            .await?;
+        Ok((version, mac))
+    }
+
+    /// Whether `mac` is the HMAC of `message` under the key's primary
+    /// version. The token compares (C_Verify), so the expected MAC never
+    /// reaches the gateway.
+    pub async fn verify_mac(
+        &self,
+        key: &Arc<Key>,
+        algorithm: MacAlgorithm,
+        message: Zeroizing<Vec<u8>>,
+        mac: Vec<u8>,
+    ) -> Result<(u32, bool), StoreError> {
+        let (version, handle) = self.mac_key(key)?;
+        let hash = mac_hash(algorithm);
+        let message = Arc::new(message);
+        let mac = Arc::new(mac);
+        let (_, valid) = self
+            .with_version(key, version, handle, move |s, h| {
+                crypto::verify_mac(s, h, hash, &message, &mac)
+            })
+            .await?;
+        Ok((version, valid))
+    }
+
+    /// The primary version of an HMAC key. Callers check the key's usage
+    /// first; this refuses any other key, so an encryption key can never
+    /// be used for MACs (nor, in [`take_encryption`](Self::take_encryption),
+    /// the other way round).
+    fn mac_key(&self, key: &Key) -> Result<(u32, MasterKeyVersion), StoreError> {
+        if key.record.key_usage != KeyUsage::GenerateVerifyMac {
+            return Err(StoreError::Internal(format!(
+                "key {} is not an HMAC key",
+                key.id()
+            )));
+        }
+        let version = key.record.primary_version;
+        let handle = key.version(version).ok_or_else(|| {
+            tracing::error!(key_id = %key.id(), version, "primary key version missing on the token");
+            StoreError::PrimaryVersionMissing {
+                arn: self.realm.key_arn(key.id()),
+            }
+        })?;
+        Ok((version, handle))
+    }
+
     /// Bytes from the token's RNG.
     pub async fn random(&self, len: usize) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         self.hsm
@@ -175,5 +242,14 @@ impl KeyStore {
             .run(move |s| crypto::random(s, len))
             .await
             .map_err(token)
+    }
+}
+
+fn mac_hash(algorithm: MacAlgorithm) -> MacHash {
+    match algorithm {
+        MacAlgorithm::HmacSha224 => MacHash::Sha224,
+        MacAlgorithm::HmacSha256 => MacHash::Sha256,
+        MacAlgorithm::HmacSha384 => MacHash::Sha384,
+        MacAlgorithm::HmacSha512 => MacHash::Sha512,
     }
 }

@@ -30,6 +30,7 @@ pub mod error;
 mod lookup;
 pub mod record;
 pub mod scheduler;
+pub mod spec;
 pub mod sync;
 mod usage;
 mod write;
@@ -52,6 +53,7 @@ pub use record::{
     VersionRecord, key_material_id,
 };
 use record::{LABEL_PREFIX, Revisioned, version_label};
+pub use spec::{KeySpec, KeyUsage, MacAlgorithm};
 
 /// A key as the cache holds it: its record and the handles of its versions.
 #[derive(Debug)]
@@ -111,6 +113,8 @@ pub fn usable(record: &KeyRecord, realm: &Realm) -> Result<(), StoreError> {
 pub struct Custody {
     pub key_id: Uuid,
     pub version: u32,
+    /// `SYMMETRIC_DEFAULT` (an AES key) or `HMAC_*` (a generic secret).
+    pub key_spec: &'static str,
     pub sensitive: bool,
     pub extractable: bool,
     pub never_extractable: bool,
@@ -376,13 +380,14 @@ impl KeyStore {
         for key in self.all_keys()? {
             let mut vs: Vec<_> = key.versions.iter().map(|(v, h)| (*v, *h)).collect();
             vs.sort_by_key(|(v, _)| *v);
-            versions.extend(vs.into_iter().map(|(v, h)| (*key.id(), v, h)));
+            let spec = key.record.key_spec.as_str();
+            versions.extend(vs.into_iter().map(|(v, h)| (*key.id(), spec, v, h)));
         }
         self.hsm
             .pool()
             .run(move |s| {
                 let mut out = Vec::with_capacity(versions.len());
-                for (key_id, version, h) in versions {
+                for (key_id, key_spec, version, h) in versions {
                     let (sensitive, extractable, never_extractable) =
                         objects::key_protection(s, h)?;
                     let value_readable = matches!(objects::try_read_key_value(s, h), Ok(Some(_)));
@@ -390,6 +395,7 @@ impl KeyStore {
                     out.push(Custody {
                         key_id,
                         version,
+                        key_spec,
                         sensitive,
                         extractable,
                         never_extractable,

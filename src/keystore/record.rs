@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::spec::{KeySpec, KeyUsage};
+
 /// Label prefix of every object kmsgate creates.
 pub const LABEL_PREFIX: &str = "kmsgate/";
 
@@ -117,6 +119,12 @@ pub struct KeyRecord {
     pub key_id: Uuid,
     /// Epoch seconds.
     pub created: f64,
+    /// Absent in records written before keys had a spec: those are all
+    /// symmetric encryption keys.
+    #[serde(default)]
+    pub key_spec: KeySpec,
+    #[serde(default)]
+    pub key_usage: KeyUsage,
     pub description: String,
     pub state: KeyState,
     /// Epoch seconds; set only while pending deletion.
@@ -178,6 +186,8 @@ impl KeyRecord {
             revision: 0,
             key_id,
             created,
+            key_spec: KeySpec::SymmetricDefault,
+            key_usage: KeyUsage::EncryptDecrypt,
             description,
             state: KeyState::Enabled,
             deletion_date: None,
@@ -280,6 +290,20 @@ mod tests {
         assert_eq!(r.versions[0].encryptions_reserved, 0);
         assert_eq!(version_label(&id, 1, ""), format!("kmsgate/key/{id}/v1"));
         assert!(r.rotation.is_none());
+        assert_eq!(r.key_spec, KeySpec::SymmetricDefault);
+        assert_eq!(r.key_usage, KeyUsage::EncryptDecrypt);
+    }
+
+    #[test]
+    fn hmac_record_round_trips_with_its_spec() {
+        let mut r = KeyRecord::new(Uuid::new_v4(), 1.5, "d".into(), vec![], "ab".into());
+        r.key_spec = KeySpec::Hmac384;
+        r.key_usage = KeyUsage::GenerateVerifyMac;
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""key_spec":"HMAC_384""#), "{text}");
+        assert!(text.contains(r#""key_usage":"GENERATE_VERIFY_MAC""#));
+        let back: KeyRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(r, back);
     }
 
     #[test]

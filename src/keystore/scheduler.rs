@@ -44,7 +44,11 @@ fn deletion_due(r: &KeyRecord, now: f64) -> bool {
 }
 
 fn rotation_due(r: &KeyRecord, now: f64) -> bool {
-    r.state == KeyState::Enabled && r.rotation.as_ref().is_some_and(|s| s.next_rotation <= now)
+    // Only symmetric encryption keys rotate (EnableKeyRotation refuses
+    // others; this holds even for a record edited by hand).
+    r.state == KeyState::Enabled
+        && r.key_spec == super::KeySpec::SymmetricDefault
+        && r.rotation.as_ref().is_some_and(|s| s.next_rotation <= now)
 }
 
 impl KeyStore {

@@ -70,6 +70,12 @@ impl KeyStore {
         &self,
         key: &Arc<Key>,
     ) -> Result<(Arc<Key>, u32, MasterKeyVersion), StoreError> {
+        if key.record.key_usage != super::KeyUsage::EncryptDecrypt {
+            return Err(StoreError::Internal(format!(
+                "key {} is not an encryption key",
+                key.id()
+            )));
+        }
         let id = *key.id();
         let budget = self.budget(&id)?;
         let mut key = key.clone();

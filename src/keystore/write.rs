@@ -40,6 +40,7 @@ use super::error::{StoreError, lock_poisoned, token};
 use super::record::{
     RotationType, VersionRecord, alias_label, key_label, version_id, version_label,
 };
+use super::spec::KeySpec;
 use super::{AliasRecord, Key, KeyRecord, KeyStore, Tag, latest, read_records};
 use crate::hsm::objects::{self, DataHandle, MasterKeyVersion};
 use crate::hsm::readback::Confirmer;
@@ -121,18 +122,23 @@ fn new_record_object(
     Ok(handle)
 }
 
-/// Generates a key version's object on the token and confirms it durable;
-/// destroys it again if it cannot be confirmed.
+/// Generates a key version's object of kind `spec` on the token and
+/// confirms it durable; destroys it again if it cannot be confirmed.
 fn new_version_object(
     s: &TokenSession,
     confirm: &Confirmer,
     id: &Uuid,
     version: u32,
     label: &str,
+    spec: KeySpec,
     wrap: bool,
 ) -> Result<MasterKeyVersion, HsmError> {
-    let handle = objects::generate_master_key(s, label, &version_id(id, version), wrap)?;
-    if let Err(e) = confirm.key_stored(s, label) {
+    let cka_id = version_id(id, version);
+    let handle = match spec.hmac_key_len() {
+        Some(len) => objects::generate_hmac_key(s, label, &cka_id, len)?,
+        None => objects::generate_master_key(s, label, &cka_id, wrap)?,
+    };
+    if let Err(e) = confirm.key_stored(s, label, spec.hmac_key_len().unwrap_or(32)) {
         let _ = objects::destroy_master_key(s, handle);
         return Err(e);
     }
@@ -182,9 +188,11 @@ impl KeyStore {
         }
     }
 
-    /// Creates a key: its first version on the token, then its record.
+    /// Creates a key of `spec`: its first version on the token, then its
+    /// record.
     pub async fn create_key(
         &self,
+        spec: KeySpec,
         description: String,
         tags: Vec<Tag>,
         policy: Option<String>,
@@ -194,13 +202,15 @@ impl KeyStore {
         let nonce = new_nonce();
         let mut record = KeyRecord::new(id, self.now(), description, tags, nonce.clone());
         record.policy = policy;
+        record.key_spec = spec;
+        record.key_usage = spec.usage();
         let value = to_json(&record)?;
         let wrap = self.hsm.capabilities().gcm_wrap;
         let confirm = self.hsm.confirmer();
         let (meta, handle) = self
             .write_job(move |s| {
-                let handle =
-                    new_version_object(s, &confirm, &id, 1, &version_label(&id, 1, &nonce), wrap)?;
+                let label = version_label(&id, 1, &nonce);
+                let handle = new_version_object(s, &confirm, &id, 1, &label, spec, wrap)?;
                 match new_record_object(s, &confirm, &key_label(&id), &value) {
                     Ok(meta) => Ok((meta, handle)),
                     Err(e) => {
@@ -273,6 +283,14 @@ impl KeyStore {
                     return Ok(self.publish(base, base_meta, None).await?);
                 }
                 Change::Edit => None,
+                Change::Rotate(_) if record.key_spec != KeySpec::SymmetricDefault => {
+                    // The operations refuse first; this keeps any other
+                    // key from gaining an AES version.
+                    return Err(StoreError::Internal(format!(
+                        "key {id} is not a symmetric encryption key and does not rotate"
+                    ))
+                    .into());
+                }
                 Change::Rotate(spec) => {
                     let version = record.next_version();
                     record.versions.push(VersionRecord {
@@ -289,6 +307,7 @@ impl KeyStore {
             record.revision = base.revision + 1;
             let value = to_json(&record)?;
             let wrap = self.hsm.capabilities().gcm_wrap;
+            let spec = record.key_spec;
             let (key_id, revision, rec_label) = (*id, record.revision, label.clone());
             let version_object = new_version
                 .and_then(|v| record.version(v))
@@ -297,9 +316,10 @@ impl KeyStore {
             let committed = self
                 .write_job(move |s| {
                     let created = match &version_object {
-                        Some((v, l)) => {
-                            Some((*v, new_version_object(s, &confirm, &key_id, *v, l, wrap)?))
-                        }
+                        Some((v, l)) => Some((
+                            *v,
+                            new_version_object(s, &confirm, &key_id, *v, l, spec, wrap)?,
+                        )),
                         None => None,
                     };
                     match commit(s, &confirm, &rec_label, &value, revision) {

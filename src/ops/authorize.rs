@@ -56,6 +56,9 @@ const TAKES_CONTEXT: &[&str] = &[
     "GenerateDataKeyPairWithoutPlaintext",
 ];
 
+/// Operations whose request sets kms:MacAlgorithm.
+const MAC_OPERATIONS: &[&str] = &["GenerateMac", "VerifyMac"];
+
 /// Whether a grant's constraints admit `context`. Keys are compared
 /// without regard to case, values exactly, as AWS documents.
 pub fn constraints_admit(grant: &GrantRecord, context: &EncryptionContext) -> bool {
@@ -160,8 +163,8 @@ impl Ctx<'_> {
         with_aliases: bool,
         facts: &mut Facts,
     ) {
-        facts.set_one("kms:KeySpec", SYMMETRIC_DEFAULT);
-        facts.set_one("kms:KeyUsage", "ENCRYPT_DECRYPT");
+        facts.set_one("kms:KeySpec", key.record.key_spec.as_str());
+        facts.set_one("kms:KeyUsage", key.record.key_usage.as_str());
         if let Some(c) = u.context {
             facts.set_encryption_context(c.iter());
         }
@@ -173,6 +176,11 @@ impl Ctx<'_> {
                 "kms:EncryptionAlgorithm",
                 u.algorithm.unwrap_or(SYMMETRIC_DEFAULT),
             );
+        }
+        if MAC_OPERATIONS.contains(&operation)
+            && let Some(a) = u.algorithm
+        {
+            facts.set_one("kms:MacAlgorithm", a);
         }
         if let Some(alias) = u.key_id.and_then(request_alias) {
             facts.set_one("kms:RequestAlias", alias);

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::Ctx;
 use super::authorize::Use;
 use super::grant_shapes::{
-    GRANT_OPERATIONS, GrantConstraints, MAX_GRANTS_PER_KEY, SYMMETRIC_GRANT_OPERATIONS, grant_token,
+    GRANT_OPERATIONS, GrantConstraints, MAX_GRANTS_PER_KEY, check_grant_operations, grant_token,
 };
 use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::{check_key_id, dry_run};
@@ -86,14 +86,6 @@ fn validate(req: &CreateGrantRequest) -> Result<(), KmsError> {
             "1 validation error detected: Value '[]' at 'operations' failed to satisfy constraint: Member must have length greater than or equal to 1".into(),
         ));
     }
-    if let Some(bad) = ops
-        .iter()
-        .find(|o| !SYMMETRIC_GRANT_OPERATIONS.contains(&o.as_str()))
-    {
-        return Err(KmsError::Validation(format!(
-            "Grant operation {bad} is not valid for a symmetric encryption KMS key."
-        )));
-    }
     Ok(())
 }
 
@@ -119,6 +111,8 @@ pub async fn handle(
         ..Use::default()
     };
     let key = ctx.authorize("CreateGrant", key, use_).await?;
+    // Which operations a grant may allow depends on the key.
+    check_grant_operations(key.record.key_usage, &operations)?;
     if key.record.state == crate::keystore::KeyState::PendingDeletion {
         return Err(super::shapes::pending_deletion(ctx.store.realm(), &key));
     }

@@ -1,5 +1,6 @@
-//! CreateKey: a symmetric ENCRYPT_DECRYPT key whose material is generated
-//! on the token and never leaves it.
+//! CreateKey: a symmetric ENCRYPT_DECRYPT key or an HMAC
+//! GENERATE_VERIFY_MAC key, whose material is generated on the token and
+//! never leaves it.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +10,7 @@ use super::shapes::{KeyMetadata, SYMMETRIC_DEFAULT, TagShape};
 use super::tags::check_tags;
 use super::validate::Violations;
 use crate::error::KmsError;
+use crate::keystore::{KeySpec, KeyUsage};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
@@ -98,23 +100,24 @@ pub async fn handle(
         .as_deref()
         .or(req.customer_master_key_spec.as_deref())
         .unwrap_or(SYMMETRIC_DEFAULT);
-    if spec != SYMMETRIC_DEFAULT {
-        if req.key_usage.is_none() {
-            return Err(KmsError::Validation(
-                "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys.".into(),
-            ));
-        }
-        return Err(KmsError::UnsupportedOperation(Some(format!(
-            "KeySpec {spec} is not supported by kmsgate: only SYMMETRIC_DEFAULT keys are."
-        ))));
+    if spec != SYMMETRIC_DEFAULT && req.key_usage.is_none() {
+        return Err(KmsError::Validation(
+            "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys.".into(),
+        ));
     }
-    match req.key_usage.as_deref() {
-        None | Some("ENCRYPT_DECRYPT") => {}
-        Some(u) => {
-            return Err(KmsError::Validation(format!(
-                "KeyUsage {u} is not compatible with KeySpec SYMMETRIC_DEFAULT"
-            )));
-        }
+    let Some(spec) = KeySpec::parse(spec) else {
+        return Err(KmsError::UnsupportedOperation(Some(format!(
+            "KeySpec {spec} is not supported by kmsgate: only SYMMETRIC_DEFAULT and HMAC keys are."
+        ))));
+    };
+    // Each spec kmsgate makes has exactly one usage.
+    if let Some(u) = req.key_usage.as_deref()
+        && KeyUsage::parse(u) != Some(spec.usage())
+    {
+        return Err(KmsError::Validation(format!(
+            "KeyUsage {u} is not compatible with KeySpec {}",
+            spec.as_str()
+        )));
     }
     match req.origin.as_deref() {
         None | Some("AWS_KMS") => {}
@@ -152,7 +155,7 @@ pub async fn handle(
 
     let key = ctx
         .store
-        .create_key(req.description.unwrap_or_default(), tags, req.policy)
+        .create_key(spec, req.description.unwrap_or_default(), tags, req.policy)
         .await?;
     ctx.audit(realm.key_arn(key.id()));
     Ok(CreateKeyResponse {

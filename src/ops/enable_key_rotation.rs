@@ -59,6 +59,7 @@ where
 {
     let key = resolve_key_id_or_arn(ctx, key_id).await?;
     let key = ctx.authorize(operation, key, Use::default()).await?;
+    super::key_usage::require_rotatable(&key)?;
     let store = ctx.store;
     let realm = store.realm();
     key.check_usable(realm)?;

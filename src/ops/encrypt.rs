@@ -6,12 +6,14 @@ use serde::{Deserialize, Serialize};
 
 use super::Ctx;
 use super::authorize::Use;
+use super::key_usage::require_usage;
 use super::shapes::{
     Blob, SYMMETRIC_DEFAULT, SecretBlob, check_algorithm, check_key_id, dry_run, require_symmetric,
 };
 use super::validate::Violations;
 use crate::blob::EncryptionContext;
 use crate::error::KmsError;
+use crate::keystore::KeyUsage;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -59,6 +61,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: EncryptRequest) -> Result<EncryptRes
     let realm = ctx.store.realm();
     let arn = realm.key_arn(key.id());
     key.check_usable(realm)?;
+    require_usage(ctx, &key, KeyUsage::EncryptDecrypt, "Encrypt")?;
     require_symmetric(&req.encryption_algorithm)?;
     dry_run(req.dry_run)?;
     let plaintext = req.plaintext.map(|p| p.0).unwrap_or_default();

@@ -5,13 +5,14 @@ use serde::{Deserialize, Serialize};
 
 use super::Ctx;
 use super::authorize::Use;
+use super::key_usage::require_usage;
 use super::shapes::{Blob, SecretBlob, check_key_id, dry_run};
 use super::validate::Violations;
 use crate::blob::EncryptionContext;
 use crate::error::KmsError;
 use std::sync::Arc;
 
-use crate::keystore::{Key, Sealed, key_material_id};
+use crate::keystore::{Key, KeyUsage, Sealed, key_material_id};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -83,6 +84,7 @@ pub async fn generate(
     let key = ctx.authorize(operation, key, use_).await?;
     let realm = ctx.store.realm();
     key.check_usable(realm)?;
+    require_usage(ctx, &key, KeyUsage::EncryptDecrypt, operation)?;
     dry_run(req.dry_run)?;
     if req.recipient.is_some() {
         return Err(KmsError::UnsupportedOperation(Some(

@@ -30,6 +30,7 @@ pub async fn handle(
     let key = ctx
         .authorize("GetKeyRotationStatus", key, Use::default())
         .await?;
+    super::key_usage::require_rotatable(&key)?;
     let realm = ctx.store.realm();
     let arn = realm.key_arn(key.id());
     if key.record.state == KeyState::PendingDeletion {

@@ -18,7 +18,7 @@ use super::Ctx;
 use super::shapes::Empty;
 use crate::arn::Realm;
 use crate::error::KmsError;
-use crate::keystore::GrantRecord;
+use crate::keystore::{GrantRecord, KeyUsage};
 
 const TOKEN_PREFIX: &str = "kmsgate-grant:1:";
 
@@ -41,6 +41,36 @@ pub const SYMMETRIC_GRANT_OPERATIONS: &[&str] = &[
     "GenerateDataKeyPair",
     "GenerateDataKeyPairWithoutPlaintext",
 ];
+
+/// The grant operations that make sense for an HMAC key.
+pub const HMAC_GRANT_OPERATIONS: &[&str] = &[
+    "GenerateMac",
+    "VerifyMac",
+    "CreateGrant",
+    "RetireGrant",
+    "DescribeKey",
+];
+
+/// The grant operations a key of `usage` can be granted, and the kind of
+/// key as the refusal of another one names it.
+pub fn grant_operations_for(usage: KeyUsage) -> (&'static [&'static str], &'static str) {
+    match usage {
+        KeyUsage::EncryptDecrypt => (SYMMETRIC_GRANT_OPERATIONS, "a symmetric encryption"),
+        KeyUsage::GenerateVerifyMac => (HMAC_GRANT_OPERATIONS, "an HMAC"),
+    }
+}
+
+/// ValidationException for the first of `operations` that a key of
+/// `usage` cannot be granted.
+pub fn check_grant_operations(usage: KeyUsage, operations: &[String]) -> Result<(), KmsError> {
+    let (allowed, kind) = grant_operations_for(usage);
+    match operations.iter().find(|o| !allowed.contains(&o.as_str())) {
+        Some(bad) => Err(KmsError::Validation(format!(
+            "Grant operation {bad} is not valid for {kind} KMS key."
+        ))),
+        None => Ok(()),
+    }
+}
 
 /// Every GrantOperation of the service model.
 pub const GRANT_OPERATIONS: &[&str] = &[
@@ -210,6 +240,31 @@ pub async fn remove_grant(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grant_operations_depend_on_the_key_usage() {
+        let ops = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_grant_operations(KeyUsage::EncryptDecrypt, &ops(&["Decrypt"])).is_ok());
+        assert!(
+            check_grant_operations(
+                KeyUsage::GenerateVerifyMac,
+                &ops(&["GenerateMac", "VerifyMac"])
+            )
+            .is_ok()
+        );
+        let e =
+            check_grant_operations(KeyUsage::GenerateVerifyMac, &ops(&["Encrypt"])).unwrap_err();
+        assert_eq!(
+            e.message().as_deref(),
+            Some("Grant operation Encrypt is not valid for an HMAC KMS key.")
+        );
+        let e =
+            check_grant_operations(KeyUsage::EncryptDecrypt, &ops(&["GenerateMac"])).unwrap_err();
+        assert_eq!(
+            e.message().as_deref(),
+            Some("Grant operation GenerateMac is not valid for a symmetric encryption KMS key.")
+        );
+    }
 
     #[test]
     fn grant_tokens_round_trip_and_reject_strangers() {

@@ -67,6 +67,7 @@ pub async fn handle(
     let key = ctx
         .authorize("ListKeyRotations", key, Use::default())
         .await?;
+    super::key_usage::require_rotatable(&key)?;
     // The marker is the version number the next page starts at.
     let start: u32 = match &req.marker {
         Some(m) => m

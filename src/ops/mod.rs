@@ -20,12 +20,14 @@ pub mod enable_key_rotation;
 pub mod encrypt;
 pub mod generate_data_key;
 pub mod generate_data_key_without_plaintext;
+pub mod generate_mac;
 pub mod generate_random;
 pub mod get_key_policy;
 pub mod get_key_rotation_status;
 pub mod grant_shapes;
 pub mod key_arg;
 pub mod key_policy;
+pub mod key_usage;
 pub mod list_aliases;
 pub mod list_grants;
 pub mod list_key_policies;
@@ -33,6 +35,7 @@ pub mod list_key_rotations;
 pub mod list_keys;
 pub mod list_resource_tags;
 pub mod list_retirable_grants;
+pub mod mac;
 pub mod operation;
 pub mod put_key_policy;
 pub mod re_encrypt;
@@ -47,6 +50,7 @@ pub mod untag_resource;
 pub mod update_alias;
 pub mod update_key_description;
 pub mod validate;
+pub mod verify_mac;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -129,6 +133,7 @@ pub async fn dispatch(
         O::Encrypt => run!(encrypt::handle),
         O::GenerateDataKey => run!(generate_data_key::handle),
         O::GenerateDataKeyWithoutPlaintext => run!(generate_data_key_without_plaintext::handle),
+        O::GenerateMac => run!(generate_mac::handle),
         O::GenerateRandom => run!(generate_random::handle),
         O::GetKeyPolicy => run!(get_key_policy::handle),
         O::GetKeyRotationStatus => run!(get_key_rotation_status::handle),
@@ -149,6 +154,7 @@ pub async fn dispatch(
         O::UntagResource => run!(untag_resource::handle),
         O::UpdateAlias => run!(update_alias::handle),
         O::UpdateKeyDescription => run!(update_key_description::handle),
+        O::VerifyMac => run!(verify_mac::handle),
         O::ConnectCustomKeyStore
         | O::CreateCustomKeyStore
         | O::Decapsulate
@@ -160,7 +166,6 @@ pub async fn dispatch(
         | O::Encapsulate
         | O::GenerateDataKeyPair
         | O::GenerateDataKeyPairWithoutPlaintext
-        | O::GenerateMac
         | O::GetKeyLastUsage
         | O::GetParametersForImport
         | O::GetPublicKey
@@ -169,8 +174,7 @@ pub async fn dispatch(
         | O::Sign
         | O::UpdateCustomKeyStore
         | O::UpdatePrimaryRegion
-        | O::Verify
-        | O::VerifyMac => Err(KmsError::UnsupportedOperation(Some(format!(
+        | O::Verify => Err(KmsError::UnsupportedOperation(Some(format!(
             "kmsgate does not support {}.",
             operation.name()
         )))),

@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 use super::Ctx;
 use super::authorize::Use;
 use super::decrypt::open;
+use super::key_usage::require_usage;
 use super::shapes::{Blob, SYMMETRIC_DEFAULT, check_algorithm, check_key_id, require_symmetric};
 use super::validate::Violations;
 use crate::blob::EncryptionContext;
 use crate::error::KmsError;
-use crate::keystore::key_material_id;
+use crate::keystore::{KeyUsage, key_material_id};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -84,6 +85,7 @@ pub async fn handle(
     let destination = ctx.authorize("ReEncryptTo", destination, use_).await?;
     let realm = ctx.store.realm();
     destination.check_usable(realm)?;
+    require_usage(ctx, &destination, KeyUsage::EncryptDecrypt, "ReEncrypt")?;
 
     let ciphertext = req.ciphertext_blob.map(|b| b.0).unwrap_or_default();
     let source_context = req.source_encryption_context.unwrap_or_default();

@@ -23,6 +23,7 @@ pub async fn handle(
     let key = ctx
         .authorize("RotateKeyOnDemand", key, Use::default())
         .await?;
+    super::key_usage::require_rotatable(&key)?;
     let realm = ctx.store.realm();
     let arn = realm.key_arn(key.id());
     key.check_usable(realm)?;

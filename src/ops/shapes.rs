@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 use super::validate::Violations;
 use crate::arn::Realm;
 use crate::error::KmsError;
-use crate::keystore::{Key, KeyState, StoreError, key_material_id};
+use crate::keystore::{Key, KeySpec, KeyState, KeyUsage, StoreError, key_material_id};
 
 /// Standard base64; padding optional on input, always written on output.
 const B64: GeneralPurpose = GeneralPurpose::new(
@@ -115,7 +115,9 @@ pub struct TagShape {
     pub tag_value: String,
 }
 
-/// KeyMetadata as AWS returns it for a symmetric AWS_KMS key.
+/// KeyMetadata as AWS returns it for an AWS_KMS key: symmetric keys list
+/// their EncryptionAlgorithms and CurrentKeyMaterialId, HMAC keys their
+/// MacAlgorithms and neither of the others.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct KeyMetadata {
@@ -136,14 +138,19 @@ pub struct KeyMetadata {
     pub key_manager: &'static str,
     pub customer_master_key_spec: &'static str,
     pub key_spec: &'static str,
-    pub encryption_algorithms: [&'static str; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_algorithms: Option<[&'static str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac_algorithms: Option<[&'static str; 1]>,
     pub multi_region: bool,
-    pub current_key_material_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_key_material_id: Option<String>,
 }
 
 impl KeyMetadata {
     pub fn of(realm: &Realm, key: &Key) -> KeyMetadata {
         let r = &key.record;
+        let symmetric = r.key_spec == KeySpec::SymmetricDefault;
         KeyMetadata {
             aws_account_id: realm.account_id.clone(),
             key_id: r.key_id.to_string(),
@@ -151,17 +158,20 @@ impl KeyMetadata {
             creation_date: r.created,
             enabled: r.state == KeyState::Enabled,
             description: r.description.clone(),
-            key_usage: "ENCRYPT_DECRYPT",
+            key_usage: r.key_usage.as_str(),
             key_state: r.state.as_str(),
             deletion_date: r.deletion_date,
             pending_deletion_window_in_days: r.pending_window_days,
             origin: "AWS_KMS",
             key_manager: "CUSTOMER",
-            customer_master_key_spec: SYMMETRIC_DEFAULT,
-            key_spec: SYMMETRIC_DEFAULT,
-            encryption_algorithms: [SYMMETRIC_DEFAULT],
+            customer_master_key_spec: r.key_spec.as_str(),
+            key_spec: r.key_spec.as_str(),
+            encryption_algorithms: (r.key_usage == KeyUsage::EncryptDecrypt)
+                .then_some([SYMMETRIC_DEFAULT]),
+            mac_algorithms: r.key_spec.mac_algorithm().map(|a| [a.as_str()]),
             multi_region: false,
-            current_key_material_id: key_material_id(&r.key_id, r.primary_version),
+            current_key_material_id: symmetric
+                .then(|| key_material_id(&r.key_id, r.primary_version)),
         }
     }
 }

@@ -53,6 +53,7 @@ const KNOWN_KEYS: &[&str] = &[
     "kms:keyspec",
     "kms:keyusage",
     "kms:encryptionalgorithm",
+    "kms:macalgorithm",
     "kms:grantoperations",
     "kms:granteeprincipal",
     "kms:retiringprincipal",

@@ -61,6 +61,7 @@ const IMPLEMENTED: &[&str] = &[
     "Encrypt",
     "GenerateDataKey",
     "GenerateDataKeyWithoutPlaintext",
+    "GenerateMac",
     "GenerateRandom",
     "GetKeyPolicy",
     "GetKeyRotationStatus",
@@ -81,6 +82,7 @@ const IMPLEMENTED: &[&str] = &[
     "UntagResource",
     "UpdateAlias",
     "UpdateKeyDescription",
+    "VerifyMac",
 ];
 
 /// Operations whose KeyId AWS documents as "key ID or key ARN": an alias
@@ -164,6 +166,15 @@ fn members(op: &str) -> &'static [&'static str] {
             "DryRun",
         ],
         "GenerateRandom" => &["NumberOfBytes", "CustomKeyStoreId", "Recipient"],
+        "GenerateMac" => &["Message", "KeyId", "MacAlgorithm", "GrantTokens", "DryRun"],
+        "VerifyMac" => &[
+            "Message",
+            "KeyId",
+            "MacAlgorithm",
+            "Mac",
+            "GrantTokens",
+            "DryRun",
+        ],
         "ListAliases" => &["KeyId", "Limit", "Marker"],
         "ListKeyRotations" => &["KeyId", "IncludeKeyMaterial", "Limit", "Marker"],
         "ListKeys" => &["Limit", "Marker"],
@@ -232,6 +243,9 @@ const REQUIRED: &[&str] = &[
     "Description",
     "GranteePrincipal",
     "Operations",
+    "Message",
+    "MacAlgorithm",
+    "Mac",
 ];
 
 /// What the run starts from: two keys with an alias each, and a real
@@ -369,7 +383,7 @@ fn member_value(
             junk_string(),
         ]
         .boxed(),
-        "Plaintext" => prop_oneof![
+        "Plaintext" | "Message" | "Mac" => prop_oneof![
             prop::collection::vec(any::<u8>(), 0..64).prop_map(|b| b64(&b)),
             (4090usize..4100).prop_map(|n| b64(&vec![7; n])),
             Just(quoted("not base64!")),
@@ -476,7 +490,15 @@ fn member_value(
         ]
         .boxed(),
         "Operations" => prop::collection::vec(
-            prop::sample::select(vec!["Decrypt", "Encrypt", "DescribeKey", "RetireGrant", "Sign", "Nope"])
+            prop::sample::select(vec![
+                "Decrypt",
+                "Encrypt",
+                "DescribeKey",
+                "RetireGrant",
+                "Sign",
+                "GenerateMac",
+                "Nope",
+            ])
                 .prop_map(quoted),
             0..4,
         )
@@ -504,6 +526,11 @@ fn member_value(
                 "EXTERNAL",
                 "ALL_KEY_MATERIAL",
                 "RSAES_OAEP_SHA_256",
+                "HMAC_256",
+                "HMAC_224",
+                "GENERATE_VERIFY_MAC",
+                "HMAC_SHA_256",
+                "HMAC_SHA_512",
                 "",
             ])
             .prop_map(quoted),

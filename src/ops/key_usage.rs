@@ -1,0 +1,33 @@
+//! What a key may be used for, checked by every operation that uses one:
+//! an encryption key never makes a MAC, an HMAC key never encrypts, and
+//! only symmetric encryption keys rotate.
+
+use super::Ctx;
+use crate::error::{KmsError, wrong_key_usage};
+use crate::keystore::{Key, KeySpec, KeyUsage};
+
+/// InvalidKeyUsageException (AWS's text) unless `key` is for `wanted`.
+pub fn require_usage(
+    ctx: &Ctx<'_>,
+    key: &Key,
+    wanted: KeyUsage,
+    operation: &str,
+) -> Result<(), KmsError> {
+    let usage = key.record.key_usage;
+    if usage == wanted {
+        return Ok(());
+    }
+    let arn = ctx.store.realm().key_arn(key.id());
+    Err(wrong_key_usage(&arn, usage.as_str(), operation))
+}
+
+/// Rotation (automatic, on demand, its status and its history) is for
+/// symmetric encryption keys only. AWS refuses it for other keys with
+/// UnsupportedOperationException and no message.
+pub fn require_rotatable(key: &Key) -> Result<(), KmsError> {
+    if key.record.key_spec == KeySpec::SymmetricDefault {
+        Ok(())
+    } else {
+        Err(KmsError::UnsupportedOperation(None))
+    }
+}
