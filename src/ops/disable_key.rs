@@ -1,7 +1,7 @@
 //! DisableKey: the key refuses cryptographic use until enabled again.
 
 use super::Ctx;
-use super::enable_key::set_state;
+use super::key_state::set_state;
 use super::shapes::{Empty, KeyIdRequest};
 use crate::error::KmsError;
 use crate::keystore::KeyState;

@@ -1,7 +1,7 @@
 //! DisableKeyRotation: no more automatic rotations; existing versions stay.
 
 use super::Ctx;
-use super::enable_key_rotation::update_if_usable;
+use super::key_state::update_if_usable;
 use super::shapes::{Empty, KeyIdRequest};
 use crate::error::KmsError;
 

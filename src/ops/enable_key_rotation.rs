@@ -4,12 +4,11 @@
 use serde::Deserialize;
 
 use super::Ctx;
-use super::authorize::Use;
-use super::key_arg::resolve_key_id_or_arn;
+use super::key_state::update_if_usable;
 use super::shapes::{Empty, check_key_id};
 use super::validate::Violations;
 use crate::error::KmsError;
-use crate::keystore::{KeyRecord, RotationSchedule, usable};
+use crate::keystore::RotationSchedule;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -43,31 +42,4 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: EnableKeyRotationRequest) -> Result<
     })
     .await?;
     Ok(Empty {})
-}
-
-/// EnableKeyRotation and DisableKeyRotation: resolve the key and change its
-/// record, only while it is Enabled (checked on the cached key and again on
-/// the latest record), with AWS's Disabled and pending-deletion errors.
-pub(super) async fn update_if_usable<F>(
-    ctx: &mut Ctx<'_>,
-    operation: &str,
-    key_id: &str,
-    mut change: F,
-) -> Result<(), KmsError>
-where
-    F: FnMut(&mut KeyRecord) -> Result<(), KmsError>,
-{
-    let key = resolve_key_id_or_arn(ctx, key_id).await?;
-    let key = ctx.authorize(operation, key, Use::default()).await?;
-    super::key_usage::require_rotatable(&key)?;
-    let store = ctx.store;
-    let realm = store.realm();
-    key.check_usable(realm)?;
-    store
-        .update_key(key.id(), |r| {
-            usable(r, realm)?;
-            change(r)
-        })
-        .await?;
-    Ok(())
 }

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::Ctx;
-use super::generate_data_key::{GenerateDataKeyRequest, generate};
+use super::data_key::{GenerateDataKeyRequest, generate};
 use super::shapes::Blob;
 use crate::error::KmsError;
 use crate::keystore::key_material_id;

@@ -5,11 +5,13 @@
 //! the key store. None of them touches cryptoki or HTTP: they take parsed
 //! JSON and return a value to serialise, or a [`KmsError`].
 
+pub mod alias_name;
 pub mod authorize;
 pub mod cancel_key_deletion;
 pub mod create_alias;
 pub mod create_grant;
 pub mod create_key;
+pub mod data_key;
 pub mod decrypt;
 pub mod delete_alias;
 pub mod describe_key;
@@ -27,6 +29,7 @@ pub mod get_key_rotation_status;
 pub mod grant_shapes;
 pub mod key_arg;
 pub mod key_policy;
+pub mod key_state;
 pub mod key_usage;
 pub mod list_aliases;
 pub mod list_grants;
@@ -36,6 +39,7 @@ pub mod list_keys;
 pub mod list_resource_tags;
 pub mod list_retirable_grants;
 pub mod mac;
+pub mod open_ciphertext;
 pub mod operation;
 pub mod put_key_policy;
 pub mod re_encrypt;

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Ctx;
 use super::authorize::Use;
-use super::decrypt::open;
 use super::key_usage::require_usage;
+use super::open_ciphertext::open;
 use super::shapes::{Blob, SYMMETRIC_DEFAULT, check_algorithm, check_key_id, require_symmetric};
 use super::validate::Violations;
 use crate::blob::EncryptionContext;

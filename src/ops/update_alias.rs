@@ -3,10 +3,8 @@
 use serde::Deserialize;
 
 use super::Ctx;
+use super::alias_name::{check_alias_characters, check_alias_name, check_alias_prefix, target_key};
 use super::authorize::Use;
-use super::create_alias::{
-    check_alias_characters, check_alias_name, check_alias_prefix, target_key,
-};
 use super::shapes::{Empty, check_key_id};
 use super::validate::Violations;
 use crate::error::KmsError;

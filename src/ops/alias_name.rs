@@ -1,0 +1,75 @@
+//! Alias names and alias targets: the checks CreateAlias, UpdateAlias and
+//! DeleteAlias share.
+
+use std::sync::Arc;
+
+use super::Ctx;
+use super::shapes::pending_deletion;
+use super::validate::Violations;
+use crate::arn::KeyRef;
+use crate::error::KmsError;
+use crate::keystore::{Key, KeyState};
+
+const ALIAS_PATTERN: &str = "^[a-zA-Z0-9:/_-]+$";
+
+/// Validates an AliasName member: AWS's length, pattern and prefix rules.
+pub fn check_alias_name(v: &mut Violations, name: &Option<String>) {
+    if v.required("aliasName", name)
+        && let Some(n) = name
+    {
+        v.str_len("aliasName", n, 1, 256);
+        v.pattern(
+            "aliasName",
+            n,
+            n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'/' | b'_' | b'-')),
+            ALIAS_PATTERN,
+        );
+    }
+}
+
+/// The prefix rule, checked after the model's constraints.
+pub fn check_alias_prefix(name: &str) -> Result<(), KmsError> {
+    if !name.starts_with("alias/") {
+        return Err(KmsError::Validation(
+            "Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html".into(),
+        ));
+    }
+    if name.len() == "alias/".len() {
+        return Err(KmsError::InvalidAliasName(
+            "Alias name must have at least one character after \"alias/\".".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// AWS's own rule, stricter than the model's pattern: an alias name holds
+/// only letters, digits, `/`, `_` and `-` (so no `:`). Checked after the
+/// model's constraints and the prefix rule.
+pub fn check_alias_characters(name: &str) -> Result<(), KmsError> {
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-'))
+    {
+        return Ok(());
+    }
+    Err(KmsError::Validation(format!(
+        "{name} contains invalid characters for an alias"
+    )))
+}
+
+/// Resolves TargetKeyId: a key id or key ARN (not an alias), of a key that
+/// is not pending deletion.
+pub async fn target_key(ctx: &Ctx<'_>, target: &str) -> Result<Arc<Key>, KmsError> {
+    let realm = ctx.store.realm();
+    if let KeyRef::Alias(_) = realm.parse_key_ref(target)? {
+        return Err(KmsError::Validation(
+            "TargetKeyId must be a key ID or key ARN, not an alias.".into(),
+        ));
+    }
+    let key = ctx.store.resolve(target).await?;
+    if key.record.state == KeyState::PendingDeletion {
+        return Err(pending_deletion(realm, &key));
+    }
+    Ok(key)
+}
