@@ -1,14 +1,25 @@
-//! Changing aliases, with the commit protocol of [`super::write`]: an alias
-//! record is written as a new revision, confirmed durable, and kept only if
-//! no rival revision appeared meanwhile.
+//! Changing aliases, with the commit protocol of [`super::commit`]: an
+//! alias record is written as a new revision, confirmed durable, and kept
+//! only if no rival revision appeared meanwhile.
 
 use uuid::Uuid;
 
+use super::commit::{Committable, Next, Outcome};
 use super::error::{StoreError, lock_poisoned, token};
-use super::record::alias_label;
-use super::write::{MAX_ATTEMPTS, back_off, commit, to_json};
-use super::{AliasEntry, AliasRecord, KeyStore, Latest, latest, read_records};
+use super::record::{LABEL_PREFIX, alias_label};
+use super::{AliasEntry, AliasRecord, KeyStore, read_records};
 use crate::hsm::objects;
+
+impl Committable for AliasRecord {
+    /// A record that does not parse is treated as absent: CreateAlias
+    /// writes revision 0 beside it, and the commit, which counts no
+    /// unreadable object as a rival, removes the damaged one.
+    fn unreadable(label: &str) -> Result<(), StoreError> {
+        let alias = label.strip_prefix(LABEL_PREFIX).unwrap_or(label);
+        tracing::warn!(alias, "replacing an unreadable alias record");
+        Ok(())
+    }
+}
 
 impl KeyStore {
     /// Creates `alias_name` (with prefix) for `target`.
@@ -38,7 +49,6 @@ impl KeyStore {
             Some(r) => Ok(AliasRecord {
                 target: *target,
                 updated: now,
-                revision: r.revision + 1,
                 ..r.clone()
             }),
         })
@@ -51,46 +61,24 @@ impl KeyStore {
     where
         F: FnMut(Option<&AliasRecord>) -> Result<AliasRecord, StoreError>,
     {
-        let _guard = self.writes.lock().await;
+        let writes = self.writes.lock().await;
         let label = alias_label(alias_name);
-        for attempt in 0..MAX_ATTEMPTS {
-            let read_label = label.clone();
-            let current = self
-                .hsm
-                .pool()
-                .run(move |s| Ok(latest::<AliasRecord>(read_records(s, &read_label)?)))
-                .await
-                .map_err(token)?;
-            // A record that does not parse is treated as absent: CreateAlias
-            // writes revision 0 beside it, and the commit, which counts no
-            // unreadable object as a rival, removes the damaged one.
-            let current = match current {
-                Latest::Unreadable => {
-                    tracing::warn!(alias = alias_name, "replacing an unreadable alias record");
-                    None
-                }
-                other => other.found(&label)?,
-            };
-            let record = make(current.as_ref().map(|(_, r)| r))?;
-            let value = to_json(&record)?;
-            let (l, revision) = (label.clone(), record.revision);
-            let confirm = self.hsm.confirmer();
-            let committed = self
-                .write_job(move |s| commit(s, &confirm, &l, &value, revision))
-                .await
-                .map_err(token)?;
-            if let Some(handle) = committed {
-                self.cache
-                    .write()
-                    .map_err(lock_poisoned)?
-                    .aliases
-                    .insert(alias_name.to_owned(), AliasEntry { handle, record });
-                self.announce().await;
-                return Ok(());
-            }
-            back_off(attempt).await;
-        }
-        Err(StoreError::Conflict)
+        let outcome = self
+            .commit_revision(&writes, &label, |current| {
+                Ok::<_, StoreError>(Next::Write(make(current)?, ()))
+            })
+            .await?;
+        let (handle, record) = match outcome {
+            Outcome::Committed(handle, record, ()) => (handle, record),
+            Outcome::Kept(handle, record) => (handle, record),
+        };
+        self.cache
+            .write()
+            .map_err(lock_poisoned)?
+            .aliases
+            .insert(alias_name.to_owned(), AliasEntry { handle, record });
+        self.announce().await;
+        Ok(())
     }
 
     pub async fn delete_alias(&self, alias_name: &str) -> Result<(), StoreError> {

@@ -25,6 +25,7 @@
 
 mod alias;
 pub mod clock;
+mod commit;
 mod crypto;
 pub mod error;
 mod lookup;

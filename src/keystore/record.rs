@@ -246,17 +246,26 @@ pub fn key_material_id(id: &Uuid, version: u32) -> String {
 /// A record that is replaced, never modified, on the token.
 pub trait Revisioned: serde::de::DeserializeOwned {
     fn revision(&self) -> u64;
+    fn set_revision(&mut self, revision: u64);
 }
 
 impl Revisioned for KeyRecord {
     fn revision(&self) -> u64 {
         self.revision
     }
+
+    fn set_revision(&mut self, revision: u64) {
+        self.revision = revision;
+    }
 }
 
 impl Revisioned for AliasRecord {
     fn revision(&self) -> u64 {
         self.revision
+    }
+
+    fn set_revision(&mut self, revision: u64) {
+        self.revision = revision;
     }
 }
 

@@ -28,14 +28,18 @@
 //! based on the same revision wins, and nothing is ever encrypted under a
 //! key version whose record did not commit. A crash between steps leaves at
 //! most an extra object that readers skip (they take the highest revision).
+//!
+//! Steps 1 to 3 and the retries are [`KeyStore::commit_revision`]
+//! ([`super::commit`]), shared by keys and aliases; this module adds what
+//! keys need (a rotation's new version object, created in the same write
+//! job) and creates and destroys keys.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use serde::Deserialize;
 use uuid::Uuid;
 
+use super::commit::{Committable, Companion, Next, Outcome, back_off};
 use super::error::{StoreError, lock_poisoned, token};
 use super::record::{
     RotationType, VersionRecord, alias_label, key_label, version_id, version_label,
@@ -45,9 +49,6 @@ use super::{AliasRecord, Key, KeyRecord, KeyStore, Tag, latest, read_records};
 use crate::hsm::objects::{self, DataHandle, MasterKeyVersion};
 use crate::hsm::readback::Confirmer;
 use crate::hsm::{Fault, HsmError, TokenSession};
-
-/// How often a change is tried before the client is told to retry.
-pub(super) const MAX_ATTEMPTS: u32 = 8;
 
 /// A new key version to create with a change.
 #[derive(Debug, Clone, Copy)]
@@ -65,50 +66,9 @@ pub enum Change {
     Rotate(NewVersion),
 }
 
-#[derive(Deserialize)]
-struct Revision {
-    #[serde(default)]
-    revision: u64,
-}
-
-/// The revision a record object holds; `None` for one that does not parse
-/// (a write cut short), which is no rival to a new revision: committing one
-/// replaces it.
-fn revision_of(value: &[u8]) -> Option<u64> {
-    serde_json::from_slice::<Revision>(value)
-        .ok()
-        .map(|r| r.revision)
-}
-
-/// Steps 2 and 3 for one record, on the token: creates the new revision,
-/// confirms it durable, and keeps it only if no rival revision exists.
-/// `None` on a conflict.
-pub(super) fn commit(
-    s: &TokenSession,
-    confirm: &Confirmer,
-    label: &str,
-    value: &[u8],
-    revision: u64,
-) -> Result<Option<DataHandle>, HsmError> {
-    let ours = new_record_object(s, confirm, label, value)?;
-    let all = objects::read_data(s, Some(label))?;
-    let rival = all
-        .iter()
-        .any(|o| o.handle != ours && revision_of(&o.value).is_some_and(|r| r >= revision));
-    if rival {
-        objects::destroy_data(s, ours)?;
-        return Ok(None);
-    }
-    for o in all.iter().filter(|o| o.handle != ours) {
-        // Another gateway may have removed it already.
-        let _ = objects::destroy_data(s, o.handle);
-    }
-    Ok(Some(ours))
-}
-
 /// Creates a record's object on the token and confirms it durable;
 /// destroys it again if it cannot be confirmed.
-fn new_record_object(
+pub(super) fn new_record_object(
     s: &TokenSession,
     confirm: &Confirmer,
     label: &str,
@@ -145,10 +105,36 @@ fn new_version_object(
     Ok(handle)
 }
 
-/// A short random pause before trying again, growing with the attempt.
-pub(super) async fn back_off(attempt: u32) {
-    let jitter = rand::random_range(0..20u64);
-    tokio::time::sleep(Duration::from_millis(5 + jitter + 10 * u64::from(attempt))).await;
+/// A rotation's new key version: created on the token in the same write
+/// job as the record that names it, before it, and destroyed again if that
+/// record does not commit.
+#[derive(Clone)]
+struct NewVersionObject {
+    key_id: Uuid,
+    version: u32,
+    label: String,
+    spec: KeySpec,
+    wrap: bool,
+}
+
+impl Companion for NewVersionObject {
+    type Made = (u32, MasterKeyVersion);
+
+    fn create(&self, s: &TokenSession, confirm: &Confirmer) -> Result<Self::Made, HsmError> {
+        let (id, v) = (&self.key_id, self.version);
+        let handle = new_version_object(s, confirm, id, v, &self.label, self.spec, self.wrap)?;
+        Ok((v, handle))
+    }
+
+    fn destroy(s: &TokenSession, (_, handle): Self::Made) {
+        let _ = objects::destroy_master_key(s, handle);
+    }
+}
+
+impl Committable for KeyRecord {
+    fn retrying(&self, attempt: u32) {
+        tracing::info!(key_id = %self.key_id, attempt, "concurrent change on the token; retrying");
+    }
 }
 
 pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
@@ -255,101 +241,86 @@ impl KeyStore {
     }
 
     /// The general form of [`update_key`](Self::update_key): `change` may
-    /// also ask for a new primary version (a rotation).
+    /// also ask for a new primary version (a rotation), whose token object
+    /// the commit creates with the record ([`NewVersionObject`]).
     pub(super) async fn modify<F, E>(&self, id: &Uuid, mut change: F) -> Result<Arc<Key>, E>
     where
         F: FnMut(&mut KeyRecord) -> Result<Change, E>,
         E: From<StoreError>,
     {
-        let _guard = self.writes.lock().await;
-        let label = key_label(id);
-        for attempt in 0..MAX_ATTEMPTS {
-            let read_label = label.clone();
-            let latest_on_token = self
-                .hsm
-                .pool()
-                .run(move |s| Ok(latest::<KeyRecord>(read_records(s, &read_label)?)))
-                .await
-                .map_err(token)?
-                .found(&label)?;
-            let Some((base_meta, base)) = latest_on_token else {
-                self.forget_key(id)?;
-                return Err(self.key_not_found(id).into());
-            };
-            let mut record = base.clone();
-            let new_version = match change(&mut record)? {
-                Change::Edit if record == base => {
-                    // Nothing to write: the record just read is the latest.
-                    return Ok(self.publish(base, base_meta, None).await?);
+        let writes = self.writes.lock().await;
+        let wrap = self.hsm.capabilities().gcm_wrap;
+        let outcome = self
+            .commit_revision(&writes, &key_label(id), |latest| {
+                self.next_key_record(id, latest, &mut change, wrap)
+            })
+            .await?;
+        match outcome {
+            Outcome::Kept(meta, base) => Ok(self.publish(base, meta, None).await?),
+            Outcome::Committed(meta, record, created) => {
+                let rotated = created.map(|(v, _)| v);
+                let key = self.publish(record, meta, created).await?;
+                self.announce().await;
+                if let Some(v) = rotated {
+                    tracing::info!(key_id = %id, version = v, "key rotated");
                 }
-                Change::Edit => None,
-                Change::Rotate(_) if record.key_spec != KeySpec::SymmetricDefault => {
-                    // The operations refuse first; this keeps any other
-                    // key from gaining an AES version.
-                    return Err(StoreError::Internal(format!(
-                        "key {id} is not a symmetric encryption key and does not rotate"
-                    ))
-                    .into());
-                }
-                Change::Rotate(spec) => {
-                    let version = record.next_version();
-                    record.versions.push(VersionRecord {
-                        version,
-                        nonce: new_nonce(),
-                        created: self.now(),
-                        rotation: Some(spec.rotation),
-                        encryptions_reserved: spec.reserved,
-                    });
-                    record.primary_version = version;
-                    Some(version)
-                }
-            };
-            record.revision = base.revision + 1;
-            let value = to_json(&record)?;
-            let wrap = self.hsm.capabilities().gcm_wrap;
-            let spec = record.key_spec;
-            let (key_id, revision, rec_label) = (*id, record.revision, label.clone());
-            let version_object = new_version
-                .and_then(|v| record.version(v))
-                .map(|v| (v.version, version_label(id, v.version, &v.nonce)));
-            let confirm = self.hsm.confirmer();
-            let committed = self
-                .write_job(move |s| {
-                    let created = match &version_object {
-                        Some((v, l)) => Some((
-                            *v,
-                            new_version_object(s, &confirm, &key_id, *v, l, spec, wrap)?,
-                        )),
-                        None => None,
-                    };
-                    match commit(s, &confirm, &rec_label, &value, revision) {
-                        Ok(Some(meta)) => Ok(Some((meta, created))),
-                        other => {
-                            if let Some((_, h)) = created {
-                                let _ = objects::destroy_master_key(s, h);
-                            }
-                            other.map(|_| None)
-                        }
-                    }
-                })
-                .await
-                .map_err(token)?;
-            match committed {
-                Some((meta, created)) => {
-                    let key = self.publish(record, meta, created).await?;
-                    self.announce().await;
-                    if let Some(v) = new_version {
-                        tracing::info!(key_id = %id, version = v, "key rotated");
-                    }
-                    return Ok(key);
-                }
-                None => {
-                    tracing::info!(key_id = %id, attempt, "concurrent change on the token; retrying");
-                    back_off(attempt).await;
-                }
+                Ok(key)
             }
         }
-        Err(StoreError::Conflict.into())
+    }
+
+    /// The next revision of key `id`'s record: the latest on the token as
+    /// `change` edits it, with a new version for a rotation.
+    fn next_key_record<F, E>(
+        &self,
+        id: &Uuid,
+        latest: Option<&KeyRecord>,
+        change: &mut F,
+        wrap: bool,
+    ) -> Result<Next<KeyRecord, Option<NewVersionObject>>, E>
+    where
+        F: FnMut(&mut KeyRecord) -> Result<Change, E>,
+        E: From<StoreError>,
+    {
+        let Some(base) = latest else {
+            self.forget_key(id)?;
+            return Err(self.key_not_found(id).into());
+        };
+        let mut record = base.clone();
+        let new_version = match change(&mut record)? {
+            // Nothing to write: the record just read is the latest.
+            Change::Edit if record == *base => return Ok(Next::Keep),
+            Change::Edit => None,
+            Change::Rotate(_) if record.key_spec != KeySpec::SymmetricDefault => {
+                // The operations refuse first; this keeps any other
+                // key from gaining an AES version.
+                return Err(StoreError::Internal(format!(
+                    "key {id} is not a symmetric encryption key and does not rotate"
+                ))
+                .into());
+            }
+            Change::Rotate(spec) => {
+                let version = record.next_version();
+                let nonce = new_nonce();
+                let label = version_label(id, version, &nonce);
+                record.versions.push(VersionRecord {
+                    version,
+                    nonce,
+                    created: self.now(),
+                    rotation: Some(spec.rotation),
+                    encryptions_reserved: spec.reserved,
+                });
+                record.primary_version = version;
+                Some(NewVersionObject {
+                    key_id: *id,
+                    version,
+                    label,
+                    spec: record.key_spec,
+                    wrap,
+                })
+            }
+        };
+        Ok(Next::Write(record, new_version))
     }
 
     /// RotateKeyOnDemand: a new primary version now, within the per-key
