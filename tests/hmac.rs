@@ -10,10 +10,12 @@
 //! MAC, and that MACs still verify after a restart.
 
 mod common;
+mod hmac_client;
 
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, MacAlgorithmSpec};
 use common::*;
+use hmac_client::*;
 use serde_json::json;
 
 const SPECS: [(KeySpec, MacAlgorithmSpec, usize); 4] = [
@@ -22,67 +24,6 @@ const SPECS: [(KeySpec, MacAlgorithmSpec, usize); 4] = [
     (KeySpec::Hmac384, MacAlgorithmSpec::HmacSha384, 48),
     (KeySpec::Hmac512, MacAlgorithmSpec::HmacSha512, 64),
 ];
-
-async fn create_hmac_key(kms: &aws_sdk_kms::Client, spec: KeySpec) -> String {
-    kms.create_key()
-        .key_spec(spec)
-        .key_usage(KeyUsageType::GenerateVerifyMac)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id
-}
-
-async fn mac(
-    kms: &aws_sdk_kms::Client,
-    key: &str,
-    alg: MacAlgorithmSpec,
-    message: &[u8],
-) -> Vec<u8> {
-    let r = kms
-        .generate_mac()
-        .key_id(key)
-        .mac_algorithm(alg.clone())
-        .message(Blob::new(message))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.key_id.as_deref(), Some(key_arn(key).as_str()));
-    assert_eq!(r.mac_algorithm, Some(alg));
-    r.mac.unwrap().into_inner()
-}
-
-async fn verify(
-    kms: &aws_sdk_kms::Client,
-    key: &str,
-    alg: MacAlgorithmSpec,
-    message: &[u8],
-    mac: &[u8],
-) -> Result<(), (String, String)> {
-    match kms
-        .verify_mac()
-        .key_id(key)
-        .mac_algorithm(alg.clone())
-        .message(Blob::new(message))
-        .mac(Blob::new(mac))
-        .send()
-        .await
-    {
-        Ok(r) => {
-            assert!(r.mac_valid, "a success always says MacValid");
-            assert_eq!(r.key_id.as_deref(), Some(key_arn(key).as_str()));
-            assert_eq!(r.mac_algorithm, Some(alg));
-            Ok(())
-        }
-        Err(e) => Err(error_of(&e)),
-    }
-}
-
-fn invalid_mac() -> Result<(), (String, String)> {
-    Err(("KMSInvalidMacException".into(), String::new()))
-}
 
 #[tokio::test]
 async fn hmac_keys_of_every_spec_are_described_as_aws_describes_them() {
@@ -187,10 +128,6 @@ async fn generate_mac_is_deterministic_per_key_and_verify_mac_refuses_any_change
     for secret in [base64_encode(message), base64_encode(&a), hex_of(&a)] {
         assert!(!log.contains(&secret), "{secret} in the log");
     }
-}
-
-fn hex_of(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[tokio::test]
@@ -514,9 +451,4 @@ async fn hmac_keys_cannot_be_read_or_wrapped_out_of_the_token() {
             assert!(line.contains(fact), "{fact} missing in: {line}");
         }
     }
-}
-
-fn base64_encode(b: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(b)
 }
