@@ -290,7 +290,6 @@ pub fn sign(
 
 /// Whether `signature` is a valid signature of `data` under the public
 /// key with this label; the token verifies (C_Verify).
-#[allow(clippy::too_many_arguments)]
 pub fn verify(
     s: &TokenSession,
     label: &str,
