@@ -65,6 +65,10 @@ pub enum KmsError {
     /// VerifyMac of a MAC that does not verify. AWS sends no message.
     #[error("KMSInvalidMacException")]
     InvalidMac,
+    /// Verify's answer to a signature that does not verify (not SigV4's
+    /// InvalidSignatureException).
+    #[error("KMSInvalidSignatureException")]
+    KmsInvalidSignature,
     #[error("UnsupportedOperationException")]
     UnsupportedOperation(Option<String>),
     #[error("DryRunOperationException")]
@@ -119,6 +123,7 @@ impl KmsError {
             KmsError::Tag(_) => "TagException",
             KmsError::InvalidKeyUsage(_) => "InvalidKeyUsageException",
             KmsError::InvalidMac => "KMSInvalidMacException",
+            KmsError::KmsInvalidSignature => "KMSInvalidSignatureException",
             KmsError::UnsupportedOperation(_) => "UnsupportedOperationException",
             KmsError::DryRunOperation => "DryRunOperationException",
             KmsError::MissingAuthenticationToken(_) => "MissingAuthenticationTokenException",
@@ -152,7 +157,9 @@ impl KmsError {
     /// The `message` member, or `None` where AWS sends none.
     pub fn message(&self) -> Option<String> {
         match self {
-            KmsError::InvalidCiphertext | KmsError::InvalidMac => None,
+            KmsError::InvalidCiphertext | KmsError::InvalidMac | KmsError::KmsInvalidSignature => {
+                None
+            }
             KmsError::UnsupportedOperation(m) => m.clone(),
             KmsError::UnknownOperation => None,
             KmsError::IncorrectKey => Some(
@@ -222,6 +229,14 @@ pub type KmsResult<T> = Result<T, KmsError>;
 pub fn wrong_key_usage(key_arn: &str, usage: &str, operation: &str) -> KmsError {
     KmsError::InvalidKeyUsage(format!(
         "{key_arn} key usage is {usage} which is not valid for {operation}."
+    ))
+}
+
+/// ValidationException for a DIGEST message whose length is not the
+/// algorithm's hash length.
+pub fn digest_length(algorithm: &str) -> KmsError {
+    KmsError::Validation(format!(
+        "Digest is invalid length for algorithm {algorithm}."
     ))
 }
 
@@ -381,6 +396,16 @@ mod tests {
             serde_json::json!({"__type": "KMSInvalidMacException"})
         );
         assert_eq!(KmsError::InvalidMac.status(), StatusCode::BAD_REQUEST);
+        let body: serde_json::Value =
+            serde_json::from_slice(&KmsError::KmsInvalidSignature.body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"__type": "KMSInvalidSignatureException"})
+        );
+        assert_eq!(
+            KmsError::KmsInvalidSignature.status(),
+            StatusCode::BAD_REQUEST
+        );
     }
 
     #[test]

@@ -832,7 +832,7 @@ async fn protocol_errors_are_aws_shaped_and_every_response_has_a_request_id() {
             "SerializationException",
         ),
         (
-            Some("TrentService.Sign"),
+            Some("TrentService.GenerateDataKeyPair"),
             b"{}",
             400,
             "UnsupportedOperationException",
@@ -1190,7 +1190,7 @@ async fn create_key_refuses_what_kmsgate_cannot_keep_on_the_token_and_creates_no
         (
             r#"{"KeySpec":"RSA_2048","KeyUsage":"ENCRYPT_DECRYPT"}"#,
             "UnsupportedOperationException",
-            "KeySpec RSA_2048 is not supported by kmsgate: only SYMMETRIC_DEFAULT and HMAC keys are.",
+            "KeyUsage ENCRYPT_DECRYPT with KeySpec RSA_2048 is not supported by kmsgate.",
         ),
         (
             r#"{"Tags":[{"TagKey":"aws:owner","TagValue":"x"}]}"#,

@@ -128,6 +128,8 @@ const REQUEST_SCALARS: &[&str] = &[
     "TargetKeyId",
     "EncryptionAlgorithm",
     "MacAlgorithm",
+    "SigningAlgorithm",
+    "MessageType",
     "SourceKeyId",
     "DestinationKeyId",
     "SourceEncryptionAlgorithm",

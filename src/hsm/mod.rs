@@ -3,7 +3,8 @@
 //! Split by concern: `link` holds the library and the token and gets them
 //! back after a fatal fault; [`pool`] owns the sessions, the worker threads
 //! they live on and the deadlines; [`objects`] creates, finds and destroys
-//! token objects; [`crypto`] does AES-GCM and the RNG; [`readback`] confirms
+//! token objects; [`keypair`] makes signing key pairs and signs with them;
+//! [`crypto`] does AES-GCM, HMAC and the RNG; [`readback`] confirms
 //! writes durable through a second view of the token; [`init`] initialises a
 //! token; `error` classifies every failure ([`HsmError`], [`Fault`]). This
 //! layer never sees JSON, knows nothing of KMS and writes no client-facing
@@ -20,6 +21,7 @@
 pub mod crypto;
 mod error;
 pub mod init;
+pub mod keypair;
 mod link;
 pub mod objects;
 pub mod pool;

@@ -26,6 +26,11 @@ pub const APPLICATION: &[u8] = b"kmsgate";
 pub struct MasterKeyVersion(ObjectHandle, u64);
 
 impl MasterKeyVersion {
+    /// A key object found or made in `generation` ([`super::keypair`]).
+    pub(super) fn new(handle: ObjectHandle, generation: u64) -> MasterKeyVersion {
+        MasterKeyVersion(handle, generation)
+    }
+
     /// The handle, if it belongs to `s`'s generation.
     pub(super) fn handle(self, s: &TokenSession) -> Result<ObjectHandle, HsmError> {
         s.check(self.1)?;
@@ -124,19 +129,25 @@ pub fn generate_hmac_key(
     Ok(MasterKeyVersion(handle, s.generation))
 }
 
+/// The classes of the objects that are key versions: secret keys (AES,
+/// HMAC) and the private halves of signing key pairs ([`super::keypair`]).
+const KEY_CLASSES: [ObjectClass; 2] = [ObjectClass::SECRET_KEY, ObjectClass::PRIVATE_KEY];
+
 /// Finds a master key version by its label.
 pub fn find_master_key(
     s: &TokenSession,
     label: &str,
 ) -> Result<Option<MasterKeyVersion>, HsmError> {
-    let template = [
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::Label(label.as_bytes().to_vec()),
-    ];
-    Ok(s.session
-        .find_objects(&template)?
-        .first()
-        .map(|h| MasterKeyVersion(*h, s.generation)))
+    for class in KEY_CLASSES {
+        let template = [
+            Attribute::Class(class),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        if let Some(h) = s.session.find_objects(&template)?.first() {
+            return Ok(Some(MasterKeyVersion(*h, s.generation)));
+        }
+    }
+    Ok(None)
 }
 
 /// The protection attributes of a master key version, as the token reports
@@ -172,18 +183,38 @@ pub fn try_read_key_value(
     s: &TokenSession,
     key: MasterKeyVersion,
 ) -> Result<Option<Vec<u8>>, HsmError> {
-    let attrs = s
-        .session
-        .get_attributes(key.handle(s)?, &[AttributeType::Value])?;
+    // CKA_VALUE is a secret key's value and an EC private key's scalar;
+    // CKA_PRIVATE_EXPONENT is an RSA private key's secret.
+    let attrs = s.session.get_attributes(
+        key.handle(s)?,
+        &[AttributeType::Value, AttributeType::PrivateExponent],
+    )?;
     Ok(attrs.into_iter().find_map(|a| match a {
-        Attribute::Value(v) => Some(v),
+        Attribute::Value(v) | Attribute::PrivateExponent(v) => Some(v),
         _ => None,
     }))
 }
 
-/// Destroys a master key version: its ciphertexts are gone for good.
+/// Destroys a master key version: its ciphertexts are gone for good. The
+/// private key of a signing pair takes its public key (same label) along.
 pub fn destroy_master_key(s: &TokenSession, key: MasterKeyVersion) -> Result<(), HsmError> {
-    Ok(s.session.destroy_object(key.handle(s)?)?)
+    let handle = key.handle(s)?;
+    let attrs = s
+        .session
+        .get_attributes(handle, &[AttributeType::Class, AttributeType::Label])?;
+    let (mut private, mut label) = (false, None);
+    for a in attrs {
+        match a {
+            Attribute::Class(c) => private = c == ObjectClass::PRIVATE_KEY,
+            Attribute::Label(l) => label = Some(String::from_utf8_lossy(&l).into_owned()),
+            _ => {}
+        }
+    }
+    s.session.destroy_object(handle)?;
+    if private && let Some(label) = label {
+        super::keypair::destroy_public_keys(s, &label)?;
+    }
+    Ok(())
 }
 
 fn data_template(label: Option<&str>) -> Vec<Attribute> {
@@ -296,12 +327,14 @@ pub fn read_data_objects(
     Ok(out)
 }
 
-/// Every secret key on the token with its label, read in one search: one
-/// C_FindObjects for all keys beats one per key when thousands exist.
+/// Every secret and private key on the token with its label, read in one
+/// search per class: one C_FindObjects for all keys beats one per key when
+/// thousands exist.
 pub fn list_master_keys(s: &TokenSession) -> Result<Vec<(String, MasterKeyVersion)>, HsmError> {
-    let handles = s
-        .session
-        .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])?;
+    let mut handles = Vec::new();
+    for class in KEY_CLASSES {
+        handles.extend(s.session.find_objects(&[Attribute::Class(class)])?);
+    }
     let mut out = Vec::with_capacity(handles.len());
     for handle in handles {
         let attrs = s.session.get_attributes(handle, &[AttributeType::Label])?;

@@ -58,6 +58,9 @@ enum Question {
     /// A secret key with this label exists and has this many bytes (32
     /// for an AES-256 key; an HMAC key's length for its spec).
     Key(String, u64),
+    /// A signing key pair with this label exists: its private and its
+    /// public key object.
+    Pair(String),
 }
 
 impl Question {
@@ -71,6 +74,7 @@ impl Question {
             ),
             Question::NoData(l) => format!("nodata {}\n", hex::encode(l.as_bytes())),
             Question::Key(l, len) => format!("key {} {len}\n", hex::encode(l.as_bytes())),
+            Question::Pair(l) => format!("pair {}\n", hex::encode(l.as_bytes())),
         }
     }
 
@@ -82,6 +86,7 @@ impl Question {
         match verb {
             "data" => Some(Question::Data(label, hex::decode(fields.next()?).ok()?)),
             "nodata" => Some(Question::NoData(label)),
+            "pair" => Some(Question::Pair(label)),
             // A question without a length comes from a gateway that made
             // only AES-256 keys.
             "key" => Some(Question::Key(
@@ -97,6 +102,7 @@ impl Question {
             Question::Data(l, _) => format!("record {l}"),
             Question::NoData(l) => format!("removal of {l}"),
             Question::Key(l, _) => format!("key object {l}"),
+            Question::Pair(l) => format!("key pair {l}"),
         }
     }
 
@@ -108,6 +114,17 @@ impl Question {
                 .any(|v| Sha256::digest(v).as_slice() == digest.as_slice())),
             Question::NoData(label) => Ok(data_values(session, label)?.is_empty()),
             Question::Key(label, len) => key_present(session, label, *len),
+            Question::Pair(label) => Ok([ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY]
+                .into_iter()
+                .map(|class| {
+                    session.find_objects(&[
+                        Attribute::Class(class),
+                        Attribute::Label(label.as_bytes().to_vec()),
+                    ])
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .iter()
+                .all(|found| !found.is_empty())),
         }
     }
 }
@@ -162,6 +179,11 @@ impl Confirmer {
     /// Confirms that no data object `label` is stored any more.
     pub fn data_gone(&self, s: &TokenSession, label: &str) -> Result<(), HsmError> {
         self.ask(s, Question::NoData(label.to_owned()))
+    }
+
+    /// Confirms that the signing key pair `label` (both halves) is stored.
+    pub fn pair_stored(&self, s: &TokenSession, label: &str) -> Result<(), HsmError> {
+        self.ask(s, Question::Pair(label.to_owned()))
     }
 
     /// Confirms that the secret key `label` is stored.
@@ -400,5 +422,9 @@ mod tests {
         assert!(matches!(Question::parse(&old), Some(Question::Key(_, 32))));
         let bad = format!("key {} many", hex::encode("kmsgate/key/y/v1"));
         assert!(Question::parse(&bad).is_none());
+        let pair = Question::Pair("kmsgate/key/z/v1/n".into());
+        assert!(
+            matches!(Question::parse(&pair.line()), Some(Question::Pair(l)) if l == "kmsgate/key/z/v1/n")
+        );
     }
 }

@@ -37,7 +37,7 @@ impl KeyStore {
     /// a recovered token serves the request instead of failing it. The key
     /// is reported gone only if a healthy listing of the token says so; a
     /// lookup that fails during a fault is a retryable error.
-    async fn with_version<T, F>(
+    pub(super) async fn with_version<T, F>(
         &self,
         key: &Arc<Key>,
         version: u32,

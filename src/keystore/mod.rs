@@ -27,10 +27,12 @@ mod alias;
 pub mod clock;
 mod commit;
 mod crypto;
+mod der;
 pub mod error;
 mod lookup;
 pub mod record;
 pub mod scheduler;
+mod signing;
 pub mod spec;
 pub mod sync;
 mod usage;
@@ -54,6 +56,7 @@ pub use record::{
     VersionRecord, key_material_id,
 };
 use record::{LABEL_PREFIX, Revisioned, version_label};
+pub use signing::{MessageType, SigningAlgorithm};
 pub use spec::{KeySpec, KeyUsage, MacAlgorithm};
 
 /// A key as the cache holds it: its record and the handles of its versions.

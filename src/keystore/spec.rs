@@ -1,5 +1,6 @@
 //! What kind of key a record describes: its key spec, what it may be used
-//! for, and for HMAC keys the one MAC algorithm that fits.
+//! for, for HMAC keys the one MAC algorithm that fits, and for signing keys
+//! the signing algorithms ([`super::signing`]).
 //!
 //! Every record written before keys had a spec is a symmetric encryption
 //! key, so both fields default to that (`SYMMETRIC_DEFAULT`,
@@ -21,6 +22,20 @@ pub enum KeySpec {
     Hmac384,
     #[serde(rename = "HMAC_512")]
     Hmac512,
+    #[serde(rename = "RSA_2048")]
+    Rsa2048,
+    #[serde(rename = "RSA_3072")]
+    Rsa3072,
+    #[serde(rename = "RSA_4096")]
+    Rsa4096,
+    #[serde(rename = "ECC_NIST_P256")]
+    EccNistP256,
+    #[serde(rename = "ECC_NIST_P384")]
+    EccNistP384,
+    #[serde(rename = "ECC_NIST_P521")]
+    EccNistP521,
+    #[serde(rename = "ECC_SECG_P256K1")]
+    EccSecgP256k1,
 }
 
 /// What a key may be used for.
@@ -31,6 +46,8 @@ pub enum KeyUsage {
     EncryptDecrypt,
     #[serde(rename = "GENERATE_VERIFY_MAC")]
     GenerateVerifyMac,
+    #[serde(rename = "SIGN_VERIFY")]
+    SignVerify,
 }
 
 /// A MAC algorithm of GenerateMac and VerifyMac.
@@ -44,12 +61,19 @@ pub enum MacAlgorithm {
 
 impl KeySpec {
     /// The key specs kmsgate can create.
-    pub const SUPPORTED: [KeySpec; 5] = [
+    pub const SUPPORTED: [KeySpec; 12] = [
         KeySpec::SymmetricDefault,
         KeySpec::Hmac224,
         KeySpec::Hmac256,
         KeySpec::Hmac384,
         KeySpec::Hmac512,
+        KeySpec::Rsa2048,
+        KeySpec::Rsa3072,
+        KeySpec::Rsa4096,
+        KeySpec::EccNistP256,
+        KeySpec::EccNistP384,
+        KeySpec::EccNistP521,
+        KeySpec::EccSecgP256k1,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +83,13 @@ impl KeySpec {
             KeySpec::Hmac256 => "HMAC_256",
             KeySpec::Hmac384 => "HMAC_384",
             KeySpec::Hmac512 => "HMAC_512",
+            KeySpec::Rsa2048 => "RSA_2048",
+            KeySpec::Rsa3072 => "RSA_3072",
+            KeySpec::Rsa4096 => "RSA_4096",
+            KeySpec::EccNistP256 => "ECC_NIST_P256",
+            KeySpec::EccNistP384 => "ECC_NIST_P384",
+            KeySpec::EccNistP521 => "ECC_NIST_P521",
+            KeySpec::EccSecgP256k1 => "ECC_SECG_P256K1",
         }
     }
 
@@ -66,22 +97,32 @@ impl KeySpec {
         Self::SUPPORTED.into_iter().find(|k| k.as_str() == s)
     }
 
-    /// The only usage a key of this spec can have.
+    /// The only usage kmsgate makes keys of this spec for (RSA keys
+    /// could also encrypt on AWS; kmsgate makes them for signing only).
     pub fn usage(self) -> KeyUsage {
         match self {
             KeySpec::SymmetricDefault => KeyUsage::EncryptDecrypt,
-            _ => KeyUsage::GenerateVerifyMac,
+            KeySpec::Hmac224 | KeySpec::Hmac256 | KeySpec::Hmac384 | KeySpec::Hmac512 => {
+                KeyUsage::GenerateVerifyMac
+            }
+            _ => KeyUsage::SignVerify,
         }
+    }
+
+    /// Whether keys of this spec are key pairs (a private and a public
+    /// key object on the token).
+    pub fn is_asymmetric(self) -> bool {
+        self.usage() == KeyUsage::SignVerify
     }
 
     /// The MAC algorithm of an HMAC key spec; `None` for other specs.
     pub fn mac_algorithm(self) -> Option<MacAlgorithm> {
         match self {
-            KeySpec::SymmetricDefault => None,
             KeySpec::Hmac224 => Some(MacAlgorithm::HmacSha224),
             KeySpec::Hmac256 => Some(MacAlgorithm::HmacSha256),
             KeySpec::Hmac384 => Some(MacAlgorithm::HmacSha384),
             KeySpec::Hmac512 => Some(MacAlgorithm::HmacSha512),
+            _ => None,
         }
     }
 
@@ -97,13 +138,18 @@ impl KeyUsage {
         match self {
             KeyUsage::EncryptDecrypt => "ENCRYPT_DECRYPT",
             KeyUsage::GenerateVerifyMac => "GENERATE_VERIFY_MAC",
+            KeyUsage::SignVerify => "SIGN_VERIFY",
         }
     }
 
     pub fn parse(s: &str) -> Option<KeyUsage> {
-        [KeyUsage::EncryptDecrypt, KeyUsage::GenerateVerifyMac]
-            .into_iter()
-            .find(|u| u.as_str() == s)
+        [
+            KeyUsage::EncryptDecrypt,
+            KeyUsage::GenerateVerifyMac,
+            KeyUsage::SignVerify,
+        ]
+        .into_iter()
+        .find(|u| u.as_str() == s)
     }
 }
 
@@ -160,7 +206,10 @@ mod tests {
         for a in MacAlgorithm::ALL {
             assert_eq!(MacAlgorithm::parse(a.as_str()), Some(a));
         }
-        assert_eq!(KeySpec::parse("RSA_2048"), None);
+        assert_eq!(KeySpec::parse("SM2"), None);
+        assert_eq!(KeySpec::Rsa2048.usage(), KeyUsage::SignVerify);
+        assert!(KeySpec::EccSecgP256k1.is_asymmetric());
+        assert!(!KeySpec::Hmac256.is_asymmetric());
     }
 
     #[test]

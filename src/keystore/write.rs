@@ -46,6 +46,7 @@ use super::record::{
 };
 use super::spec::KeySpec;
 use super::{AliasRecord, Key, KeyRecord, KeyStore, Tag, latest, read_records};
+use crate::hsm::keypair;
 use crate::hsm::objects::{self, DataHandle, MasterKeyVersion};
 use crate::hsm::readback::Confirmer;
 use crate::hsm::{Fault, HsmError, TokenSession};
@@ -94,6 +95,15 @@ fn new_version_object(
     wrap: bool,
 ) -> Result<MasterKeyVersion, HsmError> {
     let cka_id = version_id(id, version);
+    if let Some(kind) = super::signing::pair_kind(spec) {
+        let handle = keypair::generate_key_pair(s, label, &cka_id, kind)?;
+        if let Err(e) = confirm.pair_stored(s, label) {
+            // Takes the public key along.
+            let _ = objects::destroy_master_key(s, handle);
+            return Err(e);
+        }
+        return Ok(handle);
+    }
     let handle = match spec.hmac_key_len() {
         Some(len) => objects::generate_hmac_key(s, label, &cka_id, len)?,
         None => objects::generate_master_key(s, label, &cka_id, wrap)?,

@@ -59,6 +59,10 @@ const TAKES_CONTEXT: &[&str] = &[
 /// Operations whose request sets kms:MacAlgorithm.
 const MAC_OPERATIONS: &[&str] = &["GenerateMac", "VerifyMac"];
 
+/// Operations whose request sets kms:SigningAlgorithm (and, through
+/// [`Use::extra`], kms:MessageType).
+const SIGNING_OPERATIONS: &[&str] = &["Sign", "Verify"];
+
 /// Whether a grant's constraints admit `context`. Keys are compared
 /// without regard to case, values exactly, as AWS documents.
 pub fn constraints_admit(grant: &GrantRecord, context: &EncryptionContext) -> bool {
@@ -181,6 +185,11 @@ impl Ctx<'_> {
             && let Some(a) = u.algorithm
         {
             facts.set_one("kms:MacAlgorithm", a);
+        }
+        if SIGNING_OPERATIONS.contains(&operation)
+            && let Some(a) = u.algorithm
+        {
+            facts.set_one("kms:SigningAlgorithm", a);
         }
         if let Some(alias) = u.key_id.and_then(request_alias) {
             facts.set_one("kms:RequestAlias", alias);

@@ -1,6 +1,6 @@
-//! CreateKey: a symmetric ENCRYPT_DECRYPT key or an HMAC
-//! GENERATE_VERIFY_MAC key, whose material is generated on the token and
-//! never leaves it.
+//! CreateKey: a symmetric ENCRYPT_DECRYPT key, an HMAC GENERATE_VERIFY_MAC
+//! key or an RSA or ECC SIGN_VERIFY key pair, whose secret material is
+//! generated on the token and never leaves it.
 
 use serde::{Deserialize, Serialize};
 
@@ -107,13 +107,25 @@ pub async fn handle(
     }
     let Some(spec) = KeySpec::parse(spec) else {
         return Err(KmsError::UnsupportedOperation(Some(format!(
-            "KeySpec {spec} is not supported by kmsgate: only SYMMETRIC_DEFAULT and HMAC keys are."
+            "KeySpec {spec} is not supported by kmsgate: only SYMMETRIC_DEFAULT, HMAC, RSA and ECC signing keys are."
         ))));
     };
-    // Each spec kmsgate makes has exactly one usage.
+    // Each spec kmsgate makes has exactly one usage. RSA encryption keys
+    // and ECC key agreement keys exist on AWS, but not (yet) in kmsgate.
     if let Some(u) = req.key_usage.as_deref()
         && KeyUsage::parse(u) != Some(spec.usage())
     {
+        let rsa = matches!(spec, KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096);
+        let nist = matches!(
+            spec,
+            KeySpec::EccNistP256 | KeySpec::EccNistP384 | KeySpec::EccNistP521
+        );
+        if (rsa && u == "ENCRYPT_DECRYPT") || (nist && u == "KEY_AGREEMENT") {
+            return Err(KmsError::UnsupportedOperation(Some(format!(
+                "KeyUsage {u} with KeySpec {} is not supported by kmsgate.",
+                spec.as_str()
+            ))));
+        }
         return Err(KmsError::Validation(format!(
             "KeyUsage {u} is not compatible with KeySpec {}",
             spec.as_str()

@@ -51,12 +51,23 @@ pub const HMAC_GRANT_OPERATIONS: &[&str] = &[
     "DescribeKey",
 ];
 
+/// The grant operations that make sense for an asymmetric signing key.
+pub const SIGNING_GRANT_OPERATIONS: &[&str] = &[
+    "Sign",
+    "Verify",
+    "GetPublicKey",
+    "CreateGrant",
+    "RetireGrant",
+    "DescribeKey",
+];
+
 /// The grant operations a key of `usage` can be granted, and the kind of
 /// key as the refusal of another one names it.
 pub fn grant_operations_for(usage: KeyUsage) -> (&'static [&'static str], &'static str) {
     match usage {
         KeyUsage::EncryptDecrypt => (SYMMETRIC_GRANT_OPERATIONS, "a symmetric encryption"),
         KeyUsage::GenerateVerifyMac => (HMAC_GRANT_OPERATIONS, "an HMAC"),
+        KeyUsage::SignVerify => (SIGNING_GRANT_OPERATIONS, "an asymmetric signing"),
     }
 }
 

@@ -26,6 +26,7 @@ pub mod generate_mac;
 pub mod generate_random;
 pub mod get_key_policy;
 pub mod get_key_rotation_status;
+pub mod get_public_key;
 pub mod grant_shapes;
 pub mod key_arg;
 pub mod key_policy;
@@ -48,12 +49,15 @@ pub mod revoke_grant;
 pub mod rotate_key_on_demand;
 pub mod schedule_key_deletion;
 pub mod shapes;
+pub mod sign;
+pub mod signing;
 pub mod tag_resource;
 pub mod tags;
 pub mod untag_resource;
 pub mod update_alias;
 pub mod update_key_description;
 pub mod validate;
+pub mod verify;
 pub mod verify_mac;
 
 use serde::Serialize;
@@ -141,6 +145,7 @@ pub async fn dispatch(
         O::GenerateRandom => run!(generate_random::handle),
         O::GetKeyPolicy => run!(get_key_policy::handle),
         O::GetKeyRotationStatus => run!(get_key_rotation_status::handle),
+        O::GetPublicKey => run!(get_public_key::handle),
         O::ListAliases => run!(list_aliases::handle),
         O::ListGrants => run!(list_grants::handle),
         O::ListKeyPolicies => run!(list_key_policies::handle),
@@ -154,10 +159,12 @@ pub async fn dispatch(
         O::RevokeGrant => run!(revoke_grant::handle),
         O::RotateKeyOnDemand => run!(rotate_key_on_demand::handle),
         O::ScheduleKeyDeletion => run!(schedule_key_deletion::handle),
+        O::Sign => run!(sign::handle),
         O::TagResource => run!(tag_resource::handle),
         O::UntagResource => run!(untag_resource::handle),
         O::UpdateAlias => run!(update_alias::handle),
         O::UpdateKeyDescription => run!(update_key_description::handle),
+        O::Verify => run!(verify::handle),
         O::VerifyMac => run!(verify_mac::handle),
         O::ConnectCustomKeyStore
         | O::CreateCustomKeyStore
@@ -172,13 +179,10 @@ pub async fn dispatch(
         | O::GenerateDataKeyPairWithoutPlaintext
         | O::GetKeyLastUsage
         | O::GetParametersForImport
-        | O::GetPublicKey
         | O::ImportKeyMaterial
         | O::ReplicateKey
-        | O::Sign
         | O::UpdateCustomKeyStore
-        | O::UpdatePrimaryRegion
-        | O::Verify => Err(KmsError::UnsupportedOperation(Some(format!(
+        | O::UpdatePrimaryRegion => Err(KmsError::UnsupportedOperation(Some(format!(
             "kmsgate does not support {}.",
             operation.name()
         )))),

@@ -117,7 +117,8 @@ pub struct TagShape {
 
 /// KeyMetadata as AWS returns it for an AWS_KMS key: symmetric keys list
 /// their EncryptionAlgorithms and CurrentKeyMaterialId, HMAC keys their
-/// MacAlgorithms and neither of the others.
+/// MacAlgorithms, signing keys their SigningAlgorithms, and none the
+/// others'.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct KeyMetadata {
@@ -142,6 +143,8 @@ pub struct KeyMetadata {
     pub encryption_algorithms: Option<[&'static str; 1]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac_algorithms: Option<[&'static str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_algorithms: Option<Vec<&'static str>>,
     pub multi_region: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_key_material_id: Option<String>,
@@ -169,6 +172,13 @@ impl KeyMetadata {
             encryption_algorithms: (r.key_usage == KeyUsage::EncryptDecrypt)
                 .then_some([SYMMETRIC_DEFAULT]),
             mac_algorithms: r.key_spec.mac_algorithm().map(|a| [a.as_str()]),
+            signing_algorithms: (r.key_usage == KeyUsage::SignVerify).then(|| {
+                r.key_spec
+                    .signing_algorithms()
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect()
+            }),
             multi_region: false,
             current_key_material_id: symmetric
                 .then(|| key_material_id(&r.key_id, r.primary_version)),

@@ -54,6 +54,8 @@ const KNOWN_KEYS: &[&str] = &[
     "kms:keyusage",
     "kms:encryptionalgorithm",
     "kms:macalgorithm",
+    "kms:signingalgorithm",
+    "kms:messagetype",
     "kms:grantoperations",
     "kms:granteeprincipal",
     "kms:retiringprincipal",

@@ -65,6 +65,7 @@ const IMPLEMENTED: &[&str] = &[
     "GenerateRandom",
     "GetKeyPolicy",
     "GetKeyRotationStatus",
+    "GetPublicKey",
     "ListAliases",
     "ListGrants",
     "ListKeyPolicies",
@@ -78,10 +79,12 @@ const IMPLEMENTED: &[&str] = &[
     "RevokeGrant",
     "RotateKeyOnDemand",
     "ScheduleKeyDeletion",
+    "Sign",
     "TagResource",
     "UntagResource",
     "UpdateAlias",
     "UpdateKeyDescription",
+    "Verify",
     "VerifyMac",
 ];
 
@@ -175,6 +178,24 @@ fn members(op: &str) -> &'static [&'static str] {
             "GrantTokens",
             "DryRun",
         ],
+        "GetPublicKey" => &["KeyId", "GrantTokens"],
+        "Sign" => &[
+            "KeyId",
+            "Message",
+            "MessageType",
+            "GrantTokens",
+            "SigningAlgorithm",
+            "DryRun",
+        ],
+        "Verify" => &[
+            "KeyId",
+            "Message",
+            "MessageType",
+            "Signature",
+            "SigningAlgorithm",
+            "GrantTokens",
+            "DryRun",
+        ],
         "ListAliases" => &["KeyId", "Limit", "Marker"],
         "ListKeyRotations" => &["KeyId", "IncludeKeyMaterial", "Limit", "Marker"],
         "ListKeys" => &["Limit", "Marker"],
@@ -246,6 +267,8 @@ const REQUIRED: &[&str] = &[
     "Message",
     "MacAlgorithm",
     "Mac",
+    "SigningAlgorithm",
+    "Signature",
 ];
 
 /// What the run starts from: two keys with an alias each, and a real
@@ -383,7 +406,7 @@ fn member_value(
             junk_string(),
         ]
         .boxed(),
-        "Plaintext" | "Message" | "Mac" => prop_oneof![
+        "Plaintext" | "Message" | "Mac" | "Signature" => prop_oneof![
             prop::collection::vec(any::<u8>(), 0..64).prop_map(|b| b64(&b)),
             (4090usize..4100).prop_map(|n| b64(&vec![7; n])),
             Just(quoted("not base64!")),
@@ -531,6 +554,12 @@ fn member_value(
                 "GENERATE_VERIFY_MAC",
                 "HMAC_SHA_256",
                 "HMAC_SHA_512",
+                "RSASSA_PSS_SHA_256",
+                "ECDSA_SHA_256",
+                "ECDSA_SHA_384",
+                "RAW",
+                "DIGEST",
+                "ECC_NIST_P256",
                 "",
             ])
             .prop_map(quoted),

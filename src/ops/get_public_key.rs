@@ -1,0 +1,69 @@
+//! GetPublicKey: the public key of a signing key as DER
+//! SubjectPublicKeyInfo, read from the token's public key object, with the
+//! key's spec, usage and signing algorithms.
+
+use serde::{Deserialize, Serialize};
+
+use super::Ctx;
+use super::authorize::Use;
+use super::key_usage::require_usage;
+use super::shapes::{Blob, check_key_id};
+use super::validate::Violations;
+use crate::error::KmsError;
+use crate::keystore::{KeyUsage, SigningAlgorithm};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetPublicKeyRequest {
+    pub key_id: Option<String>,
+    pub grant_tokens: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetPublicKeyResponse {
+    /// The key ARN.
+    pub key_id: String,
+    pub public_key: Blob,
+    pub customer_master_key_spec: &'static str,
+    pub key_spec: &'static str,
+    pub key_usage: &'static str,
+    pub signing_algorithms: Vec<&'static str>,
+}
+
+pub async fn handle(
+    ctx: &mut Ctx<'_>,
+    req: GetPublicKeyRequest,
+) -> Result<GetPublicKeyResponse, KmsError> {
+    let mut v = Violations::new();
+    check_key_id(&mut v, "keyId", &req.key_id);
+    v.grant_tokens(&req.grant_tokens);
+    v.finish()?;
+    let key = ctx
+        .store
+        .resolve(req.key_id.as_deref().unwrap_or_default())
+        .await?;
+    let use_ = Use {
+        key_id: req.key_id.as_deref(),
+        grant_tokens: req.grant_tokens.as_deref(),
+        ..Use::default()
+    };
+    let key = ctx.authorize("GetPublicKey", key, use_).await?;
+    key.check_usable(ctx.store.realm())?;
+    // Only key pairs have a public key (AWS's usage text, by its pattern).
+    require_usage(ctx, &key, KeyUsage::SignVerify, "GetPublicKey")?;
+    let public_key = ctx.store.public_key(&key).await?;
+    let spec = key.record.key_spec;
+    Ok(GetPublicKeyResponse {
+        key_id: ctx.store.realm().key_arn(key.id()),
+        public_key: Blob(public_key),
+        customer_master_key_spec: spec.as_str(),
+        key_spec: spec.as_str(),
+        key_usage: key.record.key_usage.as_str(),
+        signing_algorithms: spec
+            .signing_algorithms()
+            .iter()
+            .map(|a: &SigningAlgorithm| a.as_str())
+            .collect(),
+    })
+}
