@@ -127,9 +127,9 @@ fn a_body_that_never_arrives_is_answered_at_the_body_timeout() {
     assert_aws_shaped(&r, 408, "RequestTimeoutException");
     let id = r.header("x-amzn-requestid").unwrap();
     assert!(
-        audit_lines(&gw)
-            .iter()
-            .any(|l| l.contains(id) && l.contains("\"httpStatus\":408")),
+        gw.log_has(|l| l.contains("kmsgate::audit")
+            && l.contains(id)
+            && l.contains("\"httpStatus\":408")),
         "no audit record for {id}:\n{:#?}",
         audit_lines(&gw)
     );

@@ -221,9 +221,8 @@ async fn a_data_key_principal_may_make_and_open_data_keys_under_its_context_and_
         1
     );
     // And they are audited, with the principal.
-    let log = s.gw.log();
     assert!(
-        log.lines().any(|l| l.contains("AccessDeniedException")
+        s.gw.log_has(|l| l.contains("AccessDeniedException")
             && l.contains("DisableKey")
             && l.contains("app")),
         "no audit record of the refused DisableKey"

@@ -227,7 +227,7 @@ async fn with_client_cert_principal_the_certificate_must_name_the_signer() {
     assert_eq!(code, "AccessDeniedException", "{message}");
     assert!(message.contains(PRINCIPAL), "{message}");
     assert!(
-        gw.log().contains("AccessDeniedException"),
+        gw.log_has(|l| l.contains("AccessDeniedException")),
         "the refusal is audited"
     );
 }

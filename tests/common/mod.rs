@@ -246,6 +246,19 @@ impl Gateway {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether a line of the log satisfies `found` within two seconds: the
+    /// gateway writes its log (audit records included) in the background,
+    /// so a record may land a moment after its response.
+    pub fn log_has(&self, found: impl Fn(&str) -> bool) -> bool {
+        (0..100).any(|_| {
+            let hit = self.log().lines().any(&found);
+            if !hit {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            hit
+        })
+    }
+
     /// Kills the gateway with SIGKILL (a crash) and returns the token.
     pub fn crash(mut self) -> Arc<Token> {
         let _ = self.child.kill();
