@@ -48,15 +48,7 @@ fn digest(alg: &Alg, message: &[u8]) -> Vec<u8> {
 }
 
 async fn create_signing_key(kms: &aws_sdk_kms::Client, spec: KeySpec) -> String {
-    kms.create_key()
-        .key_spec(spec)
-        .key_usage(KeyUsageType::SignVerify)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id
+    create_key_of(kms, spec, KeyUsageType::SignVerify).await
 }
 
 async fn sign(

@@ -452,6 +452,25 @@ pub async fn create_key(client: &aws_sdk_kms::Client) -> String {
         .key_id
 }
 
+/// Creates a key of `spec` and `usage` (HMAC, signing, ...) and returns
+/// its id; panics on error.
+pub async fn create_key_of(
+    client: &aws_sdk_kms::Client,
+    spec: aws_sdk_kms::types::KeySpec,
+    usage: aws_sdk_kms::types::KeyUsageType,
+) -> String {
+    client
+        .create_key()
+        .key_spec(spec)
+        .key_usage(usage)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id
+}
+
 /// Encrypts `plaintext` under `key_id` (no context) and returns the
 /// ciphertext blob; panics on error.
 pub async fn encrypt(

@@ -8,15 +8,7 @@ use aws_sdk_kms::types::{KeySpec, KeyUsageType, MacAlgorithmSpec};
 use crate::common::{error_of, key_arn};
 
 pub async fn create_hmac_key(kms: &aws_sdk_kms::Client, spec: KeySpec) -> String {
-    kms.create_key()
-        .key_spec(spec)
-        .key_usage(KeyUsageType::GenerateVerifyMac)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id
+    crate::common::create_key_of(kms, spec, KeyUsageType::GenerateVerifyMac).await
 }
 
 pub async fn mac(
