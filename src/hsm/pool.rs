@@ -140,6 +140,18 @@ impl Pool {
             .await
     }
 
+    /// As [`run`](Self::run), with a call deadline at least `at_least`:
+    /// for work that is slow by nature (generating an RSA key pair takes
+    /// seconds on a software token).
+    pub async fn run_patient<T, F>(&self, at_least: Duration, f: F) -> Result<T, HsmError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&TokenSession<'_>) -> Result<T, HsmError> + Send + 'static,
+    {
+        self.run_within(self.queue_timeout, self.call_timeout.max(at_least), f)
+            .await
+    }
+
     /// As [`run`](Self::run), with deadlines of its own: start-up work is
     /// not a client request and must not fail on a short request deadline.
     pub async fn run_within<T, F>(

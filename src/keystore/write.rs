@@ -36,6 +36,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -158,6 +159,9 @@ fn new_nonce() -> String {
 /// How often a write's token job is tried again after a retryable fault.
 const WRITE_RETRIES: u32 = 2;
 
+/// How long CreateKey may wait for the token to generate a key pair.
+const KEY_PAIR_DEADLINE: Duration = Duration::from_secs(60);
+
 impl KeyStore {
     /// Runs a write's token job, and runs it again (twice at most, after a
     /// short random pause) when the token failed in a way that another
@@ -170,10 +174,25 @@ impl KeyStore {
         T: Send + 'static,
         F: Fn(&TokenSession) -> Result<T, HsmError> + Clone + Send + 'static,
     {
+        self.write_job_patient(Duration::ZERO, job).await
+    }
+
+    /// As [`write_job`](Self::write_job), waiting for the token at least
+    /// `at_least` (key pair generation).
+    async fn write_job_patient<T, F>(&self, at_least: Duration, job: F) -> Result<T, HsmError>
+    where
+        T: Send + 'static,
+        F: Fn(&TokenSession) -> Result<T, HsmError> + Clone + Send + 'static,
+    {
         let mut attempt = 0;
         loop {
             let this = job.clone();
-            match self.hsm.pool().run(move |s| this(s)).await {
+            match self
+                .hsm
+                .pool()
+                .run_patient(at_least, move |s| this(s))
+                .await
+            {
                 Err(e) if e.fault() == Fault::Retryable && attempt < WRITE_RETRIES => {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, "a write failed at the token; trying again");
@@ -203,8 +222,16 @@ impl KeyStore {
         let value = to_json(&record)?;
         let wrap = self.hsm.capabilities().gcm_wrap;
         let confirm = self.hsm.confirmer();
+        // Generating a key pair (RSA above all) takes seconds on a software
+        // token: past the request deadline the client would be told to retry
+        // while the key is still being made.
+        let patience = if spec.is_asymmetric() {
+            KEY_PAIR_DEADLINE
+        } else {
+            Duration::ZERO
+        };
         let (meta, handle) = self
-            .write_job(move |s| {
+            .write_job_patient(patience, move |s| {
                 let label = version_label(&id, 1, &nonce);
                 let handle = new_version_object(s, &confirm, &id, 1, &label, spec, wrap)?;
                 match new_record_object(s, &confirm, &key_label(&id), &value) {
