@@ -655,6 +655,8 @@ async fn a_grant_made_through_one_gateway_works_through_another_at_once_with_its
     let s = setup();
     let id = create_key(&s.admin).await;
     let blob = encrypt(&s.admin, &id, b"shared").await;
+    let denied_key = create_key(&s.admin).await;
+    let denied_blob = encrypt(&s.admin, &denied_key, b"not for other").await;
     // A second gateway on the same token, with a sync interval long enough
     // that only the grant token can make it see the grant in time.
     let second = Gateway::start_on_with_env(s.gw.token.clone(), &ENV);
@@ -684,4 +686,46 @@ async fn a_grant_made_through_one_gateway_works_through_another_at_once_with_its
         .await
         .unwrap();
     assert_eq!(out.plaintext.unwrap().as_ref(), b"shared");
+
+    // A grant token never beats an explicit Deny, even one the second
+    // gateway learns of only with the grant: the fresh record's policy is
+    // evaluated too.
+    let deny = format!(
+        r#"{{"Version":"2012-10-17","Statement":[
+            {{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:root"}},"Action":"kms:*","Resource":"*"}},
+            {{"Effect":"Deny","Principal":{{"AWS":"{}"}},"Action":"kms:Decrypt","Resource":"*"}}]}}"#,
+        user("other")
+    );
+    s.admin
+        .put_key_policy()
+        .key_id(&denied_key)
+        .policy(deny)
+        .send()
+        .await
+        .unwrap();
+    let g = s
+        .admin
+        .create_grant()
+        .key_id(&denied_key)
+        .grantee_principal(user("other"))
+        .operations(GrantOperation::Decrypt)
+        .send()
+        .await
+        .unwrap();
+    let e = other_there
+        .decrypt()
+        .ciphertext_blob(denied_blob)
+        .grant_tokens(g.grant_token.unwrap())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_of(&e),
+        denied(
+            "other",
+            "Decrypt",
+            &denied_key,
+            "with an explicit deny in a resource-based policy"
+        )
+    );
 }

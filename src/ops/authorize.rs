@@ -148,6 +148,18 @@ impl Ctx<'_> {
             && let Some(fresh) = self.store.fresh_key(key.id()).await?
             && grant_allows(&fresh, &self.caller.arn, operation, &u)
         {
+            // The fresh record's policy may have changed too: an explicit
+            // Deny in it still wins over the grant.
+            let fresh_policy = fresh.key_policy(realm).map_err(|_| {
+                access_denied(
+                    &self.caller.arn,
+                    &action,
+                    Some(&arn),
+                    Refusal::NoKeyPolicyAllow,
+                )
+            })?;
+            policy::decide(&request, &fresh_policy, &self.caller.identity, true)
+                .map_err(|r| access_denied(&self.caller.arn, &action, Some(&arn), r))?;
             return Ok(fresh);
         }
         Err(access_denied(
