@@ -11,7 +11,8 @@
 use std::sync::Arc;
 
 use super::Ctx;
-use super::shapes::SYMMETRIC_DEFAULT;
+use super::shapes::{SYMMETRIC_DEFAULT, check_key_id};
+use super::validate::Violations;
 use crate::blob::EncryptionContext;
 use crate::error::{KmsError, access_denied};
 use crate::keystore::{GrantRecord, Key};
@@ -96,6 +97,32 @@ fn grant_allows(key: &Key, caller: &str, operation: &str, u: &Use) -> bool {
 }
 
 impl Ctx<'_> {
+    /// The key of a request that names it by `KeyId` (a key id, key ARN,
+    /// alias name or alias ARN) and may bring `GrantTokens`: both members
+    /// checked as AWS checks them, the key resolved and authorized for
+    /// `operation`. DescribeKey and GetPublicKey.
+    pub async fn named_key(
+        &mut self,
+        operation: &str,
+        key_id: &Option<String>,
+        grant_tokens: &Option<Vec<String>>,
+    ) -> Result<Arc<Key>, KmsError> {
+        let mut v = Violations::new();
+        check_key_id(&mut v, "keyId", key_id);
+        v.grant_tokens(grant_tokens);
+        v.finish()?;
+        let key = self
+            .store
+            .resolve(key_id.as_deref().unwrap_or_default())
+            .await?;
+        let use_ = Use {
+            key_id: key_id.as_deref(),
+            grant_tokens: grant_tokens.as_deref(),
+            ..Use::default()
+        };
+        self.authorize(operation, key, use_).await
+    }
+
     /// Authorizes `operation` (a grant operation name: `Decrypt`,
     /// `ReEncryptFrom`, `DescribeKey`...) on `key`, and records the key for
     /// the audit. Returns the key, read afresh from the token when the

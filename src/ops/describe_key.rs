@@ -3,9 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
-use super::authorize::Use;
-use super::shapes::{KeyMetadata, check_key_id};
-use super::validate::Violations;
+use super::shapes::KeyMetadata;
 use crate::error::KmsError;
 
 #[derive(Debug, Deserialize)]
@@ -25,20 +23,9 @@ pub async fn handle(
     ctx: &mut Ctx<'_>,
     req: DescribeKeyRequest,
 ) -> Result<DescribeKeyResponse, KmsError> {
-    let mut v = Violations::new();
-    check_key_id(&mut v, "keyId", &req.key_id);
-    v.grant_tokens(&req.grant_tokens);
-    v.finish()?;
     let key = ctx
-        .store
-        .resolve(req.key_id.as_deref().unwrap_or_default())
+        .named_key("DescribeKey", &req.key_id, &req.grant_tokens)
         .await?;
-    let use_ = Use {
-        key_id: req.key_id.as_deref(),
-        grant_tokens: req.grant_tokens.as_deref(),
-        ..Use::default()
-    };
-    let key = ctx.authorize("DescribeKey", key, use_).await?;
     let realm = ctx.store.realm();
     Ok(DescribeKeyResponse {
         key_metadata: KeyMetadata::of(realm, &key),

@@ -5,10 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
-use super::authorize::Use;
 use super::key_usage::require_usage;
-use super::shapes::{Blob, check_key_id};
-use super::validate::Violations;
+use super::shapes::Blob;
 use crate::error::KmsError;
 use crate::keystore::{KeyUsage, SigningAlgorithm};
 
@@ -35,20 +33,9 @@ pub async fn handle(
     ctx: &mut Ctx<'_>,
     req: GetPublicKeyRequest,
 ) -> Result<GetPublicKeyResponse, KmsError> {
-    let mut v = Violations::new();
-    check_key_id(&mut v, "keyId", &req.key_id);
-    v.grant_tokens(&req.grant_tokens);
-    v.finish()?;
     let key = ctx
-        .store
-        .resolve(req.key_id.as_deref().unwrap_or_default())
+        .named_key("GetPublicKey", &req.key_id, &req.grant_tokens)
         .await?;
-    let use_ = Use {
-        key_id: req.key_id.as_deref(),
-        grant_tokens: req.grant_tokens.as_deref(),
-        ..Use::default()
-    };
-    let key = ctx.authorize("GetPublicKey", key, use_).await?;
     key.check_usable(ctx.store.realm())?;
     // Only key pairs have a public key (AWS's usage text, by its pattern).
     require_usage(ctx, &key, KeyUsage::SignVerify, "GetPublicKey")?;
