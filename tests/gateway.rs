@@ -832,7 +832,7 @@ async fn protocol_errors_are_aws_shaped_and_every_response_has_a_request_id() {
             "SerializationException",
         ),
         (
-            Some("TrentService.GenerateDataKeyPair"),
+            Some("TrentService.ReplicateKey"),
             b"{}",
             400,
             "UnsupportedOperationException",

@@ -122,6 +122,7 @@ struct Resource<'a> {
 const REQUEST_SCALARS: &[&str] = &[
     "KeyId",
     "KeySpec",
+    "KeyPairSpec",
     "KeyUsage",
     "NumberOfBytes",
     "AliasName",

@@ -9,8 +9,10 @@ use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
 use crate::hsm::keypair::PublicKey;
 
-const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+pub(super) const RSA_ENCRYPTION: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+pub(super) const EC_PUBLIC_KEY: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 
 /// RSAPublicKey (RFC 8017, A.1.1).
 #[derive(Sequence)]
@@ -56,7 +58,7 @@ pub fn public_key_der(key: &PublicKey) -> der::Result<Vec<u8>> {
 
 /// CKA_EC_POINT is a DER OCTET STRING holding the point (PKCS#11 2.40);
 /// some tokens give the bare point. The point itself is what SPKI wants.
-fn bare_point(point: &[u8]) -> &[u8] {
+pub(super) fn bare_point(point: &[u8]) -> &[u8] {
     match OctetString::from_der(point) {
         Ok(inner) => {
             let n = inner.as_bytes().len();

@@ -73,7 +73,7 @@ pub(super) fn pair_kind(spec: KeySpec) -> Option<KeyPairKind> {
 }
 
 /// The length in bytes of r and of s in an ECDSA signature of this curve.
-fn ecdsa_scalar_len(spec: KeySpec) -> Option<usize> {
+pub(super) fn ecdsa_scalar_len(spec: KeySpec) -> Option<usize> {
     match spec {
         KeySpec::EccNistP256 | KeySpec::EccSecgP256k1 => Some(32),
         KeySpec::EccNistP384 => Some(48),

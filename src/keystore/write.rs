@@ -160,7 +160,7 @@ fn new_nonce() -> String {
 const WRITE_RETRIES: u32 = 2;
 
 /// How long CreateKey may wait for the token to generate a key pair.
-const KEY_PAIR_DEADLINE: Duration = Duration::from_secs(60);
+pub(super) const KEY_PAIR_DEADLINE: Duration = Duration::from_secs(60);
 
 impl KeyStore {
     /// Runs a write's token job, and runs it again (twice at most, after a

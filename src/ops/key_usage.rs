@@ -3,7 +3,7 @@
 //! only symmetric encryption keys rotate.
 
 use super::Ctx;
-use crate::error::{KmsError, wrong_key_usage};
+use crate::error::{KmsError, incompatible_algorithm, wrong_key_usage};
 use crate::keystore::{Key, KeySpec, KeyUsage};
 
 /// InvalidKeyUsageException (AWS's text) unless `key` is for `wanted`.
@@ -29,5 +29,20 @@ pub fn require_rotatable(key: &Key) -> Result<(), KmsError> {
         Ok(())
     } else {
         Err(KmsError::UnsupportedOperation(None))
+    }
+}
+
+/// The data key family's key: a symmetric encryption key. A key of another
+/// usage is refused with AWS's usage text; an asymmetric encryption key
+/// with the text AWS gives when SYMMETRIC_DEFAULT is asked of it.
+pub fn require_symmetric_encryption(
+    ctx: &Ctx<'_>,
+    key: &Key,
+    operation: &str,
+) -> Result<(), KmsError> {
+    require_usage(ctx, key, KeyUsage::EncryptDecrypt, operation)?;
+    match key.record.key_spec {
+        KeySpec::SymmetricDefault => Ok(()),
+        other => Err(incompatible_algorithm("SYMMETRIC_DEFAULT", other.as_str())),
     }
 }

@@ -12,6 +12,7 @@ pub mod create_alias;
 pub mod create_grant;
 pub mod create_key;
 pub mod data_key;
+pub mod data_key_pair;
 pub mod decrypt;
 pub mod delete_alias;
 pub mod describe_key;
@@ -21,6 +22,8 @@ pub mod enable_key;
 pub mod enable_key_rotation;
 pub mod encrypt;
 pub mod generate_data_key;
+pub mod generate_data_key_pair;
+pub mod generate_data_key_pair_without_plaintext;
 pub mod generate_data_key_without_plaintext;
 pub mod generate_mac;
 pub mod generate_random;
@@ -140,6 +143,10 @@ pub async fn dispatch(
         O::EnableKeyRotation => run!(enable_key_rotation::handle),
         O::Encrypt => run!(encrypt::handle),
         O::GenerateDataKey => run!(generate_data_key::handle),
+        O::GenerateDataKeyPair => run!(generate_data_key_pair::handle),
+        O::GenerateDataKeyPairWithoutPlaintext => {
+            run!(generate_data_key_pair_without_plaintext::handle)
+        }
         O::GenerateDataKeyWithoutPlaintext => run!(generate_data_key_without_plaintext::handle),
         O::GenerateMac => run!(generate_mac::handle),
         O::GenerateRandom => run!(generate_random::handle),
@@ -175,8 +182,6 @@ pub async fn dispatch(
         | O::DescribeCustomKeyStores
         | O::DisconnectCustomKeyStore
         | O::Encapsulate
-        | O::GenerateDataKeyPair
-        | O::GenerateDataKeyPairWithoutPlaintext
         | O::GetKeyLastUsage
         | O::GetParametersForImport
         | O::ImportKeyMaterial
