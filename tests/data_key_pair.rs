@@ -363,8 +363,11 @@ async fn refusals_are_awss() {
 const OTHER_KEY: &str = "AKIAKMSGATEOTHERKEY1";
 const OTHER_SECRET: &str = "other-secret-456789abcdefghijklmnopqrst";
 
+/// `other` may make P-256 pairs with the plaintext by its identity policy
+/// (kms:DataKeyPairSpec), and nothing else but what a grant allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_grant_allows_exactly_the_pair_operations_it_names() {
+async fn policies_see_the_pair_spec_and_grants_allow_exactly_the_operation_they_name() {
+    let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:GenerateDataKeyPair","Resource":"*","Condition":{"StringEquals":{"kms:DataKeyPairSpec":"ECC_NIST_P256"}}}]}"#;
     let token = Token::with_config(&format!(
         r#"
 [[auth.credentials]]
@@ -374,12 +377,38 @@ principal = "other"
 
 [[auth.principals]]
 name = "other"
+policies = ['{policy}']
 "#
     ));
     let gw = Gateway::start_on_with_env(token, &[("KMSGATE_TEST_OTHER_SECRET", OTHER_SECRET)]);
     let admin = gw.client();
     let other = gw.client_as(OTHER_KEY, OTHER_SECRET, REGION);
     let key = create_key(&admin).await;
+    let refused = |e: &str, action: &str| {
+        assert!(
+            e.starts_with(&format!(
+                "User: arn:aws:iam::{ACCOUNT}:user/other is not authorized to perform: kms:{action} "
+            )),
+            "{e}"
+        );
+    };
+
+    other
+        .generate_data_key_pair()
+        .key_id(&key)
+        .key_pair_spec(Spec::EccNistP256)
+        .send()
+        .await
+        .unwrap();
+    let e = other
+        .generate_data_key_pair()
+        .key_id(&key)
+        .key_pair_spec(Spec::Rsa2048)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_of(&e).0, "AccessDeniedException");
+    refused(&error_of(&e).1, "GenerateDataKeyPair");
     let e = other
         .generate_data_key_pair_without_plaintext()
         .key_id(&key)
@@ -387,7 +416,8 @@ name = "other"
         .send()
         .await
         .unwrap_err();
-    assert_eq!(error_of(&e).0, "AccessDeniedException");
+    refused(&error_of(&e).1, "GenerateDataKeyPairWithoutPlaintext");
+
     let grant = admin
         .create_grant()
         .key_id(&key)
@@ -401,7 +431,7 @@ name = "other"
     let r = other
         .generate_data_key_pair_without_plaintext()
         .key_id(&key)
-        .key_pair_spec(Spec::EccNistP256)
+        .key_pair_spec(Spec::Rsa2048)
         .grant_tokens(&grant)
         .send()
         .await
@@ -410,17 +440,12 @@ name = "other"
     let e = other
         .generate_data_key_pair()
         .key_id(&key)
-        .key_pair_spec(Spec::EccNistP256)
+        .key_pair_spec(Spec::Rsa2048)
         .grant_tokens(&grant)
         .send()
         .await
         .unwrap_err();
-    let (code, message) = error_of(&e);
-    assert_eq!(code, "AccessDeniedException");
-    assert!(
-        message.contains("kms:GenerateDataKeyPair "),
-        "the action is named: {message}"
-    );
+    refused(&error_of(&e).1, "GenerateDataKeyPair");
 }
 
 fn audit_text(dir: &Path) -> String {

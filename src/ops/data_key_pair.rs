@@ -15,6 +15,7 @@ use super::validate::Violations;
 use crate::blob::EncryptionContext;
 use crate::error::KmsError;
 use crate::keystore::{DataKeyPair, KeySpec, key_material_id};
+use crate::policy::Facts;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -102,12 +103,15 @@ pub async fn generate(
     } else {
         "GenerateDataKeyPairWithoutPlaintext"
     };
+    // Policies may name the pair's spec (kms:DataKeyPairSpec).
+    let mut facts = Facts::default();
+    facts.set_one("kms:DataKeyPairSpec", spec.as_str());
     let use_ = Use {
         context: Some(&context),
         key_id: req.key_id.as_deref(),
         algorithm: None,
         grant_tokens: req.grant_tokens.as_deref(),
-        extra: None,
+        extra: Some(&facts),
     };
     let key = ctx.authorize(operation, key, use_).await?;
     let realm = ctx.store.realm();

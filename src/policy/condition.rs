@@ -56,6 +56,7 @@ const KNOWN_KEYS: &[&str] = &[
     "kms:macalgorithm",
     "kms:signingalgorithm",
     "kms:messagetype",
+    "kms:datakeypairspec",
     "kms:grantoperations",
     "kms:granteeprincipal",
     "kms:retiringprincipal",
