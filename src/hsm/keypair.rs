@@ -1,18 +1,21 @@
-//! Signing key pairs on the token: RSA and EC pairs made by
-//! C_GenerateKeyPair, C_Sign with the private key and C_Verify with the
-//! public one.
+//! Key pairs on the token: RSA and EC pairs made by C_GenerateKeyPair;
+//! C_Sign with the private key and C_Verify with the public one, or
+//! (RSA encryption keys) C_Encrypt with the public key and C_Decrypt with
+//! the private one, RSAES-OAEP.
 //!
 //! The private key is `CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE`, not
-//! `CKA_EXTRACTABLE` and can only sign; the public key is a token object
-//! that can only verify. Both carry the key version's label and CKA_ID, so
+//! `CKA_EXTRACTABLE` and can only sign or only decrypt; the public key is a
+//! token object that can only verify or only encrypt. Both carry the key version's label and CKA_ID, so
 //! the private key is found wherever a master key version is
 //! ([`super::objects::find_master_key`]) and the public key by the same
 //! label.
 
 use cryptoki::error::RvError;
-use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+
+use zeroize::Zeroizing;
 
 use super::objects::MasterKeyVersion;
 use super::{HsmError, TokenSession};
@@ -25,6 +28,31 @@ pub enum KeyPairKind {
     /// EC on the named curve whose OID (DER, tag included) this is, as
     /// CKA_EC_PARAMS holds it.
     Ec(&'static [u8]),
+}
+
+/// What the private key of a pair does: sign (the public key verifies)
+/// or decrypt (the public key encrypts). Never both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairPurpose {
+    Sign,
+    Decrypt,
+}
+
+/// The hash of an RSAES-OAEP encryption (and of its MGF1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OaepHash {
+    Sha1,
+    Sha256,
+}
+
+impl OaepHash {
+    fn params(self) -> PkcsOaepParams<'static> {
+        let (hash, mgf) = match self {
+            OaepHash::Sha1 => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+            OaepHash::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+        };
+        PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty())
+    }
 }
 
 /// The hash of a signature.
@@ -159,7 +187,9 @@ pub fn generate_key_pair(
     label: &str,
     id: &[u8],
     kind: KeyPairKind,
+    purpose: PairPurpose,
 ) -> Result<MasterKeyVersion, HsmError> {
+    let signs = purpose == PairPurpose::Sign;
     let common = |class| {
         vec![
             Attribute::Class(class),
@@ -172,8 +202,8 @@ pub fn generate_key_pair(
     let mut public = common(ObjectClass::PUBLIC_KEY);
     public.extend([
         Attribute::Private(false),
-        Attribute::Verify(true),
-        Attribute::Encrypt(false),
+        Attribute::Verify(signs),
+        Attribute::Encrypt(!signs),
         Attribute::Wrap(false),
         Attribute::Derive(false),
     ]);
@@ -182,8 +212,8 @@ pub fn generate_key_pair(
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
-        Attribute::Sign(true),
-        Attribute::Decrypt(false),
+        Attribute::Sign(signs),
+        Attribute::Decrypt(!signs),
         Attribute::Unwrap(false),
         Attribute::Derive(false),
     ]);
@@ -307,6 +337,41 @@ pub fn verify(
             RvError::SignatureInvalid | RvError::SignatureLenRange | RvError::DataLenRange,
             _,
         )) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Encrypts `data` (RSAES-OAEP, MGF1 with the same hash, no label) under
+/// the public key with this label; the token encrypts (C_Encrypt).
+pub fn oaep_encrypt(
+    s: &TokenSession,
+    label: &str,
+    hash: OaepHash,
+    data: &[u8],
+) -> Result<Vec<u8>, HsmError> {
+    let h = public_key_handle(s, label)?;
+    Ok(s.session
+        .encrypt(&Mechanism::RsaPkcsOaep(hash.params()), h, data)?)
+}
+
+/// Decrypts an RSAES-OAEP ciphertext with the private key `key`; `None`
+/// when the token finds it is no ciphertext of this key and hash.
+pub fn oaep_decrypt(
+    s: &TokenSession,
+    key: MasterKeyVersion,
+    hash: OaepHash,
+    ciphertext: &[u8],
+) -> Result<Option<Zeroizing<Vec<u8>>>, HsmError> {
+    let mechanism = Mechanism::RsaPkcsOaep(hash.params());
+    match s.session.decrypt(&mechanism, key.handle(s)?, ciphertext) {
+        Ok(p) => Ok(Some(Zeroizing::new(p))),
+        Err(cryptoki::error::Error::Pkcs11(
+            RvError::EncryptedDataInvalid
+            | RvError::EncryptedDataLenRange
+            | RvError::DataInvalid
+            | RvError::DataLenRange,
+            _,
+        )) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

@@ -31,6 +31,7 @@ mod der;
 pub mod error;
 mod lookup;
 pub mod record;
+mod rsa_encryption;
 pub mod scheduler;
 mod signing;
 pub mod spec;
@@ -56,6 +57,7 @@ pub use record::{
     VersionRecord, key_material_id,
 };
 use record::{LABEL_PREFIX, Revisioned, version_label};
+pub use rsa_encryption::EncryptionAlgorithm;
 pub use signing::{MessageType, SigningAlgorithm};
 pub use spec::{KeySpec, KeyUsage, MacAlgorithm};
 
