@@ -1,7 +1,7 @@
 //! Key pairs on the token: RSA and EC pairs made by C_GenerateKeyPair;
 //! C_Sign with the private key and C_Verify with the public one, or
-//! (RSA encryption keys) C_Encrypt with the public key and C_Decrypt with
-//! the private one, RSAES-OAEP.
+//! (RSA encryption keys, see [`super::oaep`]) C_Encrypt with the public key
+//! and C_Decrypt with the private one.
 //!
 //! The private key is `CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE`, not
 //! `CKA_EXTRACTABLE` and can only sign or only decrypt; the public key is a
@@ -11,11 +11,9 @@
 //! label.
 
 use cryptoki::error::RvError;
-use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-
-use zeroize::Zeroizing;
 
 use super::objects::MasterKeyVersion;
 use super::{HsmError, TokenSession};
@@ -36,23 +34,6 @@ pub enum KeyPairKind {
 pub enum PairPurpose {
     Sign,
     Decrypt,
-}
-
-/// The hash of an RSAES-OAEP encryption (and of its MGF1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OaepHash {
-    Sha1,
-    Sha256,
-}
-
-impl OaepHash {
-    fn params(self) -> PkcsOaepParams<'static> {
-        let (hash, mgf) = match self {
-            OaepHash::Sha1 => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
-            OaepHash::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
-        };
-        PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty())
-    }
 }
 
 /// The hash of a signature.
@@ -266,7 +247,7 @@ pub enum PublicKey {
     Ec { params: Vec<u8>, point: Vec<u8> },
 }
 
-fn public_key_handle(s: &TokenSession, label: &str) -> Result<ObjectHandle, HsmError> {
+pub(super) fn public_key_handle(s: &TokenSession, label: &str) -> Result<ObjectHandle, HsmError> {
     find_public_keys(s, label)?
         .into_iter()
         .next()
@@ -337,41 +318,6 @@ pub fn verify(
             RvError::SignatureInvalid | RvError::SignatureLenRange | RvError::DataLenRange,
             _,
         )) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Encrypts `data` (RSAES-OAEP, MGF1 with the same hash, no label) under
-/// the public key with this label; the token encrypts (C_Encrypt).
-pub fn oaep_encrypt(
-    s: &TokenSession,
-    label: &str,
-    hash: OaepHash,
-    data: &[u8],
-) -> Result<Vec<u8>, HsmError> {
-    let h = public_key_handle(s, label)?;
-    Ok(s.session
-        .encrypt(&Mechanism::RsaPkcsOaep(hash.params()), h, data)?)
-}
-
-/// Decrypts an RSAES-OAEP ciphertext with the private key `key`; `None`
-/// when the token finds it is no ciphertext of this key and hash.
-pub fn oaep_decrypt(
-    s: &TokenSession,
-    key: MasterKeyVersion,
-    hash: OaepHash,
-    ciphertext: &[u8],
-) -> Result<Option<Zeroizing<Vec<u8>>>, HsmError> {
-    let mechanism = Mechanism::RsaPkcsOaep(hash.params());
-    match s.session.decrypt(&mechanism, key.handle(s)?, ciphertext) {
-        Ok(p) => Ok(Some(Zeroizing::new(p))),
-        Err(cryptoki::error::Error::Pkcs11(
-            RvError::EncryptedDataInvalid
-            | RvError::EncryptedDataLenRange
-            | RvError::DataInvalid
-            | RvError::DataLenRange,
-            _,
-        )) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

@@ -23,6 +23,7 @@ mod error;
 pub mod init;
 pub mod keypair;
 mod link;
+pub mod oaep;
 pub mod objects;
 pub mod pool;
 pub mod readback;

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use super::error::{StoreError, token};
 use super::spec::{KeySpec, KeyUsage};
 use super::{Key, KeyStore};
-use crate::hsm::keypair::{self, OaepHash};
+use crate::hsm::oaep::{self, OaepHash};
 
 /// An asymmetric encryption algorithm of Encrypt and Decrypt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +89,7 @@ impl KeyStore {
         let ciphertext = self
             .hsm
             .pool()
-            .run(move |s| keypair::oaep_encrypt(s, &label, hash, &plaintext))
+            .run(move |s| oaep::oaep_encrypt(s, &label, hash, &plaintext))
             .await
             .map_err(token)?;
         Ok((version, ciphertext))
@@ -108,7 +108,7 @@ impl KeyStore {
         let hash = algorithm.hash();
         let (_, plaintext) = self
             .with_version(key, version, handle, move |s, h| {
-                keypair::oaep_decrypt(s, h, hash, &ciphertext)
+                oaep::oaep_decrypt(s, h, hash, &ciphertext)
             })
             .await?;
         Ok((version, plaintext))
