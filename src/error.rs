@@ -266,6 +266,15 @@ pub fn incompatible_algorithm(algorithm: &str, key_spec: &str) -> KmsError {
     ))
 }
 
+/// ValidationException for a DeriveSharedSecret PublicKey that is no
+/// public key on the KMS key's curve (AWS's text is not recorded; this is
+/// kmsgate's).
+pub fn invalid_peer_public_key(key_spec: &str) -> KmsError {
+    KmsError::Validation(format!(
+        "PublicKey must be a DER-encoded SubjectPublicKeyInfo of a valid public key on the curve of key spec {key_spec}."
+    ))
+}
+
 /// AccessDeniedException in AWS's words, for `principal_arn` refused
 /// `action` (`kms:Decrypt`) on `resource` (a key ARN; `None` for an
 /// operation on no key, where AWS names no resource).

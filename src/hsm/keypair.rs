@@ -28,12 +28,14 @@ pub enum KeyPairKind {
     Ec(&'static [u8]),
 }
 
-/// What the private key of a pair does: sign (the public key verifies)
-/// or decrypt (the public key encrypts). Never both.
+/// What the private key of a pair does: sign (the public key verifies),
+/// decrypt (the public key encrypts) or derive a shared secret (ECDH; the
+/// public key does nothing on the token). Never two of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PairPurpose {
     Sign,
     Decrypt,
+    Derive,
 }
 
 /// The hash of a signature.
@@ -161,7 +163,7 @@ fn mechanism(
     }
 }
 
-/// Generates a signing key pair on the token; answers the private key.
+/// Generates a key pair on the token; answers the private key.
 /// Both objects get `label` and `id`.
 pub fn generate_key_pair(
     s: &TokenSession,
@@ -171,6 +173,8 @@ pub fn generate_key_pair(
     purpose: PairPurpose,
 ) -> Result<MasterKeyVersion, HsmError> {
     let signs = purpose == PairPurpose::Sign;
+    let decrypts = purpose == PairPurpose::Decrypt;
+    let derives = purpose == PairPurpose::Derive;
     let common = |class| {
         vec![
             Attribute::Class(class),
@@ -184,7 +188,7 @@ pub fn generate_key_pair(
     public.extend([
         Attribute::Private(false),
         Attribute::Verify(signs),
-        Attribute::Encrypt(!signs),
+        Attribute::Encrypt(decrypts),
         Attribute::Wrap(false),
         Attribute::Derive(false),
     ]);
@@ -194,9 +198,9 @@ pub fn generate_key_pair(
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Sign(signs),
-        Attribute::Decrypt(!signs),
+        Attribute::Decrypt(decrypts),
         Attribute::Unwrap(false),
-        Attribute::Derive(false),
+        Attribute::Derive(derives),
     ]);
     let mechanism = match kind {
         KeyPairKind::Rsa(bits) => {

@@ -19,6 +19,7 @@
 //! `CKR_GENERAL_ERROR`.
 
 pub mod crypto;
+pub mod ecdh;
 mod error;
 pub mod init;
 pub mod keypair;

@@ -90,7 +90,7 @@ fn modulus_len(s: &TokenSession, key: ObjectHandle) -> Result<usize, HsmError> {
     let attrs = s.session.get_attributes(key, &[AttributeType::Modulus])?;
     match attrs.first() {
         Some(Attribute::Modulus(m)) => Ok(m.len() - m.iter().take_while(|b| **b == 0).count()),
-        _ => Err(HsmError::StaleGeneration),
+        _ => Err(HsmError::Unexpected("no CKA_MODULUS on an RSA key")),
     }
 }
 
@@ -111,7 +111,8 @@ pub fn oaep_encrypt(
             let k = modulus_len(s, h)?;
             let mut seed = Zeroizing::new(vec![0u8; hash.len()]);
             s.session.generate_random_slice(&mut seed)?;
-            let em = encode(hash, k, data, &seed).ok_or(HsmError::StaleGeneration)?;
+            let em = encode(hash, k, data, &seed)
+                .ok_or(HsmError::Unexpected("plaintext too long for OAEP"))?;
             Ok(s.session.encrypt(&Mechanism::RsaX509, h, &em)?)
         }
         r => Ok(r?),

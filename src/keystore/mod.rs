@@ -29,6 +29,7 @@ mod commit;
 mod crypto;
 mod der;
 pub mod error;
+pub mod key_agreement;
 mod lookup;
 pub mod record;
 mod rsa_encryption;
@@ -52,6 +53,7 @@ pub use clock::Clock;
 pub use crypto::Sealed;
 pub use error::StoreError;
 use error::{lock_poisoned, token, unreadable};
+pub use key_agreement::KeyAgreementAlgorithm;
 pub use record::{
     AliasRecord, GrantRecord, KeyRecord, KeyState, RotationSchedule, RotationType, Tag,
     VersionRecord, key_material_id,

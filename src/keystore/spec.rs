@@ -49,6 +49,8 @@ pub enum KeyUsage {
     GenerateVerifyMac,
     #[serde(rename = "SIGN_VERIFY")]
     SignVerify,
+    #[serde(rename = "KEY_AGREEMENT")]
+    KeyAgreement,
 }
 
 /// A MAC algorithm of GenerateMac and VerifyMac.
@@ -109,10 +111,10 @@ impl KeySpec {
             KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
                 &[KeyUsage::SignVerify, KeyUsage::EncryptDecrypt]
             }
-            KeySpec::EccNistP256
-            | KeySpec::EccNistP384
-            | KeySpec::EccNistP521
-            | KeySpec::EccSecgP256k1 => &[KeyUsage::SignVerify],
+            KeySpec::EccNistP256 | KeySpec::EccNistP384 | KeySpec::EccNistP521 => {
+                &[KeyUsage::SignVerify, KeyUsage::KeyAgreement]
+            }
+            KeySpec::EccSecgP256k1 => &[KeyUsage::SignVerify],
         }
     }
 
@@ -158,6 +160,7 @@ impl KeyUsage {
             KeyUsage::EncryptDecrypt => "ENCRYPT_DECRYPT",
             KeyUsage::GenerateVerifyMac => "GENERATE_VERIFY_MAC",
             KeyUsage::SignVerify => "SIGN_VERIFY",
+            KeyUsage::KeyAgreement => "KEY_AGREEMENT",
         }
     }
 
@@ -166,6 +169,7 @@ impl KeyUsage {
             KeyUsage::EncryptDecrypt,
             KeyUsage::GenerateVerifyMac,
             KeyUsage::SignVerify,
+            KeyUsage::KeyAgreement,
         ]
         .into_iter()
         .find(|u| u.as_str() == s)

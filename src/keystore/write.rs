@@ -99,6 +99,7 @@ fn new_version_object(
     if let Some(kind) = super::signing::pair_kind(spec) {
         let purpose = match usage {
             KeyUsage::EncryptDecrypt => PairPurpose::Decrypt,
+            KeyUsage::KeyAgreement => PairPurpose::Derive,
             _ => PairPurpose::Sign,
         };
         let handle = keypair::generate_key_pair(s, label, &cka_id, kind, purpose)?;

@@ -110,23 +110,13 @@ pub async fn handle(
             "KeySpec {spec} is not supported by kmsgate: only SYMMETRIC_DEFAULT, HMAC, RSA and ECC signing keys are."
         ))));
     };
-    // RSA keys sign or encrypt; every other spec kmsgate makes has one
-    // usage. ECC key agreement keys exist on AWS, but not (yet) in kmsgate.
+    // RSA keys sign or encrypt, NIST ECC keys sign or agree keys; every
+    // other spec has one usage.
     let usage = match req.key_usage.as_deref() {
         None => spec.usages()[0],
         Some(u) => match KeyUsage::parse(u).filter(|u| spec.usages().contains(u)) {
             Some(usage) => usage,
             None => {
-                let nist = matches!(
-                    spec,
-                    KeySpec::EccNistP256 | KeySpec::EccNistP384 | KeySpec::EccNistP521
-                );
-                if nist && u == "KEY_AGREEMENT" {
-                    return Err(KmsError::UnsupportedOperation(Some(format!(
-                        "KeyUsage {u} with KeySpec {} is not supported by kmsgate.",
-                        spec.as_str()
-                    ))));
-                }
                 return Err(KmsError::Validation(format!(
                     "KeyUsage {u} is not compatible with KeySpec {}",
                     spec.as_str()

@@ -30,6 +30,8 @@ pub struct GetPublicKeyResponse {
     pub signing_algorithms: Option<Vec<&'static str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encryption_algorithms: Option<Vec<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_agreement_algorithms: Option<Vec<&'static str>>,
 }
 
 pub async fn handle(
@@ -61,6 +63,12 @@ pub async fn handle(
         }),
         encryption_algorithms: (usage == KeyUsage::EncryptDecrypt).then(|| {
             spec.rsa_encryption_algorithms()
+                .iter()
+                .map(|a| a.as_str())
+                .collect()
+        }),
+        key_agreement_algorithms: (usage == KeyUsage::KeyAgreement).then(|| {
+            spec.key_agreement_algorithms()
                 .iter()
                 .map(|a| a.as_str())
                 .collect()

@@ -61,6 +61,15 @@ pub const SIGNING_GRANT_OPERATIONS: &[&str] = &[
     "DescribeKey",
 ];
 
+/// The grant operations that make sense for a key agreement key.
+pub const KEY_AGREEMENT_GRANT_OPERATIONS: &[&str] = &[
+    "DeriveSharedSecret",
+    "GetPublicKey",
+    "CreateGrant",
+    "RetireGrant",
+    "DescribeKey",
+];
+
 /// The grant operations that make sense for an RSA encryption key.
 pub const ASYMMETRIC_ENCRYPTION_GRANT_OPERATIONS: &[&str] = &[
     "Encrypt",
@@ -87,6 +96,7 @@ pub fn grant_operations_for(
         KeyUsage::EncryptDecrypt => (SYMMETRIC_GRANT_OPERATIONS, "a symmetric encryption"),
         KeyUsage::GenerateVerifyMac => (HMAC_GRANT_OPERATIONS, "an HMAC"),
         KeyUsage::SignVerify => (SIGNING_GRANT_OPERATIONS, "an asymmetric signing"),
+        KeyUsage::KeyAgreement => (KEY_AGREEMENT_GRANT_OPERATIONS, "a key agreement"),
     }
 }
 

@@ -159,6 +159,8 @@ pub struct KeyMetadata {
     pub mac_algorithms: Option<[&'static str; 1]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing_algorithms: Option<Vec<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_agreement_algorithms: Option<Vec<&'static str>>,
     pub multi_region: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_key_material_id: Option<String>,
@@ -198,6 +200,13 @@ impl KeyMetadata {
             signing_algorithms: (r.key_usage == KeyUsage::SignVerify).then(|| {
                 r.key_spec
                     .signing_algorithms()
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect()
+            }),
+            key_agreement_algorithms: (r.key_usage == KeyUsage::KeyAgreement).then(|| {
+                r.key_spec
+                    .key_agreement_algorithms()
                     .iter()
                     .map(|a| a.as_str())
                     .collect()
