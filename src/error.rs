@@ -232,6 +232,24 @@ pub fn wrong_key_usage(key_arn: &str, usage: &str, operation: &str) -> KmsError 
     ))
 }
 
+/// ValidationException for an RSA plaintext longer than the key spec and
+/// algorithm allow, in AWS's words.
+pub fn oaep_too_long(algorithm: &str, key_spec: &str, max: usize) -> KmsError {
+    KmsError::Validation(format!(
+        "Algorithm {algorithm} and key spec {key_spec} cannot encrypt data larger than {max} bytes."
+    ))
+}
+
+/// An encryption context with an RSA key (AWS accepts none; its text is
+/// not recorded, this is kmsgate's).
+pub const RSA_CONTEXT: &str =
+    "EncryptionContext is not supported with asymmetric encryption algorithms.";
+
+/// An RSA ciphertext without the KeyId of its key (AWS requires it; its
+/// text is not recorded, this is kmsgate's).
+pub const RSA_KEY_ID_REQUIRED: &str =
+    "KeyId is required to decrypt with an asymmetric encryption algorithm.";
+
 /// ValidationException for a DIGEST message whose length is not the
 /// algorithm's hash length.
 pub fn digest_length(algorithm: &str) -> KmsError {
@@ -245,6 +263,15 @@ pub fn digest_length(algorithm: &str) -> KmsError {
 pub fn incompatible_algorithm(algorithm: &str, key_spec: &str) -> KmsError {
     KmsError::InvalidKeyUsage(format!(
         "Algorithm {algorithm} is incompatible with key spec {key_spec}."
+    ))
+}
+
+/// ValidationException for a DeriveSharedSecret PublicKey that is no
+/// public key on the KMS key's curve (AWS's text is not recorded; this is
+/// kmsgate's).
+pub fn invalid_peer_public_key(key_spec: &str) -> KmsError {
+    KmsError::Validation(format!(
+        "PublicKey must be a DER-encoded SubjectPublicKeyInfo of a valid public key on the curve of key spec {key_spec}."
     ))
 }
 

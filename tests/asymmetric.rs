@@ -429,16 +429,61 @@ async fn refusals_are_aws_refusals() {
             "{op}"
         );
     }
-    // RSA encryption keys are not made (yet); a usage that fits no spec is
-    // refused.
-    let e = kms
+    // RSA encryption keys are made and round-trip through the token; a
+    // usage that fits no spec is refused.
+    let rsa_enc = kms
         .create_key()
         .key_spec(KeySpec::Rsa2048)
         .key_usage(KeyUsageType::EncryptDecrypt)
         .send()
         .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let alg = aws_sdk_kms::types::EncryptionAlgorithmSpec::RsaesOaepSha256;
+    let c = kms
+        .encrypt()
+        .key_id(&rsa_enc)
+        .encryption_algorithm(alg.clone())
+        .plaintext(Blob::new(vec![7u8; 190]))
+        .send()
+        .await
+        .unwrap();
+    let ct = c.ciphertext_blob.unwrap();
+    assert_eq!(ct.as_ref().len(), 256);
+    let d = kms
+        .decrypt()
+        .key_id(&rsa_enc)
+        .encryption_algorithm(alg.clone())
+        .ciphertext_blob(ct)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(d.plaintext.unwrap().as_ref(), &[7u8; 190][..]);
+    let e = kms
+        .encrypt()
+        .key_id(&rsa_enc)
+        .encryption_algorithm(alg)
+        .plaintext(Blob::new(vec![7u8; 191]))
+        .send()
+        .await
         .unwrap_err();
-    assert_eq!(error_of(&e).0, "UnsupportedOperationException");
+    assert_eq!(
+        error_of(&e),
+        (
+            "ValidationException".into(),
+            "Algorithm RSAES_OAEP_SHA_256 and key spec RSA_2048 cannot encrypt data larger than 190 bytes.".into()
+        )
+    );
+    let e = kms
+        .encrypt()
+        .key_id(&rsa_enc)
+        .plaintext(Blob::new(b"x".to_vec()))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_of(&e).0, "InvalidKeyUsageException");
     let e = kms
         .create_key()
         .key_spec(KeySpec::EccNistP256)

@@ -45,6 +45,10 @@ pub enum HsmError {
     /// it cannot prove that anything is absent.
     #[error("the token's object listing is incomplete")]
     IncompleteListing,
+    /// The token answered something the protocol does not allow (a
+    /// missing attribute, a result of the wrong length).
+    #[error("unexpected answer from the token: {0}")]
+    Unexpected(&'static str),
     #[error("token setup: {0}")]
     Setup(String),
     /// The pool has shut down.
@@ -94,6 +98,7 @@ impl HsmError {
                 Fault::Retryable
             }
             HsmError::StaleGeneration => Fault::StaleHandle,
+            HsmError::Unexpected(_) => Fault::Retryable,
             HsmError::NotDurable(_) => Fault::NotDurable,
             HsmError::Setup(_) => Fault::Setup,
             HsmError::Pkcs11(CkError::Pkcs11(rv, _)) => classify(*rv),

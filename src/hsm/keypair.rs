@@ -1,10 +1,11 @@
-//! Signing key pairs on the token: RSA and EC pairs made by
-//! C_GenerateKeyPair, C_Sign with the private key and C_Verify with the
-//! public one.
+//! Key pairs on the token: RSA and EC pairs made by C_GenerateKeyPair;
+//! C_Sign with the private key and C_Verify with the public one, or
+//! (RSA encryption keys, see [`super::oaep`]) C_Encrypt with the public key
+//! and C_Decrypt with the private one.
 //!
 //! The private key is `CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE`, not
-//! `CKA_EXTRACTABLE` and can only sign; the public key is a token object
-//! that can only verify. Both carry the key version's label and CKA_ID, so
+//! `CKA_EXTRACTABLE` and can only sign or only decrypt; the public key is a
+//! token object that can only verify or only encrypt. Both carry the key version's label and CKA_ID, so
 //! the private key is found wherever a master key version is
 //! ([`super::objects::find_master_key`]) and the public key by the same
 //! label.
@@ -25,6 +26,16 @@ pub enum KeyPairKind {
     /// EC on the named curve whose OID (DER, tag included) this is, as
     /// CKA_EC_PARAMS holds it.
     Ec(&'static [u8]),
+}
+
+/// What the private key of a pair does: sign (the public key verifies),
+/// decrypt (the public key encrypts) or derive a shared secret (ECDH; the
+/// public key does nothing on the token). Never two of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairPurpose {
+    Sign,
+    Decrypt,
+    Derive,
 }
 
 /// The hash of a signature.
@@ -152,14 +163,18 @@ fn mechanism(
     }
 }
 
-/// Generates a signing key pair on the token; answers the private key.
+/// Generates a key pair on the token; answers the private key.
 /// Both objects get `label` and `id`.
 pub fn generate_key_pair(
     s: &TokenSession,
     label: &str,
     id: &[u8],
     kind: KeyPairKind,
+    purpose: PairPurpose,
 ) -> Result<MasterKeyVersion, HsmError> {
+    let signs = purpose == PairPurpose::Sign;
+    let decrypts = purpose == PairPurpose::Decrypt;
+    let derives = purpose == PairPurpose::Derive;
     let common = |class| {
         vec![
             Attribute::Class(class),
@@ -172,8 +187,8 @@ pub fn generate_key_pair(
     let mut public = common(ObjectClass::PUBLIC_KEY);
     public.extend([
         Attribute::Private(false),
-        Attribute::Verify(true),
-        Attribute::Encrypt(false),
+        Attribute::Verify(signs),
+        Attribute::Encrypt(decrypts),
         Attribute::Wrap(false),
         Attribute::Derive(false),
     ]);
@@ -182,10 +197,10 @@ pub fn generate_key_pair(
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
-        Attribute::Sign(true),
-        Attribute::Decrypt(false),
+        Attribute::Sign(signs),
+        Attribute::Decrypt(decrypts),
         Attribute::Unwrap(false),
-        Attribute::Derive(false),
+        Attribute::Derive(derives),
     ]);
     let mechanism = match kind {
         KeyPairKind::Rsa(bits) => {
@@ -236,7 +251,7 @@ pub enum PublicKey {
     Ec { params: Vec<u8>, point: Vec<u8> },
 }
 
-fn public_key_handle(s: &TokenSession, label: &str) -> Result<ObjectHandle, HsmError> {
+pub(super) fn public_key_handle(s: &TokenSession, label: &str) -> Result<ObjectHandle, HsmError> {
     find_public_keys(s, label)?
         .into_iter()
         .next()

@@ -20,10 +20,12 @@
 
 pub mod crypto;
 pub mod data_key_pair;
+pub mod ecdh;
 mod error;
 pub mod init;
 pub mod keypair;
 mod link;
+pub mod oaep;
 pub mod objects;
 pub mod pool;
 pub mod readback;

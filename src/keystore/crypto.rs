@@ -144,8 +144,10 @@ impl KeyStore {
         parsed: &blob::ParsedBlob<'_>,
         context: &EncryptionContext,
     ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-        if key.record.key_usage != KeyUsage::EncryptDecrypt {
-            // Only a forged blob names a key that never encrypts.
+        if key.record.key_usage != KeyUsage::EncryptDecrypt
+            || key.record.key_spec != super::KeySpec::SymmetricDefault
+        {
+            // Only a forged blob names a key that never seals blobs.
             return Err(StoreError::NoSuchVersion);
         }
         let wanted = parsed.header.key_version;

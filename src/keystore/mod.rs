@@ -30,9 +30,11 @@ mod crypto;
 mod data_key_pair;
 mod der;
 pub mod error;
+pub mod key_agreement;
 mod lookup;
 mod pkcs8;
 pub mod record;
+mod rsa_encryption;
 pub mod scheduler;
 mod signing;
 pub mod spec;
@@ -54,11 +56,13 @@ pub use crypto::Sealed;
 pub use data_key_pair::DataKeyPair;
 pub use error::StoreError;
 use error::{lock_poisoned, token, unreadable};
+pub use key_agreement::KeyAgreementAlgorithm;
 pub use record::{
     AliasRecord, GrantRecord, KeyRecord, KeyState, RotationSchedule, RotationType, Tag,
     VersionRecord, key_material_id,
 };
 use record::{LABEL_PREFIX, Revisioned, version_label};
+pub use rsa_encryption::EncryptionAlgorithm;
 pub use signing::{MessageType, SigningAlgorithm};
 pub use spec::{KeySpec, KeyUsage, MacAlgorithm};
 

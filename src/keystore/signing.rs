@@ -164,13 +164,19 @@ impl MessageType {
 }
 
 impl KeyStore {
-    /// The private key (the only version) of a signing key. Callers check
-    /// the key's usage first; this refuses any other key.
-    fn signing_version(&self, key: &Key) -> Result<(u32, MasterKeyVersion, String), StoreError> {
-        if key.record.key_usage != KeyUsage::SignVerify {
+    /// The private key (the only version) of a key pair of `usage`, and
+    /// the label of both halves. Callers check the key's usage first; this
+    /// refuses any other key.
+    pub(super) fn pair_version(
+        &self,
+        key: &Key,
+        usage: KeyUsage,
+    ) -> Result<(u32, MasterKeyVersion, String), StoreError> {
+        if !key.record.key_spec.is_asymmetric() || key.record.key_usage != usage {
             return Err(StoreError::Internal(format!(
-                "key {} is not a signing key",
-                key.id()
+                "key {} is not a {} key pair",
+                key.id(),
+                usage.as_str()
             )));
         }
         let version = key.record.primary_version;
@@ -197,7 +203,7 @@ impl KeyStore {
         message_type: MessageType,
         message: Zeroizing<Vec<u8>>,
     ) -> Result<(u32, Vec<u8>), StoreError> {
-        let (version, handle, _) = self.signing_version(key)?;
+        let (version, handle, _) = self.pair_version(key, KeyUsage::SignVerify)?;
         let message = Arc::new(message);
         let (scheme, hash, input) = (algorithm.scheme(), algorithm.hash(), message_type.input());
         let (_, signature) = self
@@ -223,7 +229,7 @@ impl KeyStore {
         message: Zeroizing<Vec<u8>>,
         signature: Vec<u8>,
     ) -> Result<(u32, bool), StoreError> {
-        let (version, _, label) = self.signing_version(key)?;
+        let (version, _, label) = self.pair_version(key, KeyUsage::SignVerify)?;
         let signature = match ecdsa_scalar_len(key.record.key_spec) {
             Some(len) => match ecdsa_from_der(&signature, len) {
                 Some(raw) => raw,
@@ -243,7 +249,7 @@ impl KeyStore {
 
     /// The key's public key as DER SubjectPublicKeyInfo.
     pub async fn public_key(&self, key: &Arc<Key>) -> Result<Vec<u8>, StoreError> {
-        let (_, _, label) = self.signing_version(key)?;
+        let (_, _, label) = self.pair_version(key, key.record.key_usage)?;
         let public = self
             .hsm
             .pool()

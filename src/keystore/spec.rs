@@ -1,6 +1,7 @@
 //! What kind of key a record describes: its key spec, what it may be used
-//! for, for HMAC keys the one MAC algorithm that fits, and for signing keys
-//! the signing algorithms ([`super::signing`]).
+//! for, for HMAC keys the one MAC algorithm that fits, for signing keys
+//! the signing algorithms ([`super::signing`]) and for RSA encryption keys
+//! the encryption algorithms ([`super::rsa_encryption`]).
 //!
 //! Every record written before keys had a spec is a symmetric encryption
 //! key, so both fields default to that (`SYMMETRIC_DEFAULT`,
@@ -48,6 +49,8 @@ pub enum KeyUsage {
     GenerateVerifyMac,
     #[serde(rename = "SIGN_VERIFY")]
     SignVerify,
+    #[serde(rename = "KEY_AGREEMENT")]
+    KeyAgreement,
 }
 
 /// A MAC algorithm of GenerateMac and VerifyMac.
@@ -97,22 +100,40 @@ impl KeySpec {
         Self::SUPPORTED.into_iter().find(|k| k.as_str() == s)
     }
 
-    /// The only usage kmsgate makes keys of this spec for (RSA keys
-    /// could also encrypt on AWS; kmsgate makes them for signing only).
-    pub fn usage(self) -> KeyUsage {
+    /// The usages kmsgate makes keys of this spec for; the first is the
+    /// one a key of the spec gets when the request names none.
+    pub fn usages(self) -> &'static [KeyUsage] {
         match self {
-            KeySpec::SymmetricDefault => KeyUsage::EncryptDecrypt,
+            KeySpec::SymmetricDefault => &[KeyUsage::EncryptDecrypt],
             KeySpec::Hmac224 | KeySpec::Hmac256 | KeySpec::Hmac384 | KeySpec::Hmac512 => {
-                KeyUsage::GenerateVerifyMac
+                &[KeyUsage::GenerateVerifyMac]
             }
-            _ => KeyUsage::SignVerify,
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+                &[KeyUsage::SignVerify, KeyUsage::EncryptDecrypt]
+            }
+            KeySpec::EccNistP256 | KeySpec::EccNistP384 | KeySpec::EccNistP521 => {
+                &[KeyUsage::SignVerify, KeyUsage::KeyAgreement]
+            }
+            KeySpec::EccSecgP256k1 => &[KeyUsage::SignVerify],
         }
     }
 
     /// Whether keys of this spec are key pairs (a private and a public
     /// key object on the token).
     pub fn is_asymmetric(self) -> bool {
-        self.usage() == KeyUsage::SignVerify
+        !matches!(
+            self,
+            KeySpec::SymmetricDefault
+                | KeySpec::Hmac224
+                | KeySpec::Hmac256
+                | KeySpec::Hmac384
+                | KeySpec::Hmac512
+        )
+    }
+
+    /// Whether this is an RSA key spec.
+    pub fn is_rsa(self) -> bool {
+        matches!(self, KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096)
     }
 
     /// The MAC algorithm of an HMAC key spec; `None` for other specs.
@@ -139,6 +160,7 @@ impl KeyUsage {
             KeyUsage::EncryptDecrypt => "ENCRYPT_DECRYPT",
             KeyUsage::GenerateVerifyMac => "GENERATE_VERIFY_MAC",
             KeyUsage::SignVerify => "SIGN_VERIFY",
+            KeyUsage::KeyAgreement => "KEY_AGREEMENT",
         }
     }
 
@@ -147,6 +169,7 @@ impl KeyUsage {
             KeyUsage::EncryptDecrypt,
             KeyUsage::GenerateVerifyMac,
             KeyUsage::SignVerify,
+            KeyUsage::KeyAgreement,
         ]
         .into_iter()
         .find(|u| u.as_str() == s)
@@ -198,16 +221,23 @@ mod tests {
                 serde_json::to_string(&k).unwrap(),
                 format!("\"{}\"", k.as_str())
             );
-            assert_eq!(
-                serde_json::to_string(&k.usage()).unwrap(),
-                format!("\"{}\"", k.usage().as_str())
-            );
+            for u in k.usages() {
+                assert_eq!(
+                    serde_json::to_string(u).unwrap(),
+                    format!("\"{}\"", u.as_str())
+                );
+            }
         }
         for a in MacAlgorithm::ALL {
             assert_eq!(MacAlgorithm::parse(a.as_str()), Some(a));
         }
         assert_eq!(KeySpec::parse("SM2"), None);
-        assert_eq!(KeySpec::Rsa2048.usage(), KeyUsage::SignVerify);
+        assert_eq!(KeySpec::Rsa2048.usages()[0], KeyUsage::SignVerify);
+        assert!(
+            KeySpec::Rsa4096
+                .usages()
+                .contains(&KeyUsage::EncryptDecrypt)
+        );
         assert!(KeySpec::EccSecgP256k1.is_asymmetric());
         assert!(!KeySpec::Hmac256.is_asymmetric());
     }
@@ -221,6 +251,6 @@ mod tests {
             KeySpec::Hmac384.mac_algorithm(),
             Some(MacAlgorithm::HmacSha384)
         );
-        assert_eq!(KeySpec::Hmac256.usage(), KeyUsage::GenerateVerifyMac);
+        assert_eq!(KeySpec::Hmac256.usages(), &[KeyUsage::GenerateVerifyMac]);
     }
 }

@@ -70,9 +70,11 @@ impl KeyStore {
         &self,
         key: &Arc<Key>,
     ) -> Result<(Arc<Key>, u32, MasterKeyVersion), StoreError> {
-        if key.record.key_usage != super::KeyUsage::EncryptDecrypt {
+        if key.record.key_usage != super::KeyUsage::EncryptDecrypt
+            || key.record.key_spec != super::KeySpec::SymmetricDefault
+        {
             return Err(StoreError::Internal(format!(
-                "key {} is not an encryption key",
+                "key {} is not a symmetric encryption key",
                 key.id()
             )));
         }

@@ -45,9 +45,9 @@ use super::error::{StoreError, lock_poisoned, token};
 use super::record::{
     RotationType, VersionRecord, alias_label, key_label, version_id, version_label,
 };
-use super::spec::KeySpec;
+use super::spec::{KeySpec, KeyUsage};
 use super::{AliasRecord, Key, KeyRecord, KeyStore, Tag, latest, read_records};
-use crate::hsm::keypair;
+use crate::hsm::keypair::{self, PairPurpose};
 use crate::hsm::objects::{self, DataHandle, MasterKeyVersion};
 use crate::hsm::readback::Confirmer;
 use crate::hsm::{Fault, HsmError, TokenSession};
@@ -84,20 +84,25 @@ pub(super) fn new_record_object(
     Ok(handle)
 }
 
-/// Generates a key version's object of kind `spec` on the token and
-/// confirms it durable; destroys it again if it cannot be confirmed.
+/// Generates a key version's object of kind `(spec, usage)` on the token
+/// and confirms it durable; destroys it again if it cannot be confirmed.
 fn new_version_object(
     s: &TokenSession,
     confirm: &Confirmer,
     id: &Uuid,
     version: u32,
     label: &str,
-    spec: KeySpec,
+    (spec, usage): (KeySpec, KeyUsage),
     wrap: bool,
 ) -> Result<MasterKeyVersion, HsmError> {
     let cka_id = version_id(id, version);
     if let Some(kind) = super::signing::pair_kind(spec) {
-        let handle = keypair::generate_key_pair(s, label, &cka_id, kind)?;
+        let purpose = match usage {
+            KeyUsage::EncryptDecrypt => PairPurpose::Decrypt,
+            KeyUsage::KeyAgreement => PairPurpose::Derive,
+            _ => PairPurpose::Sign,
+        };
+        let handle = keypair::generate_key_pair(s, label, &cka_id, kind, purpose)?;
         if let Err(e) = confirm.pair_stored(s, label) {
             // Takes the public key along.
             let _ = objects::destroy_master_key(s, handle);
@@ -133,7 +138,15 @@ impl Companion for NewVersionObject {
 
     fn create(&self, s: &TokenSession, confirm: &Confirmer) -> Result<Self::Made, HsmError> {
         let (id, v) = (&self.key_id, self.version);
-        let handle = new_version_object(s, confirm, id, v, &self.label, self.spec, self.wrap)?;
+        let handle = new_version_object(
+            s,
+            confirm,
+            id,
+            v,
+            &self.label,
+            (self.spec, KeyUsage::EncryptDecrypt),
+            self.wrap,
+        )?;
         Ok((v, handle))
     }
 
@@ -208,6 +221,7 @@ impl KeyStore {
     pub async fn create_key(
         &self,
         spec: KeySpec,
+        usage: KeyUsage,
         description: String,
         tags: Vec<Tag>,
         policy: Option<String>,
@@ -218,7 +232,7 @@ impl KeyStore {
         let mut record = KeyRecord::new(id, self.now(), description, tags, nonce.clone());
         record.policy = policy;
         record.key_spec = spec;
-        record.key_usage = spec.usage();
+        record.key_usage = usage;
         let value = to_json(&record)?;
         let wrap = self.hsm.capabilities().gcm_wrap;
         let confirm = self.hsm.confirmer();
@@ -233,7 +247,7 @@ impl KeyStore {
         let (meta, handle) = self
             .write_job_patient(patience, move |s| {
                 let label = version_label(&id, 1, &nonce);
-                let handle = new_version_object(s, &confirm, &id, 1, &label, spec, wrap)?;
+                let handle = new_version_object(s, &confirm, &id, 1, &label, (spec, usage), wrap)?;
                 match new_record_object(s, &confirm, &key_label(&id), &value) {
                     Ok(meta) => Ok((meta, handle)),
                     Err(e) => {

@@ -230,6 +230,11 @@ impl Ctx<'_> {
         {
             facts.set_one("kms:SigningAlgorithm", a);
         }
+        if operation == "DeriveSharedSecret"
+            && let Some(a) = u.algorithm
+        {
+            facts.set_one("kms:KeyAgreementAlgorithm", a);
+        }
         if let Some(alias) = u.key_id.and_then(request_alias) {
             facts.set_one("kms:RequestAlias", alias);
         }

@@ -112,7 +112,7 @@ pub async fn handle(
     };
     let key = ctx.authorize("CreateGrant", key, use_).await?;
     // Which operations a grant may allow depends on the key.
-    check_grant_operations(key.record.key_usage, &operations)?;
+    check_grant_operations(key.record.key_spec, key.record.key_usage, &operations)?;
     if key.record.state == crate::keystore::KeyState::PendingDeletion {
         return Err(super::shapes::pending_deletion(ctx.store.realm(), &key));
     }

@@ -1,5 +1,5 @@
 //! CreateKey: a symmetric ENCRYPT_DECRYPT key, an HMAC GENERATE_VERIFY_MAC
-//! key or an RSA or ECC SIGN_VERIFY key pair, whose secret material is
+//! key, an RSA or ECC SIGN_VERIFY key pair or an RSA ENCRYPT_DECRYPT pair, whose secret material is
 //! generated on the token and never leaves it.
 
 use serde::{Deserialize, Serialize};
@@ -110,27 +110,20 @@ pub async fn handle(
             "KeySpec {spec} is not supported by kmsgate: only SYMMETRIC_DEFAULT, HMAC, RSA and ECC signing keys are."
         ))));
     };
-    // Each spec kmsgate makes has exactly one usage. RSA encryption keys
-    // and ECC key agreement keys exist on AWS, but not (yet) in kmsgate.
-    if let Some(u) = req.key_usage.as_deref()
-        && KeyUsage::parse(u) != Some(spec.usage())
-    {
-        let rsa = matches!(spec, KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096);
-        let nist = matches!(
-            spec,
-            KeySpec::EccNistP256 | KeySpec::EccNistP384 | KeySpec::EccNistP521
-        );
-        if (rsa && u == "ENCRYPT_DECRYPT") || (nist && u == "KEY_AGREEMENT") {
-            return Err(KmsError::UnsupportedOperation(Some(format!(
-                "KeyUsage {u} with KeySpec {} is not supported by kmsgate.",
-                spec.as_str()
-            ))));
-        }
-        return Err(KmsError::Validation(format!(
-            "KeyUsage {u} is not compatible with KeySpec {}",
-            spec.as_str()
-        )));
-    }
+    // RSA keys sign or encrypt, NIST ECC keys sign or agree keys; every
+    // other spec has one usage.
+    let usage = match req.key_usage.as_deref() {
+        None => spec.usages()[0],
+        Some(u) => match KeyUsage::parse(u).filter(|u| spec.usages().contains(u)) {
+            Some(usage) => usage,
+            None => {
+                return Err(KmsError::Validation(format!(
+                    "KeyUsage {u} is not compatible with KeySpec {}",
+                    spec.as_str()
+                )));
+            }
+        },
+    };
     match req.origin.as_deref() {
         None | Some("AWS_KMS") => {}
         Some(o) => {
@@ -167,7 +160,13 @@ pub async fn handle(
 
     let key = ctx
         .store
-        .create_key(spec, req.description.unwrap_or_default(), tags, req.policy)
+        .create_key(
+            spec,
+            usage,
+            req.description.unwrap_or_default(),
+            tags,
+            req.policy,
+        )
         .await?;
     ctx.audit(realm.key_arn(key.id()));
     Ok(CreateKeyResponse {

@@ -76,6 +76,12 @@ pub async fn generate(
     let realm = ctx.store.realm();
     key.check_usable(realm)?;
     require_usage(ctx, &key, KeyUsage::EncryptDecrypt, operation)?;
+    if key.record.key_spec.is_asymmetric() {
+        // The text a third-party emulator pins as AWS's (not recorded here).
+        return Err(KmsError::InvalidKeyUsage(
+            "You cannot generate a data key with an asymmetric CMK".into(),
+        ));
+    }
     dry_run(req.dry_run)?;
     if req.recipient.is_some() {
         return Err(KmsError::UnsupportedOperation(Some(

@@ -1,15 +1,21 @@
 //! Decrypt: the blob names its key and version; the request's KeyId, when
-//! given, must name the same key.
+//! given, must name the same key. A raw RSA ciphertext names nothing: its
+//! KeyId and RSAES_OAEP_* algorithm are required.
 
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
+use super::authorize::Use;
+use super::key_usage::require_usage;
 use super::open_ciphertext::open;
-use super::shapes::{Blob, SYMMETRIC_DEFAULT, SecretBlob, check_algorithm, require_symmetric};
+use super::shapes::{
+    Blob, SYMMETRIC_DEFAULT, SecretBlob, check_algorithm, dry_run, require_rsa_algorithm,
+    require_symmetric,
+};
 use super::validate::Violations;
 use crate::blob::EncryptionContext;
-use crate::error::KmsError;
-use crate::keystore::key_material_id;
+use crate::error::{KmsError, RSA_CONTEXT, RSA_KEY_ID_REQUIRED};
+use crate::keystore::{EncryptionAlgorithm, KeyUsage, key_material_id};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -46,6 +52,11 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: DecryptRequest) -> Result<DecryptRes
     v.grant_tokens(&req.grant_tokens);
     check_algorithm(&mut v, "encryptionAlgorithm", &req.encryption_algorithm);
     v.finish()?;
+    if let Some(algorithm) = req.encryption_algorithm.as_deref()
+        && EncryptionAlgorithm::parse(algorithm).is_some()
+    {
+        return decrypt_rsa(ctx, req).await;
+    }
     require_symmetric(&req.encryption_algorithm)?;
     if req.recipient.is_some() {
         return Err(KmsError::UnsupportedOperation(Some(
@@ -69,5 +80,45 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: DecryptRequest) -> Result<DecryptRes
         plaintext: SecretBlob(opened.plaintext),
         encryption_algorithm: SYMMETRIC_DEFAULT,
         key_material_id: key_material_id(opened.key.id(), opened.version),
+    })
+}
+
+/// Decrypt of a raw RSA ciphertext: the request names the key and the
+/// algorithm; the token decrypts with the private key.
+async fn decrypt_rsa(ctx: &mut Ctx<'_>, req: DecryptRequest) -> Result<DecryptResponse, KmsError> {
+    let Some(key_id) = req.key_id.as_deref() else {
+        return Err(KmsError::Validation(RSA_KEY_ID_REQUIRED.into()));
+    };
+    let key = ctx.store.resolve(key_id).await?;
+    let context = req.encryption_context.clone().unwrap_or_default();
+    let use_ = Use {
+        context: Some(&context),
+        key_id: Some(key_id),
+        algorithm: req.encryption_algorithm.as_deref(),
+        grant_tokens: req.grant_tokens.as_deref(),
+        extra: None,
+    };
+    let key = ctx.authorize("Decrypt", key, use_).await?;
+    key.check_usable(ctx.store.realm())?;
+    require_usage(ctx, &key, KeyUsage::EncryptDecrypt, "Decrypt")?;
+    let algorithm = require_rsa_algorithm(&req.encryption_algorithm, key.record.key_spec)?;
+    if !context.is_empty() {
+        return Err(KmsError::Validation(RSA_CONTEXT.into()));
+    }
+    if req.recipient.is_some() {
+        return Err(KmsError::UnsupportedOperation(Some(
+            "Recipient (attested enclaves) is not supported by kmsgate.".into(),
+        )));
+    }
+    dry_run(req.dry_run)?;
+    let ciphertext = req.ciphertext_blob.map(|b| b.0).unwrap_or_default();
+    let (version, plaintext) = ctx.store.rsa_decrypt(&key, algorithm, ciphertext).await?;
+    ctx.audit_version(version);
+    let plaintext = plaintext.ok_or(KmsError::InvalidCiphertext)?;
+    Ok(DecryptResponse {
+        key_id: ctx.store.realm().key_arn(key.id()),
+        plaintext: SecretBlob(plaintext),
+        encryption_algorithm: algorithm.as_str(),
+        key_material_id: key_material_id(key.id(), version),
     })
 }

@@ -1,4 +1,6 @@
-//! Encrypt: up to 4096 bytes sealed under the key's primary version.
+//! Encrypt: up to 4096 bytes sealed under a symmetric key's primary
+//! version, or (RSA encryption keys) RSAES-OAEP under the public key on
+//! the token, the raw RSA ciphertext returned as AWS returns it.
 //! (The service model's EncryptResponse has no KeyMaterialId; Decrypt of
 //! the result tells which version sealed it.)
 
@@ -8,11 +10,12 @@ use super::Ctx;
 use super::authorize::Use;
 use super::key_usage::require_usage;
 use super::shapes::{
-    Blob, SYMMETRIC_DEFAULT, SecretBlob, check_algorithm, check_key_id, dry_run, require_symmetric,
+    Blob, SYMMETRIC_DEFAULT, SecretBlob, check_algorithm, check_key_id, dry_run,
+    require_rsa_algorithm, require_symmetric,
 };
 use super::validate::Violations;
 use crate::blob::EncryptionContext;
-use crate::error::KmsError;
+use crate::error::{KmsError, RSA_CONTEXT, oaep_too_long};
 use crate::keystore::KeyUsage;
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +65,26 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: EncryptRequest) -> Result<EncryptRes
     let arn = realm.key_arn(key.id());
     key.check_usable(realm)?;
     require_usage(ctx, &key, KeyUsage::EncryptDecrypt, "Encrypt")?;
+    let spec = key.record.key_spec;
+    if spec.is_rsa() {
+        let algorithm = require_rsa_algorithm(&req.encryption_algorithm, spec)?;
+        if !context.is_empty() {
+            return Err(KmsError::Validation(RSA_CONTEXT.into()));
+        }
+        let plaintext = req.plaintext.map(|p| p.0).unwrap_or_default();
+        let max = spec.max_oaep_plaintext(algorithm).unwrap_or_default();
+        if plaintext.len() > max {
+            return Err(oaep_too_long(algorithm.as_str(), spec.as_str(), max));
+        }
+        dry_run(req.dry_run)?;
+        let (version, ciphertext) = ctx.store.rsa_encrypt(&key, algorithm, plaintext).await?;
+        ctx.audit_version(version);
+        return Ok(EncryptResponse {
+            ciphertext_blob: Blob(ciphertext),
+            key_id: arn,
+            encryption_algorithm: algorithm.as_str(),
+        });
+    }
     require_symmetric(&req.encryption_algorithm)?;
     dry_run(req.dry_run)?;
     let plaintext = req.plaintext.map(|p| p.0).unwrap_or_default();

@@ -18,7 +18,7 @@ use super::Ctx;
 use super::shapes::Empty;
 use crate::arn::Realm;
 use crate::error::KmsError;
-use crate::keystore::{GrantRecord, KeyUsage};
+use crate::keystore::{GrantRecord, KeySpec, KeyUsage};
 
 const TOKEN_PREFIX: &str = "kmsgate-grant:1:";
 
@@ -61,20 +61,53 @@ pub const SIGNING_GRANT_OPERATIONS: &[&str] = &[
     "DescribeKey",
 ];
 
-/// The grant operations a key of `usage` can be granted, and the kind of
-/// key as the refusal of another one names it.
-pub fn grant_operations_for(usage: KeyUsage) -> (&'static [&'static str], &'static str) {
+/// The grant operations that make sense for a key agreement key.
+pub const KEY_AGREEMENT_GRANT_OPERATIONS: &[&str] = &[
+    "DeriveSharedSecret",
+    "GetPublicKey",
+    "CreateGrant",
+    "RetireGrant",
+    "DescribeKey",
+];
+
+/// The grant operations that make sense for an RSA encryption key.
+pub const ASYMMETRIC_ENCRYPTION_GRANT_OPERATIONS: &[&str] = &[
+    "Encrypt",
+    "Decrypt",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+    "GetPublicKey",
+    "CreateGrant",
+    "RetireGrant",
+    "DescribeKey",
+];
+
+/// The grant operations a key of `spec` and `usage` can be granted, and
+/// the kind of key as the refusal of another one names it.
+pub fn grant_operations_for(
+    spec: KeySpec,
+    usage: KeyUsage,
+) -> (&'static [&'static str], &'static str) {
     match usage {
+        KeyUsage::EncryptDecrypt if spec.is_asymmetric() => (
+            ASYMMETRIC_ENCRYPTION_GRANT_OPERATIONS,
+            "an asymmetric encryption",
+        ),
         KeyUsage::EncryptDecrypt => (SYMMETRIC_GRANT_OPERATIONS, "a symmetric encryption"),
         KeyUsage::GenerateVerifyMac => (HMAC_GRANT_OPERATIONS, "an HMAC"),
         KeyUsage::SignVerify => (SIGNING_GRANT_OPERATIONS, "an asymmetric signing"),
+        KeyUsage::KeyAgreement => (KEY_AGREEMENT_GRANT_OPERATIONS, "a key agreement"),
     }
 }
 
 /// ValidationException for the first of `operations` that a key of
 /// `usage` cannot be granted.
-pub fn check_grant_operations(usage: KeyUsage, operations: &[String]) -> Result<(), KmsError> {
-    let (allowed, kind) = grant_operations_for(usage);
+pub fn check_grant_operations(
+    spec: KeySpec,
+    usage: KeyUsage,
+    operations: &[String],
+) -> Result<(), KmsError> {
+    let (allowed, kind) = grant_operations_for(spec, usage);
     match operations.iter().find(|o| !allowed.contains(&o.as_str())) {
         Some(bad) => Err(KmsError::Validation(format!(
             "Grant operation {bad} is not valid for {kind} KMS key."
@@ -255,22 +288,54 @@ mod tests {
     #[test]
     fn grant_operations_depend_on_the_key_usage() {
         let ops = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(check_grant_operations(KeyUsage::EncryptDecrypt, &ops(&["Decrypt"])).is_ok());
         assert!(
             check_grant_operations(
+                KeySpec::SymmetricDefault,
+                KeyUsage::EncryptDecrypt,
+                &ops(&["Decrypt"])
+            )
+            .is_ok()
+        );
+        assert!(
+            check_grant_operations(
+                KeySpec::Rsa2048,
+                KeyUsage::EncryptDecrypt,
+                &ops(&["GetPublicKey"])
+            )
+            .is_ok()
+        );
+        assert!(
+            check_grant_operations(
+                KeySpec::Rsa2048,
+                KeyUsage::EncryptDecrypt,
+                &ops(&["GenerateDataKey"])
+            )
+            .is_err()
+        );
+        assert!(
+            check_grant_operations(
+                KeySpec::Hmac256,
                 KeyUsage::GenerateVerifyMac,
                 &ops(&["GenerateMac", "VerifyMac"])
             )
             .is_ok()
         );
-        let e =
-            check_grant_operations(KeyUsage::GenerateVerifyMac, &ops(&["Encrypt"])).unwrap_err();
+        let e = check_grant_operations(
+            KeySpec::Hmac256,
+            KeyUsage::GenerateVerifyMac,
+            &ops(&["Encrypt"]),
+        )
+        .unwrap_err();
         assert_eq!(
             e.message().as_deref(),
             Some("Grant operation Encrypt is not valid for an HMAC KMS key.")
         );
-        let e =
-            check_grant_operations(KeyUsage::EncryptDecrypt, &ops(&["GenerateMac"])).unwrap_err();
+        let e = check_grant_operations(
+            KeySpec::SymmetricDefault,
+            KeyUsage::EncryptDecrypt,
+            &ops(&["GenerateMac"]),
+        )
+        .unwrap_err();
         assert_eq!(
             e.message().as_deref(),
             Some("Grant operation GenerateMac is not valid for a symmetric encryption KMS key.")

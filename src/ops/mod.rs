@@ -15,6 +15,7 @@ pub mod data_key;
 pub mod data_key_pair;
 pub mod decrypt;
 pub mod delete_alias;
+pub mod derive_shared_secret;
 pub mod describe_key;
 pub mod disable_key;
 pub mod disable_key_rotation;
@@ -136,6 +137,7 @@ pub async fn dispatch(
         O::CreateKey => run!(create_key::handle),
         O::Decrypt => run!(decrypt::handle),
         O::DeleteAlias => run!(delete_alias::handle),
+        O::DeriveSharedSecret => run!(derive_shared_secret::handle),
         O::DescribeKey => run!(describe_key::handle),
         O::DisableKey => run!(disable_key::handle),
         O::DisableKeyRotation => run!(disable_key_rotation::handle),
@@ -178,7 +180,6 @@ pub async fn dispatch(
         | O::Decapsulate
         | O::DeleteCustomKeyStore
         | O::DeleteImportedKeyMaterial
-        | O::DeriveSharedSecret
         | O::DescribeCustomKeyStores
         | O::DisconnectCustomKeyStore
         | O::Encapsulate

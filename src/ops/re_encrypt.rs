@@ -11,7 +11,7 @@ use super::open_ciphertext::open;
 use super::shapes::{Blob, SYMMETRIC_DEFAULT, check_algorithm, check_key_id, require_symmetric};
 use super::validate::Violations;
 use crate::blob::EncryptionContext;
-use crate::error::KmsError;
+use crate::error::{KmsError, incompatible_algorithm};
 use crate::keystore::{KeyUsage, key_material_id};
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +86,14 @@ pub async fn handle(
     let realm = ctx.store.realm();
     destination.check_usable(realm)?;
     require_usage(ctx, &destination, KeyUsage::EncryptDecrypt, "ReEncrypt")?;
+    if destination.record.key_spec.is_asymmetric() {
+        return Err(incompatible_algorithm(
+            req.destination_encryption_algorithm
+                .as_deref()
+                .unwrap_or(SYMMETRIC_DEFAULT),
+            destination.record.key_spec.as_str(),
+        ));
+    }
 
     let ciphertext = req.ciphertext_blob.map(|b| b.0).unwrap_or_default();
     let source_context = req.source_encryption_context.unwrap_or_default();

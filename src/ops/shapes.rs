@@ -7,8 +7,10 @@ use zeroize::Zeroizing;
 
 use super::validate::Violations;
 use crate::arn::Realm;
-use crate::error::KmsError;
-use crate::keystore::{Key, KeySpec, KeyState, KeyUsage, StoreError, key_material_id};
+use crate::error::{KmsError, incompatible_algorithm};
+use crate::keystore::{
+    EncryptionAlgorithm, Key, KeySpec, KeyState, KeyUsage, StoreError, key_material_id,
+};
 
 /// Standard base64; padding optional on input, always written on output.
 const B64: GeneralPurpose = GeneralPurpose::new(
@@ -90,6 +92,18 @@ pub fn check_algorithm(v: &mut Violations, member: &str, alg: &Option<String>) {
     }
 }
 
+/// The algorithm of an RSA encryption key: one of its spec's, required
+/// (AWS's text when it is missing or does not fit).
+pub fn require_rsa_algorithm(
+    alg: &Option<String>,
+    spec: KeySpec,
+) -> Result<EncryptionAlgorithm, KmsError> {
+    let name = alg.as_deref().unwrap_or(SYMMETRIC_DEFAULT);
+    EncryptionAlgorithm::parse(name)
+        .filter(|a| spec.rsa_encryption_algorithms().contains(a))
+        .ok_or_else(|| incompatible_algorithm(name, spec.as_str()))
+}
+
 /// A symmetric key does only SYMMETRIC_DEFAULT.
 pub fn require_symmetric(alg: &Option<String>) -> Result<(), KmsError> {
     match alg.as_deref() {
@@ -140,11 +154,13 @@ pub struct KeyMetadata {
     pub customer_master_key_spec: &'static str,
     pub key_spec: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub encryption_algorithms: Option<[&'static str; 1]>,
+    pub encryption_algorithms: Option<Vec<&'static str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac_algorithms: Option<[&'static str; 1]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing_algorithms: Option<Vec<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_agreement_algorithms: Option<Vec<&'static str>>,
     pub multi_region: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_key_material_id: Option<String>,
@@ -169,12 +185,28 @@ impl KeyMetadata {
             key_manager: "CUSTOMER",
             customer_master_key_spec: r.key_spec.as_str(),
             key_spec: r.key_spec.as_str(),
-            encryption_algorithms: (r.key_usage == KeyUsage::EncryptDecrypt)
-                .then_some([SYMMETRIC_DEFAULT]),
+            encryption_algorithms: (r.key_usage == KeyUsage::EncryptDecrypt).then(|| {
+                if symmetric {
+                    vec![SYMMETRIC_DEFAULT]
+                } else {
+                    r.key_spec
+                        .rsa_encryption_algorithms()
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect()
+                }
+            }),
             mac_algorithms: r.key_spec.mac_algorithm().map(|a| [a.as_str()]),
             signing_algorithms: (r.key_usage == KeyUsage::SignVerify).then(|| {
                 r.key_spec
                     .signing_algorithms()
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect()
+            }),
+            key_agreement_algorithms: (r.key_usage == KeyUsage::KeyAgreement).then(|| {
+                r.key_spec
+                    .key_agreement_algorithms()
                     .iter()
                     .map(|a| a.as_str())
                     .collect()
