@@ -46,7 +46,7 @@ fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(crate::config("target/fuzz-regressions/blob.txt", 512))]
+    #![proptest_config(crate::fuzz::config("target/fuzz-regressions/blob.txt", 512))]
 
     /// Arbitrary bytes give an error or a parse, never a panic; whatever
     /// parses is a structurally valid v1 blob that reassembles to exactly

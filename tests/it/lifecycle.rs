@@ -3,14 +3,12 @@
 //! gateways sharing one token. Dates are moved with the gateways' test
 //! clock, never waited for.
 
-mod common;
-
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{IncludeKeyMaterial, KeyState, RotationType};
-use common::*;
 
 /// Fast background work, so that tests see due work within a second.
 const FAST: &str = "[keys]\nsync_interval_ms = 100\nscheduler_interval_ms = 100\n";

@@ -66,7 +66,7 @@ fn json_object(pairs: &[(String, String)]) -> String {
 }
 
 proptest! {
-    #![proptest_config(crate::config("target/fuzz-regressions/context.txt", 512))]
+    #![proptest_config(crate::fuzz::config("target/fuzz-regressions/context.txt", 512))]
 
     /// The encoding is a function of the context alone, and decodes back to
     /// it (so it is injective).

@@ -5,13 +5,11 @@
 //! The token directory is a tmpfs of a few hundred KiB mounted for the test
 //! (root only: the test says so and passes vacuously elsewhere, loudly).
 
-mod common;
-
+use crate::common::disk::SmallDisk;
+use crate::common::*;
 use aws_sdk_kms::error::SdkError;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::Tag;
-use common::disk::SmallDisk;
-use common::*;
 
 /// The HTTP status of an SDK call's outcome (200 for success).
 fn status<T, E>(r: &Result<T, SdkError<E, aws_sdk_kms::config::http::HttpResponse>>) -> u16 {

@@ -6,7 +6,6 @@
 //! Every certificate is made at test time with rcgen, in the token's temp
 //! dir.
 
-mod common;
 #[path = "tls/pki.rs"]
 mod pki;
 
@@ -15,11 +14,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::{ACCESS_KEY, Gateway, REGION, SECRET, Token, error_of};
 use aws_credential_types::Credentials;
 use aws_sdk_kms::config::{BehaviorVersion, Region};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use bytes::Bytes;
-use common::{ACCESS_KEY, Gateway, REGION, SECRET, Token, error_of};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::{TokioExecutor, TokioIo};

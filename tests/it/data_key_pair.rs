@@ -11,16 +11,14 @@
 //! `rsa`, `p256`, `p384`, `p521` and `k256`): they parse, belong together,
 //! and a signature made with the private key verifies with the public key.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeyPairSpec as Spec, GrantOperation, KeySpec, KeyUsageType};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::*;
 use serde_json::json;
 
 const MESSAGE: &[u8] = b"signed with a data key pair";

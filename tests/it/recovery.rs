@@ -4,13 +4,11 @@
 //! module (faulty-pkcs11) and from breaking the real SoftHSM2 token's
 //! storage under a running gateway.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
-use common::*;
 
 /// The longest a request waits for one token call in these tests.
 const HSM: &str = "call_timeout_ms = 1000\nqueue_timeout_ms = 1000";

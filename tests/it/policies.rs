@@ -8,12 +8,10 @@
 //!   and only with the encryption context `app=billing`; two access keys;
 //! * `other`: no identity policy at all.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_kms::Client;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, GrantConstraints, GrantOperation, KeyState};
-use common::*;
 
 const APP_KEY: &str = "AKIAKMSGATEAPPKEY001";
 const APP_KEY_2: &str = "AKIAKMSGATEAPPKEY002";

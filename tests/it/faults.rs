@@ -1,14 +1,12 @@
 //! The gateway on a failing token: kmsgate loads faulty-pkcs11, which
 //! forwards to SoftHSM2 and fails or stalls the calls a test names (see
-//! tests/common/faulty.rs and faulty-pkcs11/README.md).
-
-mod common;
+//! tests/it/common/faulty.rs and faulty-pkcs11/README.md).
 
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
-use common::*;
 
 const GENERATE_RANDOM: &str = "TrentService.GenerateRandom";
 const RANDOM_32: &[u8] = br#"{"NumberOfBytes":32}"#;

@@ -16,17 +16,15 @@
 //! `KMSGATE_CRASH_SEED` replays the random choices (kill moments, targets) of
 //! an earlier run; the seed is printed at the start.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, KeyState, RotationType};
-use common::*;
 
 const CONFIG: &str = "[keys]\nmax_on_demand_rotations = 100000\n";
 /// Ciphertexts kept for verification: the newest ones.

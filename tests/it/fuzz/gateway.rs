@@ -817,7 +817,7 @@ fn hostile_bodies_for_every_operation() {
     let strategy = prop::sample::select(key_args)
         .prop_flat_map(move |(op, keys)| (Just(op), body(op, keys, blob.clone()).prop_map(Body)));
 
-    let mut config = crate::config("target/fuzz-regressions/gateway.txt", 1000);
+    let mut config = crate::fuzz::config("target/fuzz-regressions/gateway.txt", 1000);
     // Shrinking replays requests against a gateway whose state has moved
     // on; a bounded number of steps gives a small enough example.
     config.max_shrink_iters = 200;

@@ -301,7 +301,7 @@ fn query() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(crate::config("target/fuzz-regressions/sigv4.txt", 512))]
+    #![proptest_config(crate::fuzz::config("target/fuzz-regressions/sigv4.txt", 512))]
 
     /// Any `Authorization` value with any date header is refused with an
     /// authentication exception; one of another scheme (or not text) counts

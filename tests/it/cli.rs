@@ -2,14 +2,12 @@
 //! status is their contract, so every run is checked for a clean exit (not
 //! a signal), and `init-token` for never putting a PIN on a command line.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output};
 
-use common::*;
+use crate::common::*;
 
 const SO_PIN: &str = "cli-test-so-pin-0042";
 

@@ -1,4 +1,4 @@
-//! Test PKI and HTTPS clients for tests/tls.rs: a CA made with rcgen, and
+//! Test PKI and HTTPS clients for tests/it/tls.rs: a CA made with rcgen, and
 //! rustls client configs and an aws-sdk-kms HTTP client built on them.
 
 use std::sync::Arc;

@@ -3,14 +3,12 @@
 //! changed, removed or reordered line and a cut file; no secret reaches the
 //! file; and a request that cannot be audited is refused.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::disk::SmallDisk;
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
-use common::disk::SmallDisk;
-use common::*;
 use serde_json::Value;
 
 /// A gateway whose audit file is `dir/audit.log`, with `extra` lines in

@@ -2,11 +2,9 @@
 //! token, driven by the AWS SDK for Rust (aws-sdk-kms) and by raw HTTP where
 //! the SDK would refuse to send what we need to test.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, KeyState};
-use common::*;
 
 // ---------------------------------------------------------------- keys
 

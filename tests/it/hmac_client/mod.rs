@@ -1,4 +1,4 @@
-//! Client-side helpers of the HMAC tests (tests/hmac.rs): create an HMAC
+//! Client-side helpers of the HMAC tests (tests/it/hmac.rs): create an HMAC
 //! key, GenerateMac and VerifyMac through aws-sdk-kms with the checks every
 //! answer must pass, and the encodings a secret could leak in.
 

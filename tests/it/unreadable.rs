@@ -3,22 +3,50 @@
 //! read as "no key" (DESIGN.md decision 12).
 //!
 //! The damaged records are written straight onto the token through PKCS#11
-//! by this test process, so this file holds one test: a process initialises
-//! the library once.
+//! by a child process (see [`inject`]).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 
 /// Creates kmsgate data objects with these labels and values on the token.
+/// PKCS#11 is initialised in a child process (this test binary, running
+/// only [`inject_child`]): SoftHSM2 takes its configuration from the
+/// environment, and this process runs other tests on other threads.
 fn inject(token: &Token, records: &[(String, Vec<u8>)]) {
-    // SAFETY: set before the library is loaded, while this test is the only
-    // code of the process reading the environment.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", token.softhsm_conf()) };
+    let records: Vec<(String, String)> = records
+        .iter()
+        .map(|(l, v)| (l.clone(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "unreadable::inject_child",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("SOFTHSM2_CONF", token.softhsm_conf())
+        .env(INJECT, serde_json::to_string(&records).unwrap())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "injecting records failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What [`inject`] passes to its child: the records, as JSON.
+const INJECT: &str = "KMSGATE_TEST_INJECT_RECORDS";
+
+#[test]
+#[ignore = "run by unreadable_records_are_skipped_reported_and_never_read_as_no_key, in a process of its own"]
+fn inject_child() {
+    let records: Vec<(String, String)> =
+        serde_json::from_str(&std::env::var(INJECT).expect("run by inject()")).unwrap();
     let pkcs11 = Pkcs11::new(softhsm_module()).unwrap();
     pkcs11
         .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
@@ -38,10 +66,10 @@ fn inject(token: &Token, records: &[(String, Vec<u8>)]) {
             .create_object(&[
                 Attribute::Class(ObjectClass::DATA),
                 Attribute::Application(b"kmsgate".to_vec()),
-                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Label(label.into_bytes()),
                 Attribute::Token(true),
                 Attribute::Private(true),
-                Attribute::Value(value.clone()),
+                Attribute::Value(value.into_bytes()),
             ])
             .unwrap();
     }

@@ -12,13 +12,11 @@
 //!   bodies for every operation of the KMS model.
 //!
 //! Every property runs `KMSGATE_FUZZ_CASES` cases (a small default, so that
-//! `cargo test --test fuzz` stays well under a minute in debug builds);
+//! `cargo test --test it fuzz::` stays well under a minute in debug builds);
 //! `scripts/fuzz` runs them for longer. A failing case is written to
 //! `target/fuzz-regressions/<property>.txt` and replayed first by the next
 //! run on the same checkout; `PROPTEST_RNG_SEED=<n>` fixes the generator.
 //! See docs/testing.md.
-
-mod common;
 
 #[path = "fuzz/blob.rs"]
 mod blob;

@@ -9,12 +9,12 @@
 //! spec, that one flipped bit is refused, that another key gives another
 //! MAC, and that MACs still verify after a restart.
 
-mod common;
+#[path = "hmac_client/mod.rs"]
 mod hmac_client;
 
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, MacAlgorithmSpec};
-use common::*;
 use hmac_client::*;
 use serde_json::json;
 

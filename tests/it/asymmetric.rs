@@ -10,11 +10,9 @@
 //! there, and a tampered message or signature fails there as it fails in
 //! kmsgate's Verify.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, MessageType, SigningAlgorithmSpec as Alg};
-use common::*;
 use serde_json::json;
 use sha2::Digest;
 

@@ -9,11 +9,9 @@
 //! through kmsgate's own padding around the token's raw RSA, and the SHA-1
 //! cases through the token's CKM_RSA_PKCS_OAEP: both paths are covered.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{EncryptionAlgorithmSpec as Alg, KeySpec, KeyUsageType};
-use common::*;
 use rsa::pkcs8::DecodePublicKey;
 
 const ALGS: [Alg; 2] = [Alg::RsaesOaepSha1, Alg::RsaesOaepSha256];

@@ -1,15 +1,13 @@
 //! The HTTP layer under hostile clients: slow heads and bodies, floods of
 //! idle connections, wrong paths, panics, probes and a graceful shutdown.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Gateway, RawResponse, Token, error_of};
+use crate::common::{Gateway, RawResponse, Token, error_of};
 
 /// Sends `request` as is and reads until the gateway closes (`connection:
 /// close` requests) or 5 s pass.
@@ -359,7 +357,7 @@ fn health_and_readiness_probes_answer_200_over_http1_and_h2c() {
 async fn sigterm_drains_requests_in_flight_and_exits_zero() {
     let mut gw = Gateway::start_on(Token::with_config("[http]\nshutdown_grace_ms = 5000\n"));
     let client = gw.client();
-    let key = common::create_key(&client).await;
+    let key = crate::common::create_key(&client).await;
     let stopping = Arc::new(AtomicBool::new(false));
     let mut loops = Vec::new();
     for _ in 0..20 {

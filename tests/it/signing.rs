@@ -5,19 +5,17 @@
 //! an unsigned `x-amz-target` and a wrong `x-amz-content-sha256`. Every
 //! refusal is AWS-shaped and audited with the operation it named.
 
-mod common;
-
 use std::borrow::Cow;
 use std::io::{Read, Write};
 use std::time::{Duration, SystemTime};
 
+use crate::common::{ACCESS_KEY, Gateway, REGION, RawResponse, SECRET, Token, key_metadata};
 use aws_credential_types::Credentials;
 use aws_sdk_kms::types::KeyState;
 use aws_sigv4::http_request::{
     PayloadChecksumKind, SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
 };
 use aws_sigv4::sign::v4::SigningParams;
-use common::{ACCESS_KEY, Gateway, REGION, RawResponse, SECRET, Token, key_metadata};
 
 const JSON: &str = "application/x-amz-json-1.1";
 
@@ -184,7 +182,7 @@ async fn assert_unchanged(gw: &Gateway, key_id: &str) {
 #[tokio::test]
 async fn a_describe_key_signed_over_host_and_date_cannot_be_replayed_as_disable_key() {
     let gw = Gateway::start();
-    let key_id = common::create_key(&gw.client()).await;
+    let key_id = crate::common::create_key(&gw.client()).await;
     let body = format!(r#"{{"KeyId":"{key_id}"}}"#);
     let mut replay = Wire::new(&gw, "DescribeKey", &body).signed(
         &gw,
@@ -211,7 +209,7 @@ async fn a_describe_key_signed_over_host_and_date_cannot_be_replayed_as_disable_
 #[tokio::test]
 async fn an_unsigned_x_amz_target_is_refused() {
     let gw = Gateway::start();
-    let key_id = common::create_key(&gw.client()).await;
+    let key_id = crate::common::create_key(&gw.client()).await;
     let body = format!(r#"{{"KeyId":"{key_id}"}}"#);
     let mut replay =
         Wire::new(&gw, "DescribeKey", &body).signed(&gw, excluding(&["x-amz-target"]), None);
@@ -245,7 +243,7 @@ async fn an_unsigned_content_type_is_refused() {
 #[tokio::test]
 async fn a_wrong_x_amz_content_sha256_is_refused() {
     let gw = Gateway::start();
-    let key_id = common::create_key(&gw.client()).await;
+    let key_id = crate::common::create_key(&gw.client()).await;
     let mut settings = SigningSettings::default();
     settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
     // Signed for a harmless body, sent with another.
@@ -285,7 +283,7 @@ fn presigned_replay(gw: &Gateway, key_id: &str) -> Wire {
 #[tokio::test]
 async fn a_presigned_unsigned_payload_url_cannot_be_reused_as_schedule_key_deletion() {
     let gw = Gateway::start();
-    let key_id = common::create_key(&gw.client()).await;
+    let key_id = crate::common::create_key(&gw.client()).await;
     let r = presigned_replay(&gw, &key_id).send(&gw);
     assert_refused(
         &gw,
@@ -309,7 +307,7 @@ async fn with_presigned_urls_enabled_the_replay_is_still_refused_and_a_proper_on
     );
     std::fs::write(token.config(), config).unwrap();
     let gw = Gateway::start_on(token);
-    let key_id = common::create_key(&gw.client()).await;
+    let key_id = crate::common::create_key(&gw.client()).await;
 
     // The replay: its target and content-type are not signed.
     let r = presigned_replay(&gw, &key_id).send(&gw);

@@ -8,12 +8,10 @@
 //! * operations whose KeyId AWS documents as "key ID or key ARN" refuse
 //!   alias names and alias ARNs rather than acting on the alias's target.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_kms::Client;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::GrantOperation;
-use common::*;
 
 const MRK: &str = "mrk-0123456789abcdef0123456789abcdef";
 

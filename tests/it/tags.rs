@@ -3,10 +3,8 @@
 //! binary and a real SoftHSM2 token, driven by aws-sdk-kms, and by raw HTTP
 //! where the exact text of a validation message is the point.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_kms::types::Tag;
-use common::*;
 use serde_json::json;
 
 fn tag(key: &str, value: &str) -> Tag {

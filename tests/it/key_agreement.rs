@@ -5,12 +5,10 @@
 //! `p384`, `p521`): the peer derives the same secret from its own private
 //! key and kmsgate's public key.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeyAgreementAlgorithmSpec as Ka, KeySpec, KeyUsageType};
 use base64::Engine;
-use common::*;
 use sha2::Digest;
 
 /// A peer key pair on `spec`'s curve from a fixed seed: its SPKI, and the

@@ -1,0 +1,29 @@
+//! kmsgate's black-box tests, as one test binary (so aws-sdk-kms and the
+//! rest are linked once): every module starts the real kmsgate binary on a
+//! real SoftHSM2 token and drives it with real clients. `common` is the
+//! harness. Run one file's tests with `cargo test --test it NAME::`, e.g.
+//! `cargo test --test it hmac::`.
+
+mod common;
+
+mod asymmetric;
+mod audit;
+mod cli;
+mod crash;
+mod data_key_pair;
+mod divergences;
+mod durability;
+mod faults;
+mod fuzz;
+mod gateway;
+mod hmac;
+mod http;
+mod key_agreement;
+mod lifecycle;
+mod policies;
+mod recovery;
+mod rsa_encryption;
+mod signing;
+mod tags;
+mod tls;
+mod unreadable;
