@@ -20,6 +20,7 @@
 
 pub mod crypto;
 mod error;
+pub mod import;
 pub mod init;
 pub mod keypair;
 mod link;

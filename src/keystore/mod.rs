@@ -29,6 +29,7 @@ mod commit;
 mod crypto;
 mod der;
 pub mod error;
+pub mod import;
 mod lookup;
 pub mod record;
 pub mod scheduler;
@@ -51,6 +52,7 @@ pub use clock::Clock;
 pub use crypto::Sealed;
 pub use error::StoreError;
 use error::{lock_poisoned, token, unreadable};
+pub use import::{ImportParameters, Origin, WrappingAlgorithm};
 pub use record::{
     AliasRecord, GrantRecord, KeyRecord, KeyState, RotationSchedule, RotationType, Tag,
     VersionRecord, key_material_id,
@@ -109,6 +111,7 @@ pub fn usable(record: &KeyRecord, realm: &Realm) -> Result<(), StoreError> {
         KeyState::Enabled => Ok(()),
         KeyState::Disabled => Err(StoreError::Disabled { arn: arn() }),
         KeyState::PendingDeletion => Err(StoreError::PendingDeletion { arn: arn() }),
+        KeyState::PendingImport => Err(StoreError::PendingImport { arn: arn() }),
     }
 }
 

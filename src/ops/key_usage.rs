@@ -3,8 +3,8 @@
 //! only symmetric encryption keys rotate.
 
 use super::Ctx;
-use crate::error::{KmsError, wrong_key_usage};
-use crate::keystore::{Key, KeySpec, KeyUsage};
+use crate::error::{KmsError, no_material_pending_rotation, wrong_key_usage};
+use crate::keystore::{Key, KeySpec, KeyState, KeyUsage, Origin, StoreError};
 
 /// InvalidKeyUsageException (AWS's text) unless `key` is for `wanted`.
 pub fn require_usage(
@@ -30,4 +30,27 @@ pub fn require_rotatable(key: &Key) -> Result<(), KmsError> {
     } else {
         Err(KmsError::UnsupportedOperation(None))
     }
+}
+
+/// Rotation settings and on-demand rotation are for keys whose material
+/// kmsgate generates. An EXTERNAL key with no material is pending import
+/// (as AWS says first); with material, AWS's refusal: automatic rotation
+/// is not for imported keys, and on demand there is no new material
+/// pending rotation (kmsgate imports none).
+pub fn require_generated(ctx: &Ctx<'_>, key: &Key, on_demand: bool) -> Result<(), KmsError> {
+    if key.record.origin == Origin::AwsKms {
+        return Ok(());
+    }
+    let arn = ctx.store.realm().key_arn(key.id());
+    if key.record.state == KeyState::PendingImport {
+        return Err(StoreError::PendingImport { arn }.into());
+    }
+    if on_demand {
+        return Err(no_material_pending_rotation(&arn));
+    }
+    Err(StoreError::WrongOrigin {
+        arn,
+        origin: key.record.origin.as_str(),
+    }
+    .into())
 }

@@ -14,6 +14,7 @@ pub mod create_key;
 pub mod data_key;
 pub mod decrypt;
 pub mod delete_alias;
+pub mod delete_imported_key_material;
 pub mod describe_key;
 pub mod disable_key;
 pub mod disable_key_rotation;
@@ -26,8 +27,10 @@ pub mod generate_mac;
 pub mod generate_random;
 pub mod get_key_policy;
 pub mod get_key_rotation_status;
+pub mod get_parameters_for_import;
 pub mod get_public_key;
 pub mod grant_shapes;
+pub mod import_key_material;
 pub mod key_arg;
 pub mod key_policy;
 pub mod key_state;
@@ -133,6 +136,7 @@ pub async fn dispatch(
         O::CreateKey => run!(create_key::handle),
         O::Decrypt => run!(decrypt::handle),
         O::DeleteAlias => run!(delete_alias::handle),
+        O::DeleteImportedKeyMaterial => run!(delete_imported_key_material::handle),
         O::DescribeKey => run!(describe_key::handle),
         O::DisableKey => run!(disable_key::handle),
         O::DisableKeyRotation => run!(disable_key_rotation::handle),
@@ -145,7 +149,9 @@ pub async fn dispatch(
         O::GenerateRandom => run!(generate_random::handle),
         O::GetKeyPolicy => run!(get_key_policy::handle),
         O::GetKeyRotationStatus => run!(get_key_rotation_status::handle),
+        O::GetParametersForImport => run!(get_parameters_for_import::handle),
         O::GetPublicKey => run!(get_public_key::handle),
+        O::ImportKeyMaterial => run!(import_key_material::handle),
         O::ListAliases => run!(list_aliases::handle),
         O::ListGrants => run!(list_grants::handle),
         O::ListKeyPolicies => run!(list_key_policies::handle),
@@ -170,7 +176,6 @@ pub async fn dispatch(
         | O::CreateCustomKeyStore
         | O::Decapsulate
         | O::DeleteCustomKeyStore
-        | O::DeleteImportedKeyMaterial
         | O::DeriveSharedSecret
         | O::DescribeCustomKeyStores
         | O::DisconnectCustomKeyStore
@@ -178,8 +183,6 @@ pub async fn dispatch(
         | O::GenerateDataKeyPair
         | O::GenerateDataKeyPairWithoutPlaintext
         | O::GetKeyLastUsage
-        | O::GetParametersForImport
-        | O::ImportKeyMaterial
         | O::ReplicateKey
         | O::UpdateCustomKeyStore
         | O::UpdatePrimaryRegion => Err(KmsError::UnsupportedOperation(Some(format!(
