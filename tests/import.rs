@@ -602,3 +602,29 @@ async fn asymmetric_external_keys_are_refused_by_name() {
     assert_eq!(name, "UnsupportedOperationException");
     assert!(message.contains("ECC_NIST_P256"), "{message}");
 }
+
+#[tokio::test]
+async fn imported_material_cannot_be_read_or_wrapped_out_of_the_token() {
+    let gw = Gateway::start();
+    let kms = gw.client();
+    let id = create_external(&kms).await;
+    import_material(&kms, &id, &rand::random::<[u8; 32]>()).await;
+    let token = gw.stop();
+    let config = token.config();
+    let (ok, stdout, stderr) = token.run_cli(&["check-keys", "--config", config.to_str().unwrap()]);
+    assert!(ok, "check-keys failed:\n{stdout}\n{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(id.as_str()))
+        .unwrap_or_else(|| panic!("no line for {id} in:\n{stdout}"));
+    for fact in [
+        "origin=EXTERNAL",
+        "sensitive=true",
+        "extractable=false",
+        "value_readable=false",
+        "wrap_out=refused",
+        " ok",
+    ] {
+        assert!(line.contains(fact), "{fact} missing in: {line}");
+    }
+}

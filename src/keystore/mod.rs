@@ -127,14 +127,18 @@ pub struct Custody {
     pub never_extractable: bool,
     pub value_readable: bool,
     pub wrapped_out: bool,
+    /// Imported material (an EXTERNAL key): unwrapped onto the token, so
+    /// PKCS#11 has its CKA_NEVER_EXTRACTABLE false (it existed outside).
+    pub imported: bool,
 }
 
 impl Custody {
-    /// What DESIGN.md decision 2 requires of every master key version.
+    /// What DESIGN.md decision 2 requires of every master key version
+    /// (of imported material: all but CKA_NEVER_EXTRACTABLE).
     pub fn is_safe(&self) -> bool {
         self.sensitive
             && !self.extractable
-            && self.never_extractable
+            && (self.never_extractable || self.imported)
             && !self.value_readable
             && !self.wrapped_out
     }
@@ -388,13 +392,17 @@ impl KeyStore {
             let mut vs: Vec<_> = key.versions.iter().map(|(v, h)| (*v, *h)).collect();
             vs.sort_by_key(|(v, _)| *v);
             let spec = key.record.key_spec.as_str();
-            versions.extend(vs.into_iter().map(|(v, h)| (*key.id(), spec, v, h)));
+            let imported = key.record.origin == Origin::External;
+            versions.extend(
+                vs.into_iter()
+                    .map(|(v, h)| (*key.id(), spec, imported, v, h)),
+            );
         }
         self.hsm
             .pool()
             .run(move |s| {
                 let mut out = Vec::with_capacity(versions.len());
-                for (key_id, key_spec, version, h) in versions {
+                for (key_id, key_spec, imported, version, h) in versions {
                     let (sensitive, extractable, never_extractable) =
                         objects::key_protection(s, h)?;
                     let value_readable = matches!(objects::try_read_key_value(s, h), Ok(Some(_)));
@@ -408,6 +416,7 @@ impl KeyStore {
                         never_extractable,
                         value_readable,
                         wrapped_out,
+                        imported,
                     });
                 }
                 Ok(out)
