@@ -30,6 +30,7 @@ mod crypto;
 mod der;
 pub mod error;
 pub mod import;
+mod import_record;
 mod lookup;
 pub mod record;
 pub mod scheduler;
