@@ -101,6 +101,12 @@ pub enum KmsError {
     InvalidGrantToken(String),
     #[error("InvalidGrantIdException: {0}")]
     InvalidGrantId(String),
+    #[error("InvalidImportTokenException: {0}")]
+    InvalidImportToken(String),
+    #[error("ExpiredImportTokenException: {0}")]
+    ExpiredImportToken(String),
+    #[error("IncorrectKeyMaterialException: {0}")]
+    IncorrectKeyMaterial(String),
 }
 
 impl KmsError {
@@ -139,6 +145,9 @@ impl KmsError {
             KmsError::MalformedPolicyDocument(_) => "MalformedPolicyDocumentException",
             KmsError::InvalidGrantToken(_) => "InvalidGrantTokenException",
             KmsError::InvalidGrantId(_) => "InvalidGrantIdException",
+            KmsError::InvalidImportToken(_) => "InvalidImportTokenException",
+            KmsError::ExpiredImportToken(_) => "ExpiredImportTokenException",
+            KmsError::IncorrectKeyMaterial(_) => "IncorrectKeyMaterialException",
         }
     }
 
@@ -195,6 +204,9 @@ impl KmsError {
             | KmsError::MalformedPolicyDocument(m)
             | KmsError::InvalidGrantToken(m)
             | KmsError::InvalidGrantId(m)
+            | KmsError::InvalidImportToken(m)
+            | KmsError::ExpiredImportToken(m)
+            | KmsError::IncorrectKeyMaterial(m)
             | KmsError::Internal(m) => Some(m.clone()),
         }
     }
@@ -249,6 +261,81 @@ pub const RSA_CONTEXT: &str =
 /// text is not recorded, this is kmsgate's).
 pub const RSA_KEY_ID_REQUIRED: &str =
     "KeyId is required to decrypt with an asymmetric encryption algorithm.";
+/// RotateKeyOnDemand of an EXTERNAL key with no new material imported
+/// for rotation, in AWS's words.
+pub fn no_material_pending_rotation(key_arn: &str) -> KmsError {
+    KmsError::InvalidState(format!(
+        "No available key material pending rotation for the key: {key_arn}."
+    ))
+}
+
+/// GetParametersForImport with a wrapping algorithm or key spec kmsgate
+/// does not offer: RSAES_PKCS1_V1_5 (which AWS no longer accepts either)
+/// and the SM2 ones (China Regions only on AWS).
+pub fn unsupported_wrapping(algorithm: &str, key_spec: &str) -> KmsError {
+    if algorithm == "RSAES_PKCS1_V1_5" {
+        return KmsError::Validation(
+            "The RSAES_PKCS1_V1_5 wrapping algorithm is not supported. Use RSAES_OAEP_SHA_256 or RSA_AES_KEY_WRAP_SHA_256.".into(),
+        );
+    }
+    KmsError::UnsupportedOperation(Some(format!(
+        "WrappingAlgorithm {algorithm} with WrappingKeySpec {key_spec} is not supported by kmsgate: use an RSA wrapping key spec with an RSAES_OAEP or RSA_AES_KEY_WRAP algorithm."
+    )))
+}
+
+/// The rules for ImportKeyMaterial's ValidTo and ExpirationModel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValidToRule {
+    /// KEY_MATERIAL_EXPIRES (the default) without a ValidTo.
+    Required,
+    /// A ValidTo with KEY_MATERIAL_DOES_NOT_EXPIRE.
+    Forbidden,
+    /// A ValidTo that is not in the future.
+    Past,
+    /// A ValidTo more than 365 days ahead.
+    TooFar,
+}
+
+/// ValidationException for a broken [`ValidToRule`], in AWS's words
+/// where recorded.
+pub fn valid_to_rule(rule: ValidToRule) -> KmsError {
+    KmsError::Validation(
+        match rule {
+            ValidToRule::Required => {
+                "A validTo date must be set if the ExpirationModel is KEY_MATERIAL_EXPIRES"
+            }
+            ValidToRule::Forbidden => {
+                "The parameter ValidTo cannot be specified for a key with an expiration model of KEY_MATERIAL_DOES_NOT_EXPIRE"
+            }
+            ValidToRule::Past => "ValidTo must be in the future",
+            ValidToRule::TooFar => "ValidTo must be at most 365 days in the future",
+        }
+        .into(),
+    )
+}
+
+/// CreateKey with Origin EXTERNAL for a key spec whose material kmsgate
+/// cannot import.
+pub fn external_spec_unsupported(key_spec: &str) -> KmsError {
+    KmsError::UnsupportedOperation(Some(format!(
+        "Origin EXTERNAL with KeySpec {key_spec} is not supported by kmsgate: only SYMMETRIC_DEFAULT and HMAC key material can be imported."
+    )))
+}
+
+/// ImportKeyMaterial with ImportType NEW_KEY_MATERIAL (a rotation of
+/// imported material), which kmsgate does not do.
+pub fn new_key_material_unsupported() -> KmsError {
+    KmsError::UnsupportedOperation(Some(
+        "kmsgate does not rotate imported key material: ImportType NEW_KEY_MATERIAL is not supported.".into(),
+    ))
+}
+
+/// DeleteImportedKeyMaterial naming a KeyMaterialId the key does not have.
+pub fn no_such_material(material_id: &str, key_arn: &str) -> KmsError {
+    KmsError::NotFound(format!(
+        "Key material {material_id} does not exist for key {key_arn}"
+    ))
+}
 
 /// ValidationException for a DIGEST message whose length is not the
 /// algorithm's hash length.
@@ -357,6 +444,34 @@ impl From<StoreError> for KmsError {
             StoreError::PendingDeletion { arn } => {
                 KmsError::InvalidState(format!("{arn} is pending deletion."))
             }
+            StoreError::PendingImport { arn } => {
+                KmsError::InvalidState(format!("{arn} is pending import."))
+            }
+            StoreError::WrongOrigin { arn, origin } => KmsError::UnsupportedOperation(Some(
+                format!("{arn} origin is {origin} which is not valid for this operation."),
+            )),
+            StoreError::InvalidImportToken => KmsError::InvalidImportToken(
+                "The import token is not valid for this key. Use the ImportToken of the key's latest GetParametersForImport.".into(),
+            ),
+            StoreError::ExpiredImportToken => KmsError::ExpiredImportToken(
+                "The import token has expired. Call GetParametersForImport for a new one.".into(),
+            ),
+            StoreError::IncorrectKeyMaterial => KmsError::IncorrectKeyMaterial(
+                "The key material does not match the key material previously imported into this KMS key.".into(),
+            ),
+            StoreError::MaterialUndecryptable => KmsError::InvalidCiphertext,
+            StoreError::EncryptedKeySize => {
+                KmsError::Validation("Invalid encrypted key size.".into())
+            }
+            StoreError::MaterialWrongLength { key_spec } => KmsError::IncorrectKeyMaterial(
+                format!("The key material is not valid for a KMS key of spec {key_spec}: it has the wrong length."),
+            ),
+            StoreError::MaterialPresent { arn } => KmsError::InvalidState(format!(
+                "{arn} already has imported key material. Delete it with DeleteImportedKeyMaterial before importing again."
+            )),
+            StoreError::ImportUnsupported(what) => KmsError::UnsupportedOperation(Some(format!(
+                "The token cannot unwrap with {what}, which this WrappingAlgorithm needs. Use another WrappingAlgorithm."
+            ))),
             StoreError::OnDemandRotationLimit { arn } => KmsError::LimitExceeded(format!(
                 "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: {arn}"
             )),

@@ -235,10 +235,11 @@ async fn check_keys(config_path: PathBuf) -> Result<(), server::StartError> {
         }
         writeln!(
             out,
-            "{} v{} spec={} sensitive={} extractable={} never_extractable={} value_readable={} wrap_out={} {}",
+            "{} v{} spec={}{} sensitive={} extractable={} never_extractable={} value_readable={} wrap_out={} {}",
             c.key_id,
             c.version,
             c.key_spec,
+            if c.imported { " origin=EXTERNAL" } else { "" },
             c.sensitive,
             c.extractable,
             c.never_extractable,

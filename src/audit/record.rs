@@ -144,6 +144,10 @@ const REQUEST_SCALARS: &[&str] = &[
     "Limit",
     "DryRun",
     "BypassPolicyLockoutSafetyCheck",
+    "WrappingAlgorithm",
+    "WrappingKeySpec",
+    "ExpirationModel",
+    "ValidTo",
 ];
 /// Request members that are encryption contexts.
 const REQUEST_CONTEXTS: &[&str] = &[
@@ -411,6 +415,23 @@ mod tests {
         assert_eq!(v["httpStatus"], 200);
         let time = v["eventTime"].as_str().unwrap();
         assert!(time.ends_with('Z') && time.len() == 20, "{time}");
+    }
+
+    #[test]
+    fn import_records_never_hold_the_token_or_the_wrapped_material() {
+        let request = br#"{"KeyId":"k","ImportToken":"dG9rZW4tYm9keQ==",
+            "EncryptedKeyMaterial":"d3JhcHBlZC1tYXRlcmlhbA==","ExpirationModel":"KEY_MATERIAL_EXPIRES",
+            "ValidTo":1800000000}"#;
+        let p = request_parameters(request, true).unwrap();
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(
+            !text.contains("dG9rZW4") && !text.contains("d3JhcHBl"),
+            "{text}"
+        );
+        assert_eq!(p["expirationModel"], "KEY_MATERIAL_EXPIRES");
+        let response = br#"{"KeyId":"k","ImportToken":"dG9rZW4tYm9keQ==","PublicKey":"cHVi","ParametersValidTo":1.0}"#;
+        let text = serde_json::to_string(&response_elements(response)).unwrap();
+        assert!(!text.contains("dG9rZW4"), "{text}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod crypto;
 pub mod data_key_pair;
 pub mod ecdh;
 mod error;
+pub mod import;
 pub mod init;
 pub mod keypair;
 mod link;

@@ -61,6 +61,9 @@ enum Question {
     /// A signing key pair with this label exists: its private and its
     /// public key object.
     Pair(String),
+    /// A secret key with this label exists, of whatever length (an
+    /// unwrapped key, whose CKA_VALUE_LEN some tokens leave unset).
+    Secret(String),
 }
 
 impl Question {
@@ -75,6 +78,7 @@ impl Question {
             Question::NoData(l) => format!("nodata {}\n", hex::encode(l.as_bytes())),
             Question::Key(l, len) => format!("key {} {len}\n", hex::encode(l.as_bytes())),
             Question::Pair(l) => format!("pair {}\n", hex::encode(l.as_bytes())),
+            Question::Secret(l) => format!("secret {}\n", hex::encode(l.as_bytes())),
         }
     }
 
@@ -87,6 +91,7 @@ impl Question {
             "data" => Some(Question::Data(label, hex::decode(fields.next()?).ok()?)),
             "nodata" => Some(Question::NoData(label)),
             "pair" => Some(Question::Pair(label)),
+            "secret" => Some(Question::Secret(label)),
             // A question without a length comes from a gateway that made
             // only AES-256 keys.
             "key" => Some(Question::Key(
@@ -103,6 +108,7 @@ impl Question {
             Question::NoData(l) => format!("removal of {l}"),
             Question::Key(l, _) => format!("key object {l}"),
             Question::Pair(l) => format!("key pair {l}"),
+            Question::Secret(l) => format!("imported key object {l}"),
         }
     }
 
@@ -114,6 +120,12 @@ impl Question {
                 .any(|v| Sha256::digest(v).as_slice() == digest.as_slice())),
             Question::NoData(label) => Ok(data_values(session, label)?.is_empty()),
             Question::Key(label, len) => key_present(session, label, *len),
+            Question::Secret(label) => Ok(!session
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                ])?
+                .is_empty()),
             Question::Pair(label) => Ok([ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY]
                 .into_iter()
                 .map(|class| {
@@ -184,6 +196,11 @@ impl Confirmer {
     /// Confirms that the signing key pair `label` (both halves) is stored.
     pub fn pair_stored(&self, s: &TokenSession, label: &str) -> Result<(), HsmError> {
         self.ask(s, Question::Pair(label.to_owned()))
+    }
+
+    /// Confirms that the secret key `label` is stored, whatever its length.
+    pub fn secret_stored(&self, s: &TokenSession, label: &str) -> Result<(), HsmError> {
+        self.ask(s, Question::Secret(label.to_owned()))
     }
 
     /// Confirms that the secret key `label` is stored.

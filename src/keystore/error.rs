@@ -34,6 +34,38 @@ pub enum StoreError {
     /// Enabled.
     #[error("key {arn} is pending deletion")]
     PendingDeletion { arn: String },
+    /// The key is an EXTERNAL key with no key material.
+    #[error("key {arn} is pending import")]
+    PendingImport { arn: String },
+    /// An import operation on a key whose origin does not allow it (or a
+    /// generation-only operation on an EXTERNAL key).
+    #[error("key {arn} has origin {origin}")]
+    WrongOrigin { arn: String, origin: &'static str },
+    /// An import token that is not the key's latest (forged, altered,
+    /// another key's, superseded or used).
+    #[error("invalid import token")]
+    InvalidImportToken,
+    /// The key's latest import token, past its validity.
+    #[error("expired import token")]
+    ExpiredImportToken,
+    /// Imported material that is not the material first imported.
+    #[error("not the key's material")]
+    IncorrectKeyMaterial,
+    /// Wrapped material that does not unwrap under the wrapping key.
+    #[error("wrapped key material does not unwrap")]
+    MaterialUndecryptable,
+    /// Wrapped material whose size cannot fit the wrapping key.
+    #[error("encrypted key material of the wrong size")]
+    EncryptedKeySize,
+    /// Unwrapped material of the wrong length for the key spec.
+    #[error("key material of the wrong length for {key_spec}")]
+    MaterialWrongLength { key_spec: &'static str },
+    /// Import to a key that has material already.
+    #[error("key {arn} already has key material")]
+    MaterialPresent { arn: String },
+    /// What the token (or kmsgate) lacks to import this material.
+    #[error("import not supported: {0}")]
+    ImportUnsupported(&'static str),
     /// The key has had all the on-demand rotations the policy allows.
     #[error("key {arn} has no on-demand rotations left")]
     OnDemandRotationLimit { arn: String },

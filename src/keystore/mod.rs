@@ -30,6 +30,8 @@ mod crypto;
 mod data_key_pair;
 mod der;
 pub mod error;
+pub mod import;
+mod import_record;
 pub mod key_agreement;
 mod lookup;
 mod pkcs8;
@@ -56,6 +58,7 @@ pub use crypto::Sealed;
 pub use data_key_pair::DataKeyPair;
 pub use error::StoreError;
 use error::{lock_poisoned, token, unreadable};
+pub use import::{ImportParameters, Origin, WrappingAlgorithm};
 pub use key_agreement::KeyAgreementAlgorithm;
 pub use record::{
     AliasRecord, GrantRecord, KeyRecord, KeyState, RotationSchedule, RotationType, Tag,
@@ -116,6 +119,7 @@ pub fn usable(record: &KeyRecord, realm: &Realm) -> Result<(), StoreError> {
         KeyState::Enabled => Ok(()),
         KeyState::Disabled => Err(StoreError::Disabled { arn: arn() }),
         KeyState::PendingDeletion => Err(StoreError::PendingDeletion { arn: arn() }),
+        KeyState::PendingImport => Err(StoreError::PendingImport { arn: arn() }),
     }
 }
 
@@ -131,14 +135,18 @@ pub struct Custody {
     pub never_extractable: bool,
     pub value_readable: bool,
     pub wrapped_out: bool,
+    /// Imported material (an EXTERNAL key): unwrapped onto the token, so
+    /// PKCS#11 has its CKA_NEVER_EXTRACTABLE false (it existed outside).
+    pub imported: bool,
 }
 
 impl Custody {
-    /// What DESIGN.md decision 2 requires of every master key version.
+    /// What DESIGN.md decision 2 requires of every master key version
+    /// (of imported material: all but CKA_NEVER_EXTRACTABLE).
     pub fn is_safe(&self) -> bool {
         self.sensitive
             && !self.extractable
-            && self.never_extractable
+            && (self.never_extractable || self.imported)
             && !self.value_readable
             && !self.wrapped_out
     }
@@ -392,13 +400,17 @@ impl KeyStore {
             let mut vs: Vec<_> = key.versions.iter().map(|(v, h)| (*v, *h)).collect();
             vs.sort_by_key(|(v, _)| *v);
             let spec = key.record.key_spec.as_str();
-            versions.extend(vs.into_iter().map(|(v, h)| (*key.id(), spec, v, h)));
+            let imported = key.record.origin == Origin::External;
+            versions.extend(
+                vs.into_iter()
+                    .map(|(v, h)| (*key.id(), spec, imported, v, h)),
+            );
         }
         self.hsm
             .pool()
             .run(move |s| {
                 let mut out = Vec::with_capacity(versions.len());
-                for (key_id, key_spec, version, h) in versions {
+                for (key_id, key_spec, imported, version, h) in versions {
                     let (sensitive, extractable, never_extractable) =
                         objects::key_protection(s, h)?;
                     let value_readable = matches!(objects::try_read_key_value(s, h), Ok(Some(_)));
@@ -412,6 +424,7 @@ impl KeyStore {
                         never_extractable,
                         value_readable,
                         wrapped_out,
+                        imported,
                     });
                 }
                 Ok(out)

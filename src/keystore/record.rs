@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::import::{ImportRecord, Origin};
 use super::spec::{KeySpec, KeyUsage};
 
 /// Label prefix of every object kmsgate creates.
@@ -47,6 +48,9 @@ pub enum KeyState {
     Enabled,
     Disabled,
     PendingDeletion,
+    /// An EXTERNAL key with no key material: imported material deleted,
+    /// expired, or never imported.
+    PendingImport,
 }
 
 impl KeyState {
@@ -55,6 +59,7 @@ impl KeyState {
             KeyState::Enabled => "Enabled",
             KeyState::Disabled => "Disabled",
             KeyState::PendingDeletion => "PendingDeletion",
+            KeyState::PendingImport => "PendingImport",
         }
     }
 }
@@ -145,6 +150,13 @@ pub struct KeyRecord {
     /// grant is committed, replicated and deleted with its key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<GrantRecord>,
+    /// Where the key material comes from; EXTERNAL keys hold imported
+    /// material ([`super::import`]).
+    #[serde(default, skip_serializing_if = "Origin::is_aws_kms")]
+    pub origin: Origin,
+    /// An EXTERNAL key's import state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportRecord>,
 }
 
 /// A grant: a principal may do some operations with a key, optionally only
@@ -205,6 +217,8 @@ impl KeyRecord {
             on_demand_rotations: 0,
             policy: None,
             grants: Vec::new(),
+            origin: Origin::AwsKms,
+            import: None,
         }
     }
 

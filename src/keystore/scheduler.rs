@@ -60,6 +60,18 @@ impl KeyStore {
             let now = self.now();
             let id = *key.id();
             let deletion = deletion_due(&key.record, now);
+            if !deletion && super::import::import_due(&key.record, now) && !self.deferred(&id) {
+                match self.expire_import(&id).await {
+                    Ok(_) => self.clear_retry(&id),
+                    Err(e) => {
+                        let wait = self.defer(&id);
+                        tracing::warn!(key_id = %id, work = "import expiry", error = %e,
+                            retry_in_secs = wait.as_secs(), "scheduled work failed for this key; the others go on");
+                        report.failed.push(id);
+                    }
+                }
+                continue;
+            }
             if !(deletion || rotation_due(&key.record, now)) || self.deferred(&id) {
                 continue;
             }

@@ -503,6 +503,9 @@ impl KeyStore {
                         objects::destroy_master_key(s, h)?;
                     }
                 }
+                if let Some(l) = super::import::wrapping_label(&record) {
+                    crate::hsm::import::destroy_wrapping_pair(s, &l)?;
+                }
                 let label = key_label(&key_id);
                 for o in objects::read_data(s, Some(&label))? {
                     let _ = objects::destroy_data(s, o.handle);

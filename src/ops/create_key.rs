@@ -1,6 +1,9 @@
 //! CreateKey: a symmetric ENCRYPT_DECRYPT key, an HMAC GENERATE_VERIFY_MAC
-//! key, an RSA or ECC SIGN_VERIFY key pair or an RSA ENCRYPT_DECRYPT pair, whose secret material is
-//! generated on the token and never leaves it.
+//! key, an RSA or ECC SIGN_VERIFY key pair, an RSA ENCRYPT_DECRYPT pair or
+//! an ECC KEY_AGREEMENT pair, whose secret material is generated on the
+//! token and never leaves it; or, with Origin EXTERNAL, a symmetric or HMAC
+//! key with no material, PendingImport until material is imported into it
+//! ([`super::import_key_material`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +12,7 @@ use super::key_policy::check_new_policy;
 use super::shapes::{KeyMetadata, SYMMETRIC_DEFAULT, TagShape};
 use super::tags::check_tags;
 use super::validate::Violations;
-use crate::error::KmsError;
+use crate::error::{KmsError, external_spec_unsupported};
 use crate::keystore::{KeySpec, KeyUsage};
 
 #[derive(Debug, Deserialize, Default)]
@@ -124,8 +127,12 @@ pub async fn handle(
             }
         },
     };
+    let external = req.origin.as_deref() == Some("EXTERNAL");
+    if external && !crate::keystore::import::importable(spec) {
+        return Err(external_spec_unsupported(spec.as_str()));
+    }
     match req.origin.as_deref() {
-        None | Some("AWS_KMS") => {}
+        None | Some("AWS_KMS") | Some("EXTERNAL") => {}
         Some(o) => {
             return Err(KmsError::UnsupportedOperation(Some(format!(
                 "Origin {o} is not supported by kmsgate: key material is always generated on the token."
@@ -158,16 +165,16 @@ pub async fn handle(
         )?;
     }
 
-    let key = ctx
-        .store
-        .create_key(
-            spec,
-            usage,
-            req.description.unwrap_or_default(),
-            tags,
-            req.policy,
-        )
-        .await?;
+    let description = req.description.unwrap_or_default();
+    let key = if external {
+        ctx.store
+            .create_external_key(spec, usage, description, tags, req.policy)
+            .await?
+    } else {
+        ctx.store
+            .create_key(spec, usage, description, tags, req.policy)
+            .await?
+    };
     ctx.audit(realm.key_arn(key.id()));
     Ok(CreateKeyResponse {
         key_metadata: KeyMetadata::of(realm, &key),

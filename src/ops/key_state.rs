@@ -7,7 +7,7 @@ use super::authorize::Use;
 use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::{Empty, KeyIdRequest, pending_deletion};
 use crate::error::KmsError;
-use crate::keystore::{KeyRecord, KeyState, usable};
+use crate::keystore::{KeyRecord, KeyState, StoreError, usable};
 
 /// EnableKey and DisableKey: any state but PendingDeletion becomes `state`.
 pub(super) async fn set_state(
@@ -25,6 +25,11 @@ pub(super) async fn set_state(
     ctx.store
         .update_key(key.id(), |r| match r.state {
             KeyState::PendingDeletion => Err(pending_deletion(realm, &key)),
+            // Only an import gives an EXTERNAL key material (and so state).
+            KeyState::PendingImport => Err(StoreError::PendingImport {
+                arn: realm.key_arn(&r.key_id),
+            }
+            .into()),
             _ => {
                 r.state = state;
                 Ok(())
@@ -49,6 +54,7 @@ where
     let key = resolve_key_id_or_arn(ctx, key_id).await?;
     let key = ctx.authorize(operation, key, Use::default()).await?;
     super::key_usage::require_rotatable(&key)?;
+    super::key_usage::require_generated(ctx, &key, false)?;
     let store = ctx.store;
     let realm = store.realm();
     key.check_usable(realm)?;

@@ -3,8 +3,10 @@
 //! only symmetric encryption keys rotate.
 
 use super::Ctx;
-use crate::error::{KmsError, incompatible_algorithm, wrong_key_usage};
-use crate::keystore::{Key, KeySpec, KeyUsage};
+use crate::error::{
+    KmsError, incompatible_algorithm, no_material_pending_rotation, wrong_key_usage,
+};
+use crate::keystore::{Key, KeySpec, KeyState, KeyUsage, Origin, StoreError};
 
 /// InvalidKeyUsageException (AWS's text) unless `key` is for `wanted`.
 pub fn require_usage(
@@ -45,4 +47,27 @@ pub fn require_symmetric_encryption(
         KeySpec::SymmetricDefault => Ok(()),
         other => Err(incompatible_algorithm("SYMMETRIC_DEFAULT", other.as_str())),
     }
+}
+
+/// Rotation settings and on-demand rotation are for keys whose material
+/// kmsgate generates. An EXTERNAL key with no material is pending import
+/// (as AWS says first); with material, AWS's refusal: automatic rotation
+/// is not for imported keys, and on demand there is no new material
+/// pending rotation (kmsgate imports none).
+pub fn require_generated(ctx: &Ctx<'_>, key: &Key, on_demand: bool) -> Result<(), KmsError> {
+    if key.record.origin == Origin::AwsKms {
+        return Ok(());
+    }
+    let arn = ctx.store.realm().key_arn(key.id());
+    if key.record.state == KeyState::PendingImport {
+        return Err(StoreError::PendingImport { arn }.into());
+    }
+    if on_demand {
+        return Err(no_material_pending_rotation(&arn));
+    }
+    Err(StoreError::WrongOrigin {
+        arn,
+        origin: key.record.origin.as_str(),
+    }
+    .into())
 }

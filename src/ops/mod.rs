@@ -15,6 +15,7 @@ pub mod data_key;
 pub mod data_key_pair;
 pub mod decrypt;
 pub mod delete_alias;
+pub mod delete_imported_key_material;
 pub mod derive_shared_secret;
 pub mod describe_key;
 pub mod disable_key;
@@ -30,8 +31,10 @@ pub mod generate_mac;
 pub mod generate_random;
 pub mod get_key_policy;
 pub mod get_key_rotation_status;
+pub mod get_parameters_for_import;
 pub mod get_public_key;
 pub mod grant_shapes;
+pub mod import_key_material;
 pub mod key_arg;
 pub mod key_policy;
 pub mod key_state;
@@ -137,6 +140,7 @@ pub async fn dispatch(
         O::CreateKey => run!(create_key::handle),
         O::Decrypt => run!(decrypt::handle),
         O::DeleteAlias => run!(delete_alias::handle),
+        O::DeleteImportedKeyMaterial => run!(delete_imported_key_material::handle),
         O::DeriveSharedSecret => run!(derive_shared_secret::handle),
         O::DescribeKey => run!(describe_key::handle),
         O::DisableKey => run!(disable_key::handle),
@@ -154,7 +158,9 @@ pub async fn dispatch(
         O::GenerateRandom => run!(generate_random::handle),
         O::GetKeyPolicy => run!(get_key_policy::handle),
         O::GetKeyRotationStatus => run!(get_key_rotation_status::handle),
+        O::GetParametersForImport => run!(get_parameters_for_import::handle),
         O::GetPublicKey => run!(get_public_key::handle),
+        O::ImportKeyMaterial => run!(import_key_material::handle),
         O::ListAliases => run!(list_aliases::handle),
         O::ListGrants => run!(list_grants::handle),
         O::ListKeyPolicies => run!(list_key_policies::handle),
@@ -179,13 +185,10 @@ pub async fn dispatch(
         | O::CreateCustomKeyStore
         | O::Decapsulate
         | O::DeleteCustomKeyStore
-        | O::DeleteImportedKeyMaterial
         | O::DescribeCustomKeyStores
         | O::DisconnectCustomKeyStore
         | O::Encapsulate
         | O::GetKeyLastUsage
-        | O::GetParametersForImport
-        | O::ImportKeyMaterial
         | O::ReplicateKey
         | O::UpdateCustomKeyStore
         | O::UpdatePrimaryRegion => Err(KmsError::UnsupportedOperation(Some(format!(

@@ -24,6 +24,7 @@ pub async fn handle(
         .authorize("RotateKeyOnDemand", key, Use::default())
         .await?;
     super::key_usage::require_rotatable(&key)?;
+    super::key_usage::require_generated(ctx, &key, true)?;
     let realm = ctx.store.realm();
     let arn = realm.key_arn(key.id());
     key.check_usable(realm)?;

@@ -164,12 +164,18 @@ pub struct KeyMetadata {
     pub multi_region: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_key_material_id: Option<String>,
+    /// EXTERNAL keys with imported material only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration_model: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<f64>,
 }
 
 impl KeyMetadata {
     pub fn of(realm: &Realm, key: &Key) -> KeyMetadata {
         let r = &key.record;
         let symmetric = r.key_spec == KeySpec::SymmetricDefault;
+        let material = r.import.as_ref().and_then(|i| i.material.as_ref());
         KeyMetadata {
             aws_account_id: realm.account_id.clone(),
             key_id: r.key_id.to_string(),
@@ -181,7 +187,7 @@ impl KeyMetadata {
             key_state: r.state.as_str(),
             deletion_date: r.deletion_date,
             pending_deletion_window_in_days: r.pending_window_days,
-            origin: "AWS_KMS",
+            origin: r.origin.as_str(),
             key_manager: "CUSTOMER",
             customer_master_key_spec: r.key_spec.as_str(),
             key_spec: r.key_spec.as_str(),
@@ -212,8 +218,13 @@ impl KeyMetadata {
                     .collect()
             }),
             multi_region: false,
-            current_key_material_id: symmetric
+            current_key_material_id: (symmetric && !r.versions.is_empty())
                 .then(|| key_material_id(&r.key_id, r.primary_version)),
+            expiration_model: material.map(|m| match m.valid_to {
+                Some(_) => "KEY_MATERIAL_EXPIRES",
+                None => "KEY_MATERIAL_DOES_NOT_EXPIRE",
+            }),
+            valid_to: material.and_then(|m| m.valid_to),
         }
     }
 }

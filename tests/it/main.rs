@@ -18,6 +18,7 @@ mod fuzz;
 mod gateway;
 mod hmac;
 mod http;
+mod import;
 mod key_agreement;
 mod lifecycle;
 mod policies;
