@@ -1188,9 +1188,9 @@ async fn create_key_refuses_what_kmsgate_cannot_keep_on_the_token_and_creates_no
             "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys.",
         ),
         (
-            r#"{"KeySpec":"RSA_2048","KeyUsage":"ENCRYPT_DECRYPT"}"#,
-            "UnsupportedOperationException",
-            "KeyUsage ENCRYPT_DECRYPT with KeySpec RSA_2048 is not supported by kmsgate.",
+            r#"{"KeySpec":"ECC_SECG_P256K1","KeyUsage":"KEY_AGREEMENT"}"#,
+            "ValidationException",
+            "KeyUsage KEY_AGREEMENT is not compatible with KeySpec ECC_SECG_P256K1",
         ),
         (
             r#"{"Tags":[{"TagKey":"aws:owner","TagValue":"x"}]}"#,

@@ -17,7 +17,7 @@ use serde_json::json;
 
 const FAST: &str = "[keys]\nsync_interval_ms = 100\nscheduler_interval_ms = 100\n";
 
-async fn create_external(kms: &aws_sdk_kms::Client) -> String {
+pub(crate) async fn create_external(kms: &aws_sdk_kms::Client) -> String {
     kms.create_key()
         .origin(OriginType::External)
         .send()
@@ -105,7 +105,7 @@ async fn import(
 }
 
 /// GetParametersForImport, wrap, ImportKeyMaterial; panics on error.
-async fn import_material(kms: &aws_sdk_kms::Client, key_id: &str, material: &[u8]) {
+pub(crate) async fn import_material(kms: &aws_sdk_kms::Client, key_id: &str, material: &[u8]) {
     let alg = AlgorithmSpec::RsaesOaepSha1;
     let p = parameters(kms, key_id, alg.clone(), WrappingKeySpec::Rsa2048).await;
     let wrapped = wrap(&p.public_key, &alg, material);

@@ -10,6 +10,7 @@ mod asymmetric;
 mod audit;
 mod cli;
 mod crash;
+mod custody;
 mod data_key_pair;
 mod divergences;
 mod durability;
