@@ -23,8 +23,13 @@ use crate::hsm::{Fault, HsmError};
 use crate::keystore::StoreError;
 use crate::policy::{PolicyError, Refusal};
 
+mod key_use;
 mod signature;
 
+pub use key_use::{
+    RSA_CONTEXT, RSA_KEY_ID_REQUIRED, digest_length, incompatible_algorithm,
+    invalid_peer_public_key, oaep_too_long, wrong_key_usage,
+};
 pub use signature::SIGNATURE_MISMATCH;
 
 /// An error as AWS KMS reports it: an exception name (`__type`), an HTTP
@@ -235,32 +240,6 @@ pub const AUDIT_UNAVAILABLE: &str =
 
 pub type KmsResult<T> = Result<T, KmsError>;
 
-/// InvalidKeyUsageException for a key used for what its KeyUsage does not
-/// allow, in AWS's words: `usage` is the key's (`GENERATE_VERIFY_MAC`),
-/// `operation` the request's (`Encrypt`).
-pub fn wrong_key_usage(key_arn: &str, usage: &str, operation: &str) -> KmsError {
-    KmsError::InvalidKeyUsage(format!(
-        "{key_arn} key usage is {usage} which is not valid for {operation}."
-    ))
-}
-
-/// ValidationException for an RSA plaintext longer than the key spec and
-/// algorithm allow, in AWS's words.
-pub fn oaep_too_long(algorithm: &str, key_spec: &str, max: usize) -> KmsError {
-    KmsError::Validation(format!(
-        "Algorithm {algorithm} and key spec {key_spec} cannot encrypt data larger than {max} bytes."
-    ))
-}
-
-/// An encryption context with an RSA key (AWS accepts none; its text is
-/// not recorded, this is kmsgate's).
-pub const RSA_CONTEXT: &str =
-    "EncryptionContext is not supported with asymmetric encryption algorithms.";
-
-/// An RSA ciphertext without the KeyId of its key (AWS requires it; its
-/// text is not recorded, this is kmsgate's).
-pub const RSA_KEY_ID_REQUIRED: &str =
-    "KeyId is required to decrypt with an asymmetric encryption algorithm.";
 /// RotateKeyOnDemand of an EXTERNAL key with no new material imported
 /// for rotation, in AWS's words.
 pub fn no_material_pending_rotation(key_arn: &str) -> KmsError {
@@ -334,31 +313,6 @@ pub fn new_key_material_unsupported() -> KmsError {
 pub fn no_such_material(material_id: &str, key_arn: &str) -> KmsError {
     KmsError::NotFound(format!(
         "Key material {material_id} does not exist for key {key_arn}"
-    ))
-}
-
-/// ValidationException for a DIGEST message whose length is not the
-/// algorithm's hash length.
-pub fn digest_length(algorithm: &str) -> KmsError {
-    KmsError::Validation(format!(
-        "Digest is invalid length for algorithm {algorithm}."
-    ))
-}
-
-/// InvalidKeyUsageException for an algorithm that the key's spec does not
-/// support (`HMAC_SHA_256` with an `HMAC_224` key), in AWS's words.
-pub fn incompatible_algorithm(algorithm: &str, key_spec: &str) -> KmsError {
-    KmsError::InvalidKeyUsage(format!(
-        "Algorithm {algorithm} is incompatible with key spec {key_spec}."
-    ))
-}
-
-/// ValidationException for a DeriveSharedSecret PublicKey that is no
-/// public key on the KMS key's curve (AWS's text is not recorded; this is
-/// kmsgate's).
-pub fn invalid_peer_public_key(key_spec: &str) -> KmsError {
-    KmsError::Validation(format!(
-        "PublicKey must be a DER-encoded SubjectPublicKeyInfo of a valid public key on the curve of key spec {key_spec}."
     ))
 }
 
@@ -517,149 +471,4 @@ fn token_fault(e: &HsmError) -> KmsError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn invalid_ciphertext_has_no_message_member() {
-        let body: serde_json::Value =
-            serde_json::from_slice(&KmsError::InvalidCiphertext.body()).unwrap();
-        assert_eq!(
-            body,
-            serde_json::json!({"__type": "InvalidCiphertextException"})
-        );
-    }
-
-    #[test]
-    fn invalid_mac_has_no_message_member_and_is_400() {
-        let body: serde_json::Value = serde_json::from_slice(&KmsError::InvalidMac.body()).unwrap();
-        assert_eq!(
-            body,
-            serde_json::json!({"__type": "KMSInvalidMacException"})
-        );
-        assert_eq!(KmsError::InvalidMac.status(), StatusCode::BAD_REQUEST);
-        let body: serde_json::Value =
-            serde_json::from_slice(&KmsError::KmsInvalidSignature.body()).unwrap();
-        assert_eq!(
-            body,
-            serde_json::json!({"__type": "KMSInvalidSignatureException"})
-        );
-        assert_eq!(
-            KmsError::KmsInvalidSignature.status(),
-            StatusCode::BAD_REQUEST
-        );
-    }
-
-    #[test]
-    fn key_usage_texts_are_aws_texts() {
-        assert_eq!(
-            wrong_key_usage(ARN, "GENERATE_VERIFY_MAC", "Encrypt").message(),
-            Some(format!(
-                "{ARN} key usage is GENERATE_VERIFY_MAC which is not valid for Encrypt."
-            ))
-        );
-        assert_eq!(
-            incompatible_algorithm("HMAC_SHA_256", "HMAC_224").message(),
-            Some("Algorithm HMAC_SHA_256 is incompatible with key spec HMAC_224.".into())
-        );
-    }
-
-    const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
-
-    #[test]
-    fn store_errors_carry_aws_names_and_texts() {
-        let arn = || ARN.to_owned();
-        let cases = [
-            (
-                StoreError::KeyNotFound { arn: arn() },
-                "NotFoundException",
-                format!("Key '{ARN}' does not exist"),
-            ),
-            (
-                StoreError::Disabled { arn: arn() },
-                "DisabledException",
-                format!("{ARN} is disabled."),
-            ),
-            (
-                StoreError::PendingDeletion { arn: arn() },
-                "KMSInvalidStateException",
-                format!("{ARN} is pending deletion."),
-            ),
-            (
-                StoreError::Unreadable {
-                    label: "kmsgate/key/x".into(),
-                },
-                "KeyUnavailableException",
-                STORE_UNAVAILABLE.to_owned(),
-            ),
-            (
-                StoreError::LockPoisoned,
-                "KMSInternalException",
-                STORE_INTERNAL.to_owned(),
-            ),
-            (
-                StoreError::KeyRef(KeyRefError::OtherRegion {
-                    region: "us-west-2".into(),
-                }),
-                "NotFoundException",
-                "Invalid arn us-west-2".to_owned(),
-            ),
-            (
-                StoreError::KeyRef(KeyRefError::MalformedKeyId {
-                    key_id: "fake-key-id".into(),
-                }),
-                "NotFoundException",
-                "Invalid keyId 'fake-key-id'".to_owned(),
-            ),
-        ];
-        for (store, name, text) in cases {
-            let e = KmsError::from(store);
-            assert_eq!((e.type_name(), e.message()), (name, Some(text)));
-        }
-    }
-
-    #[test]
-    fn token_faults_map_by_class() {
-        let kms = |e: HsmError| KmsError::from(StoreError::Token(e));
-        assert_eq!(kms(HsmError::Busy), KmsError::Throttling);
-        assert_eq!(kms(HsmError::BadTag), KmsError::InvalidCiphertext);
-        assert_eq!(
-            kms(HsmError::CallTimeout(5)).type_name(),
-            "DependencyTimeoutException"
-        );
-        for e in [
-            HsmError::IncompleteListing,
-            HsmError::StaleGeneration,
-            HsmError::Unavailable("x".into()),
-        ] {
-            assert_eq!(kms(e), KmsError::KeyUnavailable(STORE_UNAVAILABLE.into()));
-        }
-        let e = kms(HsmError::NotDurable("x".into()));
-        assert_eq!(e.type_name(), "KMSInternalException");
-        assert!(
-            e.message()
-                .unwrap()
-                .contains("could not confirm the change")
-        );
-        assert_eq!(
-            kms(HsmError::Setup("x".into())),
-            KmsError::Internal(STORE_INTERNAL.into())
-        );
-        for e in [
-            kms(HsmError::QueueTimeout),
-            kms(HsmError::Closed),
-            kms(HsmError::NotDurable("x".into())),
-        ] {
-            assert_eq!(e.status(), 500);
-        }
-    }
-
-    #[test]
-    fn server_faults_are_500_client_faults_400() {
-        assert_eq!(KmsError::Internal("x".into()).status(), 500);
-        assert_eq!(KmsError::DependencyTimeout("x".into()).status(), 500);
-        assert_eq!(KmsError::KeyUnavailable("x".into()).status(), 500);
-        assert_eq!(KmsError::NotFound("x".into()).status(), 400);
-        assert_eq!(KmsError::Throttling.status(), 400);
-    }
-}
+mod tests;
