@@ -44,6 +44,14 @@ enum Unwrapped {
     Refused(Refusal),
 }
 
+/// What imported material becomes on the token.
+#[derive(Clone, Copy)]
+enum Material {
+    Secret(SecretKind),
+    /// The private half of a key pair, with its public half beside it.
+    Pair(KeySpec, KeyUsage),
+}
+
 /// What GetParametersForImport answers.
 pub struct ImportParameters {
     pub import_token: Vec<u8>,
@@ -83,7 +91,7 @@ fn secret_kind(spec: KeySpec, wrap: bool) -> Option<SecretKind> {
 
 /// Whether keys of `spec` can be imported into kmsgate.
 pub fn importable(spec: KeySpec) -> bool {
-    secret_kind(spec, false).is_some()
+    secret_kind(spec, false).is_some() || super::signing::pair_kind(spec).is_some()
 }
 
 /// Checks `import_token` against the record's pending parameters.
@@ -333,11 +341,15 @@ impl KeyStore {
             _ => return Err(StoreError::MaterialPresent { arn }),
         }
         let wrap = self.hsm.capabilities().gcm_wrap;
-        let Some(kind) = secret_kind(r.key_spec, wrap) else {
-            return Err(StoreError::Internal(format!(
-                "key {id} of spec {} cannot hold imported material",
-                r.key_spec.as_str()
-            )));
+        let kind = match secret_kind(r.key_spec, wrap) {
+            Some(kind) => Material::Secret(kind),
+            None if importable(r.key_spec) => Material::Pair(r.key_spec, r.key_usage),
+            None => {
+                return Err(StoreError::Internal(format!(
+                    "key {id} of spec {} cannot hold imported material",
+                    r.key_spec.as_str()
+                )));
+            }
         };
         let modulus_len = pending.wrapping_bits as usize / 8;
         let oaep = matches!(
@@ -356,28 +368,43 @@ impl KeyStore {
         let unwrapping = pending.algorithm.unwrapping();
         let made = self
             .write_job(move |s| {
-                let imported = match hsm_import::unwrap_material(
-                    s,
-                    &wrapping_label,
-                    unwrapping,
-                    &wrapped,
-                    kind,
-                    &l,
-                    &cka_id,
-                )? {
-                    Ok(i) => i,
+                let made = match kind {
+                    Material::Secret(kind) => hsm_import::unwrap_material(
+                        s,
+                        &wrapping_label,
+                        unwrapping,
+                        &wrapped,
+                        kind,
+                        &l,
+                        &cka_id,
+                    )?
+                    .map(|i| (i.key, i.check_value)),
+                    Material::Pair(spec, usage) => super::import_pair::unwrap_pair(
+                        s,
+                        &wrapping_label,
+                        unwrapping,
+                        &wrapped,
+                        (spec, usage),
+                        &l,
+                        &cka_id,
+                    )?,
+                };
+                let (key, check) = match made {
+                    Ok((key, check)) => (key, hex::encode(check)),
                     Err(refusal) => return Ok(Unwrapped::Refused(refusal)),
                 };
-                let check = hex::encode(imported.check_value);
                 let outcome = if expected.as_ref().is_some_and(|e| *e != check) {
                     Ok(Unwrapped::Mismatch)
                 } else {
-                    confirm
-                        .secret_stored(s, &l)
-                        .map(|()| Unwrapped::Stored(check))
+                    match kind {
+                        Material::Secret(_) => confirm.secret_stored(s, &l),
+                        Material::Pair(..) => confirm.pair_stored(s, &l),
+                    }
+                    .map(|()| Unwrapped::Stored(check))
                 };
                 if !matches!(outcome, Ok(Unwrapped::Stored(_))) {
-                    let _ = objects::destroy_master_key(s, imported.key);
+                    // Takes an imported key's public half along.
+                    let _ = objects::destroy_master_key(s, key);
                 }
                 outcome
             })
@@ -391,6 +418,11 @@ impl KeyStore {
             }
             Unwrapped::Refused(Refusal::WrongLength) => {
                 return Err(StoreError::MaterialWrongLength {
+                    key_spec: r.key_spec.as_str(),
+                });
+            }
+            Unwrapped::Refused(Refusal::WrongKey) => {
+                return Err(StoreError::MaterialWrongKey {
                     key_spec: r.key_spec.as_str(),
                 });
             }
