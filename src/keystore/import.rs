@@ -21,7 +21,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::error::{StoreError, lock_poisoned, token};
@@ -34,6 +33,8 @@ use crate::hsm::objects;
 pub use super::import_record::{
     ImportRecord, ImportedMaterial, Origin, PendingImport, WrappingAlgorithm,
 };
+use super::import_record::{TOKEN_FORMAT, TOKEN_LEN, check_token, digest_hex, without_material};
+pub(super) use super::import_record::{import_due, wrapping_label};
 
 /// What the token made of imported material.
 enum Unwrapped {
@@ -63,15 +64,9 @@ pub struct ImportParameters {
 
 /// How long import parameters are valid, as AWS's.
 pub const PARAMETERS_LIFETIME_SECS: f64 = 24.0 * 3600.0;
-const TOKEN_FORMAT: u8 = 1;
-const TOKEN_LEN: usize = 1 + 16 + 32;
 /// How long a wrapping pair may take to generate (RSA-4096 on a software
 /// token takes seconds).
 const PAIR_DEADLINE: Duration = Duration::from_secs(60);
-
-fn digest_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
 
 fn import_label(id: &Uuid, nonce: &str) -> String {
     format!("{LABEL_PREFIX}import/{id}/{nonce}")
@@ -92,70 +87,6 @@ fn secret_kind(spec: KeySpec, wrap: bool) -> Option<SecretKind> {
 /// Whether keys of `spec` can be imported into kmsgate.
 pub fn importable(spec: KeySpec) -> bool {
     secret_kind(spec, false).is_some() || super::signing::pair_kind(spec).is_some()
-}
-
-/// Checks `import_token` against the record's pending parameters.
-fn check_token<'r>(
-    r: &'r KeyRecord,
-    import_token: &[u8],
-    now: f64,
-) -> Result<&'r PendingImport, StoreError> {
-    let pending = r.import.as_ref().and_then(|i| i.pending.as_ref());
-    let ours = import_token.len() == TOKEN_LEN
-        && import_token[0] == TOKEN_FORMAT
-        && import_token[1..17] == *r.key_id.as_bytes();
-    match pending {
-        Some(p) if ours && p.token_digest == digest_hex(import_token) => {
-            if p.valid_to <= now || p.wrapping_label.is_none() {
-                Err(StoreError::ExpiredImportToken)
-            } else {
-                Ok(p)
-            }
-        }
-        _ => Err(StoreError::InvalidImportToken),
-    }
-}
-
-/// The record's state once its material is gone: PendingImport, unless
-/// the key is pending deletion (it stays so).
-fn without_material(r: &mut KeyRecord) -> Vec<String> {
-    let id = r.key_id;
-    let labels = r
-        .versions
-        .iter()
-        .map(|v| version_label(&id, v.version, &v.nonce))
-        .collect();
-    let reserved = r
-        .versions
-        .iter()
-        .map(|v| v.encryptions_reserved)
-        .max()
-        .unwrap_or(0);
-    r.versions.clear();
-    if r.state != KeyState::PendingDeletion {
-        r.state = KeyState::PendingImport;
-    }
-    let import = r.import.get_or_insert_with(ImportRecord::default);
-    import.material = None;
-    import.encryptions_reserved = import.encryptions_reserved.max(reserved);
-    labels
-}
-
-/// Whether an EXTERNAL key's material or its wrapping pair has expired.
-pub(super) fn import_due(r: &KeyRecord, now: f64) -> bool {
-    let Some(i) = &r.import else {
-        return false;
-    };
-    let material = i
-        .material
-        .as_ref()
-        .and_then(|m| m.valid_to)
-        .is_some_and(|t| t <= now);
-    let pair = i
-        .pending
-        .as_ref()
-        .is_some_and(|p| p.wrapping_label.is_some() && p.valid_to <= now);
-    material || pair
 }
 
 impl KeyStore {
@@ -527,12 +458,4 @@ impl KeyStore {
         }
         Ok(done)
     }
-}
-
-/// The wrapping pair a key's record names, to destroy with the key.
-pub(super) fn wrapping_label(r: &KeyRecord) -> Option<String> {
-    r.import
-        .as_ref()
-        .and_then(|i| i.pending.as_ref())
-        .and_then(|p| p.wrapping_label.clone())
 }
