@@ -388,3 +388,40 @@ async fn p521_and_secp256k1_keys_import_and_oaep_wraps_what_fits() {
     let s = p521::ecdsa::Signature::from_der(&sig).unwrap();
     assert!(vk.verify(MESSAGE, &s).is_ok());
 }
+
+#[tokio::test]
+async fn expired_asymmetric_material_is_destroyed_and_comes_back_only_as_itself() {
+    let gw = Gateway::start_on(Token::with_config(
+        "[keys]\nsync_interval_ms = 100\nscheduler_interval_ms = 100\n",
+    ));
+    let kms = gw.client();
+    let id = create_external(&kms, KeySpec::EccNistP256, KeyUsageType::SignVerify).await;
+    let twin = p256::SecretKey::generate_from_rng(&mut rand::rng());
+    let pkcs8 = twin.to_pkcs8_der().unwrap().as_bytes().to_vec();
+    let alg = AlgorithmSpec::RsaAesKeyWrapSha1;
+    let p = parameters(&kms, &id, alg.clone(), WrappingKeySpec::Rsa2048).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    kms.import_key_material()
+        .key_id(&id)
+        .import_token(Blob::new(p.token.clone()))
+        .encrypted_key_material(Blob::new(wrap(&p.public_key, &alg, &pkcs8)))
+        .expiration_model(aws_sdk_kms::types::ExpirationModelType::KeyMaterialExpires)
+        .valid_to(aws_smithy_types::DateTime::from_secs(now + 3))
+        .send()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while state(&kms, &id).await != Some(KeyState::PendingImport) {
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let e = kms.get_public_key().key_id(&id).send().await.unwrap_err();
+    assert_eq!(error_of(&e).0, "KMSInvalidStateException");
+    import_pkcs8(&kms, &id, &pkcs8).await.unwrap();
+    let spki = twin.public_key().to_public_key_der().unwrap();
+    assert_eq!(public_key(&kms, &id).await, spki.as_bytes());
+    custody_is_clean(gw, &[&id]);
+}
