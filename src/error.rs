@@ -262,6 +262,15 @@ pub fn unsupported_wrapping(algorithm: &str, key_spec: &str) -> KmsError {
     )))
 }
 
+/// GetParametersForImport with an RSAES_OAEP wrapping algorithm for key
+/// material it cannot wrap: an RSA private key, or (with an RSA_2048
+/// wrapping key) an ECC_NIST_P521 one; AWS's rule.
+pub fn wrapping_unfit(algorithm: &str, wrapping_key_spec: &str, key_spec: &str) -> KmsError {
+    KmsError::Validation(format!(
+        "The {algorithm} wrapping algorithm with the {wrapping_key_spec} wrapping key spec cannot wrap key material of KeySpec {key_spec}. Use RSA_AES_KEY_WRAP_SHA_1 or RSA_AES_KEY_WRAP_SHA_256."
+    ))
+}
+
 /// The rules for ImportKeyMaterial's ValidTo and ExpirationModel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValidToRule {
@@ -297,7 +306,7 @@ pub fn valid_to_rule(rule: ValidToRule) -> KmsError {
 /// cannot import.
 pub fn external_spec_unsupported(key_spec: &str) -> KmsError {
     KmsError::UnsupportedOperation(Some(format!(
-        "Origin EXTERNAL with KeySpec {key_spec} is not supported by kmsgate: only SYMMETRIC_DEFAULT and HMAC key material can be imported."
+        "Origin EXTERNAL with KeySpec {key_spec} is not supported by kmsgate."
     )))
 }
 
@@ -420,6 +429,9 @@ impl From<StoreError> for KmsError {
             StoreError::MaterialWrongLength { key_spec } => KmsError::IncorrectKeyMaterial(
                 format!("The key material is not valid for a KMS key of spec {key_spec}: it has the wrong length."),
             ),
+            StoreError::MaterialWrongKey { key_spec } => KmsError::IncorrectKeyMaterial(format!(
+                "The key material is not valid for a KMS key of spec {key_spec}: it is not a private key of that type and size or curve."
+            )),
             StoreError::MaterialPresent { arn } => KmsError::InvalidState(format!(
                 "{arn} already has imported key material. Delete it with DeleteImportedKeyMaterial before importing again."
             )),

@@ -53,6 +53,9 @@ pub enum Refusal {
     WrongLength,
     /// The token lacks the mechanism (named) the wrapping algorithm needs.
     Unsupported(&'static str),
+    /// They unwrap, but not to a private key of the key's type and size
+    /// or curve.
+    WrongKey,
 }
 
 /// An unwrapped key version and its check value: the SHA-256 of what the
@@ -228,25 +231,23 @@ fn unsupported(e: &CkError) -> bool {
 }
 
 /// Unwraps `wrapped` with the wrapping pair `wrapping_label` into a new
-/// token object `label` / `id` of `kind`, and computes its check value.
-/// Nothing is left on the token when the material is refused.
-pub fn unwrap_material(
+/// object made from `template` (for RSA_AES_KEY_WRAP, through an
+/// ephemeral AES session object that is destroyed again). Nothing is left
+/// on the token when the token refuses the bytes.
+pub(super) fn unwrap_into(
     s: &TokenSession,
     wrapping_label: &str,
     how: Unwrapping,
     wrapped: &[u8],
-    kind: SecretKind,
-    label: &str,
-    id: &[u8],
-) -> Result<Result<Imported, Refusal>, HsmError> {
+    template: &[Attribute],
+) -> Result<Result<ObjectHandle, Refusal>, HsmError> {
     let Some(unwrapper) = wrapping_private_key(s, wrapping_label)? else {
         return Err(HsmError::StaleGeneration);
     };
-    let template = target_template(kind, label, id);
     let made = match how {
         Unwrapping::OaepSha1 | Unwrapping::OaepSha256 => {
             s.session
-                .unwrap_key(&how.oaep(), unwrapper, wrapped, &template)
+                .unwrap_key(&how.oaep(), unwrapper, wrapped, template)
         }
         Unwrapping::RsaAesSha1 | Unwrapping::RsaAesSha256 => {
             let modulus_len = match keypair::read_public_key(s, wrapping_label)? {
@@ -284,7 +285,7 @@ pub fn unwrap_material(
                 };
             let result =
                 s.session
-                    .unwrap_key(&Mechanism::AesKeyWrapPad, ephemeral, kw_part, &template);
+                    .unwrap_key(&Mechanism::AesKeyWrapPad, ephemeral, kw_part, template);
             let _ = s.session.destroy_object(ephemeral);
             if let Err(e) = &result
                 && unsupported(e)
@@ -294,12 +295,31 @@ pub fn unwrap_material(
             result
         }
     };
-    let handle = match made {
-        Ok(h) => h,
-        Err(e) if unsupported(&e) => return Ok(Err(Refusal::Unsupported(how.oaep_name()))),
-        Err(e) if wrong_length(&e) => return Ok(Err(Refusal::WrongLength)),
-        Err(e) if undecryptable(&e) => return Ok(Err(Refusal::Undecryptable)),
+    Ok(match made {
+        Ok(h) => Ok(h),
+        Err(e) if unsupported(&e) => Err(Refusal::Unsupported(how.oaep_name())),
+        Err(e) if wrong_length(&e) => Err(Refusal::WrongLength),
+        Err(e) if undecryptable(&e) => Err(Refusal::Undecryptable),
         Err(e) => return Err(e.into()),
+    })
+}
+
+/// Unwraps `wrapped` with the wrapping pair `wrapping_label` into a new
+/// token object `label` / `id` of `kind`, and computes its check value.
+/// Nothing is left on the token when the material is refused.
+pub fn unwrap_material(
+    s: &TokenSession,
+    wrapping_label: &str,
+    how: Unwrapping,
+    wrapped: &[u8],
+    kind: SecretKind,
+    label: &str,
+    id: &[u8],
+) -> Result<Result<Imported, Refusal>, HsmError> {
+    let template = target_template(kind, label, id);
+    let handle = match unwrap_into(s, wrapping_label, how, wrapped, &template)? {
+        Ok(h) => h,
+        Err(refusal) => return Ok(Err(refusal)),
     };
     let wanted = match kind {
         SecretKind::Aes256 { .. } => 32,

@@ -23,6 +23,7 @@ pub mod data_key_pair;
 pub mod ecdh;
 mod error;
 pub mod import;
+pub mod import_pair;
 pub mod init;
 pub mod keypair;
 mod link;

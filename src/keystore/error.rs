@@ -60,6 +60,10 @@ pub enum StoreError {
     /// Unwrapped material of the wrong length for the key spec.
     #[error("key material of the wrong length for {key_spec}")]
     MaterialWrongLength { key_spec: &'static str },
+    /// Unwrapped material that is not a private key of the key's type and
+    /// size or curve.
+    #[error("key material is no {key_spec} private key")]
+    MaterialWrongKey { key_spec: &'static str },
     /// Import to a key that has material already.
     #[error("key {arn} already has key material")]
     MaterialPresent { arn: String },

@@ -21,7 +21,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::error::{StoreError, lock_poisoned, token};
@@ -34,6 +33,8 @@ use crate::hsm::objects;
 pub use super::import_record::{
     ImportRecord, ImportedMaterial, Origin, PendingImport, WrappingAlgorithm,
 };
+use super::import_record::{TOKEN_FORMAT, TOKEN_LEN, check_token, digest_hex, without_material};
+pub(super) use super::import_record::{import_due, wrapping_label};
 
 /// What the token made of imported material.
 enum Unwrapped {
@@ -42,6 +43,14 @@ enum Unwrapped {
     /// Not the material first imported into the key.
     Mismatch,
     Refused(Refusal),
+}
+
+/// What imported material becomes on the token.
+#[derive(Clone, Copy)]
+enum Material {
+    Secret(SecretKind),
+    /// The private half of a key pair, with its public half beside it.
+    Pair(KeySpec, KeyUsage),
 }
 
 /// What GetParametersForImport answers.
@@ -55,15 +64,9 @@ pub struct ImportParameters {
 
 /// How long import parameters are valid, as AWS's.
 pub const PARAMETERS_LIFETIME_SECS: f64 = 24.0 * 3600.0;
-const TOKEN_FORMAT: u8 = 1;
-const TOKEN_LEN: usize = 1 + 16 + 32;
 /// How long a wrapping pair may take to generate (RSA-4096 on a software
 /// token takes seconds).
 const PAIR_DEADLINE: Duration = Duration::from_secs(60);
-
-fn digest_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
 
 fn import_label(id: &Uuid, nonce: &str) -> String {
     format!("{LABEL_PREFIX}import/{id}/{nonce}")
@@ -83,71 +86,7 @@ fn secret_kind(spec: KeySpec, wrap: bool) -> Option<SecretKind> {
 
 /// Whether keys of `spec` can be imported into kmsgate.
 pub fn importable(spec: KeySpec) -> bool {
-    secret_kind(spec, false).is_some()
-}
-
-/// Checks `import_token` against the record's pending parameters.
-fn check_token<'r>(
-    r: &'r KeyRecord,
-    import_token: &[u8],
-    now: f64,
-) -> Result<&'r PendingImport, StoreError> {
-    let pending = r.import.as_ref().and_then(|i| i.pending.as_ref());
-    let ours = import_token.len() == TOKEN_LEN
-        && import_token[0] == TOKEN_FORMAT
-        && import_token[1..17] == *r.key_id.as_bytes();
-    match pending {
-        Some(p) if ours && p.token_digest == digest_hex(import_token) => {
-            if p.valid_to <= now || p.wrapping_label.is_none() {
-                Err(StoreError::ExpiredImportToken)
-            } else {
-                Ok(p)
-            }
-        }
-        _ => Err(StoreError::InvalidImportToken),
-    }
-}
-
-/// The record's state once its material is gone: PendingImport, unless
-/// the key is pending deletion (it stays so).
-fn without_material(r: &mut KeyRecord) -> Vec<String> {
-    let id = r.key_id;
-    let labels = r
-        .versions
-        .iter()
-        .map(|v| version_label(&id, v.version, &v.nonce))
-        .collect();
-    let reserved = r
-        .versions
-        .iter()
-        .map(|v| v.encryptions_reserved)
-        .max()
-        .unwrap_or(0);
-    r.versions.clear();
-    if r.state != KeyState::PendingDeletion {
-        r.state = KeyState::PendingImport;
-    }
-    let import = r.import.get_or_insert_with(ImportRecord::default);
-    import.material = None;
-    import.encryptions_reserved = import.encryptions_reserved.max(reserved);
-    labels
-}
-
-/// Whether an EXTERNAL key's material or its wrapping pair has expired.
-pub(super) fn import_due(r: &KeyRecord, now: f64) -> bool {
-    let Some(i) = &r.import else {
-        return false;
-    };
-    let material = i
-        .material
-        .as_ref()
-        .and_then(|m| m.valid_to)
-        .is_some_and(|t| t <= now);
-    let pair = i
-        .pending
-        .as_ref()
-        .is_some_and(|p| p.wrapping_label.is_some() && p.valid_to <= now);
-    material || pair
+    secret_kind(spec, false).is_some() || super::signing::pair_kind(spec).is_some()
 }
 
 impl KeyStore {
@@ -333,11 +272,15 @@ impl KeyStore {
             _ => return Err(StoreError::MaterialPresent { arn }),
         }
         let wrap = self.hsm.capabilities().gcm_wrap;
-        let Some(kind) = secret_kind(r.key_spec, wrap) else {
-            return Err(StoreError::Internal(format!(
-                "key {id} of spec {} cannot hold imported material",
-                r.key_spec.as_str()
-            )));
+        let kind = match secret_kind(r.key_spec, wrap) {
+            Some(kind) => Material::Secret(kind),
+            None if importable(r.key_spec) => Material::Pair(r.key_spec, r.key_usage),
+            None => {
+                return Err(StoreError::Internal(format!(
+                    "key {id} of spec {} cannot hold imported material",
+                    r.key_spec.as_str()
+                )));
+            }
         };
         let modulus_len = pending.wrapping_bits as usize / 8;
         let oaep = matches!(
@@ -356,28 +299,43 @@ impl KeyStore {
         let unwrapping = pending.algorithm.unwrapping();
         let made = self
             .write_job(move |s| {
-                let imported = match hsm_import::unwrap_material(
-                    s,
-                    &wrapping_label,
-                    unwrapping,
-                    &wrapped,
-                    kind,
-                    &l,
-                    &cka_id,
-                )? {
-                    Ok(i) => i,
+                let made = match kind {
+                    Material::Secret(kind) => hsm_import::unwrap_material(
+                        s,
+                        &wrapping_label,
+                        unwrapping,
+                        &wrapped,
+                        kind,
+                        &l,
+                        &cka_id,
+                    )?
+                    .map(|i| (i.key, i.check_value)),
+                    Material::Pair(spec, usage) => super::import_pair::unwrap_pair(
+                        s,
+                        &wrapping_label,
+                        unwrapping,
+                        &wrapped,
+                        (spec, usage),
+                        &l,
+                        &cka_id,
+                    )?,
+                };
+                let (key, check) = match made {
+                    Ok((key, check)) => (key, hex::encode(check)),
                     Err(refusal) => return Ok(Unwrapped::Refused(refusal)),
                 };
-                let check = hex::encode(imported.check_value);
                 let outcome = if expected.as_ref().is_some_and(|e| *e != check) {
                     Ok(Unwrapped::Mismatch)
                 } else {
-                    confirm
-                        .secret_stored(s, &l)
-                        .map(|()| Unwrapped::Stored(check))
+                    match kind {
+                        Material::Secret(_) => confirm.secret_stored(s, &l),
+                        Material::Pair(..) => confirm.pair_stored(s, &l),
+                    }
+                    .map(|()| Unwrapped::Stored(check))
                 };
                 if !matches!(outcome, Ok(Unwrapped::Stored(_))) {
-                    let _ = objects::destroy_master_key(s, imported.key);
+                    // Takes an imported key's public half along.
+                    let _ = objects::destroy_master_key(s, key);
                 }
                 outcome
             })
@@ -391,6 +349,11 @@ impl KeyStore {
             }
             Unwrapped::Refused(Refusal::WrongLength) => {
                 return Err(StoreError::MaterialWrongLength {
+                    key_spec: r.key_spec.as_str(),
+                });
+            }
+            Unwrapped::Refused(Refusal::WrongKey) => {
+                return Err(StoreError::MaterialWrongKey {
                     key_spec: r.key_spec.as_str(),
                 });
             }
@@ -495,12 +458,4 @@ impl KeyStore {
         }
         Ok(done)
     }
-}
-
-/// The wrapping pair a key's record names, to destroy with the key.
-pub(super) fn wrapping_label(r: &KeyRecord) -> Option<String> {
-    r.import
-        .as_ref()
-        .and_then(|i| i.pending.as_ref())
-        .and_then(|p| p.wrapping_label.clone())
 }

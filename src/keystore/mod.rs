@@ -31,6 +31,7 @@ mod data_key_pair;
 mod der;
 pub mod error;
 pub mod import;
+mod import_pair;
 mod import_record;
 pub mod key_agreement;
 mod lookup;

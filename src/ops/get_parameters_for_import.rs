@@ -9,8 +9,8 @@ use super::authorize::Use;
 use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::{Blob, check_key_id};
 use super::validate::Violations;
-use crate::error::{KmsError, unsupported_wrapping};
-use crate::keystore::{KeyState, Origin, StoreError, WrappingAlgorithm};
+use crate::error::{KmsError, unsupported_wrapping, wrapping_unfit};
+use crate::keystore::{KeySpec, KeyState, Origin, StoreError, WrappingAlgorithm};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -84,6 +84,16 @@ pub async fn handle(
     ) else {
         return Err(unsupported_wrapping(algorithm_name, spec));
     };
+    // RSAES_OAEP wraps the material itself, so it must fit in one OAEP
+    // block: never an RSA private key, nor a P-521 one under RSA_2048.
+    let key_spec = key.record.key_spec;
+    let oaep = matches!(
+        algorithm,
+        WrappingAlgorithm::RsaesOaepSha1 | WrappingAlgorithm::RsaesOaepSha256
+    );
+    if oaep && (key_spec.is_rsa() || (key_spec == KeySpec::EccNistP521 && bits == 2048)) {
+        return Err(wrapping_unfit(algorithm_name, spec, key_spec.as_str()));
+    }
     let params = ctx
         .store
         .parameters_for_import(key.id(), algorithm, bits)

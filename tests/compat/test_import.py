@@ -13,8 +13,9 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 
 from conftest import KEY_ARN_PREFIX
 from test_cli import aws, aws_json
@@ -110,3 +111,64 @@ def test_the_aws_cli_imports_key_material(gateway, tmp_path):
     described = aws_json(gateway, "kms", "describe-key", "--key-id", key["KeyId"])["KeyMetadata"]
     assert described["KeyState"] == "Enabled"
     assert described["ExpirationModel"] == "KEY_MATERIAL_DOES_NOT_EXPIRE"
+
+
+def import_private_key(kms, key_id: str, private_key) -> None:
+    """RSA_AES_KEY_WRAP_SHA_1 of the key's PKCS#8, as AWS's instructions
+    wrap asymmetric material: OAEP of an ephemeral AES key, then AES key
+    wrap with padding of the material."""
+    params = kms.get_parameters_for_import(
+        KeyId=key_id, WrappingAlgorithm="RSA_AES_KEY_WRAP_SHA_1", WrappingKeySpec="RSA_3072"
+    )
+    pkcs8 = private_key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    aes_key = os.urandom(32)
+    wrapped = wrap(params["PublicKey"], aes_key) + aes_key_wrap_with_padding(aes_key, pkcs8)
+    kms.import_key_material(
+        KeyId=key_id,
+        ImportToken=params["ImportToken"],
+        EncryptedKeyMaterial=wrapped,
+        ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+    )
+
+
+@pytest.mark.parametrize(
+    "key_spec,algorithm",
+    [("RSA_2048", "RSASSA_PSS_SHA_256"), ("ECC_NIST_P256", "ECDSA_SHA_256")],
+)
+def test_an_imported_signing_key_is_its_twin_outside_kmsgate(kms, key_spec, algorithm):
+    if key_spec == "RSA_2048":
+        twin = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        scheme = (padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256())
+    else:
+        twin = ec.generate_private_key(ec.SECP256R1())
+        scheme = (ec.ECDSA(hashes.SHA256()),)
+    key = kms.create_key(Origin="EXTERNAL", KeySpec=key_spec, KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    assert (key["KeyState"], key["Origin"]) == ("PendingImport", "EXTERNAL")
+    import_private_key(kms, key["KeyId"], twin)
+    meta = kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
+    assert (meta["KeyState"], meta["KeySpec"], meta["KeyUsage"]) == ("Enabled", key_spec, "SIGN_VERIFY")
+    public = twin.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert kms.get_public_key(KeyId=key["KeyId"])["PublicKey"] == public
+
+    # A message signed here with the twin verifies in kmsgate...
+    message = b"signed outside kmsgate"
+    signature = twin.sign(message, *scheme)
+    out = kms.verify(
+        KeyId=key["KeyId"], Message=message, Signature=signature, SigningAlgorithm=algorithm
+    )
+    assert out["SignatureValid"] is True
+    with pytest.raises(ClientError) as e:
+        kms.verify(
+            KeyId=key["KeyId"], Message=b"another message", Signature=signature, SigningAlgorithm=algorithm
+        )
+    assert e.value.response["Error"]["Code"] == "KMSInvalidSignatureException"
+
+    # ...and kmsgate's signature verifies here.
+    theirs = kms.sign(KeyId=key["KeyId"], Message=b"signed by kmsgate", SigningAlgorithm=algorithm)
+    twin.public_key().verify(theirs["Signature"], b"signed by kmsgate", *scheme)

@@ -20,6 +20,7 @@ mod gateway;
 mod hmac;
 mod http;
 mod import;
+mod import_asymmetric;
 mod key_agreement;
 mod lifecycle;
 mod policies;
