@@ -230,6 +230,43 @@ fn unsupported(e: &CkError) -> bool {
     )
 }
 
+/// Whether the token can unwrap with `how`'s OAEP: `Some(mechanism)` when
+/// it lacks it. A probe unwrap of a block of zeros, which a token that has
+/// the mechanism refuses for the block (or, absurdly, unwraps into a
+/// session object that is destroyed at once), and one that lacks it for the
+/// mechanism's parameters (SoftHSM2 2.6: CKR_ARGUMENTS_BAD for SHA-256).
+pub fn lacks_unwrapping(
+    s: &TokenSession,
+    wrapping_label: &str,
+    how: Unwrapping,
+) -> Result<Option<&'static str>, HsmError> {
+    let Some(unwrapper) = wrapping_private_key(s, wrapping_label)? else {
+        return Err(HsmError::StaleGeneration);
+    };
+    let modulus_len = match keypair::read_public_key(s, wrapping_label)? {
+        PublicKey::Rsa { modulus, .. } => modulus.len(),
+        PublicKey::Ec { .. } => return Err(HsmError::StaleGeneration),
+    };
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(false),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+    ];
+    match s
+        .session
+        .unwrap_key(&how.oaep(), unwrapper, &vec![0u8; modulus_len], &template)
+    {
+        Ok(h) => {
+            s.session.destroy_object(h)?;
+            Ok(None)
+        }
+        Err(e) if unsupported(&e) => Ok(Some(how.oaep_name())),
+        Err(_) => Ok(None),
+    }
+}
+
 /// Unwraps `wrapped` with the wrapping pair `wrapping_label` into a new
 /// object made from `template` (for RSA_AES_KEY_WRAP, through an
 /// ephemeral AES session object that is destroyed again). Nothing is left

@@ -150,21 +150,30 @@ impl KeyStore {
         let label = import_label(id, &nonce());
         let confirm = self.hsm.confirmer();
         let l = label.clone();
-        let public = self
+        let how = algorithm.unwrapping();
+        // A wrapping algorithm the token cannot unwrap with is refused now,
+        // not after the caller has wrapped its material.
+        let (public, lacks) = self
             .hsm
             .pool()
             .run_patient(PAIR_DEADLINE, move |s| {
                 hsm_import::generate_wrapping_pair(s, &l, u64::from(bits))?;
-                let read = confirm
-                    .pair_stored(s, &l)
-                    .and_then(|()| hsm_import::wrapping_public_key(s, &l));
-                if read.is_err() {
+                let read = confirm.pair_stored(s, &l).and_then(|()| {
+                    Ok((
+                        hsm_import::wrapping_public_key(s, &l)?,
+                        hsm_import::lacks_unwrapping(s, &l, how)?,
+                    ))
+                });
+                if !matches!(read, Ok((_, None))) {
                     let _ = hsm_import::destroy_wrapping_pair(s, &l);
                 }
                 read
             })
             .await
             .map_err(token)?;
+        if let Some(mechanism) = lacks {
+            return Err(StoreError::ImportUnsupported(mechanism));
+        }
         let public_key = super::der::public_key_der(&public)
             .map_err(|e| StoreError::Internal(format!("public key: {e}")))?;
         let mut import_token = Vec::with_capacity(TOKEN_LEN);

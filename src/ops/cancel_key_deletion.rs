@@ -1,5 +1,5 @@
 //! CancelKeyDeletion: a key pending deletion goes back to Disabled (not
-//! Enabled), as in AWS KMS.
+//! Enabled), or to PendingImport if it has no key material, as in AWS KMS.
 
 use serde::Serialize;
 
@@ -8,7 +8,7 @@ use super::authorize::Use;
 use super::key_arg::resolve_key_id_or_arn;
 use super::shapes::KeyIdRequest;
 use crate::error::KmsError;
-use crate::keystore::KeyState;
+use crate::keystore::{KeyState, Origin};
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -32,7 +32,13 @@ pub async fn handle(
                     "{arn} is not pending deletion."
                 )));
             }
-            r.state = KeyState::Disabled;
+            // A key with no material (EXTERNAL, none imported or deleted)
+            // goes back to waiting for it, as in AWS.
+            r.state = if r.origin != Origin::AwsKms && r.versions.is_empty() {
+                KeyState::PendingImport
+            } else {
+                KeyState::Disabled
+            };
             r.deletion_date = None;
             r.pending_window_days = None;
             Ok(())

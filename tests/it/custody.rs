@@ -5,8 +5,6 @@
 //! unwrapped key cannot be: PKCS#11 sets CKA_NEVER_EXTRACTABLE false on
 //! it, while CKA_EXTRACTABLE stays false).
 
-use std::process::Command;
-
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 
 use crate::common::*;
@@ -51,31 +49,7 @@ async fn pkcs11_tool_sees_every_key_sensitive_and_generated_keys_never_extractab
     let imported = crate::import::create_external(&kms).await;
     crate::import::import_material(&kms, &imported, &[0x5a; 32]).await;
 
-    let which = Command::new("pkcs11-tool").arg("--version").output();
-    assert!(
-        which.is_ok(),
-        "pkcs11-tool not found: install OpenSC (apt-get install -y opensc; .ci/run does)"
-    );
-    let out = Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", gw.token.softhsm_conf())
-        .arg("--module")
-        .arg(softhsm_module())
-        .args([
-            "--token-label",
-            "kmsgate",
-            "--login",
-            "--pin",
-            PIN,
-            "--list-objects",
-        ])
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let listing = list_objects(&gw.token);
     let keys: Vec<_> = objects(&listing)
         .into_iter()
         .filter(|(h, _)| h.starts_with("Private Key Object") || h.starts_with("Secret Key Object"))

@@ -564,3 +564,21 @@ impl Gateway {
             .unwrap_or(0)
     }
 }
+
+/// The token's objects as OpenSC's `pkcs11-tool --list-objects` shows
+/// them to an HSM operator (logged in, so private objects too).
+pub fn list_objects(token: &Token) -> String {
+    let out = Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", token.softhsm_conf())
+        .arg("--module")
+        .arg(softhsm_module())
+        .args(["--token-label", "kmsgate", "--login", "--pin", PIN, "--list-objects"])
+        .output()
+        .expect("pkcs11-tool runs: install OpenSC (apt-get install -y opensc; scripts/test and .ci/run do)");
+    assert!(
+        out.status.success(),
+        "pkcs11-tool failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
