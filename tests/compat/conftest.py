@@ -251,3 +251,15 @@ def kms(aws_environment):
 def key_arn(kms) -> str:
     """One symmetric key shared by the tests that only need some key."""
     return kms.create_key(Description="kmsgate compat suite")["KeyMetadata"]["Arn"]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries the shared gateway's warnings and
+    errors (the log itself lives in a temp dir that CI does not keep)."""
+    outcome = yield
+    report = outcome.get_result()
+    gateway = item.funcargs.get("gateway") if hasattr(item, "funcargs") else None
+    if report.when == "call" and report.failed and isinstance(gateway, Gateway):
+        lines = [line for line in gateway.stderr().splitlines() if " WARN " in line or " ERROR " in line]
+        report.sections.append(("kmsgate warnings and errors (last 40)", "\n".join(lines[-40:])))
