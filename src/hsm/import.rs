@@ -271,6 +271,15 @@ pub fn lacks_unwrapping(
 /// object made from `template` (for RSA_AES_KEY_WRAP, through an
 /// ephemeral AES session object that is destroyed again). Nothing is left
 /// on the token when the token refuses the bytes.
+///
+/// SoftHSM2 2.6.1 sometimes fails to store a new token object when another
+/// session lists objects at the same moment (SoftHSMv2 issue 573), with
+/// CKR_GENERAL_ERROR or CKR_TEMPLATE_INCONSISTENT: the same answers it
+/// gives for bytes that do not unwrap. So when a token object fails that
+/// way, the same bytes are unwrapped once more into a session object
+/// (which no other session sees): if that works, the bytes were fine and
+/// the failure is the token's, a retryable fault (the write is tried
+/// again); if not, the bytes are refused.
 pub(super) fn unwrap_into(
     s: &TokenSession,
     wrapping_label: &str,
@@ -278,6 +287,66 @@ pub(super) fn unwrap_into(
     wrapped: &[u8],
     template: &[Attribute],
 ) -> Result<Result<ObjectHandle, Refusal>, HsmError> {
+    let first = unwrap_once(s, wrapping_label, how, wrapped, template)?;
+    let stored = template.iter().any(|a| matches!(a, Attribute::Token(true)));
+    let e = match first {
+        Err(Refused::Token(e)) if stored && race_symptom(&e) => e,
+        other => return Ok(other.map_err(Refused::refusal)),
+    };
+    let in_session: Vec<Attribute> = template
+        .iter()
+        .map(|a| match a {
+            Attribute::Token(_) => Attribute::Token(false),
+            other => other.clone(),
+        })
+        .collect();
+    match unwrap_once(s, wrapping_label, how, wrapped, &in_session)? {
+        Ok(h) => {
+            s.session.destroy_object(h)?;
+            tracing::warn!(error = %e, "the token failed to store an unwrapped key the bytes make (SoftHSM2 race)");
+            Err(HsmError::Unexpected(
+                "the token failed to store an unwrapped key",
+            ))
+        }
+        Err(_) => Ok(Err(Refused::Token(e).refusal())),
+    }
+}
+
+/// Why one unwrap made nothing: a refusal already judged, or the token's
+/// answer to the final unwrap.
+enum Refused {
+    Judged(Refusal),
+    Token(CkError),
+}
+
+impl Refused {
+    fn refusal(self) -> Refusal {
+        match self {
+            Refused::Judged(r) => r,
+            Refused::Token(e) if unsupported(&e) => Refusal::Unsupported("the unwrap mechanism"),
+            Refused::Token(e) if wrong_length(&e) => Refusal::WrongLength,
+            Refused::Token(_) => Refusal::Undecryptable,
+        }
+    }
+}
+
+/// What SoftHSM2's object-store race answers (see [`unwrap_into`]).
+fn race_symptom(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(RvError::GeneralError | RvError::TemplateInconsistent, _)
+    )
+}
+
+/// One attempt of [`unwrap_into`]. Errors the token gives for the bytes
+/// come back as [`Refused`]; others (a broken session) as `Err`.
+fn unwrap_once(
+    s: &TokenSession,
+    wrapping_label: &str,
+    how: Unwrapping,
+    wrapped: &[u8],
+    template: &[Attribute],
+) -> Result<Result<ObjectHandle, Refused>, HsmError> {
     let Some(unwrapper) = wrapping_private_key(s, wrapping_label)? else {
         return Err(HsmError::StaleGeneration);
     };
@@ -292,7 +361,7 @@ pub(super) fn unwrap_into(
                 PublicKey::Ec { .. } => return Err(HsmError::StaleGeneration),
             };
             if wrapped.len() <= modulus_len {
-                return Ok(Err(Refusal::Undecryptable));
+                return Ok(Err(Refused::Judged(Refusal::Undecryptable)));
             }
             let (rsa_part, kw_part) = wrapped.split_at(modulus_len);
             let ephemeral_template = [
@@ -313,10 +382,10 @@ pub(super) fn unwrap_into(
                 {
                     Ok(h) => h,
                     Err(e) if unsupported(&e) => {
-                        return Ok(Err(Refusal::Unsupported(how.oaep_name())));
+                        return Ok(Err(Refused::Judged(Refusal::Unsupported(how.oaep_name()))));
                     }
                     Err(e) if undecryptable(&e) || wrong_length(&e) => {
-                        return Ok(Err(Refusal::Undecryptable));
+                        return Ok(Err(Refused::Judged(Refusal::Undecryptable)));
                     }
                     Err(e) => return Err(e.into()),
                 };
@@ -327,16 +396,17 @@ pub(super) fn unwrap_into(
             if let Err(e) = &result
                 && unsupported(e)
             {
-                return Ok(Err(Refusal::Unsupported("CKM_AES_KEY_WRAP_PAD")));
+                return Ok(Err(Refused::Judged(Refusal::Unsupported(
+                    "CKM_AES_KEY_WRAP_PAD",
+                ))));
             }
             result
         }
     };
     Ok(match made {
         Ok(h) => Ok(h),
-        Err(e) if unsupported(&e) => Err(Refusal::Unsupported(how.oaep_name())),
-        Err(e) if wrong_length(&e) => Err(Refusal::WrongLength),
-        Err(e) if undecryptable(&e) => Err(Refusal::Undecryptable),
+        Err(e) if unsupported(&e) => Err(Refused::Judged(Refusal::Unsupported(how.oaep_name()))),
+        Err(e) if wrong_length(&e) || undecryptable(&e) => Err(Refused::Token(e)),
         Err(e) => return Err(e.into()),
     })
 }

@@ -153,21 +153,23 @@ impl KeyStore {
         let how = algorithm.unwrapping();
         // A wrapping algorithm the token cannot unwrap with is refused now,
         // not after the caller has wrapped its material.
+        // A write job: tried again on SoftHSM2's object-creation race, so
+        // whatever an attempt made (a failed C_GenerateKeyPair may have
+        // made part of the pair) is destroyed when it fails.
         let (public, lacks) = self
-            .hsm
-            .pool()
-            .run_patient(PAIR_DEADLINE, move |s| {
-                hsm_import::generate_wrapping_pair(s, &l, u64::from(bits))?;
-                let read = confirm.pair_stored(s, &l).and_then(|()| {
-                    Ok((
-                        hsm_import::wrapping_public_key(s, &l)?,
-                        hsm_import::lacks_unwrapping(s, &l, how)?,
-                    ))
-                });
-                if !matches!(read, Ok((_, None))) {
+            .write_job_patient(PAIR_DEADLINE, move |s| {
+                let made = hsm_import::generate_wrapping_pair(s, &l, u64::from(bits))
+                    .and_then(|()| confirm.pair_stored(s, &l))
+                    .and_then(|()| {
+                        Ok((
+                            hsm_import::wrapping_public_key(s, &l)?,
+                            hsm_import::lacks_unwrapping(s, &l, how)?,
+                        ))
+                    });
+                if !matches!(made, Ok((_, None))) {
                     let _ = hsm_import::destroy_wrapping_pair(s, &l);
                 }
-                read
+                made
             })
             .await
             .map_err(token)?;

@@ -170,6 +170,14 @@ fn new_nonce() -> String {
 /// How often a write's token job is tried again after a retryable fault.
 const WRITE_RETRIES: u32 = 2;
 
+/// Whether a write job that failed so is tried again: a retryable fault,
+/// or CKR_TEMPLATE_INCONSISTENT for one of kmsgate's own templates, which
+/// SoftHSM2 2.6.1 gives when it loses the object-store race of SoftHSMv2
+/// issue 573 (the same template works at once on the next attempt).
+fn retry_write(e: &HsmError) -> bool {
+    e.fault() == Fault::Retryable || e.rv() == Some(cryptoki::error::RvError::TemplateInconsistent)
+}
+
 /// How long CreateKey may wait for the token to generate a key pair.
 pub(super) const KEY_PAIR_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -190,7 +198,11 @@ impl KeyStore {
 
     /// As [`write_job`](Self::write_job), waiting for the token at least
     /// `at_least` (key pair generation).
-    async fn write_job_patient<T, F>(&self, at_least: Duration, job: F) -> Result<T, HsmError>
+    pub(super) async fn write_job_patient<T, F>(
+        &self,
+        at_least: Duration,
+        job: F,
+    ) -> Result<T, HsmError>
     where
         T: Send + 'static,
         F: Fn(&TokenSession) -> Result<T, HsmError> + Clone + Send + 'static,
@@ -204,7 +216,7 @@ impl KeyStore {
                 .run_patient(at_least, move |s| this(s))
                 .await
             {
-                Err(e) if e.fault() == Fault::Retryable && attempt < WRITE_RETRIES => {
+                Err(e) if retry_write(&e) && attempt < WRITE_RETRIES => {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, "a write failed at the token; trying again");
                     back_off(attempt).await;

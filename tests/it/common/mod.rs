@@ -349,6 +349,20 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the gateway warned about (its log goes
+        // with the temp dir).
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                .collect();
+            eprintln!(
+                "--- kmsgate warnings and errors (last 40 of {}) ---\n{}",
+                lines.len(),
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
     }
 }
 
