@@ -57,6 +57,7 @@ const KNOWN_KEYS: &[&str] = &[
     "kms:signingalgorithm",
     "kms:messagetype",
     "kms:datakeypairspec",
+    "kms:keyagreementalgorithm",
     "kms:grantoperations",
     "kms:granteeprincipal",
     "kms:retiringprincipal",
