@@ -40,6 +40,7 @@ impl Supervised {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
             .env("SOFTHSM2_CONF", token.softhsm_conf())
             .env("KMSGATE_LOG", "info")
+            .env("KMSGATE_TEST_CLOCK_OFFSET_FILE", token.clock_file())
             .args(["serve", "--config"])
             .arg(token.config())
             .args(["--listen", "127.0.0.1:0", "--workers", workers])
@@ -363,4 +364,53 @@ fn workers_stop_when_their_supervisor_is_killed() {
             .all(|p| !alive(*p))),
         "workers {workers:?} stop once the supervisor is gone"
     );
+}
+
+async fn rotations(kms: &aws_sdk_kms::Client, key: &str) -> usize {
+    kms.list_key_rotations()
+        .key_id(key)
+        .send()
+        .await
+        .unwrap()
+        .rotations
+        .unwrap_or_default()
+        .len()
+}
+
+#[tokio::test]
+async fn a_due_rotation_happens_exactly_once_with_two_workers() {
+    let token = Token::with_config("[keys]\nsync_interval_ms = 100\nscheduler_interval_ms = 100\n");
+    let gw = Supervised::start(token.clone(), "2");
+    let kms = gw.client();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = create_key(&kms).await;
+        kms.enable_key_rotation()
+            .key_id(&id)
+            .rotation_period_in_days(90)
+            .send()
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    token.set_clock_days_ahead(91);
+    for id in &ids {
+        let mut rotated = false;
+        for _ in 0..200 {
+            if rotations(&gw.client(), id).await > 0 {
+                rotated = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(rotated, "key {id} rotated when due");
+    }
+    // Several more scheduler rounds on both workers change nothing; asked
+    // on fresh connections, so of either worker.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for id in &ids {
+        for _ in 0..6 {
+            assert_eq!(rotations(&gw.client(), id).await, 1, "key {id}");
+        }
+    }
 }
