@@ -43,3 +43,4 @@ pub mod keystore;
 pub mod ops;
 pub mod policy;
 pub mod server;
+pub mod workers;

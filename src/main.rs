@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use kmsgate::audit::verify;
-use kmsgate::config::{Config, read_secret};
+use kmsgate::config::{Config, Workers, read_secret};
 use kmsgate::hsm::{Hsm, init};
 use kmsgate::http::AppState;
 use kmsgate::{bench, server};
@@ -38,6 +38,20 @@ enum Command {
         /// Address to listen on; overrides `listen` in the config.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Gateway processes on the token: a number or `auto` (one per
+        /// core); overrides `workers` in the config. Past 1, a supervisor
+        /// runs that many worker processes on one listening socket.
+        #[arg(long, value_name = "N|auto")]
+        workers: Option<Workers>,
+    },
+    /// A worker process of `serve --workers N` (started by the supervisor,
+    /// which hands it the listener and the PIN).
+    #[command(name = "__worker", hide = true)]
+    Worker {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        index: usize,
     },
     /// Check that every master key version on the token is sensitive and
     /// can be neither read nor wrapped out. Exits non-zero if one can.
@@ -157,7 +171,14 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve { config, listen } => runtime.block_on(run(config, listen)),
+        Command::Serve {
+            config,
+            listen,
+            workers,
+        } => runtime.block_on(run(config, listen, workers, &cli.log_format)),
+        Command::Worker { config, index } => {
+            runtime.block_on(kmsgate::workers::worker::run(&config, index))
+        }
         Command::CheckKeys { config } => runtime.block_on(check_keys(config)),
         Command::BenchToken {
             config,
@@ -204,11 +225,28 @@ fn main() -> ExitCode {
     code
 }
 
-async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> Result<(), server::StartError> {
+async fn run(
+    config_path: PathBuf,
+    listen: Option<SocketAddr>,
+    workers: Option<Workers>,
+    log_format: &str,
+) -> Result<(), server::StartError> {
     let config = Config::load(&config_path)?;
     let addr = listen.unwrap_or(config.listen);
     config.check_transport(addr)?;
     let tls = server::tls(&config)?;
+    let workers = workers.unwrap_or(config.workers).resolve();
+    if workers > 1 {
+        return supervise(
+            config_path,
+            &config,
+            addr,
+            tls.is_some(),
+            workers,
+            log_format,
+        )
+        .await;
+    }
     let (state, hsm) = server::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -221,6 +259,39 @@ async fn run(config_path: PathBuf, listen: Option<SocketAddr>) -> Result<(), ser
     writeln!(out, "kmsgate listening on {scheme}://{local}")?;
     out.flush()?;
     server::run(&config, listener, state, hsm, tls).await
+}
+
+/// `serve --workers N` with N > 1: the supervisor binds the listener,
+/// reads the PIN once, and runs the workers (kmsgate::workers).
+async fn supervise(
+    config_path: PathBuf,
+    config: &Config,
+    addr: SocketAddr,
+    tls: bool,
+    workers: usize,
+    log_format: &str,
+) -> Result<(), server::StartError> {
+    let pin = server::user_pin(config)?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    let scheme = if tls { "https" } else { "http" };
+    tracing::info!(%local, scheme, workers, "listening");
+    let config_path = std::path::absolute(&config_path)?;
+    kmsgate::workers::supervisor::run(kmsgate::workers::supervisor::Options {
+        config: config_path,
+        log_format: log_format.to_owned(),
+        workers,
+        listener,
+        pin,
+        pin_env: config.hsm.pin_env.clone(),
+        announce: format!("kmsgate listening on {scheme}://{local}"),
+        // A worker's drain grace, its background work's 5 s and its
+        // token shutdown's 5 s, and some slack.
+        stop_timeout: Duration::from_millis(config.http.shutdown_grace_ms)
+            + Duration::from_secs(15),
+    })
+    .await
 }
 
 async fn check_keys(config_path: PathBuf) -> Result<(), server::StartError> {

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::SecretString;
 use tokio::net::TcpListener;
 
 use crate::arn::Realm;
@@ -24,11 +25,21 @@ pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 /// The token settings of `config`, with the user PIN read from its file or
 /// environment variable. Shared by [`build`] and `kmsgate bench-token`.
 pub fn hsm_settings(config: &Config) -> Result<HsmSettings, StartError> {
-    let pin = read_secret(
+    Ok(hsm_settings_with_pin(config, user_pin(config)?))
+}
+
+/// The user PIN, from `hsm.pin_file` or `hsm.pin_env`.
+pub fn user_pin(config: &Config) -> Result<SecretString, StartError> {
+    Ok(read_secret(
         config.hsm.pin_file.as_deref(),
         config.hsm.pin_env.as_deref(),
-    )?;
-    Ok(HsmSettings {
+    )?)
+}
+
+/// The token settings of `config` with a PIN read already (a worker
+/// process gets it from its supervisor).
+pub fn hsm_settings_with_pin(config: &Config, pin: SecretString) -> HsmSettings {
+    HsmSettings {
         module: config.hsm.module.clone(),
         token_label: config.hsm.token_label.clone(),
         pin,
@@ -39,7 +50,7 @@ pub fn hsm_settings(config: &Config) -> Result<HsmSettings, StartError> {
         iv_source: config.hsm.iv_source,
         use_wrap_when_available: config.hsm.use_wrap_when_available,
         read_back: config.hsm.read_back,
-    })
+    }
 }
 
 /// The identity policies of every principal: `[[auth.principals]]`
@@ -81,18 +92,30 @@ fn authorizer(config: &Config) -> Result<Authorizer, StartError> {
 /// Opens the audit log and the token, loads the key store and prepares
 /// the verifier: a gateway about to serve.
 pub async fn build(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
-    build_with_audit(config, &config.audit).await
+    build_with_audit(config, &config.audit, user_pin(config)?).await
+}
+
+/// As [`build`], for a worker process of `serve --workers N`: the PIN
+/// comes from the supervisor, and the audit table is the worker's own
+/// (see [`crate::workers::audit_config`]).
+pub async fn build_worker(
+    config: &Config,
+    audit: &AuditConfig,
+    pin: SecretString,
+) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
+    build_with_audit(config, audit, pin).await
 }
 
 /// As [`build`], for a command that serves no requests: the audit file is
 /// left alone (a gateway may be writing it); the process log stands in.
 pub async fn build_for_command(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
-    build_with_audit(config, &AuditConfig::default()).await
+    build_with_audit(config, &AuditConfig::default(), user_pin(config)?).await
 }
 
 async fn build_with_audit(
     config: &Config,
     audit: &AuditConfig,
+    pin: SecretString,
 ) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
     let audit_realm = crate::audit::Realm {
         partition: config.partition.clone(),
@@ -109,7 +132,7 @@ async fn build_with_audit(
                 .display()
         )
     })?);
-    let settings = hsm_settings(config)?;
+    let settings = hsm_settings_with_pin(config, pin);
     let authorizer = authorizer(config)?;
     let mut credentials = Vec::with_capacity(config.auth.credentials.len());
     for c in &config.auth.credentials {
@@ -279,6 +302,19 @@ pub async fn run(
     hsm: Arc<Hsm>,
     tls: Option<Arc<Tls>>,
 ) -> Result<(), StartError> {
+    run_until(config, listener, state, hsm, tls, shutdown_signal()).await
+}
+
+/// As [`run`], stopping when `shutdown` completes (a worker also stops
+/// when its supervisor is gone).
+pub async fn run_until(
+    config: &Config,
+    listener: TcpListener,
+    state: Arc<AppState>,
+    hsm: Arc<Hsm>,
+    tls: Option<Arc<Tls>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StartError> {
     let background = spawn_background(
         state.clone(),
         Duration::from_millis(config.keys.sync_interval_ms),
@@ -289,7 +325,7 @@ pub async fn run(
         listener,
         state.clone(),
         serve_settings(config, tls),
-        shutdown_signal(),
+        shutdown,
     )
     .await?;
     reloader.abort();

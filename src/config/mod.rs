@@ -12,9 +12,11 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 mod auth;
+mod workers;
 
 pub use crate::hsm::{IvSource, ReadBack};
 pub use auth::{AuthConfig, CredentialConfig, PrincipalConfig, valid_user_name};
+pub use workers::{MAX_WORKERS, Workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -35,6 +37,10 @@ pub struct Config {
     /// Address to listen on, `127.0.0.1:8080` unless set here or by `--listen`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Gateway processes on the token: a number or `auto` (one per core);
+    /// `--workers` overrides it. 1: one process, no supervisor.
+    #[serde(default)]
+    pub workers: Workers,
     /// ARN partition, region and account: SDKs and the Encryption SDK parse
     /// the key ARNs, and sign for the region the ARN names.
     #[serde(default = "default_partition")]

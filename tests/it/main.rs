@@ -30,3 +30,4 @@ mod signing;
 mod tags;
 mod tls;
 mod unreadable;
+mod workers;

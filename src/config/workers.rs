@@ -1,0 +1,93 @@
+//! `workers`: how many gateway processes `kmsgate serve` runs on the token
+//! (DESIGN.md decision 15), from the config or `--workers`.
+
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// The number of worker processes: a count, or `auto` (one per core).
+/// `1`, the default, is one gateway process with no supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Workers {
+    #[default]
+    One,
+    Count(usize),
+    Auto,
+}
+
+/// More would exhaust a token's sessions long before they helped.
+pub const MAX_WORKERS: usize = 256;
+
+impl Workers {
+    /// The number of processes to run (`auto`: the cores this process may
+    /// use, as the scheduler reports them).
+    pub fn resolve(self) -> usize {
+        match self {
+            Workers::One => 1,
+            Workers::Count(n) => n,
+            Workers::Auto => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_WORKERS),
+        }
+    }
+}
+
+impl FromStr for Workers {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Workers, String> {
+        if s == "auto" {
+            return Ok(Workers::Auto);
+        }
+        match s.parse::<usize>() {
+            Ok(1) => Ok(Workers::One),
+            Ok(n) if (2..=MAX_WORKERS).contains(&n) => Ok(Workers::Count(n)),
+            _ => Err(format!(
+                "workers must be `auto` or a number from 1 to {MAX_WORKERS}, got `{s}`"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Workers, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Count(u64),
+            Word(String),
+        }
+        let text = match Repr::deserialize(d)? {
+            Repr::Count(n) => n.to_string(),
+            Repr::Word(w) => w,
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_are_a_count_or_auto() {
+        assert_eq!("1".parse(), Ok(Workers::One));
+        assert_eq!("4".parse(), Ok(Workers::Count(4)));
+        assert_eq!(
+            "auto".parse::<Workers>().map(|w| w.resolve() >= 1),
+            Ok(true)
+        );
+        assert!("0".parse::<Workers>().is_err());
+        assert!("many".parse::<Workers>().is_err());
+        assert!("100000".parse::<Workers>().is_err());
+        #[derive(Deserialize)]
+        struct T {
+            workers: Workers,
+        }
+        let t: T = toml::from_str("workers = 3").unwrap();
+        assert_eq!(t.workers, Workers::Count(3));
+        let t: T = toml::from_str("workers = \"auto\"").unwrap();
+        assert_eq!(t.workers, Workers::Auto);
+        assert!(toml::from_str::<T>("workers = 0").is_err());
+    }
+}

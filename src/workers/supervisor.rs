@@ -1,0 +1,315 @@
+//! The supervisor of `serve --workers N`: binds the listener, starts the
+//! workers, restarts the dead, forwards signals, and serves nothing.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use zeroize::Zeroizing;
+
+use super::{READY, WORKER_ARG};
+use crate::server::StartError;
+
+/// Time between two workers' start-ups at least: concurrent C_Login from
+/// several processes has failed with CKR_GENERAL_ERROR on SoftHSM2, so
+/// one worker logs in (and loads its key store) at a time.
+const STAGGER: Duration = Duration::from_millis(200);
+/// The first restart delay of a worker that died; it doubles on every
+/// further death up to [`MAX_BACKOFF`], and falls back to this once a
+/// worker has run for [`HEALTHY`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const HEALTHY: Duration = Duration::from_secs(10);
+/// How long a worker may take from start to `ready`.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What the supervisor needs to run its workers.
+pub struct Options {
+    /// The configuration file, passed on to the workers.
+    pub config: PathBuf,
+    /// The global `--log-format`, passed on.
+    pub log_format: String,
+    pub workers: usize,
+    /// The bound listener every worker inherits.
+    pub listener: std::net::TcpListener,
+    pub pin: SecretString,
+    /// `hsm.pin_env`: removed from the workers' environment.
+    pub pin_env: Option<String>,
+    /// Once every worker is ready, this line goes to stdout (the line a
+    /// single gateway prints, for scripts that started it on port 0).
+    pub announce: String,
+    /// How long workers may take to stop on SIGTERM before they are
+    /// killed (their drain grace and the token's shutdown).
+    pub stop_timeout: Duration,
+}
+
+/// Shared by the supervisor and the slots: the live workers' pids, and
+/// whether the supervisor is stopping. One lock, so that a worker started
+/// during a stop is either signalled by the stop or sees it.
+#[derive(Default)]
+struct Live {
+    stopping: bool,
+    pids: Vec<Option<u32>>,
+}
+
+enum Event {
+    Ready(usize),
+    Failed(usize, String),
+}
+
+struct Shared {
+    options: Options,
+    exe: PathBuf,
+    live: Mutex<Live>,
+    /// Held by the slot that is starting a worker; holds when the last
+    /// start finished.
+    starting: tokio::sync::Mutex<Option<Instant>>,
+}
+
+fn signal(pid: u32, sig: Signal) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = kill_process(pid, sig);
+    }
+}
+
+impl Shared {
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn signal_all(&self, sig: Signal) -> usize {
+        let pids: Vec<u32> = self.live().pids.iter().flatten().copied().collect();
+        for &pid in &pids {
+            signal(pid, sig);
+        }
+        pids.len()
+    }
+
+    /// Starts worker `index` and waits until it says `ready`. The child
+    /// is registered (and so reached by a stop) as soon as it exists.
+    async fn start(&self, index: usize) -> Result<(Child, tokio::net::UnixStream), String> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| format!("cannot make a control channel: {e}"))?;
+        let listener = self
+            .options
+            .listener
+            .try_clone()
+            .map_err(|e| format!("cannot share the listener: {e}"))?;
+        let mut command = Command::new(&self.exe);
+        command
+            .args([
+                "--log-format",
+                &self.options.log_format,
+                WORKER_ARG,
+                "--config",
+            ])
+            .arg(&self.options.config)
+            .arg("--index")
+            .arg(index.to_string())
+            .stdin(Stdio::from(OwnedFd::from(listener)))
+            .stdout(Stdio::from(OwnedFd::from(theirs)))
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(var) = &self.options.pin_env {
+            command.env_remove(var);
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start a worker: {e}"))?;
+        drop(command);
+        let pid = child.id().unwrap_or(0);
+        {
+            let mut live = self.live();
+            live.pids[index] = Some(pid);
+            if live.stopping {
+                signal(pid, Signal::TERM);
+            }
+        }
+        ours.set_nonblocking(true)
+            .map_err(|e| format!("control channel: {e}"))?;
+        let ours =
+            tokio::net::UnixStream::from_std(ours).map_err(|e| format!("control channel: {e}"))?;
+        let mut control = BufReader::new(ours);
+        let greeting = Zeroizing::new(format!(
+            "{}\n",
+            hex::encode(self.options.pin.expose_secret().as_bytes())
+        ));
+        let handshake = async {
+            control.get_mut().write_all(greeting.as_bytes()).await?;
+            let mut line = String::new();
+            control.read_line(&mut line).await?;
+            Ok::<_, std::io::Error>(line)
+        };
+        let answer = tokio::time::timeout(START_TIMEOUT, handshake).await;
+        match answer {
+            Ok(Ok(line)) if line.trim_end() == READY => Ok((child, control.into_inner())),
+            other => {
+                let _ = child.kill().await;
+                self.live().pids[index] = None;
+                Err(match other {
+                    Err(_) => format!("no answer within {START_TIMEOUT:?}"),
+                    Ok(Err(e)) => format!("control channel: {e}"),
+                    Ok(Ok(_)) => "it exited during start-up (its log says why)".to_owned(),
+                })
+            }
+        }
+    }
+
+    /// Worker `index`'s slot: starts it (one start at a time, [`STAGGER`]
+    /// apart), waits for it to exit, and starts it again after the
+    /// backoff, until the supervisor stops.
+    async fn slot(self: Arc<Self>, index: usize, events: mpsc::UnboundedSender<Event>) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let mut last = self.starting.lock().await;
+            if let Some(at) = *last {
+                tokio::time::sleep_until((at + STAGGER).into()).await;
+            }
+            if self.live().stopping {
+                return;
+            }
+            let started = Instant::now();
+            let result = self.start(index).await;
+            *last = Some(Instant::now());
+            drop(last);
+            match result {
+                Ok((mut child, control)) => {
+                    let pid = child.id().unwrap_or(0);
+                    tracing::info!(worker = index, pid, "worker ready");
+                    let _ = events.send(Event::Ready(index));
+                    let status = child.wait().await;
+                    drop(control);
+                    let stopping = {
+                        let mut live = self.live();
+                        live.pids[index] = None;
+                        live.stopping
+                    };
+                    let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                    if stopping {
+                        tracing::info!(worker = index, pid, %status, "worker stopped");
+                        return;
+                    }
+                    if started.elapsed() >= HEALTHY {
+                        backoff = FIRST_BACKOFF;
+                    }
+                    tracing::warn!(
+                        worker = index,
+                        pid,
+                        %status,
+                        restart_in_ms = backoff.as_millis() as u64,
+                        "worker exited; restarting"
+                    );
+                }
+                Err(e) => {
+                    if self.live().stopping {
+                        return;
+                    }
+                    tracing::error!(
+                        worker = index,
+                        error = %e,
+                        restart_in_ms = backoff.as_millis() as u64,
+                        "worker did not start"
+                    );
+                    let _ = events.send(Event::Failed(index, e));
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// Runs the workers until SIGTERM or SIGINT, then stops them all (SIGTERM:
+/// each drains and closes its sessions) and returns. Fails, stopping what
+/// was started, if a worker does not come up at start-up.
+pub async fn run(options: Options) -> Result<(), StartError> {
+    use tokio::signal::unix::{SignalKind, signal as on};
+    let mut term = on(SignalKind::terminate())?;
+    let mut int = on(SignalKind::interrupt())?;
+    let mut hup = on(SignalKind::hangup())?;
+    let n = options.workers;
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the kmsgate binary: {e}"))?;
+    let shared = Arc::new(Shared {
+        exe,
+        live: Mutex::new(Live {
+            stopping: false,
+            pids: vec![None; n + 1],
+        }),
+        starting: tokio::sync::Mutex::new(None),
+        options,
+    });
+    let (events, mut ready) = mpsc::unbounded_channel();
+    let slots: Vec<_> = (1..=n)
+        .map(|i| tokio::spawn(shared.clone().slot(i, events.clone())))
+        .collect();
+    drop(events);
+    tracing::info!(workers = n, "supervisor starting workers");
+
+    let mut up = vec![false; n + 1];
+    let started = loop {
+        tokio::select! {
+            event = ready.recv() => match event {
+                Some(Event::Ready(i)) => {
+                    up[i] = true;
+                    if up.iter().filter(|u| **u).count() == n {
+                        break Ok(());
+                    }
+                }
+                Some(Event::Failed(i, e)) => break Err(format!("worker {i} did not start: {e}")),
+                None => break Err("the workers ended".to_owned()),
+            },
+            _ = term.recv() => break Err("stopped during start-up".to_owned()),
+            _ = int.recv() => break Err("stopped during start-up".to_owned()),
+        }
+    };
+    if started.is_ok() {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        writeln!(out, "{}", shared.options.announce)?;
+        out.flush()?;
+        tracing::info!(workers = n, "all workers ready");
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    let sent = shared.signal_all(Signal::HUP);
+                    tracing::info!(workers = sent, "SIGHUP forwarded to the workers");
+                }
+                // Later events are logged by the slots themselves.
+                _ = ready.recv() => {}
+            }
+        }
+    }
+    stop(&shared, slots).await;
+    started.map_err(Into::into)
+}
+
+/// Stops every worker: SIGTERM, then SIGKILL for those still running after
+/// the stop timeout. Returns once every worker has been reaped.
+async fn stop(shared: &Shared, slots: Vec<tokio::task::JoinHandle<()>>) {
+    let sent = {
+        let mut live = shared.live();
+        live.stopping = true;
+        drop(live);
+        shared.signal_all(Signal::TERM)
+    };
+    tracing::info!(workers = sent, "stopping the workers");
+    let deadline = tokio::time::Instant::now() + shared.options.stop_timeout;
+    for mut slot in slots {
+        if tokio::time::timeout_at(deadline, &mut slot).await.is_err() {
+            let killed = shared.signal_all(Signal::KILL);
+            tracing::warn!(workers = killed, "workers did not stop in time; killed");
+            let _ = slot.await;
+        }
+    }
+    tracing::info!("all workers stopped");
+}

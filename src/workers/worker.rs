@@ -1,0 +1,76 @@
+//! The worker process: a gateway whose listener, PIN and life come from
+//! its supervisor (see the module above).
+
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use secrecy::SecretString;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tracing::Instrument;
+use zeroize::Zeroizing;
+
+use super::{READY, audit_config};
+use crate::config::Config;
+use crate::server::{self, StartError};
+
+/// Runs worker `index` of the config at `config_path`: takes the
+/// listening socket from standard input and the control channel from
+/// standard output, reads the PIN, builds the gateway, says `ready`, and
+/// serves until SIGTERM or SIGINT or until the supervisor is gone.
+pub async fn run(config_path: &Path, index: usize) -> Result<(), StartError> {
+    let listener = std::net::TcpListener::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+    // Fails unless standard input is a socket.
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("worker {index}: standard input is not the listening socket: {e}"))?;
+    listener.set_nonblocking(true)?;
+    let control =
+        std::os::unix::net::UnixStream::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+    control.set_nonblocking(true)?;
+    let mut control = BufReader::new(tokio::net::UnixStream::from_std(control)?);
+    let pin = read_pin(&mut control).await?;
+    async move {
+        let config = Config::load(config_path)?;
+        let tls = server::tls(&config)?;
+        let (state, hsm) =
+            server::build_worker(&config, &audit_config(&config.audit, index), pin).await?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        control
+            .get_mut()
+            .try_write(format!("{READY}\n").as_bytes())
+            .map_err(|e| format!("cannot tell the supervisor: {e}"))?;
+        tracing::info!(%local, pid = std::process::id(), "worker serving");
+        let supervisor_gone = async move {
+            // The supervisor writes nothing more: any end of the channel
+            // means it has exited.
+            let mut rest = Vec::new();
+            let _ = control.read_to_end(&mut rest).await;
+            tracing::warn!("the supervisor is gone; stopping");
+        };
+        let shutdown = async move {
+            tokio::select! {
+                () = server::shutdown_signal() => {}
+                () = supervisor_gone => {}
+            }
+        };
+        server::run_until(&config, listener, state, hsm, tls, shutdown).await
+    }
+    .instrument(tracing::info_span!("worker", n = index))
+    .await
+}
+
+/// The first line of the control channel: the user PIN, hex-encoded.
+async fn read_pin(
+    control: &mut BufReader<tokio::net::UnixStream>,
+) -> Result<SecretString, StartError> {
+    let mut line = Zeroizing::new(String::new());
+    control.read_line(&mut line).await?;
+    let bytes = Zeroizing::new(
+        hex::decode(line.trim_end()).map_err(|_| "the supervisor sent no PIN line")?,
+    );
+    let pin = std::str::from_utf8(&bytes).map_err(|_| "the PIN is not UTF-8")?;
+    if pin.is_empty() {
+        return Err("the supervisor sent no PIN".into());
+    }
+    Ok(SecretString::from(pin.to_owned()))
+}

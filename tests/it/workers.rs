@@ -1,0 +1,416 @@
+//! `kmsgate serve --workers N` (DESIGN.md decision 15): worker processes
+//! on one token share one listening socket under a supervisor that serves
+//! nothing, restarts a dead worker, and stops them all on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_credential_types::Credentials;
+use aws_sdk_kms::config::{BehaviorVersion, Region};
+
+use crate::common::*;
+
+/// A supervisor started as `serve --workers N`. Killed, with its workers,
+/// when dropped.
+struct Supervised {
+    child: Child,
+    endpoint: String,
+    log: PathBuf,
+    /// Kept so the token outlives the processes using it.
+    _token: Arc<Token>,
+}
+
+/// A token whose config audits to `audit.jsonl` in the token's directory.
+fn auditing_token() -> Arc<Token> {
+    let token = Token::new();
+    let path = token.path().join("audit.jsonl");
+    let mut config = std::fs::read_to_string(token.config()).unwrap();
+    config.push_str(&format!("\n[audit]\npath = \"{}\"\n", path.display()));
+    std::fs::write(token.config(), config).unwrap();
+    token
+}
+
+impl Supervised {
+    fn start(token: Arc<Token>, workers: &str) -> Supervised {
+        let log = token.path().join(format!("supervisor-{workers}.log"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
+            .env("SOFTHSM2_CONF", token.softhsm_conf())
+            .env("KMSGATE_LOG", "info")
+            .env("KMSGATE_TEST_CLOCK_OFFSET_FILE", token.clock_file())
+            .args(["serve", "--config"])
+            .arg(token.config())
+            .args(["--listen", "127.0.0.1:0", "--workers", workers])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("kmsgate starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let Some(endpoint) = line.trim().strip_prefix("kmsgate listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "supervisor did not start; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        Supervised {
+            endpoint: endpoint.to_owned(),
+            child,
+            log,
+            _token: token,
+        }
+    }
+
+    /// The pids of the supervisor's worker processes now.
+    fn workers(&self) -> Vec<u32> {
+        workers_of(self.child.id())
+    }
+
+    /// A client of its own (a connection pool of its own).
+    fn client(&self) -> aws_sdk_kms::Client {
+        let config = aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET, None, None, "test"))
+            .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_kms::Client::from_conf(config)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the supervisor and waits up to `limit` for it.
+    fn signal_and_wait(
+        &mut self,
+        signal: &str,
+        limit: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        kill(signal, self.child.id());
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        for pid in self.workers() {
+            kill("KILL", pid);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains("kmsgate::audit: record="))
+                .collect();
+            eprintln!(
+                "--- supervisor log (no audit records) ---\n{}",
+                lines.join("\n")
+            );
+        }
+    }
+}
+
+fn kill(signal: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status();
+}
+
+/// The live (not zombie) processes whose parent is `parent` and whose
+/// command line names the worker subcommand.
+fn workers_of(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if fields.get(1) == Some(&parent.to_string().as_str())
+            && fields.first() != Some(&"Z")
+            && String::from_utf8_lossy(&cmdline).contains("__worker")
+        {
+            pids.push(pid);
+        }
+    }
+    pids.sort_unstable();
+    pids
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Waits up to `limit` for `done`.
+fn eventually(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
+}
+
+fn generate_data_key_events(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"GenerateDataKey\""))
+        .count()
+}
+
+#[tokio::test]
+async fn two_workers_share_the_port_each_with_its_own_audit_chain_and_no_pin_on_a_command_line() {
+    let token = auditing_token();
+    let gw = Supervised::start(token.clone(), "2");
+    let workers = gw.workers();
+    assert_eq!(workers.len(), 2, "two worker processes: {workers:?}");
+    assert!(!workers.contains(&gw.child.id()));
+    for pid in &workers {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        for (what, bytes) in [("command line", cmdline), ("environment", environ)] {
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(PIN),
+                "the PIN is in worker {pid}'s {what}"
+            );
+        }
+    }
+
+    let key = create_key(&gw.client()).await;
+    let w1 = token.path().join("audit.jsonl.w1");
+    let w2 = token.path().join("audit.jsonl.w2");
+    // Every request on a client of its own, so on a connection of its own,
+    // which either worker may accept.
+    let mut requests = 0;
+    while requests < 400
+        && (generate_data_key_events(&w1) == 0 || generate_data_key_events(&w2) == 0)
+    {
+        gw.client()
+            .generate_data_key()
+            .key_id(&key)
+            .number_of_bytes(32)
+            .send()
+            .await
+            .expect("GenerateDataKey through either worker");
+        requests += 1;
+    }
+    assert!(
+        generate_data_key_events(&w1) > 0 && generate_data_key_events(&w2) > 0,
+        "after {requests} connections both workers served some: w1 {}, w2 {}",
+        generate_data_key_events(&w1),
+        generate_data_key_events(&w2)
+    );
+    assert!(
+        !token.path().join("audit.jsonl").exists(),
+        "no shared audit file"
+    );
+    for file in [&w1, &w2] {
+        let (ok, out, err) = token.run_cli(&["audit", "verify", file.to_str().unwrap()]);
+        assert!(
+            ok && out.starts_with("OK"),
+            "{}: {out}{err}",
+            file.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_killed_worker_fails_only_its_requests_in_flight_and_is_replaced() {
+    const CLIENTS: usize = 4;
+    let gw = Supervised::start(Token::new(), "2");
+    let key = create_key(&gw.client()).await;
+    let before = gw.workers();
+    assert_eq!(before.len(), 2);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, key, stop, ok, failed) = (
+            gw.client(),
+            key.clone(),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let r = client
+                    .generate_data_key()
+                    .key_id(&key)
+                    .number_of_bytes(32)
+                    .send()
+                    .await;
+                let counter = if r.is_ok() { &ok } else { &failed };
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let victim = before[0];
+    kill("KILL", victim);
+    let mut replaced = false;
+    for _ in 0..600 {
+        let now = gw.workers();
+        if now.len() == 2 && !now.contains(&victim) {
+            replaced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        replaced,
+        "a new worker replaced {victim}: {:?}",
+        gw.workers()
+    );
+    let ok_when_replaced = ok.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in load {
+        task.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    assert!(
+        failed <= CLIENTS,
+        "{failed} requests failed; at most the {CLIENTS} in flight on the killed worker may"
+    );
+    assert!(ok > ok_when_replaced, "requests kept succeeding: {ok}");
+    // Fresh connections after the restart all succeed.
+    for _ in 0..20 {
+        gw.client()
+            .generate_data_key()
+            .key_id(&key)
+            .number_of_bytes(32)
+            .send()
+            .await
+            .expect("GenerateDataKey after the restart");
+    }
+    let log = gw.log();
+    assert!(
+        log.contains("worker exited; restarting") && log.contains(&format!("pid={victim}")),
+        "the supervisor logs the exit:\n{log}"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_supervisor_and_every_worker() {
+    let mut gw = Supervised::start(Token::new(), "2");
+    let workers = gw.workers();
+    assert_eq!(workers.len(), 2);
+    let status = gw.signal_and_wait("TERM", Duration::from_secs(40));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the supervisor exits cleanly on SIGTERM: {status:?}"
+    );
+    for pid in workers {
+        assert!(!alive(pid), "worker {pid} outlived its supervisor");
+    }
+    let log = gw.log();
+    assert!(
+        log.contains("all workers stopped") && log.matches("token sessions closed").count() == 2,
+        "each worker closed its sessions:\n{log}"
+    );
+}
+
+#[test]
+fn workers_stop_when_their_supervisor_is_killed() {
+    let mut gw = Supervised::start(Token::new(), "2");
+    let workers = gw.workers();
+    assert_eq!(workers.len(), 2);
+    let _ = gw.signal_and_wait("KILL", Duration::from_secs(5));
+    assert!(
+        eventually(Duration::from_secs(30), || workers
+            .iter()
+            .all(|p| !alive(*p))),
+        "workers {workers:?} stop once the supervisor is gone"
+    );
+}
+
+async fn rotations(kms: &aws_sdk_kms::Client, key: &str) -> usize {
+    kms.list_key_rotations()
+        .key_id(key)
+        .send()
+        .await
+        .unwrap()
+        .rotations
+        .unwrap_or_default()
+        .len()
+}
+
+#[tokio::test]
+async fn a_due_rotation_happens_exactly_once_with_two_workers() {
+    let token = Token::with_config("[keys]\nsync_interval_ms = 100\nscheduler_interval_ms = 100\n");
+    let gw = Supervised::start(token.clone(), "2");
+    let kms = gw.client();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = create_key(&kms).await;
+        kms.enable_key_rotation()
+            .key_id(&id)
+            .rotation_period_in_days(90)
+            .send()
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    token.set_clock_days_ahead(91);
+    for id in &ids {
+        let mut rotated = false;
+        for _ in 0..200 {
+            if rotations(&gw.client(), id).await > 0 {
+                rotated = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(rotated, "key {id} rotated when due");
+    }
+    // Several more scheduler rounds on both workers change nothing; asked
+    // on fresh connections, so of either worker.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for id in &ids {
+        for _ in 0..6 {
+            assert_eq!(rotations(&gw.client(), id).await, 1, "key {id}");
+        }
+    }
+}
