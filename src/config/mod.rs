@@ -12,10 +12,12 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 mod auth;
+mod http;
 mod workers;
 
 pub use crate::hsm::{IvSource, ReadBack};
 pub use auth::{AuthConfig, CredentialConfig, PrincipalConfig, valid_user_name};
+pub use http::{HttpConfig, TlsConfig};
 pub use workers::{MAX_WORKERS, Workers};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,86 +70,6 @@ pub struct Config {
     pub insecure_plain_http: bool,
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
-}
-
-/// TLS on the listener (rustls). PEM files; re-read on SIGHUP.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// The server certificate first, then the intermediates.
-    pub cert_chain_file: PathBuf,
-    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
-    pub private_key_file: PathBuf,
-    /// When set, every client must present a certificate issued by a CA
-    /// in this bundle (mTLS).
-    pub client_ca_file: Option<PathBuf>,
-    /// When true, the client certificate's subject CN must equal the name
-    /// of the principal that signed the request: a second factor beside
-    /// SigV4. Needs `client_ca_file`.
-    #[serde(default)]
-    pub client_cert_principal: bool,
-}
-
-/// Connection limits and timeouts of the HTTP server: what keeps a client
-/// that opens connections and never finishes a request from taking the
-/// gateway down.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Open client connections at most (further capped by the file
-    /// descriptor limit). At the limit the connection idle the longest is
-    /// closed to make room; with none idle, the new one is.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-    /// Request line plus headers larger than this are refused.
-    #[serde(default = "default_max_header_bytes")]
-    pub max_header_bytes: usize,
-    /// Time a client has to send a complete request head (from the first
-    /// byte of it, or from connecting for the first request).
-    #[serde(default = "default_header_timeout_ms")]
-    pub header_timeout_ms: u64,
-    /// Time a client has to send the request body once the head is in.
-    #[serde(default = "default_body_timeout_ms")]
-    pub body_timeout_ms: u64,
-    /// A connection with no request in flight for this long is closed.
-    #[serde(default = "default_idle_timeout_ms")]
-    pub idle_timeout_ms: u64,
-    /// On SIGTERM or SIGINT, how long requests in flight may take to finish
-    /// before their connections are cut.
-    #[serde(default = "default_shutdown_grace_ms")]
-    pub shutdown_grace_ms: u64,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            max_connections: default_max_connections(),
-            max_header_bytes: default_max_header_bytes(),
-            header_timeout_ms: default_header_timeout_ms(),
-            body_timeout_ms: default_body_timeout_ms(),
-            idle_timeout_ms: default_idle_timeout_ms(),
-            shutdown_grace_ms: default_shutdown_grace_ms(),
-        }
-    }
-}
-
-fn default_max_connections() -> usize {
-    4096
-}
-fn default_max_header_bytes() -> usize {
-    16 * 1024
-}
-fn default_header_timeout_ms() -> u64 {
-    10_000
-}
-fn default_body_timeout_ms() -> u64 {
-    10_000
-}
-fn default_idle_timeout_ms() -> u64 {
-    60_000
-}
-fn default_shutdown_grace_ms() -> u64 {
-    10_000
 }
 
 /// Key lifecycle, GCM usage and multi-gateway settings.
