@@ -352,6 +352,34 @@ fn sigterm_stops_the_supervisor_and_every_worker() {
     );
 }
 
+/// SIGHUP to the supervisor reaches every worker (each reloads its TLS
+/// files; without `[tls]` each says there is nothing to reload), and no
+/// worker is stopped or restarted by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reaches_every_worker_and_restarts_none() {
+    let gw = Supervised::start(Token::new(), "2");
+    let before = gw.workers();
+    assert_eq!(before.len(), 2);
+    kill("HUP", gw.child.id());
+    let reached = eventually(Duration::from_secs(10), || {
+        let log = gw.log();
+        log.contains("SIGHUP forwarded to the workers")
+            && log
+                .matches("SIGHUP: no [tls] configured, nothing to reload")
+                .count()
+                == 2
+    });
+    assert!(reached, "both workers got SIGHUP:\n{}", gw.log());
+    let mut after = gw.workers();
+    after.sort_unstable();
+    let mut before = before;
+    before.sort_unstable();
+    assert_eq!(after, before, "no worker was restarted");
+    assert!(!gw.log().contains("worker exited"), "{}", gw.log());
+    let kms = gw.client();
+    create_key(&kms).await;
+}
+
 #[test]
 fn workers_stop_when_their_supervisor_is_killed() {
     let mut gw = Supervised::start(Token::new(), "2");
