@@ -230,6 +230,14 @@ fn unsupported(e: &CkError) -> bool {
     )
 }
 
+/// The modulus length in bytes of the wrapping pair `wrapping_label`.
+fn wrapping_modulus_len(s: &TokenSession, wrapping_label: &str) -> Result<usize, HsmError> {
+    match keypair::read_public_key(s, wrapping_label)? {
+        PublicKey::Rsa { modulus, .. } => Ok(modulus.len()),
+        PublicKey::Ec { .. } => Err(HsmError::StaleGeneration),
+    }
+}
+
 /// Whether the token can unwrap with `how`'s OAEP: `Some(mechanism)` when
 /// it lacks it. A probe unwrap of a block of zeros, which a token that has
 /// the mechanism refuses for the block (or, absurdly, unwraps into a
@@ -243,10 +251,7 @@ pub fn lacks_unwrapping(
     let Some(unwrapper) = wrapping_private_key(s, wrapping_label)? else {
         return Err(HsmError::StaleGeneration);
     };
-    let modulus_len = match keypair::read_public_key(s, wrapping_label)? {
-        PublicKey::Rsa { modulus, .. } => modulus.len(),
-        PublicKey::Ec { .. } => return Err(HsmError::StaleGeneration),
-    };
+    let modulus_len = wrapping_modulus_len(s, wrapping_label)?;
     let template = [
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
@@ -356,10 +361,7 @@ fn unwrap_once(
                 .unwrap_key(&how.oaep(), unwrapper, wrapped, template)
         }
         Unwrapping::RsaAesSha1 | Unwrapping::RsaAesSha256 => {
-            let modulus_len = match keypair::read_public_key(s, wrapping_label)? {
-                PublicKey::Rsa { modulus, .. } => modulus.len(),
-                PublicKey::Ec { .. } => return Err(HsmError::StaleGeneration),
-            };
+            let modulus_len = wrapping_modulus_len(s, wrapping_label)?;
             if wrapped.len() <= modulus_len {
                 return Ok(Err(Refused::Judged(Refusal::Undecryptable)));
             }

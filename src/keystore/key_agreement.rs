@@ -12,6 +12,7 @@ use p256::pkcs8::DecodePublicKey;
 use zeroize::Zeroizing;
 
 use super::error::StoreError;
+use super::signing::ecdsa_scalar_len;
 use super::spec::{KeySpec, KeyUsage};
 use super::{Key, KeyStore};
 use crate::hsm::ecdh;
@@ -46,17 +47,6 @@ impl KeySpec {
             &[]
         }
     }
-
-    /// The length of an ECDH shared secret on this spec's curve (its field
-    /// length in bytes).
-    fn shared_secret_len(self) -> Option<usize> {
-        match self {
-            KeySpec::EccNistP256 => Some(32),
-            KeySpec::EccNistP384 => Some(48),
-            KeySpec::EccNistP521 => Some(66),
-            _ => None,
-        }
-    }
 }
 
 /// The uncompressed point of `spki`, a DER SubjectPublicKeyInfo, when it is
@@ -86,7 +76,9 @@ impl KeyStore {
         peer: Vec<u8>,
     ) -> Result<(u32, Zeroizing<Vec<u8>>), StoreError> {
         let spec = key.record.key_spec;
-        let len = spec.shared_secret_len().ok_or_else(|| {
+        // The shared secret is an x-coordinate: as long as the curve's
+        // field, which for these curves is the scalar length.
+        let len = ecdsa_scalar_len(spec).ok_or_else(|| {
             StoreError::Internal(format!("{} is no key agreement spec", spec.as_str()))
         })?;
         let (version, handle, _) = self.pair_version(key, KeyUsage::KeyAgreement)?;

@@ -358,29 +358,13 @@ async fn refusals_are_awss() {
     );
 }
 
-const OTHER_KEY: &str = "AKIAKMSGATEOTHERKEY1";
-const OTHER_SECRET: &str = "other-secret-456789abcdefghijklmnopqrst";
-
 /// `other` may make P-256 pairs with the plaintext by its identity policy
 /// (kms:DataKeyPairSpec), and nothing else but what a grant allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_see_the_pair_spec_and_grants_allow_exactly_the_operation_they_name() {
     let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:GenerateDataKeyPair","Resource":"*","Condition":{"StringEquals":{"kms:DataKeyPairSpec":"ECC_NIST_P256"}}}]}"#;
-    let token = Token::with_config(&format!(
-        r#"
-[[auth.credentials]]
-access_key_id = "{OTHER_KEY}"
-secret_env = "KMSGATE_TEST_OTHER_SECRET"
-principal = "other"
-
-[[auth.principals]]
-name = "other"
-policies = ['{policy}']
-"#
-    ));
-    let gw = Gateway::start_on_with_env(token, &[("KMSGATE_TEST_OTHER_SECRET", OTHER_SECRET)]);
+    let (gw, other) = Gateway::start_with_other(policy);
     let admin = gw.client();
-    let other = gw.client_as(OTHER_KEY, OTHER_SECRET, REGION);
     let key = create_key(&admin).await;
     let refused = |e: &str, action: &str| {
         assert!(

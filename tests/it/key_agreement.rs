@@ -245,29 +245,13 @@ async fn grants_on_key_agreement_keys_allow_only_key_agreement_operations() {
     assert_eq!(error_of(&e).0, "ValidationException");
 }
 
-const OTHER_KEY: &str = "AKIAKMSGATEOTHERKEY1";
-const OTHER_SECRET: &str = "other-secret-456789abcdefghijklmnopqrst";
-
 /// `other` may derive with P-256 keys by ECDH (kms:KeyAgreementAlgorithm
 /// and kms:KeySpec in its identity policy), and with nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_see_the_key_agreement_algorithm() {
     let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["kms:DeriveSharedSecret","kms:GetPublicKey"],"Resource":"*","Condition":{"StringEquals":{"kms:KeyAgreementAlgorithm":"ECDH","kms:KeySpec":"ECC_NIST_P256"}}}]}"#;
-    let token = Token::with_config(&format!(
-        r#"
-[[auth.credentials]]
-access_key_id = "{OTHER_KEY}"
-secret_env = "KMSGATE_TEST_OTHER_SECRET"
-principal = "other"
-
-[[auth.principals]]
-name = "other"
-policies = ['{policy}']
-"#
-    ));
-    let gw = Gateway::start_on_with_env(token, &[("KMSGATE_TEST_OTHER_SECRET", OTHER_SECRET)]);
+    let (gw, other) = Gateway::start_with_other(policy);
     let admin = gw.client();
-    let other = gw.client_as(OTHER_KEY, OTHER_SECRET, REGION);
     let p256 = create_key_of(&admin, KeySpec::EccNistP256, KeyUsageType::KeyAgreement).await;
     let p384 = create_key_of(&admin, KeySpec::EccNistP384, KeyUsageType::KeyAgreement).await;
     let public = |key: String| {

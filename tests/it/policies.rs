@@ -17,8 +17,6 @@ const APP_KEY: &str = "AKIAKMSGATEAPPKEY001";
 const APP_KEY_2: &str = "AKIAKMSGATEAPPKEY002";
 const APP_SECRET: &str = "app-secret-0123456789abcdefghijklmnopqrs";
 const APP_SECRET_2: &str = "app-secret-2123456789abcdefghijklmnopqrs";
-const OTHER_KEY: &str = "AKIAKMSGATEOTHERKEY1";
-const OTHER_SECRET: &str = "other-secret-456789abcdefghijklmnopqrst";
 
 fn user(name: &str) -> String {
     format!("arn:aws:iam::{ACCOUNT}:user/{name}")

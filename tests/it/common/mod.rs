@@ -23,6 +23,11 @@ pub const ACCESS_KEY: &str = "AKIAKMSGATETESTKEY01";
 pub const SECRET: &str = "kmsgate/test+secret0123456789abcdefghijKL";
 pub const PIN: &str = "test-user-pin-4711";
 
+/// The access key and secret of the principal `other` that tests give
+/// identity policies of their own ([`Gateway::start_with_other`]).
+pub const OTHER_KEY: &str = "AKIAKMSGATEOTHERKEY1";
+pub const OTHER_SECRET: &str = "other-secret-456789abcdefghijklmnopqrst";
+
 /// A SoftHSM2 token of its own, in a temp dir, with a gateway config.
 pub struct Token {
     dir: tempfile::TempDir,
@@ -227,6 +232,27 @@ impl Gateway {
 
     pub fn client(&self) -> aws_sdk_kms::Client {
         self.client_as(ACCESS_KEY, SECRET, REGION)
+    }
+
+    /// A gateway on a fresh token whose config also has the principal
+    /// `other` (signing with [`OTHER_KEY`]) with this one identity policy,
+    /// and a client signing as `other`.
+    pub fn start_with_other(policy: &str) -> (Gateway, aws_sdk_kms::Client) {
+        let token = Token::with_config(&format!(
+            r#"
+[[auth.credentials]]
+access_key_id = "{OTHER_KEY}"
+secret_env = "KMSGATE_TEST_OTHER_SECRET"
+principal = "other"
+
+[[auth.principals]]
+name = "other"
+policies = ['{policy}']
+"#
+        ));
+        let gw = Gateway::start_on_with_env(token, &[("KMSGATE_TEST_OTHER_SECRET", OTHER_SECRET)]);
+        let other = gw.client_as(OTHER_KEY, OTHER_SECRET, REGION);
+        (gw, other)
     }
 
     pub fn client_as(&self, access_key: &str, secret: &str, region: &str) -> aws_sdk_kms::Client {
