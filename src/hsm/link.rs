@@ -20,6 +20,9 @@ use super::HsmError;
 const RESET_WAIT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// The least time between two re-initialisations asked for because an
+/// object the records name was not found ([`Link::request_reread`]).
+const REREAD_MIN_INTERVAL: Duration = Duration::from_secs(5);
 
 pub(super) struct LinkState {
     /// `None` while the library is not usable (a reset failed).
@@ -52,6 +55,8 @@ pub(super) struct Link {
     /// CKR_GENERAL_ERRORs counted in the current window, and when it
     /// started.
     general_errors: Mutex<(u32, Instant)>,
+    /// When a re-read of the token's objects was last asked for.
+    last_reread: Mutex<Option<Instant>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -86,6 +91,7 @@ impl Link {
             epoch: Instant::now(),
             healthy: AtomicBool::new(true),
             general_errors: Mutex::new((0, Instant::now())),
+            last_reread: Mutex::new(None),
         })
     }
 
@@ -126,6 +132,26 @@ impl Link {
             tracing::error!("the PKCS#11 library will be re-initialised");
         }
         self.healthy.store(false, Ordering::Relaxed);
+    }
+
+    /// Asks for a re-initialisation because an object that must exist was
+    /// not found: a module can drop an object it failed to read once (an
+    /// out-of-fds moment; SoftHSM2 then never looks at its file again), and
+    /// only initialising it again makes it read its storage afresh. At most
+    /// one such request per [`REREAD_MIN_INTERVAL`], so an object that is
+    /// really gone cannot make the gateway reset over and over. Returns
+    /// whether a re-initialisation was asked for.
+    pub(super) fn request_reread(&self) -> bool {
+        let mut last = lock(&self.last_reread);
+        if last.is_some_and(|t| t.elapsed() < REREAD_MIN_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        tracing::warn!(
+            "an object the records name is missing: the token's objects will be read afresh"
+        );
+        self.mark_fatal();
+        true
     }
 
     fn now_nanos(&self) -> u64 {

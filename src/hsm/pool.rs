@@ -222,6 +222,11 @@ impl Pool {
         self.link.is_healthy()
     }
 
+    /// See [`Link::request_reread`].
+    pub fn request_reread(&self) -> bool {
+        self.link.request_reread()
+    }
+
     /// Asks the token something cheap, through the pool, so that a fault is
     /// noticed (and a reset attempted) even when no request comes.
     pub async fn health_check(&self) -> Result<(), HsmError> {

@@ -156,13 +156,17 @@ impl KeyStore {
             // A version this gateway has not seen: another gateway may have
             // rotated the key. A blob naming a version that does not exist
             // at all is just an invalid ciphertext.
+            // A version the record lists but whose object a listing missed
+            // (a token fault) is a retryable error, not a bad ciphertext.
             None => {
                 let fresh = self
                     .reload_key(key.id())
                     .await?
                     .ok_or_else(|| self.key_not_found(key.id()))?;
-                let h = fresh.version(wanted).ok_or(StoreError::NoSuchVersion)?;
-                (fresh, h)
+                if fresh.record.version(wanted).is_none() {
+                    return Err(StoreError::NoSuchVersion);
+                }
+                self.version_handle(&fresh, wanted).await?
             }
         };
         let aad = Arc::new(blob::aad(&parsed.header, context));
@@ -183,11 +187,11 @@ impl KeyStore {
         algorithm: MacAlgorithm,
         message: Zeroizing<Vec<u8>>,
     ) -> Result<(u32, Vec<u8>), StoreError> {
-        let (version, handle) = self.mac_key(key)?;
+        let (key, version, handle) = self.mac_key(key).await?;
         let hash = mac_hash(algorithm);
         let message = Arc::new(message);
         let (_, mac) = self
-            .with_version(key, version, handle, move |s, h| {
+            .with_version(&key, version, handle, move |s, h| {
                 crypto::mac(s, h, hash, &message)
             })
             .await?;
@@ -204,12 +208,12 @@ impl KeyStore {
         message: Zeroizing<Vec<u8>>,
         mac: Vec<u8>,
     ) -> Result<(u32, bool), StoreError> {
-        let (version, handle) = self.mac_key(key)?;
+        let (key, version, handle) = self.mac_key(key).await?;
         let hash = mac_hash(algorithm);
         let message = Arc::new(message);
         let mac = Arc::new(mac);
         let (_, valid) = self
-            .with_version(key, version, handle, move |s, h| {
+            .with_version(&key, version, handle, move |s, h| {
                 crypto::verify_mac(s, h, hash, &message, &mac)
             })
             .await?;
@@ -220,7 +224,10 @@ impl KeyStore {
     /// first; this refuses any other key, so an encryption key can never
     /// be used for MACs (nor, in [`take_encryption`](Self::take_encryption),
     /// the other way round).
-    fn mac_key(&self, key: &Key) -> Result<(u32, MasterKeyVersion), StoreError> {
+    async fn mac_key(
+        &self,
+        key: &Arc<Key>,
+    ) -> Result<(Arc<Key>, u32, MasterKeyVersion), StoreError> {
         if key.record.key_usage != KeyUsage::GenerateVerifyMac {
             return Err(StoreError::Internal(format!(
                 "key {} is not an HMAC key",
@@ -228,13 +235,8 @@ impl KeyStore {
             )));
         }
         let version = key.record.primary_version;
-        let handle = key.version(version).ok_or_else(|| {
-            tracing::error!(key_id = %key.id(), version, "primary key version missing on the token");
-            StoreError::PrimaryVersionMissing {
-                arn: self.realm.key_arn(key.id()),
-            }
-        })?;
-        Ok((version, handle))
+        let (key, handle) = self.version_handle(key, version).await?;
+        Ok((key, version, handle))
     }
 
     /// Bytes from the token's RNG.

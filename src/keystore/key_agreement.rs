@@ -81,7 +81,7 @@ impl KeyStore {
         let len = ecdsa_scalar_len(spec).ok_or_else(|| {
             StoreError::Internal(format!("{} is no key agreement spec", spec.as_str()))
         })?;
-        let (version, handle, _) = self.pair_version(key, KeyUsage::KeyAgreement)?;
+        let (version, handle, _) = self.pair_version(key, KeyUsage::KeyAgreement).await?;
         let (_, secret) = self
             .with_version(key, version, handle, move |s, h| {
                 ecdh::derive_shared_secret(s, h, &peer, len)

@@ -17,7 +17,7 @@ use super::{
     AliasEntry, AliasRecord, Key, KeyRecord, KeyStore, Latest, build_key, latest, read_records,
 };
 use crate::arn::KeyRef;
-use crate::hsm::objects;
+use crate::hsm::objects::{self, MasterKeyVersion};
 
 impl KeyStore {
     pub(super) fn cached_key(&self, id: &Uuid) -> Result<Option<Arc<Key>>, StoreError> {
@@ -94,6 +94,39 @@ impl KeyStore {
                 Ok(None)
             }
             Latest::Unreadable => Err(unreadable(&label)),
+        }
+    }
+
+    /// The handle of one of a key's versions that its record lists. A
+    /// version the cached key lacks (a listing during a token fault can miss
+    /// objects) is looked up on the token again, so the key heals as soon as
+    /// the token does instead of staying broken until restart. Still missing:
+    /// the library is re-initialised (rate-limited) so that the module reads
+    /// its storage afresh, and the answer is
+    /// [`StoreError::PrimaryVersionMissing`], a retryable 5xx.
+    pub(super) async fn version_handle(
+        &self,
+        key: &Arc<Key>,
+        version: u32,
+    ) -> Result<(Arc<Key>, MasterKeyVersion), StoreError> {
+        if let Some(h) = key.version(version) {
+            return Ok((key.clone(), h));
+        }
+        let fresh = self
+            .reload_key(key.id())
+            .await?
+            .ok_or_else(|| self.key_not_found(key.id()))?;
+        match fresh.version(version) {
+            Some(h) => Ok((fresh, h)),
+            None => {
+                tracing::error!(key_id = %key.id(), version, "key version missing on the token");
+                // The record says the object exists: have the module read
+                // its storage again, and the next request finds it.
+                self.hsm.pool().request_reread();
+                Err(StoreError::PrimaryVersionMissing {
+                    arn: self.realm.key_arn(key.id()),
+                })
+            }
         }
     }
 

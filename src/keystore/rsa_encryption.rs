@@ -84,7 +84,7 @@ impl KeyStore {
         algorithm: EncryptionAlgorithm,
         plaintext: Zeroizing<Vec<u8>>,
     ) -> Result<(u32, Vec<u8>), StoreError> {
-        let (version, _, label) = self.pair_version(key, KeyUsage::EncryptDecrypt)?;
+        let (version, _, label) = self.pair_version(key, KeyUsage::EncryptDecrypt).await?;
         let hash = algorithm.hash();
         let ciphertext = self
             .hsm
@@ -104,7 +104,7 @@ impl KeyStore {
         algorithm: EncryptionAlgorithm,
         ciphertext: Vec<u8>,
     ) -> Result<(u32, Option<Zeroizing<Vec<u8>>>), StoreError> {
-        let (version, handle, _) = self.pair_version(key, KeyUsage::EncryptDecrypt)?;
+        let (version, handle, _) = self.pair_version(key, KeyUsage::EncryptDecrypt).await?;
         let hash = algorithm.hash();
         let (_, plaintext) = self
             .with_version(key, version, handle, move |s, h| {

@@ -167,9 +167,9 @@ impl KeyStore {
     /// The private key (the only version) of a key pair of `usage`, and
     /// the label of both halves. Callers check the key's usage first; this
     /// refuses any other key.
-    pub(super) fn pair_version(
+    pub(super) async fn pair_version(
         &self,
-        key: &Key,
+        key: &Arc<Key>,
         usage: KeyUsage,
     ) -> Result<(u32, MasterKeyVersion, String), StoreError> {
         if !key.record.key_spec.is_asymmetric() || key.record.key_usage != usage {
@@ -180,12 +180,7 @@ impl KeyStore {
             )));
         }
         let version = key.record.primary_version;
-        let handle = key.version(version).ok_or_else(|| {
-            tracing::error!(key_id = %key.id(), version, "signing key missing on the token");
-            StoreError::PrimaryVersionMissing {
-                arn: self.realm.key_arn(key.id()),
-            }
-        })?;
+        let (key, handle) = self.version_handle(key, version).await?;
         let nonce = key
             .record
             .version(version)
@@ -203,7 +198,7 @@ impl KeyStore {
         message_type: MessageType,
         message: Zeroizing<Vec<u8>>,
     ) -> Result<(u32, Vec<u8>), StoreError> {
-        let (version, handle, _) = self.pair_version(key, KeyUsage::SignVerify)?;
+        let (version, handle, _) = self.pair_version(key, KeyUsage::SignVerify).await?;
         let message = Arc::new(message);
         let (scheme, hash, input) = (algorithm.scheme(), algorithm.hash(), message_type.input());
         let (_, signature) = self
@@ -229,7 +224,7 @@ impl KeyStore {
         message: Zeroizing<Vec<u8>>,
         signature: Vec<u8>,
     ) -> Result<(u32, bool), StoreError> {
-        let (version, _, label) = self.pair_version(key, KeyUsage::SignVerify)?;
+        let (version, _, label) = self.pair_version(key, KeyUsage::SignVerify).await?;
         let signature = match ecdsa_scalar_len(key.record.key_spec) {
             Some(len) => match ecdsa_from_der(&signature, len) {
                 Some(raw) => raw,
@@ -249,7 +244,7 @@ impl KeyStore {
 
     /// The key's public key as DER SubjectPublicKeyInfo.
     pub async fn public_key(&self, key: &Arc<Key>) -> Result<Vec<u8>, StoreError> {
-        let (_, _, label) = self.pair_version(key, key.record.key_usage)?;
+        let (_, _, label) = self.pair_version(key, key.record.key_usage).await?;
         let public = self
             .hsm
             .pool()

@@ -84,29 +84,22 @@ impl KeyStore {
         for _ in 0..4 {
             let version = key.record.primary_version;
             if budget.try_take(version) {
-                return Ok((key.clone(), version, self.handle_of(&key, version)?));
+                let (key, handle) = self.version_handle(&key, version).await?;
+                return Ok((key, version, handle));
             }
             let _refill = budget.refill.lock().await;
             // Another request may have refilled while this one waited.
             key = self.cached_key(&id)?.unwrap_or(key);
             let version = key.record.primary_version;
             if budget.try_take(version) {
-                return Ok((key.clone(), version, self.handle_of(&key, version)?));
+                let (key, handle) = self.version_handle(&key, version).await?;
+                return Ok((key, version, handle));
             }
             let (fresh, version, granted) = self.reserve(&id).await?;
             budget.set(version, granted);
             key = fresh;
         }
         Err(StoreError::UsageNotReserved)
-    }
-
-    fn handle_of(&self, key: &Key, version: u32) -> Result<MasterKeyVersion, StoreError> {
-        key.version(version).ok_or_else(|| {
-            tracing::error!(key_id = %key.id(), version, "primary key version missing on the token");
-            StoreError::PrimaryVersionMissing {
-                arn: self.realm.key_arn(key.id()),
-            }
-        })
     }
 
     /// Reserves a block of encryptions under the primary version, on the

@@ -23,6 +23,7 @@ mod import;
 mod import_asymmetric;
 mod key_agreement;
 mod lifecycle;
+mod missing_version;
 mod policies;
 mod recovery;
 mod rsa_encryption;
