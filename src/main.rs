@@ -52,6 +52,9 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         index: usize,
+        /// Async runtime threads (the supervisor resolves `worker_threads`).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// Check that every master key version on the token is sensitive and
     /// can be neither read nor wrapped out. Exits non-zero if one can.
@@ -160,10 +163,11 @@ fn main() -> ExitCode {
     } else {
         builder.init();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Worker { threads, .. } = &cli.command {
+        runtime.worker_threads((*threads).max(1));
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kmsgate: cannot start the runtime: {e}");
@@ -176,7 +180,7 @@ fn main() -> ExitCode {
             listen,
             workers,
         } => runtime.block_on(run(config, listen, workers, &cli.log_format)),
-        Command::Worker { config, index } => {
+        Command::Worker { config, index, .. } => {
             runtime.block_on(kmsgate::workers::worker::run(&config, index))
         }
         Command::CheckKeys { config } => runtime.block_on(check_keys(config)),
@@ -276,12 +280,13 @@ async fn supervise(
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
     let scheme = if tls { "https" } else { "http" };
-    tracing::info!(%local, scheme, workers, "listening");
+    tracing::info!(%local, scheme, workers, threads_per_worker = config.worker_threads.resolve(workers), "listening");
     let config_path = std::path::absolute(&config_path)?;
     kmsgate::workers::supervisor::run(kmsgate::workers::supervisor::Options {
         config: config_path,
         log_format: log_format.to_owned(),
         workers,
+        threads: config.worker_threads.resolve(workers),
         listener,
         pin,
         pin_env: config.hsm.pin_env.clone(),

@@ -18,7 +18,7 @@ mod workers;
 pub use crate::hsm::{IvSource, ReadBack};
 pub use auth::{AuthConfig, CredentialConfig, PrincipalConfig, valid_user_name};
 pub use http::{HttpConfig, TlsConfig};
-pub use workers::{MAX_WORKERS, Workers};
+pub use workers::{MAX_WORKERS, WorkerThreads, Workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,6 +43,10 @@ pub struct Config {
     /// `--workers` overrides it. 1: one process, no supervisor.
     #[serde(default)]
     pub workers: Workers,
+    /// Async runtime threads in each worker process (with `workers` past
+    /// 1): a number or `auto` (the cores shared out among the workers).
+    #[serde(default)]
+    pub worker_threads: WorkerThreads,
     /// ARN partition, region and account: SDKs and the Encryption SDK parse
     /// the key ARNs, and sign for the region the ARN names.
     #[serde(default = "default_partition")]

@@ -65,6 +65,62 @@ impl<'de> Deserialize<'de> for Workers {
     }
 }
 
+/// Runtime threads in each worker process: a count, or `auto` (the cores
+/// shared out among the workers, at least one each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkerThreads {
+    #[default]
+    Auto,
+    Count(usize),
+}
+
+impl WorkerThreads {
+    /// The async runtime threads each of `workers` processes runs. With a
+    /// worker per core, one thread each: measured faster on 2 cores than
+    /// every worker running a thread per core (docs/benchmarks.md).
+    pub fn resolve(self, workers: usize) -> usize {
+        match self {
+            WorkerThreads::Count(n) => n,
+            WorkerThreads::Auto => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                (cores / workers.max(1)).max(1)
+            }
+        }
+    }
+}
+
+impl FromStr for WorkerThreads {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<WorkerThreads, String> {
+        if s == "auto" {
+            return Ok(WorkerThreads::Auto);
+        }
+        match s.parse::<usize>() {
+            Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(WorkerThreads::Count(n)),
+            _ => Err(format!(
+                "worker_threads must be `auto` or a number from 1 to {MAX_WORKERS}, got `{s}`"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WorkerThreads {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<WorkerThreads, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Count(u64),
+            Word(String),
+        }
+        let text = match Repr::deserialize(d)? {
+            Repr::Count(n) => n.to_string(),
+            Repr::Word(w) => w,
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +145,24 @@ mod tests {
         let t: T = toml::from_str("workers = \"auto\"").unwrap();
         assert_eq!(t.workers, Workers::Auto);
         assert!(toml::from_str::<T>("workers = 0").is_err());
+    }
+
+    #[test]
+    fn worker_threads_share_out_the_cores() {
+        assert_eq!(WorkerThreads::Count(3).resolve(8), 3);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(WorkerThreads::Auto.resolve(1), cores);
+        assert_eq!(WorkerThreads::Auto.resolve(cores), 1);
+        assert_eq!(WorkerThreads::Auto.resolve(cores * 4), 1);
+        #[derive(Deserialize)]
+        struct T {
+            worker_threads: WorkerThreads,
+        }
+        let t: T = toml::from_str("worker_threads = 2").unwrap();
+        assert_eq!(t.worker_threads, WorkerThreads::Count(2));
+        let t: T = toml::from_str("worker_threads = \"auto\"").unwrap();
+        assert_eq!(t.worker_threads, WorkerThreads::Auto);
+        assert!(toml::from_str::<T>("worker_threads = 0").is_err());
+        assert!(toml::from_str::<T>("worker_threads = \"many\"").is_err());
     }
 }

@@ -37,6 +37,8 @@ pub struct Options {
     /// The global `--log-format`, passed on.
     pub log_format: String,
     pub workers: usize,
+    /// Async runtime threads in each worker (`worker_threads`, resolved).
+    pub threads: usize,
     /// The bound listener every worker inherits.
     pub listener: std::net::TcpListener,
     pub pin: SecretString,
@@ -113,6 +115,8 @@ impl Shared {
             .arg(&self.options.config)
             .arg("--index")
             .arg(index.to_string())
+            .arg("--threads")
+            .arg(self.options.threads.to_string())
             .stdin(Stdio::from(OwnedFd::from(listener)))
             .stdout(Stdio::from(OwnedFd::from(theirs)))
             .stderr(Stdio::inherit())
