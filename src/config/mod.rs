@@ -160,6 +160,11 @@ pub struct HsmConfig {
     /// How writes are confirmed durable before they are acknowledged.
     #[serde(default)]
     pub read_back: ReadBack,
+    /// Random bytes (data keys, IVs) drawn from the token this many at a
+    /// time and handed out from a zeroizing buffer; 0 (the default): one
+    /// C_GenerateRandom per use. At most 1 MiB.
+    #[serde(default)]
+    pub random_block_bytes: usize,
     /// Use C_WrapKey for GenerateDataKeyWithoutPlaintext where the token
     /// advertises CKF_WRAP for CKM_AES_GCM. `false` forces C_Encrypt.
     #[serde(default = "default_true")]
@@ -181,6 +186,9 @@ fn default_account() -> String {
 fn default_max_body() -> usize {
     64 * 1024
 }
+/// The largest `hsm.random_block_bytes`.
+const MAX_RANDOM_BLOCK: usize = 1 << 20;
+
 fn default_sessions() -> usize {
     2
 }
@@ -263,6 +271,12 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "http.max_header_bytes must be at least 1024".into(),
             ));
+        }
+        if self.hsm.random_block_bytes > MAX_RANDOM_BLOCK {
+            return Err(ConfigError::Invalid(format!(
+                "hsm.random_block_bytes must be at most {MAX_RANDOM_BLOCK}, got {}",
+                self.hsm.random_block_bytes
+            )));
         }
         if self.hsm.sessions == 0 {
             return Err(ConfigError::Invalid(

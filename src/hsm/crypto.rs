@@ -75,7 +75,7 @@ pub fn verify_mac(
 /// Bytes from the token's RNG.
 pub fn random(s: &TokenSession, len: usize) -> Result<Zeroizing<Vec<u8>>, HsmError> {
     let mut out = Zeroizing::new(vec![0u8; len]);
-    s.session.generate_random_slice(&mut out)?;
+    s.random_into(&mut out)?;
     Ok(out)
 }
 
@@ -89,7 +89,7 @@ pub fn encrypt(
 ) -> Result<([u8; IV_LEN], Vec<u8>), HsmError> {
     let mut iv = [0u8; IV_LEN];
     if iv_source == IvSource::Caller {
-        s.session.generate_random_slice(&mut iv)?;
+        s.random_into(&mut iv)?;
     }
     encrypt_with_iv(s, key, iv, aad, plaintext)
 }
@@ -132,7 +132,7 @@ pub fn generate_data_key(
         IvSource::Caller => len + IV_LEN,
         IvSource::Token => len,
     };
-    s.session.generate_random_slice(&mut buf[..wanted])?;
+    s.random_into(&mut buf[..wanted])?;
     let mut iv = [0u8; IV_LEN];
     iv.copy_from_slice(&buf[len..]);
     let plaintext = Zeroizing::new(buf[..len].to_vec());

@@ -57,6 +57,8 @@ pub(super) struct Link {
     general_errors: Mutex<(u32, Instant)>,
     /// When a re-read of the token's objects was last asked for.
     last_reread: Mutex<Option<Instant>>,
+    /// The token's random bytes, in blocks or not (`hsm.random_block_bytes`).
+    pub(super) random: super::random::RandomSource,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -70,6 +72,7 @@ impl Link {
         label: String,
         pin: AuthPin,
         workers: usize,
+        random_block: usize,
     ) -> Result<Link, HsmError> {
         initialize(&pkcs11)?;
         let slot = find_token(&pkcs11, &label)?;
@@ -92,6 +95,7 @@ impl Link {
             healthy: AtomicBool::new(true),
             general_errors: Mutex::new((0, Instant::now())),
             last_reread: Mutex::new(None),
+            random: super::random::RandomSource::new(random_block),
         })
     }
 

@@ -30,6 +30,7 @@ mod link;
 pub mod oaep;
 pub mod objects;
 pub mod pool;
+mod random;
 pub mod readback;
 
 use std::path::PathBuf;
@@ -89,6 +90,9 @@ pub struct HsmSettings {
     pub use_wrap_when_available: bool,
     /// How writes are confirmed durable.
     pub read_back: ReadBack,
+    /// Random bytes drawn from the token this many at a time and handed
+    /// out from a zeroizing buffer; 0: one C_GenerateRandom per use.
+    pub random_block_bytes: usize,
 }
 
 /// The token, logged in, with its session pool.
@@ -110,6 +114,7 @@ impl Hsm {
             settings.token_label.clone(),
             pin,
             settings.sessions.max(1),
+            settings.random_block_bytes,
         )?);
         let (slot, _) = link.slot()?;
         let info = pkcs11.get_token_info(slot)?;
@@ -255,6 +260,7 @@ impl Hsm {
         Ok(OwnedSession {
             session: self.link.pkcs11().open_rw_session(slot)?,
             generation,
+            link: self.link.clone(),
         })
     }
 }
@@ -263,6 +269,7 @@ impl Hsm {
 pub struct OwnedSession {
     session: Session,
     generation: u64,
+    link: Arc<Link>,
 }
 
 impl OwnedSession {
@@ -270,6 +277,7 @@ impl OwnedSession {
         TokenSession {
             session: &self.session,
             generation: self.generation,
+            random: &self.link.random,
         }
     }
 }

@@ -110,7 +110,7 @@ pub fn oaep_encrypt(
         Err(e) if params_refused(&e) => {
             let k = modulus_len(s, h)?;
             let mut seed = Zeroizing::new(vec![0u8; hash.len()]);
-            s.session.generate_random_slice(&mut seed)?;
+            s.random_into(&mut seed)?;
             let em = encode(hash, k, data, &seed)
                 .ok_or(HsmError::Unexpected("plaintext too long for OAEP"))?;
             Ok(s.session.encrypt(&Mechanism::RsaX509, h, &em)?)

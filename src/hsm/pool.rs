@@ -45,15 +45,22 @@ use cryptoki::session::Session;
 use super::HsmError;
 use super::error::Fault;
 use super::link::{Link, lock, open_logged_in, reconnecting};
+use super::random::RandomSource;
 
 /// A session lent to a job, with the generation of the library
 /// initialisation it belongs to. Only this layer can look inside.
 pub struct TokenSession<'a> {
     pub(super) session: &'a Session,
     pub(super) generation: u64,
+    pub(super) random: &'a RandomSource,
 }
 
 impl TokenSession<'_> {
+    /// Fills `out` with bytes from the token's RNG ([`RandomSource`]).
+    pub(super) fn random_into(&self, out: &mut [u8]) -> Result<(), HsmError> {
+        self.random.fill(self.session, out)
+    }
+
     /// Refuses a handle made in another generation.
     pub(super) fn check(&self, generation: u64) -> Result<(), HsmError> {
         if generation == self.generation {
@@ -348,6 +355,7 @@ impl Worker {
         let lent = TokenSession {
             session: s,
             generation: state.generation,
+            random: &self.link.random,
         };
         // A panicking job must not take the worker (and its session) down.
         let failure = match std::panic::catch_unwind(AssertUnwindSafe(|| job(Ok(&lent)))) {

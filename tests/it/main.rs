@@ -25,6 +25,7 @@ mod key_agreement;
 mod lifecycle;
 mod missing_version;
 mod policies;
+mod random_block;
 mod recovery;
 mod rsa_encryption;
 mod signing;
