@@ -7,10 +7,12 @@
 //! encryption context only the keys are logged unless the config asks for
 //! the values too.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// CloudTrail's record format version the fields follow.
@@ -283,16 +285,33 @@ fn camel(name: &str) -> String {
     }
 }
 
-fn object_of(body: &[u8]) -> Option<Map<String, Value>> {
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(m)) => Some(m),
-        _ => None,
-    }
+/// The members of a JSON object body that `wanted` names, each parsed; the
+/// others are only scanned, never copied (a response's `Plaintext` is never
+/// turned into a `String` here). `None` unless the body is a JSON object.
+fn object_of(body: &[u8], wanted: impl Fn(&str) -> bool) -> Option<Map<String, Value>> {
+    let members: BTreeMap<String, &RawValue> = serde_json::from_slice(body).ok()?;
+    Some(
+        members
+            .into_iter()
+            .filter(|(name, _)| wanted(name))
+            .filter_map(|(name, raw)| Some((name, serde_json::from_str(raw.get()).ok()?)))
+            .collect(),
+    )
+}
+
+fn in_request(name: &str) -> bool {
+    REQUEST_SCALARS.contains(&name)
+        || REQUEST_CONTEXTS.contains(&name)
+        || matches!(name, "GrantTokens" | "TagKeys" | "Tags")
+}
+
+fn in_response(name: &str) -> bool {
+    RESPONSE_SCALARS.contains(&name) || name == "KeyMetadata"
 }
 
 /// The listed members of a request body; `None` unless it is a JSON object.
 pub fn request_parameters(body: &[u8], context_values: bool) -> Option<Map<String, Value>> {
-    let request = object_of(body)?;
+    let request = object_of(body, in_request)?;
     let mut out = Map::new();
     for (name, value) in &request {
         let name = name.as_str();
@@ -332,7 +351,7 @@ pub fn request_parameters(body: &[u8], context_values: bool) -> Option<Map<Strin
 
 /// The listed members of a success's body; `None` when there are none.
 pub fn response_elements(body: &[u8]) -> Option<Map<String, Value>> {
-    let response = object_of(body)?;
+    let response = object_of(body, in_response)?;
     let mut out = Map::new();
     for name in RESPONSE_SCALARS {
         if let Some(v) = response.get(*name).and_then(scalar) {
