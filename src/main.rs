@@ -55,6 +55,12 @@ enum Command {
         /// Async runtime threads (the supervisor resolves `worker_threads`).
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// The change counters file the workers share.
+        #[arg(long)]
+        changes: PathBuf,
+        /// How many workers share it.
+        #[arg(long)]
+        workers: usize,
     },
     /// Check that every master key version on the token is sensitive and
     /// can be neither read nor wrapped out. Exits non-zero if one can.
@@ -180,9 +186,15 @@ fn main() -> ExitCode {
             listen,
             workers,
         } => runtime.block_on(run(config, listen, workers, &cli.log_format)),
-        Command::Worker { config, index, .. } => {
-            runtime.block_on(kmsgate::workers::worker::run(&config, index))
-        }
+        Command::Worker {
+            config,
+            index,
+            changes,
+            workers,
+            ..
+        } => runtime.block_on(kmsgate::workers::worker::run(
+            &config, index, &changes, workers,
+        )),
         Command::CheckKeys { config } => runtime.block_on(check_keys(config)),
         Command::BenchToken {
             config,

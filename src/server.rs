@@ -18,6 +18,7 @@ use crate::hsm::{Hsm, HsmSettings};
 use crate::http::serve::{Drained, ServeSettings};
 use crate::http::tls::{Tls, TlsFiles};
 use crate::http::{AppState, router, test_panic_from_env};
+use crate::keystore::peers::PeerChanges;
 use crate::keystore::{KeyPolicy, KeyStore, clock};
 
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
@@ -93,30 +94,33 @@ fn authorizer(config: &Config) -> Result<Authorizer, StartError> {
 /// Opens the audit log and the token, loads the key store and prepares
 /// the verifier: a gateway about to serve.
 pub async fn build(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
-    build_with_audit(config, &config.audit, user_pin(config)?).await
+    build_with_audit(config, &config.audit, user_pin(config)?, None).await
 }
 
 /// As [`build`], for a worker process of `serve --workers N`: the PIN
 /// comes from the supervisor, and the audit table is the worker's own
-/// (see [`crate::workers::audit_config`]).
+/// (see [`crate::workers::audit_config`]), and the change counters shared
+/// with the other workers keep a client's own changes visible to it.
 pub async fn build_worker(
     config: &Config,
     audit: &AuditConfig,
     pin: SecretString,
+    peers: PeerChanges,
 ) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
-    build_with_audit(config, audit, pin).await
+    build_with_audit(config, audit, pin, Some(peers)).await
 }
 
 /// As [`build`], for a command that serves no requests: the audit file is
 /// left alone (a gateway may be writing it); the process log stands in.
 pub async fn build_for_command(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
-    build_with_audit(config, &AuditConfig::default(), user_pin(config)?).await
+    build_with_audit(config, &AuditConfig::default(), user_pin(config)?, None).await
 }
 
 async fn build_with_audit(
     config: &Config,
     audit: &AuditConfig,
     pin: SecretString,
+    peers: Option<PeerChanges>,
 ) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
     let audit_realm = crate::audit::Realm {
         partition: config.partition.clone(),
@@ -165,7 +169,10 @@ async fn build_with_audit(
         gcm_reserve_block: config.keys.gcm_reserve_block,
         max_on_demand_rotations: config.keys.max_on_demand_rotations,
     };
-    let store = KeyStore::load(hsm.clone(), realm, policy, clock::from_env()).await?;
+    let mut store = KeyStore::load(hsm.clone(), realm, policy, clock::from_env()).await?;
+    if let Some(peers) = peers {
+        store.share_changes(peers);
+    }
     let state = Arc::new(AppState {
         store,
         verifier,

@@ -37,6 +37,7 @@ mod import_pair;
 mod import_record;
 pub mod key_agreement;
 mod lookup;
+pub mod peers;
 mod pkcs8;
 pub mod record;
 mod rsa_encryption;
@@ -199,6 +200,12 @@ pub struct KeyStore {
     orphans: Vec<String>,
     /// The last sync with the token succeeded (for readiness).
     synced: std::sync::atomic::AtomicBool,
+    /// One sync round at a time: a round that finds the marker unmoved may
+    /// then trust that no other round is still loading what moved it.
+    rounds: tokio::sync::Mutex<()>,
+    /// The change counters shared with the other workers of a supervisor
+    /// ([`peers`]); `None` in a single process.
+    peers: Option<peers::PeerChanges>,
 }
 
 /// Reads kmsgate's data objects with `label`. An empty answer is believed
@@ -324,6 +331,8 @@ impl KeyStore {
             unreadable,
             orphans,
             synced: std::sync::atomic::AtomicBool::new(true),
+            rounds: tokio::sync::Mutex::new(()),
+            peers: None,
         })
     }
 
@@ -338,6 +347,13 @@ impl KeyStore {
     /// The store's clock: epoch seconds.
     pub fn now(&self) -> f64 {
         self.clock.now()
+    }
+
+    /// Shares change counters with the other workers of a supervisor, so
+    /// that a client sees its own changes whichever worker answers
+    /// ([`peers`]).
+    pub fn share_changes(&mut self, peers: peers::PeerChanges) {
+        self.peers = Some(peers);
     }
 
     /// Every key, ordered by key id.

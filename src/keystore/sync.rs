@@ -104,6 +104,33 @@ impl KeyStore {
         if let Err(e) = result {
             tracing::warn!(error = %e, "could not move the change marker");
         }
+        if let Some(peers) = &self.peers {
+            peers.bump();
+        }
+    }
+
+    /// Before a request is answered: if another worker of this supervisor
+    /// changed something since this one last caught up, runs a sync round
+    /// first, so that what a client just changed through one worker holds
+    /// on the next request whichever worker takes it ([`super::peers`]).
+    /// A failed round is logged and the request goes on; the timed rounds
+    /// retry.
+    pub async fn catch_up(&self) {
+        let Some(peers) = &self.peers else {
+            return;
+        };
+        if peers.moved().is_none() {
+            return;
+        }
+        let _one = peers.catching_up.lock().await;
+        // Another request may have caught up while this one waited.
+        let Some(now) = peers.moved() else {
+            return;
+        };
+        match self.sync_round().await {
+            Ok(_) => peers.caught_up(now),
+            Err(e) => tracing::warn!(error = %e, "catching up with another worker's change failed"),
+        }
     }
 
     /// One sync round (see the module docs). Its outcome is the store's
@@ -133,6 +160,7 @@ impl KeyStore {
     }
 
     async fn sync_round(&self) -> Result<SyncReport, StoreError> {
+        let _one = self.rounds.lock().await;
         let (handles, last, due) = {
             let mut m = self.markers.lock().map_err(lock_poisoned)?;
             m.rounds += 1;

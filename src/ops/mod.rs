@@ -128,6 +128,7 @@ pub async fn dispatch(
     body: &[u8],
 ) -> Result<Vec<u8>, KmsError> {
     use Operation as O;
+    ctx.store.catch_up().await;
     macro_rules! run {
         ($f:path) => {
             to_body(&$f(ctx, parse(body)?).await?)

@@ -69,6 +69,8 @@ enum Event {
 struct Shared {
     options: Options,
     exe: PathBuf,
+    /// The workers' change counters file (keystore::peers).
+    changes: PathBuf,
     live: Mutex<Live>,
     /// Held by the slot that is starting a worker; holds when the last
     /// start finished.
@@ -117,6 +119,10 @@ impl Shared {
             .arg(index.to_string())
             .arg("--threads")
             .arg(self.options.threads.to_string())
+            .arg("--changes")
+            .arg(&self.changes)
+            .arg("--workers")
+            .arg(self.options.workers.to_string())
             .stdin(Stdio::from(OwnedFd::from(listener)))
             .stdout(Stdio::from(OwnedFd::from(theirs)))
             .stderr(Stdio::inherit())
@@ -241,8 +247,19 @@ pub async fn run(options: Options) -> Result<(), StartError> {
     let n = options.workers;
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the kmsgate binary: {e}"))?;
+    // The change counters the workers share (keystore::peers): a file
+    // only this user may open, removed when the supervisor ends.
+    let changes = std::env::temp_dir().join(format!(
+        "kmsgate-{}-{}.changes",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    crate::keystore::peers::create(&changes, n)
+        .map_err(|e| format!("cannot create {}: {e}", changes.display()))?;
+    let _remove = RemoveOnDrop(changes.clone());
     let shared = Arc::new(Shared {
         exe,
+        changes,
         live: Mutex::new(Live {
             stopping: false,
             pids: vec![None; n + 1],
@@ -295,6 +312,15 @@ pub async fn run(options: Options) -> Result<(), StartError> {
     }
     stop(&shared, slots).await;
     started.map_err(Into::into)
+}
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Stops every worker: SIGTERM, then SIGKILL for those still running after

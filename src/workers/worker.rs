@@ -11,13 +11,19 @@ use zeroize::Zeroizing;
 
 use super::{READY, audit_config};
 use crate::config::Config;
+use crate::keystore::peers::PeerChanges;
 use crate::server::{self, StartError};
 
 /// Runs worker `index` of the config at `config_path`: takes the
 /// listening socket from standard input and the control channel from
 /// standard output, reads the PIN, builds the gateway, says `ready`, and
 /// serves until SIGTERM or SIGINT or until the supervisor is gone.
-pub async fn run(config_path: &Path, index: usize) -> Result<(), StartError> {
+pub async fn run(
+    config_path: &Path,
+    index: usize,
+    changes: &Path,
+    workers: usize,
+) -> Result<(), StartError> {
     let listener = std::net::TcpListener::from(std::io::stdin().as_fd().try_clone_to_owned()?);
     // Fails unless standard input is a socket.
     let local = listener
@@ -32,8 +38,11 @@ pub async fn run(config_path: &Path, index: usize) -> Result<(), StartError> {
     async move {
         let config = Config::load(config_path)?;
         let tls = server::tls(&config)?;
+        // Workers are numbered from 1; their counter slots from 0.
+        let peers = PeerChanges::open(changes, index.saturating_sub(1), workers)
+            .map_err(|e| format!("worker {index}: cannot open {}: {e}", changes.display()))?;
         let (state, hsm) =
-            server::build_worker(&config, &audit_config(&config.audit, index), pin).await?;
+            server::build_worker(&config, &audit_config(&config.audit, index), pin, peers).await?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         control
             .get_mut()

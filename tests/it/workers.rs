@@ -442,3 +442,98 @@ async fn a_due_rotation_happens_exactly_once_with_two_workers() {
         }
     }
 }
+
+fn events(path: &std::path::Path, operation: &str) -> usize {
+    let quoted = format!("\"{operation}\"");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&quoted))
+        .count()
+}
+
+#[tokio::test]
+async fn a_change_through_one_worker_holds_on_the_next_request_whichever_worker_takes_it() {
+    let token = auditing_token();
+    // Timed sync rounds far apart: only the shared change counters can make
+    // the other worker see a change in time.
+    let mut config = std::fs::read_to_string(token.config()).unwrap();
+    config.push_str("\n[keys]\nsync_interval_ms = 600000\n");
+    std::fs::write(token.config(), config).unwrap();
+    let gw = Supervised::start(token.clone(), "2");
+    let kms = gw.client();
+    let keys = [create_key(&kms).await, create_key(&kms).await];
+    kms.create_alias()
+        .alias_name("alias/flip")
+        .target_key_id(&keys[0])
+        .send()
+        .await
+        .unwrap();
+    // Both workers learn where the alias points (each request on a
+    // connection of its own, which either worker may accept).
+    for _ in 0..20 {
+        let d = gw
+            .client()
+            .describe_key()
+            .key_id("alias/flip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(d.key_metadata.unwrap().key_id, keys[0]);
+    }
+    for round in 1..=6 {
+        let target = &keys[round % 2];
+        gw.client()
+            .update_alias()
+            .alias_name("alias/flip")
+            .target_key_id(target)
+            .send()
+            .await
+            .unwrap();
+        for _ in 0..8 {
+            let d = gw
+                .client()
+                .describe_key()
+                .key_id("alias/flip")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                &d.key_metadata.unwrap().key_id,
+                target,
+                "round {round}: a worker answered from before the UpdateAlias"
+            );
+        }
+    }
+    // A disabled key is refused at once by both workers.
+    gw.client()
+        .disable_key()
+        .key_id(&keys[0])
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..8 {
+        let e = gw
+            .client()
+            .encrypt()
+            .key_id(&keys[0])
+            .plaintext(aws_sdk_kms::primitives::Blob::new(b"x".to_vec()))
+            .send()
+            .await
+            .expect_err("Encrypt under a disabled key");
+        assert_eq!(
+            aws_sdk_kms::error::ProvideErrorMetadata::code(&e),
+            Some("DisabledException")
+        );
+    }
+    let (w1, w2) = (
+        token.path().join("audit.jsonl.w1"),
+        token.path().join("audit.jsonl.w2"),
+    );
+    assert!(
+        events(&w1, "DescribeKey") > 0 && events(&w2, "DescribeKey") > 0,
+        "both workers answered DescribeKey: w1 {}, w2 {}",
+        events(&w1, "DescribeKey"),
+        events(&w2, "DescribeKey")
+    );
+}
