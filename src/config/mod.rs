@@ -39,8 +39,9 @@ pub struct Config {
     /// Address to listen on, `127.0.0.1:8080` unless set here or by `--listen`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Gateway processes on the token: a number or `auto` (one per core);
-    /// `--workers` overrides it. 1: one process, no supervisor.
+    /// Gateway processes on the token: a number or `auto` (one per core,
+    /// the default); `--workers` overrides it. 1: one process, no
+    /// supervisor.
     #[serde(default)]
     pub workers: Workers,
     /// Async runtime threads in each worker process (with `workers` past

@@ -5,13 +5,14 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-/// The number of worker processes: a count, or `auto` (one per core).
-/// `1`, the default, is one gateway process with no supervisor.
+/// The number of worker processes: a count, or `auto` (one per core, the
+/// default: what `scripts/bench --workers-sweep` measured best). `1` is one
+/// gateway process with no supervisor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Workers {
-    #[default]
     One,
     Count(usize),
+    #[default]
     Auto,
 }
 

@@ -99,6 +99,9 @@ impl Token {
             format!(
                 r#"region = "{REGION}"
 account_id = "{ACCOUNT}"
+# One process: tests signal, limit and watch the gateway's own pid
+# (tests/it/workers.rs starts supervisors with --workers).
+workers = 1
 
 [hsm]
 module = "{module}"
