@@ -19,6 +19,10 @@ use super::{
 use crate::arn::KeyRef;
 use crate::hsm::objects::{self, MasterKeyVersion};
 
+/// How long a gateway waits before it lists the token again when a key it
+/// knows was missing from a listing ([`KeyStore::reload_key`]).
+const RELIST_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl KeyStore {
     pub(super) fn cached_key(&self, id: &Uuid) -> Result<Option<Arc<Key>>, StoreError> {
         Ok(self
@@ -53,10 +57,41 @@ impl KeyStore {
         if self.is_absent(&label)? {
             return Ok(None);
         }
-        let read_label = label.clone();
+        let mut found = self.read_key(id, &label).await?;
+        // A key this gateway knows, gone from one listing: another process
+        // may be replacing its record at this moment (a new revision written,
+        // the old one destroyed), and SoftHSM2 in this process can list the
+        // token between the two without seeing either. Only a second
+        // listing a moment later that misses it too means it is gone.
+        if matches!(found, Latest::Absent) && self.cached_key(id)?.is_some() {
+            tokio::time::sleep(RELIST_PAUSE).await;
+            found = self.read_key(id, &label).await?;
+        }
+        match found {
+            Latest::Found(_, key) => {
+                let key = Arc::new(key);
+                self.cache
+                    .write()
+                    .map_err(lock_poisoned)?
+                    .keys
+                    .insert(*id, key.clone());
+                Ok(Some(key))
+            }
+            Latest::Absent => {
+                self.cache.write().map_err(lock_poisoned)?.keys.remove(id);
+                self.mark_absent(label)?;
+                Ok(None)
+            }
+            Latest::Unreadable => Err(unreadable(&label)),
+        }
+    }
+
+    /// A key's latest record and version handles, as one listing of the
+    /// token has them.
+    async fn read_key(&self, id: &Uuid, label: &str) -> Result<Latest<Key>, StoreError> {
+        let read_label = label.to_owned();
         let id = *id;
-        let found = self
-            .hsm
+        self.hsm
             .pool()
             .run(move |s| {
                 let (meta, record) = match latest::<KeyRecord>(read_records(s, &read_label)?) {
@@ -77,24 +112,7 @@ impl KeyStore {
                 ))
             })
             .await
-            .map_err(token)?;
-        match found {
-            Latest::Found(_, key) => {
-                let key = Arc::new(key);
-                self.cache
-                    .write()
-                    .map_err(lock_poisoned)?
-                    .keys
-                    .insert(id, key.clone());
-                Ok(Some(key))
-            }
-            Latest::Absent => {
-                self.cache.write().map_err(lock_poisoned)?.keys.remove(&id);
-                self.mark_absent(label)?;
-                Ok(None)
-            }
-            Latest::Unreadable => Err(unreadable(&label)),
-        }
+            .map_err(token)
     }
 
     /// The handle of one of a key's versions that its record lists. A
@@ -149,13 +167,26 @@ impl KeyStore {
         if self.is_absent(&label)? {
             return Ok(None);
         }
-        let read_label = label.clone();
-        let found = self
-            .hsm
-            .pool()
-            .run(move |s| Ok(latest::<AliasRecord>(read_records(s, &read_label)?)))
-            .await
-            .map_err(token)?;
+        let read = || {
+            let read_label = label.clone();
+            self.hsm
+                .pool()
+                .run(move |s| Ok(latest::<AliasRecord>(read_records(s, &read_label)?)))
+        };
+        let mut found = read().await.map_err(token)?;
+        // As for keys (reload_key): one listing that misses a known alias
+        // may have fallen between another process's new revision and the
+        // old one's removal.
+        let known = self
+            .cache
+            .read()
+            .map_err(lock_poisoned)?
+            .aliases
+            .contains_key(name);
+        if matches!(found, Latest::Absent) && known {
+            tokio::time::sleep(RELIST_PAUSE).await;
+            found = read().await.map_err(token)?;
+        }
         let mut cache = self.cache.write().map_err(lock_poisoned)?;
         match found {
             Latest::Found(handle, record) => {
