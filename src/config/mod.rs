@@ -13,6 +13,8 @@ use serde::Deserialize;
 
 mod auth;
 mod http;
+#[cfg(test)]
+mod reference;
 mod workers;
 
 pub use crate::hsm::{IvSource, ReadBack};
