@@ -54,13 +54,13 @@ fn with(table: &str, line: &str) -> String {
     match table {
         "" => format!("{line}\n{BASE}"),
         "hsm" => BASE.replace("[hsm]\n", &format!("[hsm]\n{line}\n")),
-        "auth.credentials" => format!(
-            "{BASE}\n[[auth.credentials]]\naccess_key_id = \"AKIAEXAMPLE\"\n{line}\n"
-        ),
+        "auth.credentials" => {
+            format!("{BASE}\n[[auth.credentials]]\naccess_key_id = \"AKIAEXAMPLE\"\n{line}\n")
+        }
         "auth.principals" => format!("{BASE}\n[[auth.principals]]\nname = \"p\"\n{line}\n"),
-        "tls" => format!(
-            "{BASE}\n[tls]\ncert_chain_file = \"/c\"\nprivate_key_file = \"/k\"\n{line}\n"
-        ),
+        "tls" => {
+            format!("{BASE}\n[tls]\ncert_chain_file = \"/c\"\nprivate_key_file = \"/k\"\n{line}\n")
+        }
         t => format!("{BASE}\n[{t}]\n{line}\n"),
     }
 }
@@ -90,7 +90,15 @@ fn in_code(table: &str) -> BTreeSet<String> {
 fn every_documented_key_exists_and_every_key_is_documented() {
     let docs = documented();
     for table in [
-        "", "hsm", "auth", "auth.credentials", "auth.principals", "keys", "http", "tls", "audit",
+        "",
+        "hsm",
+        "auth",
+        "auth.credentials",
+        "auth.principals",
+        "keys",
+        "http",
+        "tls",
+        "audit",
     ] {
         let code = in_code(table);
         let documented = docs.get(table).cloned().unwrap_or_default();
