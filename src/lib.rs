@@ -36,6 +36,7 @@ pub mod auth;
 pub mod bench;
 pub mod blob;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod hsm;
 pub mod http;

@@ -69,6 +69,15 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Check a set-up before traffic arrives: the config, the PIN and
+    /// secret files' permissions, the credentials, TLS files, the clock,
+    /// and the token (module, token, login, mechanisms, data key path, IV
+    /// source). One verdict per check; exits non-zero if one fails.
+    Doctor {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Measure the token's raw ceiling for GenerateDataKey: the same
     /// PKCS#11 work (random bytes, AES-GCM under a master key version), on
     /// THREADS threads with a session each, without HTTP. Prints one
@@ -196,6 +205,14 @@ fn main() -> ExitCode {
             &config, index, &changes, workers,
         )),
         Command::CheckKeys { config } => runtime.block_on(check_keys(config)),
+        Command::Doctor { config } => {
+            let findings = kmsgate::doctor::run(&config);
+            match kmsgate::doctor::report(&findings, &mut std::io::stdout()) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => Err(e.into()),
+            }
+        }
         Command::BenchToken {
             config,
             op,

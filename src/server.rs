@@ -55,9 +55,28 @@ pub fn hsm_settings_with_pin(config: &Config, pin: SecretString) -> HsmSettings 
     }
 }
 
+/// The SigV4 verifier with every credential's secret read.
+pub fn verifier(config: &Config) -> Result<Verifier, StartError> {
+    let mut credentials = Vec::with_capacity(config.auth.credentials.len());
+    for c in &config.auth.credentials {
+        credentials.push(Credential {
+            access_key_id: c.access_key_id.clone(),
+            secret: read_secret(c.secret_file.as_deref(), c.secret_env.as_deref())?,
+            principal: c.principal_name().to_owned(),
+        });
+    }
+    Ok(Verifier::new(
+        credentials,
+        config.region.clone(),
+        Duration::from_secs(config.auth.max_clock_skew_secs),
+        config.auth.allow_anonymous,
+    )
+    .allow_presigned_urls(config.auth.allow_presigned_urls))
+}
+
 /// The identity policies of every principal: `[[auth.principals]]`
 /// documents (inline and from files) and the credentials' `allow` lists.
-fn authorizer(config: &Config) -> Result<Authorizer, StartError> {
+pub fn authorizer(config: &Config) -> Result<Authorizer, StartError> {
     let mut authorizer = Authorizer::new(&config.partition, &config.account_id);
     for p in &config.auth.principals {
         authorizer.declare(&p.name);
@@ -139,21 +158,7 @@ async fn build_with_audit(
     })?);
     let settings = hsm_settings_with_pin(config, pin);
     let authorizer = authorizer(config)?;
-    let mut credentials = Vec::with_capacity(config.auth.credentials.len());
-    for c in &config.auth.credentials {
-        credentials.push(Credential {
-            access_key_id: c.access_key_id.clone(),
-            secret: read_secret(c.secret_file.as_deref(), c.secret_env.as_deref())?,
-            principal: c.principal_name().to_owned(),
-        });
-    }
-    let verifier = Verifier::new(
-        credentials,
-        config.region.clone(),
-        Duration::from_secs(config.auth.max_clock_skew_secs),
-        config.auth.allow_anonymous,
-    )
-    .allow_presigned_urls(config.auth.allow_presigned_urls);
+    let verifier = verifier(config)?;
     if config.auth.allow_anonymous {
         tracing::warn!("allow_anonymous is set: unsigned requests are accepted");
     }

@@ -30,6 +30,7 @@ mod link;
 pub mod oaep;
 pub mod objects;
 pub mod pool;
+pub mod probe;
 mod random;
 pub mod readback;
 

@@ -13,6 +13,7 @@ mod crash;
 mod custody;
 mod data_key_pair;
 mod divergences;
+mod doctor;
 mod durability;
 mod faults;
 mod fuzz;

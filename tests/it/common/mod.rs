@@ -94,6 +94,13 @@ impl Token {
             String::from_utf8_lossy(&out.stderr)
         );
         std::fs::write(root.join("secret"), SECRET).unwrap();
+        // As scripts/setup-token leaves them: readable by their owner only
+        // (`kmsgate doctor` fails anything else).
+        for secret in ["pin", "so-pin", "secret"] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(root.join(secret), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+        }
         std::fs::write(
             root.join("kmsgate.toml"),
             format!(

@@ -1,0 +1,128 @@
+//! `kmsgate doctor`: one verdict per check, exit status 0 only when none
+//! fails, the failing check named with what to do, and never a secret in
+//! its output.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::common::*;
+
+/// Runs the doctor on `token`'s config: (passed, its stdout).
+fn doctor(token: &Token) -> (bool, String) {
+    let (ok, out, err) = token.run_cli(&["doctor", "--config", &token.config().to_string_lossy()]);
+    assert!(
+        !out.contains(PIN) && !err.contains(PIN),
+        "the PIN in the doctor's output"
+    );
+    assert!(
+        !out.contains(SECRET) && !err.contains(SECRET),
+        "a secret in the doctor's output"
+    );
+    (ok, out)
+}
+
+/// The verdict word of `check` in the doctor's output.
+fn verdict<'a>(out: &'a str, check: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.get(6..).is_some_and(|rest| rest.starts_with(check)))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no '{check}' line in:\n{out}"))
+}
+
+fn edit_config(token: &Token, from: &str, to: &str) {
+    let config = std::fs::read_to_string(token.config()).unwrap();
+    assert!(config.contains(from), "{from} not in the config");
+    std::fs::write(token.config(), config.replace(from, to)).unwrap();
+}
+
+#[test]
+fn a_healthy_set_up_passes_every_check() {
+    let token = Token::new();
+    let (ok, out) = doctor(&token);
+    assert!(ok, "{out}");
+    for check in [
+        "config",
+        "PIN file permissions",
+        "credentials",
+        "clock",
+        "module loads",
+        "token found",
+        "login",
+        "mechanisms",
+        "data key path",
+        "IV source",
+        "random bytes",
+    ] {
+        assert_eq!(verdict(&out, check), "PASS", "{check}:\n{out}");
+    }
+    assert!(out.contains("C_GenerateRandom + C_Encrypt"), "{out}");
+    assert!(
+        out.ends_with("kmsgate doctor: all checks passed\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_wrong_pin_fails_the_login_check() {
+    let token = Token::new();
+    std::fs::write(token.path().join("pin"), "not-the-pin").unwrap();
+    let (ok, out) = doctor(&token);
+    assert!(!ok, "{out}");
+    assert_eq!(verdict(&out, "login"), "FAIL", "{out}");
+    assert!(
+        out.contains("CKR_PIN_INCORRECT") && out.contains("fix: "),
+        "{out}"
+    );
+    assert_eq!(verdict(&out, "token found"), "PASS");
+}
+
+#[test]
+fn a_missing_module_fails_the_module_check() {
+    let token = Token::new();
+    edit_config(
+        &token,
+        &softhsm_module().to_string_lossy(),
+        "/nonexistent/libpkcs11.so",
+    );
+    let (ok, out) = doctor(&token);
+    assert!(!ok, "{out}");
+    assert_eq!(verdict(&out, "module loads"), "FAIL", "{out}");
+    assert!(out.contains("/nonexistent/libpkcs11.so"), "{out}");
+    assert!(
+        !out.contains("token found"),
+        "no token check without a module:\n{out}"
+    );
+}
+
+#[test]
+fn a_missing_token_fails_the_token_check_and_names_the_tokens_there() {
+    let token = Token::new();
+    edit_config(
+        &token,
+        "token_label = \"kmsgate\"",
+        "token_label = \"elsewhere\"",
+    );
+    let (ok, out) = doctor(&token);
+    assert!(!ok, "{out}");
+    assert_eq!(verdict(&out, "token found"), "FAIL", "{out}");
+    assert!(
+        out.contains("'elsewhere'") && out.contains("'kmsgate'"),
+        "{out}"
+    );
+    assert!(!out.contains("login"), "no login without a token:\n{out}");
+}
+
+#[test]
+fn a_world_readable_pin_file_fails() {
+    let token = Token::new();
+    let pin = token.path().join("pin");
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, out) = doctor(&token);
+    assert!(!ok, "{out}");
+    assert_eq!(verdict(&out, "PIN file permissions"), "FAIL", "{out}");
+    assert!(
+        out.contains("mode 0644") && out.contains("chmod 600"),
+        "{out}"
+    );
+    // Everything else still passes: the verdict is about the file alone.
+    assert_eq!(verdict(&out, "login"), "PASS", "{out}");
+}
