@@ -12,6 +12,7 @@ mod cli;
 mod crash;
 mod custody;
 mod data_key_pair;
+mod deploy;
 mod divergences;
 mod doctor;
 mod durability;
