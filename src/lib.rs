@@ -41,6 +41,7 @@ pub mod error;
 pub mod hsm;
 pub mod http;
 pub mod keystore;
+pub mod logging;
 pub mod ops;
 pub mod policy;
 pub mod server;

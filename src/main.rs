@@ -173,9 +173,25 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(log_writer);
+    // The filter stays replaceable: `log_level` in the config, at start
+    // and on SIGHUP (kmsgate::logging).
     if cli.log_format == "json" {
-        builder.json().init();
+        let builder = builder.json().with_filter_reloading();
+        let handle = builder.reload_handle();
+        kmsgate::logging::set_reloader(move |d| {
+            handle
+                .reload(EnvFilter::try_new(d).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())
+        });
+        builder.init();
     } else {
+        let builder = builder.with_filter_reloading();
+        let handle = builder.reload_handle();
+        kmsgate::logging::set_reloader(move |d| {
+            handle
+                .reload(EnvFilter::try_new(d).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())
+        });
         builder.init();
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -265,6 +281,7 @@ async fn run(
     log_format: &str,
 ) -> Result<(), server::StartError> {
     let config = Config::load(&config_path)?;
+    kmsgate::logging::apply(config.log_level.as_deref(), "start-up");
     let addr = listen.unwrap_or(config.listen);
     config.check_transport(addr)?;
     let tls = server::tls(&config)?;

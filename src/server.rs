@@ -4,6 +4,7 @@
 //! benchmark and tests all start the gateway the same way.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -333,7 +334,7 @@ pub async fn run_until(
         Duration::from_millis(config.keys.sync_interval_ms),
         Duration::from_millis(config.keys.scheduler_interval_ms),
     );
-    let reloader = tokio::spawn(reload_on_sighup(tls.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(config.path.clone(), tls.clone()));
     serve(
         listener,
         state.clone(),
@@ -360,7 +361,7 @@ pub async fn run_until(
 /// ones keep what they had. A file that does not load keeps the old
 /// configuration. Without TLS, SIGHUP is logged and ignored (rather than
 /// ending the process, its default).
-async fn reload_on_sighup(tls: Option<Arc<Tls>>) {
+async fn reload_on_sighup(config_path: PathBuf, tls: Option<Arc<Tls>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -369,6 +370,7 @@ async fn reload_on_sighup(tls: Option<Arc<Tls>>) {
             return;
         };
         while hup.recv().await.is_some() {
+            reread_log_level(&config_path);
             let Some(tls) = &tls else {
                 tracing::info!("SIGHUP: no [tls] configured, nothing to reload");
                 continue;
@@ -386,7 +388,21 @@ async fn reload_on_sighup(tls: Option<Arc<Tls>>) {
         }
     }
     #[cfg(not(unix))]
-    let _ = tls;
+    let _ = (config_path, tls);
+}
+
+/// On SIGHUP: the config's `log_level` is read again and applied (the rest
+/// of the config needs a restart).
+pub fn reread_log_level(config_path: &Path) {
+    if config_path.as_os_str().is_empty() {
+        return;
+    }
+    match Config::load(config_path) {
+        Ok(c) => crate::logging::apply(c.log_level.as_deref(), "SIGHUP"),
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP: the config does not load; log level unchanged")
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -41,6 +41,14 @@ pub struct Config {
     /// Address to listen on, `127.0.0.1:8080` unless set here or by `--listen`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// The log filter (`info`, `warn`, `kmsgate=debug,info`: tracing's
+    /// EnvFilter syntax), applied at start and again on SIGHUP; unset: the
+    /// `KMSGATE_LOG` environment variable, else `info`.
+    #[serde(default)]
+    pub log_level: Option<String>,
+    /// Where this config was read from (set by [`Config::load`]).
+    #[serde(skip)]
+    pub path: PathBuf,
     /// Gateway processes on the token: a number or `auto` (one per core,
     /// the default); `--workers` overrides it. 1: one process, no
     /// supervisor.
@@ -214,15 +222,23 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
+        config.path = path.to_owned();
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(level) = &self.log_level
+            && let Err(e) = tracing_subscriber::EnvFilter::try_new(level)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "log_level `{level}` is not a log filter: {e}"
+            )));
+        }
         if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ConfigError::Invalid(
                 "account_id must be 12 digits".to_owned(),

@@ -302,6 +302,7 @@ pub async fn run(options: Options) -> Result<(), StartError> {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
+                    crate::server::reread_log_level(&shared.options.config);
                     let sent = shared.signal_all(Signal::HUP);
                     tracing::info!(workers = sent, "SIGHUP forwarded to the workers");
                 }

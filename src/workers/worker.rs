@@ -37,6 +37,7 @@ pub async fn run(
     let pin = read_pin(&mut control).await?;
     async move {
         let config = Config::load(config_path)?;
+        crate::logging::apply(config.log_level.as_deref(), "start-up");
         let tls = server::tls(&config)?;
         // Workers are numbered from 1; their counter slots from 0.
         let peers = PeerChanges::open(changes, index.saturating_sub(1), workers)

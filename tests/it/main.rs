@@ -25,6 +25,7 @@ mod import;
 mod import_asymmetric;
 mod key_agreement;
 mod lifecycle;
+mod logs;
 mod missing_version;
 mod policies;
 mod random_block;
