@@ -50,12 +50,15 @@ pub async fn run(
             .try_write(format!("{READY}\n").as_bytes())
             .map_err(|e| format!("cannot tell the supervisor: {e}"))?;
         tracing::info!(%local, pid = std::process::id(), "worker serving");
+        let orphaned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = orphaned.clone();
         let supervisor_gone = async move {
             // The supervisor writes nothing more: any end of the channel
             // means it has exited.
             let mut rest = Vec::new();
             let _ = control.read_to_end(&mut rest).await;
             tracing::warn!("the supervisor is gone; stopping");
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
         };
         let shutdown = async move {
             tokio::select! {
@@ -63,7 +66,13 @@ pub async fn run(
                 () = supervisor_gone => {}
             }
         };
-        server::run_until(&config, listener, state, hsm, tls, shutdown).await
+        let served = server::run_until(&config, listener, state, hsm, tls, shutdown).await;
+        // A supervisor that was killed could not remove the counters file;
+        // its workers do (whichever comes first; the others find it gone).
+        if orphaned.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = std::fs::remove_file(changes);
+        }
+        served
     }
     .instrument(tracing::info_span!("worker", n = index))
     .await

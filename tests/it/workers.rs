@@ -113,8 +113,19 @@ impl Supervised {
 
 impl Drop for Supervised {
     fn drop(&mut self) {
-        for pid in self.workers() {
-            kill("KILL", pid);
+        // SIGTERM first, so that the supervisor stops its workers and
+        // removes their counters file; SIGKILL what is left after 10 s.
+        let workers = self.workers();
+        kill("TERM", self.child.id());
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(10) && matches!(self.child.try_wait(), Ok(None))
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in workers {
+            if alive(pid) {
+                kill("KILL", pid);
+            }
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -385,12 +396,30 @@ fn workers_stop_when_their_supervisor_is_killed() {
     let mut gw = Supervised::start(Token::new(), "2");
     let workers = gw.workers();
     assert_eq!(workers.len(), 2);
+    // The change counters file the workers share, from a worker's
+    // command line (`--changes PATH`).
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", workers[0])).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let changes = args
+        .iter()
+        .position(|a| a == "--changes")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::PathBuf::from)
+        .expect("a worker has --changes");
+    assert!(changes.exists());
     let _ = gw.signal_and_wait("KILL", Duration::from_secs(5));
     assert!(
         eventually(Duration::from_secs(30), || workers
             .iter()
             .all(|p| !alive(*p))),
         "workers {workers:?} stop once the supervisor is gone"
+    );
+    assert!(
+        !changes.exists(),
+        "the workers remove the counters file of a killed supervisor"
     );
 }
 
