@@ -117,10 +117,14 @@ async fn slowloris_connections_are_cut_at_the_header_timeout_while_clients_are_s
         "median call {median:?} during the attack: {latencies:?}"
     );
     let closed_at = attack.join().unwrap();
+    // When a cut is noticed, not when it happened: the loop above writes to
+    // and polls 300 sockets every 200 ms, and in the full suite, on 2 busy
+    // cores, a pass has once taken over a second (3.85 s seen). 4.5 s still
+    // tells a cut at the timeout from a connection left open (6 s).
     for at in &closed_at {
         let at = at.expect("a slowloris connection stayed open for 6 s");
         assert!(
-            at >= Duration::from_millis(1200) && at < Duration::from_millis(3000),
+            at >= Duration::from_millis(1200) && at < Duration::from_millis(4500),
             "cut after {at:?}, header timeout 1.5 s"
         );
     }
