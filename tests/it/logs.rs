@@ -6,10 +6,23 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 /// A request with a wrong secret: at debug level the gateway logs the
-/// canonical request it computed ("SigV4 signature mismatch").
+/// canonical request it computed ("SigV4 signature mismatch"). Returns
+/// once the request's audit record is in the log: the log is written by a
+/// thread of its own, so only then are the request's lines all there.
 async fn mismatch(gw: &Gateway) {
+    let audited = |gw: &Gateway| gw.log().matches("\"eventName\":\"ListKeys\"").count();
+    let before = audited(gw);
     let wrong = gw.client_as(ACCESS_KEY, "not-the-secret", REGION);
     assert!(wrong.list_keys().send().await.is_err());
+    let start = Instant::now();
+    while audited(gw) == before {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no audit record of the refused request:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn mismatches_logged(gw: &Gateway) -> usize {
