@@ -19,6 +19,38 @@ pub enum Workers {
 /// More would exhaust a token's sessions long before they helped.
 pub const MAX_WORKERS: usize = 256;
 
+/// The cores this process may use, as the scheduler reports them.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `auto` (`None`) or a count from 1 to [`MAX_WORKERS`], for the key `key`.
+fn count_or_auto(key: &str, s: &str) -> Result<Option<usize>, String> {
+    if s == "auto" {
+        return Ok(None);
+    }
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(Some(n)),
+        _ => Err(format!(
+            "{key} must be `auto` or a number from 1 to {MAX_WORKERS}, got `{s}`"
+        )),
+    }
+}
+
+/// A TOML integer or string, as the text [`FromStr`] parses.
+fn count_or_word<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Count(u64),
+        Word(String),
+    }
+    Ok(match Repr::deserialize(d)? {
+        Repr::Count(n) => n.to_string(),
+        Repr::Word(w) => w,
+    })
+}
+
 impl Workers {
     /// The number of processes to run (`auto`: the cores this process may
     /// use, as the scheduler reports them).
@@ -26,9 +58,7 @@ impl Workers {
         match self {
             Workers::One => 1,
             Workers::Count(n) => n,
-            Workers::Auto => std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(MAX_WORKERS),
+            Workers::Auto => cores().min(MAX_WORKERS),
         }
     }
 }
@@ -37,32 +67,17 @@ impl FromStr for Workers {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Workers, String> {
-        if s == "auto" {
-            return Ok(Workers::Auto);
-        }
-        match s.parse::<usize>() {
-            Ok(1) => Ok(Workers::One),
-            Ok(n) if (2..=MAX_WORKERS).contains(&n) => Ok(Workers::Count(n)),
-            _ => Err(format!(
-                "workers must be `auto` or a number from 1 to {MAX_WORKERS}, got `{s}`"
-            )),
-        }
+        Ok(match count_or_auto("workers", s)? {
+            None => Workers::Auto,
+            Some(1) => Workers::One,
+            Some(n) => Workers::Count(n),
+        })
     }
 }
 
 impl<'de> Deserialize<'de> for Workers {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Workers, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            Count(u64),
-            Word(String),
-        }
-        let text = match Repr::deserialize(d)? {
-            Repr::Count(n) => n.to_string(),
-            Repr::Word(w) => w,
-        };
-        text.parse().map_err(serde::de::Error::custom)
+        count_or_word(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -82,10 +97,7 @@ impl WorkerThreads {
     pub fn resolve(self, workers: usize) -> usize {
         match self {
             WorkerThreads::Count(n) => n,
-            WorkerThreads::Auto => {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                (cores / workers.max(1)).max(1)
-            }
+            WorkerThreads::Auto => (cores() / workers.max(1)).max(1),
         }
     }
 }
@@ -94,31 +106,13 @@ impl FromStr for WorkerThreads {
     type Err = String;
 
     fn from_str(s: &str) -> Result<WorkerThreads, String> {
-        if s == "auto" {
-            return Ok(WorkerThreads::Auto);
-        }
-        match s.parse::<usize>() {
-            Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(WorkerThreads::Count(n)),
-            _ => Err(format!(
-                "worker_threads must be `auto` or a number from 1 to {MAX_WORKERS}, got `{s}`"
-            )),
-        }
+        Ok(count_or_auto("worker_threads", s)?.map_or(WorkerThreads::Auto, WorkerThreads::Count))
     }
 }
 
 impl<'de> Deserialize<'de> for WorkerThreads {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<WorkerThreads, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            Count(u64),
-            Word(String),
-        }
-        let text = match Repr::deserialize(d)? {
-            Repr::Count(n) => n.to_string(),
-            Repr::Word(w) => w,
-        };
-        text.parse().map_err(serde::de::Error::custom)
+        count_or_word(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
