@@ -49,19 +49,6 @@ async fn decrypts(kms: &aws_sdk_kms::Client, blob: &Blob, text: &str) {
     assert_eq!(out.plaintext.unwrap().as_ref(), text.as_bytes());
 }
 
-async fn rotations(
-    kms: &aws_sdk_kms::Client,
-    key: &str,
-) -> Vec<aws_sdk_kms::types::RotationsListEntry> {
-    kms.list_key_rotations()
-        .key_id(key)
-        .send()
-        .await
-        .unwrap()
-        .rotations
-        .unwrap_or_default()
-}
-
 async fn current_material(kms: &aws_sdk_kms::Client, key: &str) -> String {
     key_metadata(kms, key)
         .await
@@ -558,17 +545,7 @@ async fn a_due_rotation_happens_exactly_once_with_two_gateways() {
     let a = Gateway::start_on(token.clone());
     let b = Gateway::start_on(token.clone());
     let kms = a.client();
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let id = create_key(&kms).await;
-        kms.enable_key_rotation()
-            .key_id(&id)
-            .rotation_period_in_days(90)
-            .send()
-            .await
-            .unwrap();
-        ids.push(id);
-    }
+    let ids = keys_rotating_every_90_days(&kms, 3).await;
     token.set_clock_days_ahead(91);
     for id in &ids {
         eventually(Duration::from_secs(10), || {

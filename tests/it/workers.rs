@@ -2,9 +2,8 @@
 //! on one token share one listening socket under a supervisor that serves
 //! nothing, restarts a dead worker, and stops them all on SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -37,35 +36,15 @@ fn auditing_token() -> Arc<Token> {
 impl Supervised {
     fn start(token: Arc<Token>, workers: &str) -> Supervised {
         let log = token.path().join(format!("supervisor-{workers}.log"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
-            .env("SOFTHSM2_CONF", token.softhsm_conf())
-            .env("KMSGATE_LOG", "info")
-            .env("KMSGATE_TEST_CLOCK_OFFSET_FILE", token.clock_file())
-            .args(["serve", "--config"])
-            .arg(token.config())
-            .args(["--listen", "127.0.0.1:0", "--workers", workers])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("kmsgate starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-        let Some(endpoint) = line.trim().strip_prefix("kmsgate listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "supervisor did not start; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
+        let (child, endpoint) = spawn_serve(
+            &token,
+            &["--workers", workers],
+            &[],
+            &log,
+            Duration::from_secs(60),
+        );
         Supervised {
-            endpoint: endpoint.to_owned(),
+            endpoint,
             child,
             log,
             _token: token,
@@ -200,11 +179,13 @@ fn eventually(limit: Duration, done: impl Fn() -> bool) -> bool {
     done()
 }
 
-fn generate_data_key_events(path: &std::path::Path) -> usize {
+/// The audit records of `operation` in the audit file at `path`.
+fn events(path: &std::path::Path, operation: &str) -> usize {
+    let quoted = format!("\"{operation}\"");
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains("\"GenerateDataKey\""))
+        .filter(|l| l.contains(&quoted))
         .count()
 }
 
@@ -233,7 +214,7 @@ async fn two_workers_share_the_port_each_with_its_own_audit_chain_and_no_pin_on_
     // which either worker may accept.
     let mut requests = 0;
     while requests < 400
-        && (generate_data_key_events(&w1) == 0 || generate_data_key_events(&w2) == 0)
+        && (events(&w1, "GenerateDataKey") == 0 || events(&w2, "GenerateDataKey") == 0)
     {
         gw.client()
             .generate_data_key()
@@ -245,10 +226,10 @@ async fn two_workers_share_the_port_each_with_its_own_audit_chain_and_no_pin_on_
         requests += 1;
     }
     assert!(
-        generate_data_key_events(&w1) > 0 && generate_data_key_events(&w2) > 0,
+        events(&w1, "GenerateDataKey") > 0 && events(&w2, "GenerateDataKey") > 0,
         "after {requests} connections both workers served some: w1 {}, w2 {}",
-        generate_data_key_events(&w1),
-        generate_data_key_events(&w2)
+        events(&w1, "GenerateDataKey"),
+        events(&w2, "GenerateDataKey")
     );
     assert!(
         !token.path().join("audit.jsonl").exists(),
@@ -423,38 +404,16 @@ fn workers_stop_when_their_supervisor_is_killed() {
     );
 }
 
-async fn rotations(kms: &aws_sdk_kms::Client, key: &str) -> usize {
-    kms.list_key_rotations()
-        .key_id(key)
-        .send()
-        .await
-        .unwrap()
-        .rotations
-        .unwrap_or_default()
-        .len()
-}
-
 #[tokio::test]
 async fn a_due_rotation_happens_exactly_once_with_two_workers() {
     let token = Token::with_config("[keys]\nsync_interval_ms = 100\nscheduler_interval_ms = 100\n");
     let gw = Supervised::start(token.clone(), "2");
-    let kms = gw.client();
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        let id = create_key(&kms).await;
-        kms.enable_key_rotation()
-            .key_id(&id)
-            .rotation_period_in_days(90)
-            .send()
-            .await
-            .unwrap();
-        ids.push(id);
-    }
+    let ids = keys_rotating_every_90_days(&gw.client(), 3).await;
     token.set_clock_days_ahead(91);
     for id in &ids {
         let mut rotated = false;
         for _ in 0..200 {
-            if rotations(&gw.client(), id).await > 0 {
+            if !rotations(&gw.client(), id).await.is_empty() {
                 rotated = true;
                 break;
             }
@@ -467,18 +426,9 @@ async fn a_due_rotation_happens_exactly_once_with_two_workers() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     for id in &ids {
         for _ in 0..6 {
-            assert_eq!(rotations(&gw.client(), id).await, 1, "key {id}");
+            assert_eq!(rotations(&gw.client(), id).await.len(), 1, "key {id}");
         }
     }
-}
-
-fn events(path: &std::path::Path, operation: &str) -> usize {
-    let quoted = format!("\"{operation}\"");
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(&quoted))
-        .count()
 }
 
 #[tokio::test]
@@ -501,14 +451,10 @@ async fn a_change_through_one_worker_holds_on_the_next_request_whichever_worker_
     // Both workers learn where the alias points (each request on a
     // connection of its own, which either worker may accept).
     for _ in 0..20 {
-        let d = gw
-            .client()
-            .describe_key()
-            .key_id("alias/flip")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(d.key_metadata.unwrap().key_id, keys[0]);
+        assert_eq!(
+            key_metadata(&gw.client(), "alias/flip").await.key_id,
+            keys[0]
+        );
     }
     for round in 1..=6 {
         let target = &keys[round % 2];
@@ -520,15 +466,8 @@ async fn a_change_through_one_worker_holds_on_the_next_request_whichever_worker_
             .await
             .unwrap();
         for _ in 0..8 {
-            let d = gw
-                .client()
-                .describe_key()
-                .key_id("alias/flip")
-                .send()
-                .await
-                .unwrap();
             assert_eq!(
-                &d.key_metadata.unwrap().key_id,
+                &key_metadata(&gw.client(), "alias/flip").await.key_id,
                 target,
                 "round {round}: a worker answered from before the UpdateAlias"
             );

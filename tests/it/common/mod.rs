@@ -171,6 +171,48 @@ allow = ["kms:*"]
     }
 }
 
+/// Starts `kmsgate serve` on `token` on a free port with `args` added,
+/// its stderr to `log`, and waits up to `wait` for its "listening" line;
+/// returns the process and its endpoint, or panics with the log.
+pub fn spawn_serve(
+    token: &Token,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &Path,
+    wait: Duration,
+) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
+        .env("SOFTHSM2_CONF", token.softhsm_conf())
+        .env("KMSGATE_LOG", "info")
+        .env("KMSGATE_TEST_CLOCK_OFFSET_FILE", token.clock_file())
+        .args(["serve", "--config"])
+        .arg(token.config())
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("kmsgate starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(wait).unwrap_or_default();
+    let Some(endpoint) = line.trim().strip_prefix("kmsgate listening on ") else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "kmsgate serve did not start; its log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    };
+    (child, endpoint.to_owned())
+}
+
 /// A running gateway process. Killed when dropped.
 pub struct Gateway {
     child: Child,
@@ -197,36 +239,7 @@ impl Gateway {
     pub fn start_on_with_env(token: Arc<Token>, env: &[(&str, &str)]) -> Gateway {
         let n = NEXT_LOG.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log = token.path().join(format!("gateway-{n}.log"));
-        let stderr = std::fs::File::create(&log).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
-            .env("SOFTHSM2_CONF", token.softhsm_conf())
-            .env("KMSGATE_LOG", "info")
-            .env("KMSGATE_TEST_CLOCK_OFFSET_FILE", token.clock_file())
-            .args(["serve", "--config"])
-            .arg(token.config())
-            .args(["--listen", "127.0.0.1:0"])
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("kmsgate starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let Some(endpoint) = line.trim().strip_prefix("kmsgate listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "gateway did not start; stderr:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
-        let endpoint = endpoint.to_owned();
+        let (child, endpoint) = spawn_serve(&token, &[], env, &log, Duration::from_secs(30));
         let addr = endpoint
             .trim_start_matches("http://")
             .trim_start_matches("https://")
@@ -500,6 +513,38 @@ pub async fn create_key(client: &aws_sdk_kms::Client) -> String {
         .key_metadata
         .unwrap()
         .key_id
+}
+
+/// Creates `n` keys that rotate every 90 days; returns their ids.
+pub async fn keys_rotating_every_90_days(client: &aws_sdk_kms::Client, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let id = create_key(client).await;
+        client
+            .enable_key_rotation()
+            .key_id(&id)
+            .rotation_period_in_days(90)
+            .send()
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+/// A key's rotations, as ListKeyRotations answers; panics on error.
+pub async fn rotations(
+    client: &aws_sdk_kms::Client,
+    key: &str,
+) -> Vec<aws_sdk_kms::types::RotationsListEntry> {
+    client
+        .list_key_rotations()
+        .key_id(key)
+        .send()
+        .await
+        .unwrap()
+        .rotations
+        .unwrap_or_default()
 }
 
 /// Creates a key of `spec` and `usage` (HMAC, signing, ...) and returns
