@@ -151,6 +151,16 @@ enum AuditCommand {
     },
 }
 
+/// Registers `handle` (of either log format's subscriber) as the way the
+/// log filter is replaced (kmsgate::logging).
+fn reload_with<S: Send + Sync + 'static>(handle: tracing_subscriber::reload::Handle<EnvFilter, S>) {
+    kmsgate::logging::set_reloader(move |d| {
+        handle
+            .reload(EnvFilter::try_new(d).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())
+    });
+}
+
 fn main() -> ExitCode {
     // The read-back helper (kmsgate::hsm::readback) is this binary too; it
     // speaks only over its pipes and logs nothing.
@@ -177,21 +187,11 @@ fn main() -> ExitCode {
     // and on SIGHUP (kmsgate::logging).
     if cli.log_format == "json" {
         let builder = builder.json().with_filter_reloading();
-        let handle = builder.reload_handle();
-        kmsgate::logging::set_reloader(move |d| {
-            handle
-                .reload(EnvFilter::try_new(d).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())
-        });
+        reload_with(builder.reload_handle());
         builder.init();
     } else {
         let builder = builder.with_filter_reloading();
-        let handle = builder.reload_handle();
-        kmsgate::logging::set_reloader(move |d| {
-            handle
-                .reload(EnvFilter::try_new(d).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())
-        });
+        reload_with(builder.reload_handle());
         builder.init();
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
