@@ -19,9 +19,31 @@ use super::{
 use crate::arn::KeyRef;
 use crate::hsm::objects::{self, MasterKeyVersion};
 
-/// How long a gateway waits before it lists the token again when a key it
-/// knows was missing from a listing ([`KeyStore::reload_key`]).
+/// How long a gateway waits before it lists the token again when a key or
+/// alias it knows was missing from a listing ([`relisted`]).
 const RELIST_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A record's latest revision as `read` lists it. A record this gateway
+/// knows (`known`) that one listing misses is listed again after
+/// [`RELIST_PAUSE`]: another process may be replacing it at this moment (a
+/// new revision written, the old one destroyed), and SoftHSM2 in this
+/// process can list the token between the two without seeing either. Only
+/// a second listing that misses it too means it is gone. Unknown names
+/// never pause, so random ids cannot stall anyone.
+async fn relisted<T, Fut>(
+    read: impl Fn() -> Fut,
+    known: impl FnOnce() -> Result<bool, StoreError>,
+) -> Result<Latest<T>, StoreError>
+where
+    Fut: std::future::Future<Output = Result<Latest<T>, StoreError>>,
+{
+    let found = read().await?;
+    if matches!(found, Latest::Absent) && known()? {
+        tokio::time::sleep(RELIST_PAUSE).await;
+        return read().await;
+    }
+    Ok(found)
+}
 
 impl KeyStore {
     pub(super) fn cached_key(&self, id: &Uuid) -> Result<Option<Arc<Key>>, StoreError> {
@@ -57,16 +79,11 @@ impl KeyStore {
         if self.is_absent(&label)? {
             return Ok(None);
         }
-        let mut found = self.read_key(id, &label).await?;
-        // A key this gateway knows, gone from one listing: another process
-        // may be replacing its record at this moment (a new revision written,
-        // the old one destroyed), and SoftHSM2 in this process can list the
-        // token between the two without seeing either. Only a second
-        // listing a moment later that misses it too means it is gone.
-        if matches!(found, Latest::Absent) && self.cached_key(id)?.is_some() {
-            tokio::time::sleep(RELIST_PAUSE).await;
-            found = self.read_key(id, &label).await?;
-        }
+        let found = relisted(
+            || self.read_key(id, &label),
+            || Ok(self.cached_key(id)?.is_some()),
+        )
+        .await?;
         match found {
             Latest::Found(_, key) => {
                 let key = Arc::new(key);
@@ -167,26 +184,23 @@ impl KeyStore {
         if self.is_absent(&label)? {
             return Ok(None);
         }
-        let read = || {
+        let read = || async {
             let read_label = label.clone();
             self.hsm
                 .pool()
                 .run(move |s| Ok(latest::<AliasRecord>(read_records(s, &read_label)?)))
+                .await
+                .map_err(token)
         };
-        let mut found = read().await.map_err(token)?;
-        // As for keys (reload_key): one listing that misses a known alias
-        // may have fallen between another process's new revision and the
-        // old one's removal.
-        let known = self
-            .cache
-            .read()
-            .map_err(lock_poisoned)?
-            .aliases
-            .contains_key(name);
-        if matches!(found, Latest::Absent) && known {
-            tokio::time::sleep(RELIST_PAUSE).await;
-            found = read().await.map_err(token)?;
-        }
+        let known = || {
+            Ok(self
+                .cache
+                .read()
+                .map_err(lock_poisoned)?
+                .aliases
+                .contains_key(name))
+        };
+        let found = relisted(read, known).await?;
         let mut cache = self.cache.write().map_err(lock_poisoned)?;
         match found {
             Latest::Found(handle, record) => {
