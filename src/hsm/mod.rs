@@ -77,6 +77,33 @@ pub struct Capabilities {
     pub model: String,
 }
 
+/// Checks that the token offers what kmsgate cannot do without
+/// (CKM_AES_KEY_GEN, and CKM_AES_GCM for encrypt and decrypt); returns
+/// CKM_AES_GCM's flags. Asks for those two rather than listing them all:
+/// tokens list vendor mechanisms the binding cannot name.
+pub(crate) fn required_mechanisms(
+    pkcs11: &Pkcs11,
+    slot: cryptoki::slot::Slot,
+    label: &str,
+) -> Result<cryptoki::mechanism::MechanismInfo, HsmError> {
+    let mut gcm = None;
+    for needed in [MechanismType::AES_KEY_GEN, MechanismType::AES_GCM] {
+        let info = pkcs11.get_mechanism_info(slot, needed).map_err(|e| {
+            HsmError::Setup(format!("token '{label}' does not offer {needed}: {e}"))
+        })?;
+        if needed == MechanismType::AES_GCM {
+            gcm = Some(info);
+        }
+    }
+    let gcm = gcm.ok_or_else(|| HsmError::Setup("CKM_AES_GCM not probed".into()))?;
+    if !(gcm.encrypt() && gcm.decrypt()) {
+        return Err(HsmError::Setup(
+            "the token's CKM_AES_GCM cannot encrypt and decrypt".into(),
+        ));
+    }
+    Ok(gcm)
+}
+
 /// Settings for [`Hsm::open`].
 pub struct HsmSettings {
     pub module: PathBuf,
@@ -120,26 +147,7 @@ impl Hsm {
         let (slot, _) = link.slot()?;
         let info = pkcs11.get_token_info(slot)?;
 
-        // Ask for the two mechanisms we need rather than listing them all:
-        // tokens list vendor mechanisms the binding cannot name.
-        let mut gcm = None;
-        for needed in [MechanismType::AES_KEY_GEN, MechanismType::AES_GCM] {
-            let info = pkcs11.get_mechanism_info(slot, needed).map_err(|e| {
-                HsmError::Setup(format!(
-                    "token '{}' does not offer {needed}: {e}",
-                    settings.token_label
-                ))
-            })?;
-            if needed == MechanismType::AES_GCM {
-                gcm = Some(info);
-            }
-        }
-        let gcm = gcm.ok_or_else(|| HsmError::Setup("CKM_AES_GCM not probed".into()))?;
-        if !(gcm.encrypt() && gcm.decrypt()) {
-            return Err(HsmError::Setup(
-                "the token's CKM_AES_GCM cannot encrypt and decrypt".into(),
-            ));
-        }
+        let gcm = required_mechanisms(&pkcs11, slot, &settings.token_label)?;
         let caps = Capabilities {
             gcm_wrap: settings.use_wrap_when_available && gcm.wrap(),
             iv_source: settings.iv_source,

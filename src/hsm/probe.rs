@@ -218,7 +218,7 @@ fn on_token(
             return out;
         }
     }
-    out.extend(mechanisms(pkcs11, slot, iv_source, use_wrap));
+    out.extend(mechanisms(pkcs11, slot, label, iv_source, use_wrap));
     let mut bytes = [0u8; 16];
     out.push(match session.generate_random_slice(&mut bytes) {
         Ok(()) => Finding::pass("random bytes", "C_GenerateRandom works"),
@@ -235,27 +235,28 @@ fn on_token(
 fn mechanisms(
     pkcs11: &Pkcs11,
     slot: cryptoki::slot::Slot,
+    label: &str,
     iv_source: IvSource,
     use_wrap: bool,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
-    let keygen = pkcs11.get_mechanism_info(slot, MechanismType::AES_KEY_GEN);
-    let gcm = pkcs11.get_mechanism_info(slot, MechanismType::AES_GCM);
-    match (&keygen, &gcm) {
-        (Ok(_), Ok(g)) if g.encrypt() && g.decrypt() => out.push(Finding::pass(
-            "mechanisms",
-            "CKM_AES_KEY_GEN, and CKM_AES_GCM for encrypt and decrypt",
-        )),
-        _ => {
+    let wrap = match super::required_mechanisms(pkcs11, slot, label) {
+        Ok(gcm) => {
+            out.push(Finding::pass(
+                "mechanisms",
+                "CKM_AES_KEY_GEN, and CKM_AES_GCM for encrypt and decrypt",
+            ));
+            gcm.wrap()
+        }
+        Err(e) => {
             out.push(Finding::fail(
                 "mechanisms",
-                "the token lacks CKM_AES_KEY_GEN, or CKM_AES_GCM for encrypt and decrypt",
+                e.to_string(),
                 "kmsgate's master keys are AES-GCM keys on the token: use a token (or firmware) that offers them",
             ));
             return out;
         }
-    }
-    let wrap = gcm.as_ref().is_ok_and(|g| g.wrap());
+    };
     out.push(Finding::pass(
         "data key path",
         match (wrap, use_wrap) {
