@@ -343,8 +343,12 @@ impl KeyStore {
         F: FnMut(&mut KeyRecord) -> Result<Change, E>,
         E: From<StoreError>,
     {
+        // The cache keeps the key: one listing that misses a record can
+        // fall between another process's new revision and the old one's
+        // removal. A key really deleted elsewhere leaves the cache through
+        // the sync, which lists again before it believes a miss
+        // (lookup.rs, `relisted`).
         let Some(base) = latest else {
-            self.forget_key(id)?;
             return Err(self.key_not_found(id).into());
         };
         let mut record = base.clone();
