@@ -14,6 +14,9 @@
 //! * [`audit`]: the audit trail, one chained record per request, which
 //!   [`http`] writes.
 //!
+//! [`telemetry`] is beside the path, not on it: every layer counts and
+//! times through it, and it imports none of them.
+//!
 //! Each layer has its own error type, and none writes a client's text but
 //! the last:
 //!
@@ -45,4 +48,5 @@ pub mod logging;
 pub mod ops;
 pub mod policy;
 pub mod server;
+pub mod telemetry;
 pub mod workers;

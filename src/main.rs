@@ -297,7 +297,17 @@ async fn run(
         )
         .await;
     }
+    let metrics = match config.metrics.listen {
+        Some(at) => {
+            kmsgate::telemetry::install(None, config.metrics.key_labels)?;
+            Some(kmsgate::http::metrics::bind(at).await?)
+        }
+        None => None,
+    };
     let (state, hsm) = server::build(&config).await?;
+    if let Some(listener) = metrics {
+        server::spawn_metrics(listener, &state);
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -322,6 +332,13 @@ async fn supervise(
     log_format: &str,
 ) -> Result<(), server::StartError> {
     let pin = server::user_pin(config)?;
+    let metrics = match config.metrics.listen {
+        Some(at) => {
+            kmsgate::telemetry::install(None, false)?;
+            Some(kmsgate::http::metrics::bind(at).await?)
+        }
+        None => None,
+    };
     let listener =
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
@@ -334,6 +351,7 @@ async fn supervise(
         workers,
         threads: config.worker_threads.resolve(workers),
         listener,
+        metrics,
         pin,
         pin_env: config.hsm.pin_env.clone(),
         announce: format!("kmsgate listening on {scheme}://{local}"),

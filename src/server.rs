@@ -293,6 +293,23 @@ pub fn serve_settings(config: &Config, tls: Option<Arc<Tls>>) -> ServeSettings {
     }
 }
 
+/// Serves this process's metrics on `listener` (`[metrics] listen`) for
+/// as long as the gateway `state` lives.
+pub fn spawn_metrics(listener: TcpListener, state: &Arc<AppState>) {
+    let state = Arc::downgrade(state);
+    tokio::spawn(crate::http::metrics::serve(
+        listener,
+        Arc::new(move || {
+            let state = state.upgrade();
+            Box::pin(async move {
+                state
+                    .map(|s| crate::http::metrics::render(&s))
+                    .unwrap_or_default()
+            })
+        }),
+    ));
+}
+
 /// Serves until `shutdown` completes, then drains the connections within
 /// the grace period (see [`crate::http::serve::serve`]).
 pub async fn serve(

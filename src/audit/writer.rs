@@ -29,6 +29,7 @@ use super::chain::ChainState;
 use super::file::ChainFile;
 use super::record::{self, Event, Realm};
 use super::{AuditConfig, Durability};
+use crate::telemetry;
 
 /// Async mode: records waiting for the writer at most; more are lost (and
 /// counted).
@@ -175,10 +176,13 @@ impl AuditLog {
 }
 
 fn to_process_log(chain: &Mutex<ChainState>, record: &str) {
+    let start = Instant::now();
     let mut chain = chain.lock().unwrap_or_else(|p| p.into_inner());
     let line = chain.link(record);
     tracing::info!(target: "kmsgate::audit", record = %line);
     chain.advance(&line);
+    drop(chain);
+    telemetry::audit_write("process_log", start.elapsed());
 }
 
 impl Shared {
@@ -189,6 +193,7 @@ impl Shared {
         if q.closed || (written.is_none() && q.entries.len() >= ASYNC_QUEUE_LIMIT) {
             drop(q);
             let lost = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
+            telemetry::audit_lost(1);
             if lost.is_power_of_two() {
                 tracing::error!(lost, "audit records lost: the audit writer is behind");
             }
@@ -217,7 +222,10 @@ fn write_loop(shared: &Shared, mut file: ChainFile) {
             std::mem::take(&mut q.entries)
         };
         let records: Vec<String> = batch.iter().map(|e| e.record.clone()).collect();
-        let ok = match file.append(&records) {
+        let start = Instant::now();
+        let appended = file.append(&records);
+        telemetry::audit_write("file", start.elapsed());
+        let ok = match appended {
             Ok(()) => {
                 if shared.failing.swap(false, Ordering::AcqRel) {
                     tracing::warn!(
@@ -231,6 +239,7 @@ fn write_loop(shared: &Shared, mut file: ChainFile) {
                 shared.failing.store(true, Ordering::Release);
                 let lost = shared.lost.fetch_add(batch.len() as u64, Ordering::Relaxed)
                     + batch.len() as u64;
+                telemetry::audit_lost(batch.len() as u64);
                 let due = last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
                 if due {
                     last_error_log = Some(Instant::now());

@@ -84,3 +84,16 @@ fn default_idle_timeout_ms() -> u64 {
 fn default_shutdown_grace_ms() -> u64 {
     10_000
 }
+
+/// The Prometheus endpoint (`[metrics]`; docs/operations.md "Metrics").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served, plain HTTP and unauthenticated, apart
+    /// from the KMS listener; no endpoint (and no metrics kept) when unset.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Label the per-key-version GCM usage gauge with key ids (one series
+    /// per key version: off by default to keep the series count bounded).
+    #[serde(default)]
+    pub key_labels: bool,
+}

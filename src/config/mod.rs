@@ -19,7 +19,7 @@ mod workers;
 
 pub use crate::hsm::{IvSource, ReadBack};
 pub use auth::{AuthConfig, CredentialConfig, PrincipalConfig, valid_user_name};
-pub use http::{HttpConfig, TlsConfig};
+pub use http::{HttpConfig, MetricsConfig, TlsConfig};
 pub use workers::{MAX_WORKERS, WorkerThreads, Workers};
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,8 @@ pub struct Config {
     pub insecure_plain_http: bool,
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// Key lifecycle, GCM usage and multi-gateway settings.

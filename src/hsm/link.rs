@@ -214,6 +214,7 @@ impl Link {
                 *lock(&self.backoff) = BACKOFF_MIN;
                 self.reset_needed.store(false, Ordering::SeqCst);
                 self.healthy.store(true, Ordering::Relaxed);
+                crate::telemetry::token_reset();
                 tracing::info!(
                     generation = state.generation,
                     "PKCS#11 library re-initialised; token reconnected"

@@ -27,6 +27,7 @@ pub mod import_pair;
 pub mod init;
 pub mod keypair;
 mod link;
+mod metered;
 pub mod oaep;
 pub mod objects;
 pub mod pool;
@@ -284,7 +285,7 @@ pub struct OwnedSession {
 impl OwnedSession {
     pub fn lend(&self) -> TokenSession<'_> {
         TokenSession {
-            session: &self.session,
+            session: metered::Metered(&self.session),
             generation: self.generation,
             random: &self.link.random,
         }

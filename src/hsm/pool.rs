@@ -40,17 +40,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use cryptoki::session::Session;
 
 use super::HsmError;
 use super::error::Fault;
 use super::link::{Link, lock, open_logged_in, reconnecting};
+use super::metered::Metered;
 use super::random::RandomSource;
+use crate::telemetry::{self, Throttle, Timeout};
 
 /// A session lent to a job, with the generation of the library
 /// initialisation it belongs to. Only this layer can look inside.
 pub struct TokenSession<'a> {
-    pub(super) session: &'a Session,
+    pub(super) session: Metered<'a>,
     pub(super) generation: u64,
     pub(super) random: &'a RandomSource,
 }
@@ -77,6 +78,7 @@ type Job = Box<dyn FnOnce(Result<&TokenSession<'_>, HsmError>) -> Option<Fault> 
 
 struct Envelope {
     job: Job,
+    queued: Instant,
     deadline: Instant,
     /// Set when the caller stopped waiting (its call deadline passed).
     abandoned: Arc<AtomicBool>,
@@ -126,6 +128,7 @@ impl Pool {
                 .map_err(|e| HsmError::Setup(format!("cannot start worker thread: {e}")))?;
             workers.push(handle);
         }
+        telemetry::token_sessions(workers.len());
         Ok(Pool {
             link,
             sender: Some(sender),
@@ -200,14 +203,19 @@ impl Pool {
             let _ = reply.send(result);
             failure
         });
+        let now = Instant::now();
         let envelope = Envelope {
             job,
-            deadline: Instant::now() + queue_deadline,
+            queued: now,
+            deadline: now + queue_deadline,
             abandoned: abandoned.clone(),
         };
         match sender.try_send(envelope) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(HsmError::Busy),
+            Err(TrySendError::Full(_)) => {
+                telemetry::throttled(Throttle::TokenQueueFull);
+                return Err(HsmError::Busy);
+            }
             Err(TrySendError::Disconnected(_)) => return Err(HsmError::Closed),
         }
         match tokio::time::timeout(call_deadline, answer).await {
@@ -216,11 +224,17 @@ impl Pool {
             Ok(Err(_)) => Err(HsmError::Closed),
             Err(_) => {
                 abandoned.store(true, Ordering::Relaxed);
+                telemetry::timed_out(Timeout::TokenCall);
                 Err(HsmError::CallTimeout(
                     u64::try_from(call_deadline.as_millis()).unwrap_or(u64::MAX),
                 ))
             }
         }
+    }
+
+    /// Token work waiting for a session now.
+    pub fn queued(&self) -> usize {
+        self.sender.as_ref().map_or(0, Sender::len)
     }
 
     /// Whether the token is usable as far as this process knows: no reset
@@ -305,11 +319,15 @@ impl Worker {
     fn run(self) {
         while let Ok(Envelope {
             job,
+            queued,
             deadline,
             abandoned,
         }) = self.receiver.recv()
         {
-            if Instant::now() > deadline {
+            let now = Instant::now();
+            telemetry::token_wait(now - queued);
+            if now > deadline {
+                telemetry::timed_out(Timeout::TokenQueue);
                 job(Err(HsmError::QueueTimeout));
                 continue;
             }
@@ -321,7 +339,9 @@ impl Worker {
                 job(Err(reconnecting()));
                 continue;
             }
+            telemetry::token_busy(true);
             self.serve(job);
+            telemetry::token_busy(false);
         }
     }
 
@@ -353,7 +373,7 @@ impl Worker {
             return;
         };
         let lent = TokenSession {
-            session: s,
+            session: Metered(s),
             generation: state.generation,
             random: &self.link.random,
         };

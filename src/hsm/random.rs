@@ -12,7 +12,7 @@
 
 use std::sync::Mutex;
 
-use cryptoki::session::Session;
+use super::metered::Metered;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::HsmError;
@@ -43,7 +43,7 @@ impl RandomSource {
     /// Fills `out` with bytes from the token's RNG: from the buffer, which
     /// `session` refills when it runs short; a draw larger than a block (or
     /// with no buffer) is its own call.
-    pub(super) fn fill(&self, session: &Session, out: &mut [u8]) -> Result<(), HsmError> {
+    pub(super) fn fill(&self, session: Metered<'_>, out: &mut [u8]) -> Result<(), HsmError> {
         if out.len() > self.block {
             session.generate_random_slice(out)?;
             return Ok(());

@@ -210,7 +210,7 @@ impl Confirmer {
 
     fn ask(&self, s: &TokenSession, q: Question) -> Result<(), HsmError> {
         let answer = match self.mode {
-            ReadBack::Session => q.answer(s.session)?,
+            ReadBack::Session => q.answer(&s.session)?,
             ReadBack::Process => {
                 // SoftHSM2 notices another process's new objects through a
                 // change signal that can miss a change made right after the

@@ -25,6 +25,7 @@ use super::catch_panic::CatchPanic;
 use super::{AppState, error_response};
 use crate::auth::Principal;
 use crate::error::{INTERNAL_FAILURE, KmsError};
+use crate::telemetry::{self, Timeout};
 
 /// Who a request is for the audit log: its id, when it came in, and the
 /// operation its `X-Amz-Target` names (signed or not).
@@ -61,6 +62,7 @@ impl RequestInfo {
         let result = Err(error);
         let record = event(&self.request_id, &self.origin, trail, &result, self.started);
         let _ = state.audit.commit(&record).await;
+        super::count_request(&self.origin.operation, &result, self.started);
         let Err(error) = result else {
             unreachable!("a refusal is an error")
         };
@@ -145,9 +147,12 @@ async fn read_body(
     }
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Ok(read) => read.map_err(|_| too_large()),
-        Err(_) => Err(KmsError::RequestTimeout(format!(
-            "The request body was not received within {} ms.",
-            timeout.as_millis()
-        ))),
+        Err(_) => {
+            telemetry::timed_out(Timeout::RequestBody);
+            Err(KmsError::RequestTimeout(format!(
+                "The request body was not received within {} ms.",
+                timeout.as_millis()
+            )))
+        }
     }
 }

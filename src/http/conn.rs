@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
+use crate::telemetry::{self, Throttle, Timeout};
+
 /// Why a connection is told to close. Larger values win: a hard close
 /// overrides a graceful one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -191,9 +193,11 @@ impl Tracker {
                     Some(victim) => {
                         victim.tell(Close::Shed);
                         self.counters.shed.fetch_add(1, Ordering::Relaxed);
+                        telemetry::throttled(Throttle::ConnectionShed);
                     }
                     None => {
                         self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        telemetry::throttled(Throttle::ConnectionRefused);
                         return Admit::No;
                     }
                 }
@@ -223,6 +227,7 @@ impl Tracker {
             Some(victim) => {
                 victim.tell(Close::Shed);
                 self.counters.shed.fetch_add(1, Ordering::Relaxed);
+                telemetry::throttled(Throttle::ConnectionShed);
                 true
             }
             None => false,
@@ -243,7 +248,9 @@ impl Tracker {
     /// Applies the header and idle timeouts. Called a few times per timeout.
     pub fn reap(&self) {
         let now = self.now_ms();
-        for c in self.lock().values() {
+        let conns = self.lock();
+        telemetry::connections(conns.len());
+        for c in conns.values() {
             let reason = c.close_reason();
             if reason.is_hard() {
                 continue;
@@ -256,6 +263,7 @@ impl Tracker {
                 self.counters
                     .header_timeouts
                     .fetch_add(1, Ordering::Relaxed);
+                telemetry::timed_out(Timeout::RequestHead);
                 c.tell(Close::HeaderTimeout);
             } else if reason == Close::Open
                 && c.in_flight.load(Ordering::Acquire) == 0

@@ -21,6 +21,7 @@ mod authn;
 mod catch_panic;
 mod conn;
 mod fdlimit;
+pub mod metrics;
 mod refusal;
 pub mod serve;
 pub mod tls;
@@ -148,6 +149,18 @@ fn operation_of(headers: &http::HeaderMap) -> String {
         .unwrap_or_default()
 }
 
+/// Counts a KMS request answered with `result` (`kmsgate_requests_total`
+/// and its latency). An operation kmsgate does not know counts as
+/// `unknown`, so clients cannot grow the label set.
+fn count_request<T>(operation: &str, result: &Result<T, KmsError>, started: std::time::Instant) {
+    if !crate::telemetry::enabled() {
+        return;
+    }
+    let operation = Operation::from_name(operation).map_or("unknown", Operation::name);
+    let outcome = result.as_ref().map_or_else(KmsError::type_name, |_| "ok");
+    crate::telemetry::request(operation, outcome, started.elapsed());
+}
+
 /// A request the [`authn`] layer let through: the operation runs with the
 /// verified principal and body, and the response waits for its audit
 /// record (in sync mode, until it is on disk).
@@ -198,6 +211,7 @@ async fn kms_request(State(state): State<Arc<AppState>>, mut request: Request) -
         Ok(()) => result,
         Err(Unaudited) => Err(KmsError::Internal(AUDIT_UNAVAILABLE.to_owned())),
     };
+    count_request(operation, &result, info.started);
     match result {
         Ok(body) => success_response(&info.request_id, body),
         Err(e) => error_response(&info.request_id, e.status(), &e),

@@ -38,6 +38,7 @@ async fn refuse(
     let mut record = event(&request_id, &origin, &trail, &result, started);
     record.http_status = status.as_u16();
     let _ = state.audit.commit(&record).await;
+    super::count_request(&origin.operation, &result, started);
     let Err(error) = result else {
         unreachable!("a refusal is an error")
     };
@@ -127,6 +128,9 @@ pub fn parse_refused(audit: &AuditLog, error: &hyper::Error, peer: std::net::Soc
     };
     let request_id = uuid::Uuid::new_v4().to_string();
     tracing::debug!(%peer, %error, "malformed HTTP request refused");
+    if crate::telemetry::enabled() {
+        crate::telemetry::request("unknown", HTTP_PARSE_ERROR, std::time::Duration::ZERO);
+    }
     audit.submit(&Event {
         request_id: &request_id,
         operation: "",

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::write::{Change, NewVersion};
 use super::{KeyRecord, KeyState, KeyStore, RotationType, StoreError};
+use crate::telemetry;
 
 /// What one scheduler round did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -84,8 +85,10 @@ impl KeyStore {
                 Ok(done) => {
                     self.clear_retry(&id);
                     if done && deletion {
+                        telemetry::deletion();
                         report.deleted.push(id);
                     } else if done {
+                        telemetry::rotation("scheduled");
                         report.rotated.push(id);
                     }
                 }

@@ -80,6 +80,13 @@ pub struct SyncReport {
     pub aliases_reloaded: usize,
 }
 
+impl SyncReport {
+    /// Keys and aliases reloaded.
+    pub fn reloads(&self) -> usize {
+        self.keys_reloaded + self.aliases_reloaded
+    }
+}
+
 impl KeyStore {
     /// Tells the other gateways that this one changed something on the
     /// token. Failure is not fatal: they notice at their next full sync.
@@ -128,8 +135,14 @@ impl KeyStore {
             return;
         };
         match self.sync_round().await {
-            Ok(_) => peers.caught_up(now),
-            Err(e) => tracing::warn!(error = %e, "catching up with another worker's change failed"),
+            Ok(report) => {
+                crate::telemetry::sync_round(true, report.reloads());
+                peers.caught_up(now);
+            }
+            Err(e) => {
+                crate::telemetry::sync_round(false, 0);
+                tracing::warn!(error = %e, "catching up with another worker's change failed");
+            }
         }
     }
 
@@ -144,6 +157,7 @@ impl KeyStore {
             Err(e) => Err(token(e)),
         };
         let ok = result.is_ok();
+        crate::telemetry::sync_round(ok, result.as_ref().map_or(0, SyncReport::reloads));
         if self.synced.swap(ok, Ordering::Relaxed) != ok {
             if ok {
                 tracing::info!("token usable again");

@@ -108,6 +108,7 @@ impl KeyStore {
         let bound = self.policy.gcm_usage_bound;
         let block = self.policy.gcm_reserve_block.clamp(1, bound.max(1));
         let mut granted = 0;
+        let mut rotated = false;
         let key = self
             .modify(id, |r| {
                 let primary = r.primary_version;
@@ -115,7 +116,8 @@ impl KeyStore {
                     return Err(StoreError::Internal("primary version has no record".into()));
                 };
                 let left = bound.saturating_sub(v.encryptions_reserved);
-                if left == 0 {
+                rotated = left == 0;
+                if rotated {
                     granted = block;
                     return Ok(Change::Rotate(NewVersion {
                         rotation: RotationType::Automatic,
@@ -127,7 +129,43 @@ impl KeyStore {
                 Ok(Change::Edit)
             })
             .await?;
+        if rotated {
+            crate::telemetry::rotation("gcm_bound");
+        }
         let version = key.record.primary_version;
         Ok((key, version, granted))
+    }
+}
+
+impl KeyStore {
+    /// The GCM encryptions reserved under every symmetric key's primary
+    /// version, as this process last saw the records (for the metrics);
+    /// and the bound they count against.
+    pub fn gcm_usage(&self) -> Result<(u64, Vec<crate::telemetry::GcmUsage>), StoreError> {
+        let cache = self.cache.read().map_err(lock_poisoned)?;
+        let usage = cache
+            .keys
+            .values()
+            .filter(|k| k.record.key_spec == super::KeySpec::SymmetricDefault)
+            .filter_map(|k| {
+                let v = k.record.version(k.record.primary_version)?;
+                Some(crate::telemetry::GcmUsage {
+                    key_id: k.id().to_string(),
+                    version: v.version,
+                    reserved: v.encryptions_reserved,
+                })
+            })
+            .collect();
+        Ok((self.policy.gcm_usage_bound, usage))
+    }
+
+    /// Token work waiting for a session now.
+    pub fn token_queued(&self) -> usize {
+        self.hsm.pool().queued()
+    }
+
+    /// Whether the token answers, as far as this process knows.
+    pub fn token_healthy(&self) -> bool {
+        self.hsm.is_healthy()
     }
 }

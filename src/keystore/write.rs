@@ -407,6 +407,7 @@ impl KeyStore {
             }))
         })
         .await
+        .inspect(|_| crate::telemetry::rotation("on_demand"))
     }
 
     /// Puts a committed record in the cache, with its version handles: the

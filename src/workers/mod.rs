@@ -27,6 +27,7 @@
 //!   SIGINT and SIGHUP;
 //! * [`worker`] is the worker process.
 
+mod metrics;
 pub mod supervisor;
 pub mod worker;
 

@@ -41,6 +41,8 @@ pub struct Options {
     pub threads: usize,
     /// The bound listener every worker inherits.
     pub listener: std::net::TcpListener,
+    /// `[metrics] listen`, bound: served here, from every worker's answer.
+    pub metrics: Option<tokio::net::TcpListener>,
     pub pin: SecretString,
     /// `hsm.pin_env`: removed from the workers' environment.
     pub pin_env: Option<String>,
@@ -75,6 +77,8 @@ struct Shared {
     /// Held by the slot that is starting a worker; holds when the last
     /// start finished.
     starting: tokio::sync::Mutex<Option<Instant>>,
+    /// The control channel of each serving worker (by index), for scrapes.
+    controls: Vec<tokio::sync::Mutex<Option<BufReader<tokio::net::UnixStream>>>>,
 }
 
 fn signal(pid: u32, sig: Signal) {
@@ -94,6 +98,27 @@ impl Shared {
             signal(pid, sig);
         }
         pids.len()
+    }
+
+    /// Every process's metrics as one exposition: the supervisor's own
+    /// and each serving worker's ([`super::metrics`]).
+    async fn scrape(&self) -> String {
+        let up = self.live().pids.iter().flatten().count();
+        crate::telemetry::workers_up(up);
+        let mut texts = vec![crate::telemetry::render()];
+        for (index, control) in self.controls.iter().enumerate() {
+            let mut control = control.lock().await;
+            let Some(c) = control.as_mut() else {
+                continue;
+            };
+            match tokio::time::timeout(super::metrics::ANSWER_TIMEOUT, super::metrics::ask(c)).await
+            {
+                Ok(Ok(text)) => texts.push(text),
+                Ok(Err(e)) => tracing::warn!(worker = index, error = %e, "metrics: no answer"),
+                Err(_) => tracing::warn!(worker = index, "metrics: no answer in time"),
+            }
+        }
+        crate::telemetry::merge(&texts)
     }
 
     /// Starts worker `index` and waits until it says `ready`. The child
@@ -193,9 +218,10 @@ impl Shared {
                 Ok((mut child, control)) => {
                     let pid = child.id().unwrap_or(0);
                     tracing::info!(worker = index, pid, "worker ready");
+                    *self.controls[index].lock().await = Some(BufReader::new(control));
                     let _ = events.send(Event::Ready(index));
                     let status = child.wait().await;
-                    drop(control);
+                    drop(self.controls[index].lock().await.take());
                     let stopping = {
                         let mut live = self.live();
                         live.pids[index] = None;
@@ -209,6 +235,7 @@ impl Shared {
                     if started.elapsed() >= HEALTHY {
                         backoff = FIRST_BACKOFF;
                     }
+                    crate::telemetry::worker_restart();
                     tracing::warn!(
                         worker = index,
                         pid,
@@ -257,7 +284,7 @@ pub async fn run(options: Options) -> Result<(), StartError> {
     crate::keystore::peers::create(&changes, n)
         .map_err(|e| format!("cannot create {}: {e}", changes.display()))?;
     let _remove = RemoveOnDrop(changes.clone());
-    let shared = Arc::new(Shared {
+    let mut shared = Arc::new(Shared {
         exe,
         changes,
         live: Mutex::new(Live {
@@ -265,8 +292,21 @@ pub async fn run(options: Options) -> Result<(), StartError> {
             pids: vec![None; n + 1],
         }),
         starting: tokio::sync::Mutex::new(None),
+        controls: (0..=n).map(|_| tokio::sync::Mutex::new(None)).collect(),
         options,
     });
+    let metrics = Arc::get_mut(&mut shared)
+        .and_then(|s| s.options.metrics.take())
+        .map(|listener| {
+            let shared = shared.clone();
+            tokio::spawn(crate::http::metrics::serve(
+                listener,
+                Arc::new(move || {
+                    let shared = shared.clone();
+                    Box::pin(async move { shared.scrape().await })
+                }),
+            ))
+        });
     let (events, mut ready) = mpsc::unbounded_channel();
     let slots: Vec<_> = (1..=n)
         .map(|i| tokio::spawn(shared.clone().slot(i, events.clone())))
@@ -312,6 +352,9 @@ pub async fn run(options: Options) -> Result<(), StartError> {
         }
     }
     stop(&shared, slots).await;
+    if let Some(m) = metrics {
+        m.abort();
+    }
     started.map_err(Into::into)
 }
 

@@ -5,7 +5,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use secrecy::SecretString;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
@@ -38,6 +38,10 @@ pub async fn run(
     async move {
         let config = Config::load(config_path)?;
         crate::logging::apply(config.log_level.as_deref(), "start-up");
+        if config.metrics.listen.is_some() {
+            // Served by the supervisor, from this worker's answers.
+            crate::telemetry::install(Some(index), config.metrics.key_labels)?;
+        }
         let tls = server::tls(&config)?;
         // Workers are numbered from 1; their counter slots from 0.
         let peers = PeerChanges::open(changes, index.saturating_sub(1), workers)
@@ -52,11 +56,28 @@ pub async fn run(
         tracing::info!(%local, pid = std::process::id(), "worker serving");
         let orphaned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = orphaned.clone();
+        let gateway = std::sync::Arc::downgrade(&state);
         let supervisor_gone = async move {
-            // The supervisor writes nothing more: any end of the channel
-            // means it has exited.
-            let mut rest = Vec::new();
-            let _ = control.read_to_end(&mut rest).await;
+            // The supervisor asks only for metrics from here on
+            // (super::metrics); the end of the channel means it has exited.
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if !matches!(control.read_line(&mut line).await, Ok(1..)) {
+                    break;
+                }
+                let render = || {
+                    gateway
+                        .upgrade()
+                        .map(|s| crate::http::metrics::render(&s))
+                        .unwrap_or_default()
+                };
+                if let Some(out) = super::metrics::answer(&line, render)
+                    && control.get_mut().write_all(out.as_bytes()).await.is_err()
+                {
+                    break;
+                }
+            }
             tracing::warn!("the supervisor is gone; stopping");
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
         };

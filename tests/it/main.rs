@@ -26,6 +26,7 @@ mod import_asymmetric;
 mod key_agreement;
 mod lifecycle;
 mod logs;
+mod metrics;
 mod missing_version;
 mod policies;
 mod random_block;
