@@ -98,7 +98,7 @@ pub fn run(config_path: &Path) -> Vec<Finding> {
     if let Some(pin) = pin {
         out.extend(probe::probe(
             &config.hsm.module,
-            &config.hsm.token_label,
+            &config.hsm.token(),
             &pin,
             config.hsm.iv_source,
             config.hsm.use_wrap_when_available,

@@ -43,7 +43,7 @@ pub fn user_pin(config: &Config) -> Result<SecretString, StartError> {
 pub fn hsm_settings_with_pin(config: &Config, pin: SecretString) -> HsmSettings {
     HsmSettings {
         module: config.hsm.module.clone(),
-        token_label: config.hsm.token_label.clone(),
+        token: config.hsm.token(),
         pin,
         sessions: config.hsm.sessions,
         queue_depth: config.hsm.queue_depth,

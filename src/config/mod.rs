@@ -148,6 +148,14 @@ pub struct HsmConfig {
     pub module: PathBuf,
     /// Label of the token that holds kmsgate's keys.
     pub token_label: String,
+    /// The token's serial number, where several tokens share the label
+    /// (HSM partitions, HA group members).
+    #[serde(default)]
+    pub token_serial: Option<String>,
+    /// The slot id, for modules whose slot ids are stable (an HA group's
+    /// virtual slot); SoftHSM2 renumbers its slots.
+    #[serde(default)]
+    pub slot_id: Option<u64>,
     /// The user PIN: a file holding it, or an environment variable.
     pub pin_file: Option<PathBuf>,
     pub pin_env: Option<String>,
@@ -182,6 +190,17 @@ pub struct HsmConfig {
     /// advertises CKF_WRAP for CKM_AES_GCM. `false` forces C_Encrypt.
     #[serde(default = "default_true")]
     pub use_wrap_when_available: bool,
+}
+
+impl HsmConfig {
+    /// The token this config names.
+    pub fn token(&self) -> crate::hsm::select::TokenSelector {
+        crate::hsm::select::TokenSelector {
+            label: self.token_label.clone(),
+            serial: self.token_serial.clone(),
+            slot_id: self.slot_id,
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {

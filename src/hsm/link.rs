@@ -14,6 +14,7 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 
 use super::HsmError;
+use super::select::{TokenSelector, find_token};
 
 /// How long a reset waits for calls in flight to return before it gives up
 /// and tries again later.
@@ -33,7 +34,7 @@ pub(super) struct LinkState {
 /// The library, the token in it, and what is needed to reach it again.
 pub(super) struct Link {
     pkcs11: Pkcs11,
-    label: String,
+    selector: TokenSelector,
     pub(super) pin: AuthPin,
     pub(super) state: RwLock<LinkState>,
     /// Holds the login for the process (closing a token's last session logs
@@ -69,17 +70,17 @@ impl Link {
     /// Initialises the library, finds the token and logs in.
     pub(super) fn open(
         pkcs11: Pkcs11,
-        label: String,
+        selector: TokenSelector,
         pin: AuthPin,
         workers: usize,
         random_block: usize,
     ) -> Result<Link, HsmError> {
         initialize(&pkcs11)?;
-        let slot = find_token(&pkcs11, &label)?;
+        let slot = find_token(&pkcs11, &selector)?;
         let login = open_logged_in(&pkcs11, slot, &pin, 8)?;
         Ok(Link {
             pkcs11,
-            label,
+            selector,
             pin,
             state: RwLock::new(LinkState {
                 slot: Some(slot),
@@ -202,7 +203,7 @@ impl Link {
             tracing::debug!(error = %e, "C_Finalize before re-initialisation failed");
         }
         let reconnected = initialize(&self.pkcs11).and_then(|()| {
-            let slot = find_token(&self.pkcs11, &self.label)?;
+            let slot = find_token(&self.pkcs11, &self.selector)?;
             let login = open_logged_in(&self.pkcs11, slot, &self.pin, 2)?;
             Ok((slot, login))
         });
@@ -268,18 +269,6 @@ fn initialize(pkcs11: &Pkcs11) -> Result<(), HsmError> {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-pub(super) fn find_token(pkcs11: &Pkcs11, label: &str) -> Result<Slot, HsmError> {
-    for slot in pkcs11.get_slots_with_initialized_token()? {
-        let info = pkcs11.get_token_info(slot)?;
-        if info.label().trim_end() == label {
-            return Ok(slot);
-        }
-    }
-    Err(HsmError::Setup(format!(
-        "no initialised token labelled '{label}'"
-    )))
 }
 
 /// Opens a read-write session and logs the user in, retrying with backoff

@@ -34,6 +34,7 @@ pub mod pool;
 pub mod probe;
 mod random;
 pub mod readback;
+pub mod select;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -108,7 +109,8 @@ pub(crate) fn required_mechanisms(
 /// Settings for [`Hsm::open`].
 pub struct HsmSettings {
     pub module: PathBuf,
-    pub token_label: String,
+    /// Which token: its label, and its serial and slot id where set.
+    pub token: select::TokenSelector,
     pub pin: SecretString,
     pub sessions: usize,
     pub queue_depth: usize,
@@ -140,7 +142,7 @@ impl Hsm {
         let pin = AuthPin::new(settings.pin.expose_secret().into());
         let link = Arc::new(Link::open(
             pkcs11.clone(),
-            settings.token_label.clone(),
+            settings.token.clone(),
             pin,
             settings.sessions.max(1),
             settings.random_block_bytes,
@@ -148,7 +150,7 @@ impl Hsm {
         let (slot, _) = link.slot()?;
         let info = pkcs11.get_token_info(slot)?;
 
-        let gcm = required_mechanisms(&pkcs11, slot, &settings.token_label)?;
+        let gcm = required_mechanisms(&pkcs11, slot, &settings.token.label)?;
         let caps = Capabilities {
             gcm_wrap: settings.use_wrap_when_available && gcm.wrap(),
             iv_source: settings.iv_source,
@@ -173,7 +175,7 @@ impl Hsm {
         let confirm = Arc::new(readback::Confirmer::new(
             settings.read_back,
             &settings.module,
-            &settings.token_label,
+            &settings.token,
             settings.pin,
         ));
         let pool = Pool::start(

@@ -12,6 +12,7 @@ use cryptoki::types::AuthPin;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::IvSource;
+use super::select::TokenSelector;
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,12 +90,12 @@ const OPTIONAL: &[(MechanismType, &str)] = &[
     (MechanismType::ECDH1_DERIVE, "DeriveSharedSecret"),
 ];
 
-/// Loads `module`, finds the token labelled `label`, logs in with `pin`,
+/// Loads `module`, finds the token `token` names, logs in with `pin`,
 /// and checks the mechanisms kmsgate needs; stops at the first step that
 /// the next ones depend on. The library is finalised at the end.
 pub fn probe(
     module: &Path,
-    label: &str,
+    token: &TokenSelector,
     pin: &SecretString,
     iv_source: IvSource,
     use_wrap: bool,
@@ -136,20 +137,20 @@ pub fn probe(
             None => module.display().to_string(),
         },
     ));
-    out.extend(on_token(&pkcs11, label, pin, iv_source, use_wrap));
+    out.extend(on_token(&pkcs11, token, pin, iv_source, use_wrap));
     let _ = pkcs11.finalize();
     out
 }
 
 fn on_token(
     pkcs11: &Pkcs11,
-    label: &str,
+    token: &TokenSelector,
     pin: &SecretString,
     iv_source: IvSource,
     use_wrap: bool,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
-    let slot = match super::link::find_token(pkcs11, label) {
+    let slot = match super::select::find_token(pkcs11, token) {
         Ok(slot) => {
             let model = pkcs11
                 .get_token_info(slot)
@@ -157,7 +158,7 @@ fn on_token(
                 .unwrap_or_default();
             out.push(Finding::pass(
                 "token found",
-                format!("'{label}' in slot {}{model}", slot.id()),
+                format!("{} in slot {}{model}", token.describe(), slot.id()),
             ));
             slot
         }
@@ -166,13 +167,20 @@ fn on_token(
                 .get_slots_with_initialized_token()
                 .unwrap_or_default()
                 .into_iter()
-                .filter_map(|s| pkcs11.get_token_info(s).ok())
-                .map(|t| format!("'{}'", t.label().trim_end()))
+                .filter_map(|s| Some((s, pkcs11.get_token_info(s).ok()?)))
+                .map(|(s, t)| {
+                    format!(
+                        "'{}' (serial {}, slot {})",
+                        t.label().trim_end(),
+                        t.serial_number().trim(),
+                        s.id()
+                    )
+                })
                 .collect();
             out.push(Finding::fail(
                 "token found",
                 format!("{e}; initialised tokens: {}", if labels.is_empty() { "none".to_owned() } else { labels.join(", ") }),
-                "set hsm.token_label to the token's label, or initialise the token (kmsgate init-token, or the vendor's tool)",
+                "set hsm.token_label (and hsm.token_serial or hsm.slot_id where labels repeat) to the token's, or initialise the token (kmsgate init-token, or the vendor's tool)",
             ));
             return out;
         }
@@ -218,7 +226,7 @@ fn on_token(
             return out;
         }
     }
-    out.extend(mechanisms(pkcs11, slot, label, iv_source, use_wrap));
+    out.extend(mechanisms(pkcs11, slot, &token.label, iv_source, use_wrap));
     let mut bytes = [0u8; 16];
     out.push(match session.generate_random_slice(&mut bytes) {
         Ok(()) => Finding::pass("random bytes", "C_GenerateRandom works"),

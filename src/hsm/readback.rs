@@ -31,6 +31,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::objects::APPLICATION;
+use super::select::TokenSelector;
 use super::{HsmError, TokenSession};
 
 /// The first argument that makes the binary run as the read-back helper.
@@ -147,7 +148,7 @@ pub struct Confirmer {
     helper: Mutex<Option<Helper>>,
     exe: Option<PathBuf>,
     module: PathBuf,
-    label: String,
+    token: TokenSelector,
     pin: SecretString,
 }
 
@@ -169,13 +170,18 @@ fn not_durable(what: impl Into<String>) -> HsmError {
 }
 
 impl Confirmer {
-    pub(super) fn new(mode: ReadBack, module: &Path, label: &str, pin: SecretString) -> Confirmer {
+    pub(super) fn new(
+        mode: ReadBack,
+        module: &Path,
+        token: &TokenSelector,
+        pin: SecretString,
+    ) -> Confirmer {
         Confirmer {
             mode,
             helper: Mutex::new(None),
             exe: std::env::current_exe().ok(),
             module: module.to_owned(),
-            label: label.to_owned(),
+            token: token.clone(),
             pin,
         }
     }
@@ -291,7 +297,7 @@ impl Confirmer {
         let hello = format!(
             "{} {} {}\n",
             hex::encode(self.module.as_os_str().as_encoded_bytes()),
-            hex::encode(self.label.as_bytes()),
+            hex::encode(self.token.encode().as_bytes()),
             hex::encode(self.pin.expose_secret().as_bytes()),
         );
         let mut helper = Helper {
@@ -370,15 +376,18 @@ pub fn helper_main() -> i32 {
         .filter_map(|f| hex::decode(f).ok())
         .collect();
     hello.clear();
-    let [module, label, pin] = fields.as_slice() else {
+    let [module, token, pin] = fields.as_slice() else {
         let _ = writeln!(out, "error bad greeting");
         return 2;
     };
     let module = PathBuf::from(String::from_utf8_lossy(module).into_owned());
-    let label = String::from_utf8_lossy(label).into_owned();
+    let Some(token) = TokenSelector::decode(&String::from_utf8_lossy(token)) else {
+        let _ = writeln!(out, "error bad greeting");
+        return 2;
+    };
     let pin = AuthPin::new(String::from_utf8_lossy(pin).into_owned().into());
     drop(fields);
-    let session = match helper_session(&module, &label, &pin) {
+    let session = match helper_session(&module, &token, &pin) {
         Ok(s) => s,
         Err(e) => {
             let _ = writeln!(out, "error {e}");
@@ -410,10 +419,14 @@ pub fn helper_main() -> i32 {
     }
 }
 
-fn helper_session(module: &Path, label: &str, pin: &AuthPin) -> Result<Session, HsmError> {
+fn helper_session(
+    module: &Path,
+    token: &TokenSelector,
+    pin: &AuthPin,
+) -> Result<Session, HsmError> {
     let pkcs11 = Pkcs11::new(module)?;
     pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
-    let slot = super::link::find_token(&pkcs11, label)?;
+    let slot = super::select::find_token(&pkcs11, token)?;
     let session = pkcs11.open_ro_session(slot)?;
     match session.login(UserType::User, Some(pin)) {
         Ok(())

@@ -126,3 +126,71 @@ fn a_world_readable_pin_file_fails() {
     // Everything else still passes: the verdict is about the file alone.
     assert_eq!(verdict(&out, "login"), "PASS", "{out}");
 }
+
+/// The serial and slot of the token labelled `kmsgate`, as the doctor lists
+/// them when the configured one is not found.
+fn serial_and_slot(token: &Token) -> (String, String) {
+    edit_config(
+        token,
+        "token_label = \"kmsgate\"",
+        "token_label = \"nowhere\"",
+    );
+    let (_, out) = doctor(token);
+    edit_config(
+        token,
+        "token_label = \"nowhere\"",
+        "token_label = \"kmsgate\"",
+    );
+    let listed = out
+        .split("'kmsgate' (serial ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the token is not listed:\n{out}"));
+    let (serial, rest) = listed.split_once(", slot ").unwrap();
+    let slot = rest.split(')').next().unwrap();
+    (serial.to_owned(), slot.to_owned())
+}
+
+#[test]
+fn a_token_is_chosen_by_serial_and_slot_as_well_as_label() {
+    let token = Token::new();
+    let (serial, slot) = serial_and_slot(&token);
+    let with = |extra: &str| {
+        edit_config(
+            &token,
+            "token_label = \"kmsgate\"",
+            &format!("token_label = \"kmsgate\"\n{extra}"),
+        );
+        let verdict_now = doctor(&token);
+        let config = std::fs::read_to_string(token.config()).unwrap();
+        std::fs::write(token.config(), config.replace(&format!("\n{extra}"), "")).unwrap();
+        verdict_now
+    };
+    let (ok, out) = with(&format!("token_serial = \"{serial}\"\nslot_id = {slot}"));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "'kmsgate', serial {serial}, in slot {slot} in slot {slot}"
+        )),
+        "{out}"
+    );
+    let (ok, out) = with("token_serial = \"0000000000000000\"");
+    assert!(!ok, "{out}");
+    assert_eq!(verdict(&out, "token found"), "FAIL", "{out}");
+    assert!(out.contains("serial 0000000000000000"), "{out}");
+    let other_slot = slot.parse::<u64>().unwrap() + 1;
+    let (ok, out) = with(&format!("slot_id = {other_slot}"));
+    assert!(!ok, "{out}");
+    assert_eq!(verdict(&out, "token found"), "FAIL", "{out}");
+
+    // A gateway on the token chosen by serial: it serves, and its writes
+    // are confirmed by the read-back helper, which finds the same token.
+    edit_config(
+        &token,
+        "token_label = \"kmsgate\"",
+        &format!("token_label = \"kmsgate\"\ntoken_serial = \"{serial}\""),
+    );
+    let gw = Gateway::start_on(token.clone());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let id = rt.block_on(create_key(&gw.client()));
+    assert!(!id.is_empty());
+}
