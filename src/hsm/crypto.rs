@@ -6,11 +6,16 @@
 //! 605). How the IV is made is the token's capability (DESIGN.md decision 5):
 //! with [`IvSource::Caller`] the IV is 12 bytes from the token's RNG; with
 //! [`IvSource::Token`] the token writes the IV it chose back into the
-//! parameter block. Either way the IV returned is the one actually used.
+//! parameter block of C_Encrypt; with [`IvSource::Message`] the token
+//! generates it in PKCS#11 3.0's C_EncryptMessage (CKG_GENERATE_RANDOM) and
+//! writes it, and the tag, back into CK_GCM_MESSAGE_PARAMS. Whichever, the
+//! IV returned is the one actually used, and the ciphertext is
+//! ciphertext||tag.
 
 use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::MessageParam;
+use cryptoki::mechanism::aead::{GcmMessageParams, GcmParams, GeneratorFunction};
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use zeroize::Zeroizing;
 
@@ -19,6 +24,7 @@ use super::{HsmError, IvSource, TokenSession};
 
 pub const IV_LEN: usize = 12;
 const TAG_BITS: u64 = 128;
+const TAG_LEN: usize = 16;
 
 /// The hash of an HMAC (CKM_SHA*_HMAC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +36,16 @@ pub enum MacHash {
 }
 
 impl MacHash {
+    /// The length of the HMAC, in bytes.
+    pub fn output_len(self) -> usize {
+        match self {
+            MacHash::Sha224 => 28,
+            MacHash::Sha256 => 32,
+            MacHash::Sha384 => 48,
+            MacHash::Sha512 => 64,
+        }
+    }
+
     fn mechanism(self) -> Mechanism<'static> {
         match self {
             MacHash::Sha224 => Mechanism::Sha224Hmac,
@@ -51,7 +67,9 @@ pub fn mac(
 }
 
 /// Whether `mac` is the HMAC of `message` under `key`. The token compares
-/// (C_Verify); a MAC of the wrong length is simply not valid.
+/// (C_Verify); a MAC of the wrong length is simply not valid, and is not
+/// sent to the token (Kryoptic 1.5 leaves the verification active after
+/// CKR_SIGNATURE_LEN_RANGE, so the session's next C_VerifyInit fails).
 pub fn verify_mac(
     s: &TokenSession,
     key: MasterKeyVersion,
@@ -59,6 +77,9 @@ pub fn verify_mac(
     message: &[u8],
     mac: &[u8],
 ) -> Result<bool, HsmError> {
+    if mac.len() != hash.output_len() {
+        return Ok(false);
+    }
     match s
         .session
         .verify(&hash.mechanism(), key.handle(s)?, message, mac)
@@ -91,7 +112,89 @@ pub fn encrypt(
     if iv_source == IvSource::Caller {
         s.random_into(&mut iv)?;
     }
-    encrypt_with_iv(s, key, iv, aad, plaintext)
+    seal(s, key, iv_source, iv, aad, plaintext)
+}
+
+/// AES-GCM under `key`, with `iv` where the caller makes it, or the IV the
+/// token makes ([`IvSource`]).
+fn seal(
+    s: &TokenSession,
+    key: MasterKeyVersion,
+    iv_source: IvSource,
+    iv: [u8; IV_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<([u8; IV_LEN], Vec<u8>), HsmError> {
+    match iv_source {
+        IvSource::Caller => encrypt_with_iv(s, key, iv, aad, plaintext),
+        IvSource::Token => {
+            let sealed = encrypt_with_iv(s, key, [0; IV_LEN], aad, plaintext)?;
+            token_chose(&sealed.0)?;
+            Ok(sealed)
+        }
+        IvSource::Message => encrypt_message(s, key, aad, plaintext),
+    }
+}
+
+/// With `iv_source = "token"` the token must write the IV it used into the
+/// IV buffer kmsgate passed zeroed. One left all zero means it encrypted
+/// under the zero IV it was given, so the ciphertext is never returned
+/// (every such encryption would share that IV). The chance that a token's
+/// random IV is all zero is 2^-96.
+fn token_chose(iv: &[u8; IV_LEN]) -> Result<(), HsmError> {
+    if *iv == [0; IV_LEN] {
+        tracing::error!(
+            "hsm.iv_source is \"token\", but the token left the GCM IV buffer zero: it does not generate IVs in C_Encrypt; set iv_source to \"caller\" or \"message\" (kmsgate doctor tells which the token offers)"
+        );
+        return Err(HsmError::Unexpected(
+            "the token did not generate the GCM IV (hsm.iv_source = \"token\")",
+        ));
+    }
+    Ok(())
+}
+
+/// AES-GCM through PKCS#11 3.0's message-based encryption, the token
+/// generating the IV (CKG_GENERATE_RANDOM over all 96 bits).
+fn encrypt_message(
+    s: &TokenSession,
+    key: MasterKeyVersion,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<([u8; IV_LEN], Vec<u8>), HsmError> {
+    let handle = key.handle(s)?;
+    {
+        let (mut iv, mut tag) = ([0u8; IV_LEN], [0u8; TAG_LEN]);
+        let init = GcmMessageParams::new(
+            &mut iv,
+            0.into(),
+            GeneratorFunction::GenerateRandom,
+            &mut tag,
+        )?;
+        s.session
+            .message_encrypt_init(&Mechanism::AesGcmMessage(init), handle)?;
+    }
+    let (mut iv, mut tag) = ([0u8; IV_LEN], [0u8; TAG_LEN]);
+    let sealed = GcmMessageParams::new(
+        &mut iv,
+        0.into(),
+        GeneratorFunction::GenerateRandom,
+        &mut tag,
+    )
+    .map_err(HsmError::from)
+    .and_then(|p| {
+        Ok(s.session
+            .encrypt_message(&MessageParam::AesGcmMessage(p), aad, plaintext)?)
+    });
+    let finished = s.session.message_encrypt_final();
+    let mut ciphertext = sealed?;
+    finished?;
+    if iv == [0; IV_LEN] {
+        return Err(HsmError::Unexpected(
+            "the token did not generate the GCM IV in C_EncryptMessage",
+        ));
+    }
+    ciphertext.extend_from_slice(&tag);
+    Ok((iv, ciphertext))
 }
 
 fn encrypt_with_iv(
@@ -130,13 +233,13 @@ pub fn generate_data_key(
     let mut buf = Zeroizing::new(vec![0u8; len + IV_LEN]);
     let wanted = match iv_source {
         IvSource::Caller => len + IV_LEN,
-        IvSource::Token => len,
+        IvSource::Token | IvSource::Message => len,
     };
     s.random_into(&mut buf[..wanted])?;
     let mut iv = [0u8; IV_LEN];
     iv.copy_from_slice(&buf[len..]);
     let plaintext = Zeroizing::new(buf[..len].to_vec());
-    let (iv, ciphertext) = encrypt_with_iv(s, key, iv, aad, &plaintext)?;
+    let (iv, ciphertext) = seal(s, key, iv_source, iv, aad, &plaintext)?;
     Ok(DataKey {
         plaintext: Some(plaintext),
         iv,
@@ -177,6 +280,9 @@ pub fn generate_wrapped_data_key(
     })();
     // A session object would vanish with the session anyway; destroy it now.
     let _ = s.session.destroy_object(data_key);
+    if iv_source != IvSource::Caller && wrapped.is_ok() {
+        token_chose(&iv)?;
+    }
     Ok(DataKey {
         plaintext: None,
         iv,

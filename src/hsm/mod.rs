@@ -25,6 +25,7 @@ mod error;
 pub mod import;
 pub mod import_pair;
 pub mod init;
+mod iv_probe;
 pub mod keypair;
 mod link;
 mod metered;
@@ -62,8 +63,14 @@ pub enum IvSource {
     #[default]
     Caller,
     /// The token generates the IV itself and writes it back into the
-    /// parameter buffer (nShield, FIPS-mode Luna).
+    /// parameter buffer of C_Encrypt (nShield, FIPS-mode Luna).
     Token,
+    /// PKCS#11 3.0 message-based encryption (C_EncryptMessage): the token
+    /// generates the IV (CKG_GENERATE_RANDOM) and writes it and the tag
+    /// back into CK_GCM_MESSAGE_PARAMS (Kryoptic; HSMs with PKCS#11 3.0).
+    /// Data keys are then never made with C_WrapKey, which has no such IV
+    /// generation.
+    Message,
 }
 
 /// What the token can do, probed once at start-up.
@@ -152,7 +159,9 @@ impl Hsm {
 
         let gcm = required_mechanisms(&pkcs11, slot, &settings.token.label)?;
         let caps = Capabilities {
-            gcm_wrap: settings.use_wrap_when_available && gcm.wrap(),
+            gcm_wrap: settings.use_wrap_when_available
+                && gcm.wrap()
+                && settings.iv_source != IvSource::Message,
             iv_source: settings.iv_source,
             token_label: info.label().trim().to_owned(),
             manufacturer: info.manufacturer_id().trim().to_owned(),
@@ -165,6 +174,8 @@ impl Hsm {
             sessions = settings.sessions,
             data_key_path = if caps.gcm_wrap {
                 "C_WrapKey with CKM_AES_GCM (plaintext of WithoutPlaintext data keys never leaves the token)"
+            } else if caps.iv_source == IvSource::Message {
+                "C_GenerateRandom + C_EncryptMessage with CKM_AES_GCM (iv_source = message)"
             } else {
                 "C_GenerateRandom + C_Encrypt with CKM_AES_GCM (the token does not advertise CKF_WRAP for CKM_AES_GCM)"
             },

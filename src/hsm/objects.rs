@@ -370,7 +370,10 @@ pub fn try_wrap_out(s: &TokenSession, key: MasterKeyVersion) -> Result<bool, Hsm
     match result {
         Ok(_) => Ok(true),
         Err(cryptoki::error::Error::Pkcs11(
-            cryptoki::error::RvError::KeyUnextractable | cryptoki::error::RvError::KeyNotWrappable,
+            // SoftHSM2 answers the first; Kryoptic 1.5 the last.
+            cryptoki::error::RvError::KeyUnextractable
+            | cryptoki::error::RvError::KeyNotWrappable
+            | cryptoki::error::RvError::KeyFunctionNotPermitted,
             _,
         )) => Ok(false),
         Err(e) => Err(e.into()),

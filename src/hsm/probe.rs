@@ -227,6 +227,7 @@ fn on_token(
         }
     }
     out.extend(mechanisms(pkcs11, slot, &token.label, iv_source, use_wrap));
+    out.push(super::iv_probe::finding(&session, iv_source));
     let mut bytes = [0u8; 16];
     out.push(match session.generate_random_slice(&mut bytes) {
         Ok(()) => Finding::pass("random bytes", "C_GenerateRandom works"),
@@ -268,16 +269,10 @@ fn mechanisms(
     out.push(Finding::pass(
         "data key path",
         match (wrap, use_wrap) {
+            (true, true) if iv_source == IvSource::Message => "C_GenerateRandom + C_EncryptMessage (hsm.iv_source = \"message\": C_WrapKey cannot have the token make the IV)",
             (true, true) => "C_WrapKey with CKM_AES_GCM: WithoutPlaintext data keys never leave the token",
             (true, false) => "C_GenerateRandom + C_Encrypt (the token could wrap, but hsm.use_wrap_when_available is false)",
             (false, _) => "C_GenerateRandom + C_Encrypt (the token does not advertise CKF_WRAP for CKM_AES_GCM)",
-        },
-    ));
-    out.push(Finding::pass(
-        "IV source",
-        match iv_source {
-            IvSource::Caller => "caller: 12 bytes from the token's RNG per encryption (hsm.iv_source = \"caller\")",
-            IvSource::Token => "token: the token makes the IV and returns it in the parameter block (hsm.iv_source = \"token\")",
         },
     ));
     let missing: Vec<String> = OPTIONAL

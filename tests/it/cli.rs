@@ -53,6 +53,7 @@ async fn check_keys_exits_cleanly_every_time_on_a_200_key_token() {
     for run in 0..RUNS {
         let out = kmsgate()
             .env("SOFTHSM2_CONF", token.softhsm_conf())
+            .env("KRYOPTIC_CONF", token.kryoptic_conf())
             .args(["check-keys", "--config"])
             .arg(&config)
             .output()
@@ -86,6 +87,7 @@ async fn check_keys_exits_cleanly_every_time_on_a_200_key_token() {
 fn init_token(token: &Token, label: &str, so_pin_file: &Path, pin_file: &Path) -> Output {
     kmsgate()
         .env("SOFTHSM2_CONF", token.softhsm_conf())
+        .env("KRYOPTIC_CONF", token.kryoptic_conf())
         .arg("init-token")
         .arg("--module")
         .arg(softhsm_module())

@@ -565,6 +565,7 @@ fn check_keys(
     // As Token::run_cli, but keeping the exit status (a signal shows there).
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kmsgate"))
         .env("SOFTHSM2_CONF", token.softhsm_conf())
+        .env("KRYOPTIC_CONF", token.kryoptic_conf())
         .env("KMSGATE_TEST_CLOCK_OFFSET_FILE", token.clock_file())
         .arg("check-keys")
         .arg("--config")

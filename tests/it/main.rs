@@ -23,6 +23,7 @@ mod hmac;
 mod http;
 mod import;
 mod import_asymmetric;
+mod iv_source;
 mod key_agreement;
 mod lifecycle;
 mod logs;

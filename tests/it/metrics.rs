@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 /// The address `GET /metrics` is served on, from the process's log.
-fn metrics_addr(log: impl Fn() -> String) -> String {
+pub fn metrics_addr(log: impl Fn() -> String) -> String {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(addr) = log().lines().find_map(|l| {
@@ -29,7 +29,7 @@ fn metrics_addr(log: impl Fn() -> String) -> String {
 }
 
 /// `GET /metrics`: the status line and the body.
-fn scrape(addr: &str) -> (String, String) {
+pub fn scrape(addr: &str) -> (String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
@@ -56,7 +56,7 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
 
 /// The sum of the samples whose series starts with `prefix` and has every
 /// one of `labels`.
-fn sum(text: &str, prefix: &str, labels: &[&str]) -> f64 {
+pub fn sum(text: &str, prefix: &str, labels: &[&str]) -> f64 {
     samples(text)
         .iter()
         .filter(|(k, _)| {

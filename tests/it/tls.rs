@@ -357,6 +357,7 @@ fn start_once(token: &Token, listen: &str) -> (String, String) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
         .env("SOFTHSM2_CONF", token.softhsm_conf())
+        .env("KRYOPTIC_CONF", token.kryoptic_conf())
         .args(["serve", "--config"])
         .arg(token.config())
         .args(["--listen", listen])

@@ -28,6 +28,7 @@ fn inject(token: &Token, records: &[(String, Vec<u8>)]) {
             "--test-threads=1",
         ])
         .env("SOFTHSM2_CONF", token.softhsm_conf())
+        .env("KRYOPTIC_CONF", token.kryoptic_conf())
         .env(INJECT, serde_json::to_string(&records).unwrap())
         .output()
         .unwrap();

@@ -1,5 +1,11 @@
 //! The black-box harness: a fresh SoftHSM2 token in a temp dir, the real
 //! `kmsgate` binary started on a free port against it, and real clients.
+//!
+//! With `KMSGATE_TEST_TOKEN=kryoptic` and `KMSGATE_TEST_MODULE` naming
+//! Kryoptic's library (scripts/kryoptic builds it), the tokens are
+//! Kryoptic's instead, each in its own SQLite file in the temp dir:
+//! scripts/test runs the subset of the suite that does not reach into
+//! SoftHSM2's own files on it (docs/testing.md).
 
 #![allow(dead_code)]
 
@@ -31,6 +37,34 @@ pub const OTHER_SECRET: &str = "other-secret-456789abcdefghijklmnopqrst";
 /// A SoftHSM2 token of its own, in a temp dir, with a gateway config.
 pub struct Token {
     dir: tempfile::TempDir,
+}
+
+/// The PKCS#11 implementation under the tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Implementation {
+    SoftHsm2,
+    Kryoptic(PathBuf),
+}
+
+/// `KMSGATE_TEST_TOKEN` (unset: SoftHSM2).
+pub fn implementation() -> Implementation {
+    match std::env::var("KMSGATE_TEST_TOKEN").as_deref() {
+        Err(_) | Ok("" | "softhsm2") => Implementation::SoftHsm2,
+        Ok("kryoptic") => Implementation::Kryoptic(
+            std::env::var_os("KMSGATE_TEST_MODULE")
+                .expect("KMSGATE_TEST_TOKEN=kryoptic needs KMSGATE_TEST_MODULE (scripts/kryoptic prints it)")
+                .into(),
+        ),
+        Ok(other) => panic!("KMSGATE_TEST_TOKEN={other}: softhsm2 or kryoptic"),
+    }
+}
+
+/// The module the gateways under test load.
+pub fn module() -> PathBuf {
+    match implementation() {
+        Implementation::SoftHsm2 => softhsm_module(),
+        Implementation::Kryoptic(path) => path,
+    }
 }
 
 pub fn softhsm_module() -> PathBuf {
@@ -66,6 +100,14 @@ impl Token {
         std::fs::create_dir(root.join("tokens")).unwrap();
         prepare(&root.join("tokens"));
         std::fs::write(
+            root.join("kryoptic.conf"),
+            format!(
+                "[[slots]]\nslot = 1\ndbtype = \"sqlite\"\ndbargs = \"{}/tokens/token.sql\"\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
             root.join("softhsm2.conf"),
             format!(
                 "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
@@ -79,9 +121,10 @@ impl Token {
         std::fs::write(root.join("so-pin"), "so-pin-0815").unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
             .env("SOFTHSM2_CONF", root.join("softhsm2.conf"))
+            .env("KRYOPTIC_CONF", root.join("kryoptic.conf"))
             .arg("init-token")
             .arg("--module")
-            .arg(softhsm_module())
+            .arg(module())
             .args(["--label", "kmsgate", "--so-pin-file"])
             .arg(root.join("so-pin"))
             .arg("--pin-file")
@@ -123,7 +166,7 @@ allow = ["kms:*"]
 
 {extra}
 "#,
-                module = softhsm_module().display(),
+                module = module().display(),
                 root = root.display(),
             ),
         )
@@ -143,6 +186,11 @@ allow = ["kms:*"]
         self.path().join("softhsm2.conf")
     }
 
+    /// Kryoptic's configuration file for this token (see [`implementation`]).
+    pub fn kryoptic_conf(&self) -> PathBuf {
+        self.path().join("kryoptic.conf")
+    }
+
     /// The test clock every gateway on this token reads: seconds to add to
     /// the system time (none while the file does not exist).
     pub fn clock_file(&self) -> PathBuf {
@@ -159,6 +207,7 @@ allow = ["kms:*"]
     pub fn run_cli(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
             .env("SOFTHSM2_CONF", self.softhsm_conf())
+            .env("KRYOPTIC_CONF", self.kryoptic_conf())
             .env("KMSGATE_TEST_CLOCK_OFFSET_FILE", self.clock_file())
             .args(args)
             .output()
@@ -183,6 +232,7 @@ pub fn spawn_serve(
 ) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
         .env("SOFTHSM2_CONF", token.softhsm_conf())
+        .env("KRYOPTIC_CONF", token.kryoptic_conf())
         .env("KMSGATE_LOG", "info")
         .env("KMSGATE_TEST_CLOCK_OFFSET_FILE", token.clock_file())
         .args(["serve", "--config"])
@@ -665,8 +715,9 @@ impl Gateway {
 pub fn list_objects(token: &Token) -> String {
     let out = Command::new("pkcs11-tool")
         .env("SOFTHSM2_CONF", token.softhsm_conf())
+        .env("KRYOPTIC_CONF", token.kryoptic_conf())
         .arg("--module")
-        .arg(softhsm_module())
+        .arg(module())
         .args(["--token-label", "kmsgate", "--login", "--pin", PIN, "--list-objects"])
         .output()
         .expect("pkcs11-tool runs: install OpenSC (apt-get install -y opensc; scripts/test and .ci/run do)");
