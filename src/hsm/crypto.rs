@@ -132,8 +132,31 @@ fn seal(
             token_chose(&sealed.0)?;
             Ok(sealed)
         }
+        IvSource::TokenAppended => {
+            let (_, output) = encrypt_with_iv(s, key, [0; IV_LEN], aad, plaintext)?;
+            let sealed = split_appended(output, plaintext.len())?;
+            token_chose(&sealed.0)?;
+            Ok(sealed)
+        }
         IvSource::Message => encrypt_message(s, key, aad, plaintext),
     }
+}
+
+/// ciphertext || tag || IV, as a token returns it under
+/// `iv_source = "token_appended"`, as (IV, ciphertext || tag).
+fn split_appended(
+    mut output: Vec<u8>,
+    plaintext_len: usize,
+) -> Result<([u8; IV_LEN], Vec<u8>), HsmError> {
+    if output.len() != plaintext_len + TAG_LEN + IV_LEN {
+        return Err(HsmError::Unexpected(
+            "hsm.iv_source = \"token_appended\", but the token's output is not ciphertext, tag and a 12-byte IV",
+        ));
+    }
+    let mut iv = [0u8; IV_LEN];
+    iv.copy_from_slice(&output[output.len() - IV_LEN..]);
+    output.truncate(output.len() - IV_LEN);
+    Ok((iv, output))
 }
 
 /// With `iv_source = "token"` the token must write the IV it used into the
@@ -233,7 +256,7 @@ pub fn generate_data_key(
     let mut buf = Zeroizing::new(vec![0u8; len + IV_LEN]);
     let wanted = match iv_source {
         IvSource::Caller => len + IV_LEN,
-        IvSource::Token | IvSource::Message => len,
+        IvSource::Token | IvSource::TokenAppended | IvSource::Message => len,
     };
     s.random_into(&mut buf[..wanted])?;
     let mut iv = [0u8; IV_LEN];
@@ -359,4 +382,21 @@ fn round_trip_works(s: &TokenSession, key: MasterKeyVersion) -> bool {
         decrypt_once(s, key, &probe.iv, AAD, &probe.ciphertext),
         Ok(back) if back == plaintext
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_appended_iv_is_split_off_the_output() {
+        let mut output = vec![1u8; 5 + TAG_LEN];
+        output.extend_from_slice(&[9; IV_LEN]);
+        let (iv, sealed) = split_appended(output, 5).unwrap();
+        assert_eq!(iv, [9; IV_LEN]);
+        assert_eq!(sealed, vec![1u8; 5 + TAG_LEN]);
+        // A token that appends nothing (or another IV length) is refused.
+        assert!(split_appended(vec![1u8; 5 + TAG_LEN], 5).is_err());
+        assert!(split_appended(vec![1u8; 5 + TAG_LEN + 16], 5).is_err());
+    }
 }

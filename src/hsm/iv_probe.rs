@@ -5,6 +5,8 @@
 //! * `token`: C_Encrypt with a zeroed IV buffer that the token fills with
 //!   the IV it chose (a token that encrypts under the zero IV instead does
 //!   not offer it);
+//! * `token_appended`: the same call, the token returning the IV it chose
+//!   after the tag;
 //! * `message`: C_EncryptMessage with CKG_GENERATE_RANDOM (PKCS#11 3.0).
 
 use cryptoki::mechanism::aead::{GcmMessageParams, GcmParams, GeneratorFunction};
@@ -23,6 +25,7 @@ const DATA: &[u8] = b"iv probe";
 pub struct Offered {
     pub caller: bool,
     pub token: bool,
+    pub token_appended: bool,
     pub message: bool,
 }
 
@@ -31,6 +34,7 @@ impl Offered {
         match source {
             IvSource::Caller => self.caller,
             IvSource::Token => self.token,
+            IvSource::TokenAppended => self.token_appended,
             IvSource::Message => self.message,
         }
     }
@@ -39,6 +43,7 @@ impl Offered {
         let names: Vec<&str> = [
             (self.caller, "\"caller\""),
             (self.token, "\"token\""),
+            (self.token_appended, "\"token_appended\""),
             (self.message, "\"message\""),
         ]
         .into_iter()
@@ -64,21 +69,26 @@ pub fn offered(session: &Session) -> Result<Offered, cryptoki::error::Error> {
             Attribute::Encrypt(true),
         ],
     )?;
+    let zero = with_iv(session, key, [0; 12]);
+    let appended =
+        |out: &[u8]| out.len() == DATA.len() + 16 + 12 && out[out.len() - 12..] != [0; 12];
     let found = Offered {
         caller: with_iv(session, key, [7; 12]).is_some(),
-        token: with_iv(session, key, [0; 12]).is_some_and(|iv| iv != [0; 12]),
+        token: zero.as_ref().is_some_and(|(iv, _)| *iv != [0; 12]),
+        token_appended: zero.as_ref().is_some_and(|(_, out)| appended(out)),
         message: message(session, key).is_some_and(|iv| iv != [0; 12]),
     };
     let _ = session.destroy_object(key);
     Ok(found)
 }
 
-fn with_iv(session: &Session, key: ObjectHandle, mut iv: [u8; 12]) -> Option<[u8; 12]> {
+/// The IV buffer after C_Encrypt, and the output.
+fn with_iv(session: &Session, key: ObjectHandle, mut iv: [u8; 12]) -> Option<([u8; 12], Vec<u8>)> {
     let params = GcmParams::new(&mut iv, AAD, 128.into()).ok()?;
-    session
+    let out = session
         .encrypt(&Mechanism::AesGcm(params), key, DATA)
         .ok()?;
-    Some(iv)
+    Some((iv, out))
 }
 
 fn message(session: &Session, key: ObjectHandle) -> Option<[u8; 12]> {
@@ -117,6 +127,7 @@ pub fn finding(session: &Session, configured: IvSource) -> Finding {
     let name = match configured {
         IvSource::Caller => "caller",
         IvSource::Token => "token",
+        IvSource::TokenAppended => "token_appended",
         IvSource::Message => "message",
     };
     match offered(session) {

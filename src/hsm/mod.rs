@@ -63,8 +63,11 @@ pub enum IvSource {
     #[default]
     Caller,
     /// The token generates the IV itself and writes it back into the
-    /// parameter buffer of C_Encrypt (nShield, FIPS-mode Luna).
+    /// parameter buffer of C_Encrypt.
     Token,
+    /// The token generates the IV in C_Encrypt and returns it after the
+    /// tag: ciphertext || tag || IV (FIPS-mode ProtectServer).
+    TokenAppended,
     /// PKCS#11 3.0 message-based encryption (C_EncryptMessage): the token
     /// generates the IV (CKG_GENERATE_RANDOM) and writes it and the tag
     /// back into CK_GCM_MESSAGE_PARAMS (Kryoptic; HSMs with PKCS#11 3.0).
@@ -161,7 +164,7 @@ impl Hsm {
         let caps = Capabilities {
             gcm_wrap: settings.use_wrap_when_available
                 && gcm.wrap()
-                && settings.iv_source != IvSource::Message,
+                && matches!(settings.iv_source, IvSource::Caller | IvSource::Token),
             iv_source: settings.iv_source,
             token_label: info.label().trim().to_owned(),
             manufacturer: info.manufacturer_id().trim().to_owned(),
@@ -176,6 +179,8 @@ impl Hsm {
                 "C_WrapKey with CKM_AES_GCM (plaintext of WithoutPlaintext data keys never leaves the token)"
             } else if caps.iv_source == IvSource::Message {
                 "C_GenerateRandom + C_EncryptMessage with CKM_AES_GCM (iv_source = message)"
+            } else if caps.iv_source == IvSource::TokenAppended {
+                "C_GenerateRandom + C_Encrypt with CKM_AES_GCM (iv_source = token_appended)"
             } else {
                 "C_GenerateRandom + C_Encrypt with CKM_AES_GCM (the token does not advertise CKF_WRAP for CKM_AES_GCM)"
             },

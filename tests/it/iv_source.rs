@@ -40,17 +40,28 @@ fn the_doctor_names_the_iv_sources_the_token_offers_and_fails_one_it_does_not() 
     assert!(ok, "{out}");
     assert!(out.contains(offered), "{out}");
     // Neither generates the IV in C_Encrypt.
-    let token = with_iv_source("token");
-    let (ok, out, _) = token.run_cli(&["doctor", "--config", &token.config().to_string_lossy()]);
-    assert!(!ok, "{out}");
-    let line = out.lines().find(|l| l.contains("IV source")).unwrap();
-    assert!(line.starts_with("FAIL"), "{out}");
-    assert!(line.contains("\"token\" does not work"), "{out}");
+    for source in ["token", "token_appended"] {
+        let token = with_iv_source(source);
+        let (ok, out, _) =
+            token.run_cli(&["doctor", "--config", &token.config().to_string_lossy()]);
+        assert!(!ok, "{out}");
+        let line = out.lines().find(|l| l.contains("IV source")).unwrap();
+        assert!(line.starts_with("FAIL"), "{out}");
+        assert!(
+            line.contains(&format!("\"{source}\" does not work")),
+            "{out}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn a_token_that_does_not_make_the_iv_never_lets_its_ciphertext_out() {
-    let gw = Gateway::start_on(with_iv_source("token"));
+    a_zero_iv_is_refused("token", "left the GCM IV buffer zero").await;
+    a_zero_iv_is_refused("token_appended", "not ciphertext, tag and a 12-byte IV").await;
+}
+
+async fn a_zero_iv_is_refused(source: &str, logged: &str) {
+    let gw = Gateway::start_on(with_iv_source(source));
     let kms = gw.client();
     let key = create_key(&kms).await;
     let e = kms
@@ -83,7 +94,7 @@ async fn a_token_that_does_not_make_the_iv_never_lets_its_ciphertext_out() {
         };
         assert_eq!(r, Err("KeyUnavailableException".to_owned()));
     }
-    assert!(gw.log_has(|l| l.contains("left the GCM IV buffer zero")));
+    assert!(gw.log_has(|l| l.contains(logged)), "{source}: {}", gw.log());
 }
 
 #[tokio::test]

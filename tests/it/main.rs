@@ -9,6 +9,7 @@ mod common;
 mod asymmetric;
 mod audit;
 mod cli;
+mod container;
 mod crash;
 mod custody;
 mod data_key_pair;
