@@ -305,9 +305,19 @@ pub fn sign(
 
 /// Whether `signature` is a valid signature of `data` under the public
 /// key with this label; the token verifies (C_Verify).
+///
+/// Tokens report a signature that does not verify with
+/// CKR_SIGNATURE_INVALID, but Kryoptic 1.5 reports it with
+/// CKR_DEVICE_ERROR, the code of a device fault. So on a device or general
+/// error the key pair must prove the token works: a signature made now
+/// with `private` over a probe must verify. Only then is the failure the
+/// signature's; otherwise the error stays a token fault (retryable, never
+/// a wrong "invalid").
+#[allow(clippy::too_many_arguments)]
 pub fn verify(
     s: &TokenSession,
     label: &str,
+    private: MasterKeyVersion,
     scheme: SignScheme,
     hash: SignHash,
     input: SignInput,
@@ -315,13 +325,29 @@ pub fn verify(
     signature: &[u8],
 ) -> Result<bool, HsmError> {
     let h = public_key_handle(s, label)?;
-    let (mechanism, data) = mechanism(scheme, hash, input, data);
-    match s.session.verify(&mechanism, h, &data, signature) {
+    let (m, data) = mechanism(scheme, hash, input, data);
+    match s.session.verify(&m, h, &data, signature) {
         Ok(()) => Ok(true),
         Err(cryptoki::error::Error::Pkcs11(
             RvError::SignatureInvalid | RvError::SignatureLenRange | RvError::DataLenRange,
             _,
         )) => Ok(false),
+        Err(
+            e @ cryptoki::error::Error::Pkcs11(RvError::DeviceError | RvError::GeneralError, _),
+        ) => {
+            let probe = match input {
+                SignInput::Message => b"kmsgate verify probe".to_vec(),
+                SignInput::Digest => hash.digest(b"kmsgate verify probe"),
+            };
+            let proven = sign(s, private, scheme, hash, input, &probe).and_then(|good| {
+                let (m, probe) = mechanism(scheme, hash, input, &probe);
+                Ok(s.session.verify(&m, h, &probe, &good)?)
+            });
+            match proven {
+                Ok(()) => Ok(false),
+                Err(_) => Err(e.into()),
+            }
+        }
         Err(e) => Err(e.into()),
     }
 }

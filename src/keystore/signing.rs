@@ -224,7 +224,7 @@ impl KeyStore {
         message: Zeroizing<Vec<u8>>,
         signature: Vec<u8>,
     ) -> Result<(u32, bool), StoreError> {
-        let (version, _, label) = self.pair_version(key, KeyUsage::SignVerify).await?;
+        let (version, private, label) = self.pair_version(key, KeyUsage::SignVerify).await?;
         let signature = match ecdsa_scalar_len(key.record.key_spec) {
             Some(len) => match ecdsa_from_der(&signature, len) {
                 Some(raw) => raw,
@@ -236,7 +236,11 @@ impl KeyStore {
         let valid = self
             .hsm
             .pool()
-            .run(move |s| keypair::verify(s, &label, scheme, hash, input, &message, &signature))
+            .run(move |s| {
+                keypair::verify(
+                    s, &label, private, scheme, hash, input, &message, &signature,
+                )
+            })
             .await
             .map_err(token)?;
         Ok((version, valid))
