@@ -8,9 +8,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use aws_credential_types::Credentials;
-use aws_sdk_kms::config::{BehaviorVersion, Region};
-
 use crate::common::*;
 
 const ENTRYPOINT: &str = concat!(
@@ -77,19 +74,11 @@ fn dev_client(state: &Path, endpoint: &str) -> aws_sdk_kms::Client {
             .map(|v| v.trim_start_matches([' ', '=']).trim().to_owned())
             .unwrap_or_else(|| panic!("no {key} in the credentials file"))
     };
-    aws_sdk_kms::Client::from_conf(
-        aws_sdk_kms::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(endpoint)
-            .credentials_provider(Credentials::new(
-                value("aws_access_key_id"),
-                value("aws_secret_access_key"),
-                None,
-                None,
-                "container",
-            ))
-            .build(),
+    client_at(
+        endpoint,
+        &value("aws_access_key_id"),
+        &value("aws_secret_access_key"),
+        "us-east-1",
     )
 }
 
@@ -157,14 +146,7 @@ async fn with_a_mounted_config_the_entrypoint_makes_no_token() {
         &dir.path().join("mounted.log"),
     );
     assert!(!state.exists(), "a token was made in the state directory");
-    let kms = aws_sdk_kms::Client::from_conf(
-        aws_sdk_kms::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(&endpoint)
-            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET, None, None, "t"))
-            .build(),
-    );
+    let kms = client_at(&endpoint, ACCESS_KEY, SECRET, REGION);
     assert!(!create_key(&kms).await.is_empty());
     stop(child);
 

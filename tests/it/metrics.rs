@@ -302,18 +302,7 @@ listen = "127.0.0.1:0"
         Duration::from_secs(60),
     );
     let addr = metrics_addr(|| std::fs::read_to_string(&log).unwrap_or_default());
-    let gw_client = {
-        use aws_credential_types::Credentials;
-        use aws_sdk_kms::config::{BehaviorVersion, Region};
-        aws_sdk_kms::Client::from_conf(
-            aws_sdk_kms::Config::builder()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new(REGION))
-                .endpoint_url(&endpoint)
-                .credentials_provider(Credentials::new(ACCESS_KEY, SECRET, None, None, "t"))
-                .build(),
-        )
-    };
+    let gw_client = client_at(&endpoint, ACCESS_KEY, SECRET, REGION);
     create_key(&gw_client).await;
 
     let (status, body) = tokio::task::spawn_blocking(move || scrape(&addr))

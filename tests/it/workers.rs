@@ -8,9 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_credential_types::Credentials;
-use aws_sdk_kms::config::{BehaviorVersion, Region};
-
 use crate::common::*;
 
 /// A supervisor started as `serve --workers N`. Killed, with its workers,
@@ -58,14 +55,7 @@ impl Supervised {
 
     /// A client of its own (a connection pool of its own).
     fn client(&self) -> aws_sdk_kms::Client {
-        let config = aws_sdk_kms::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET, None, None, "test"))
-            .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
-            .build();
-        aws_sdk_kms::Client::from_conf(config)
+        client_at(&self.endpoint, ACCESS_KEY, SECRET, REGION)
     }
 
     fn log(&self) -> String {

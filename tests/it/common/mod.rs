@@ -263,6 +263,25 @@ pub fn spawn_serve(
     (child, endpoint.to_owned())
 }
 
+/// A client of `endpoint` signing with this credential, with a connection
+/// pool of its own and no retries (they would hide what a single request
+/// answers).
+pub fn client_at(
+    endpoint: &str,
+    access_key: &str,
+    secret: &str,
+    region: &str,
+) -> aws_sdk_kms::Client {
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(access_key, secret, None, None, "test"))
+        .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_kms::Client::from_conf(config)
+}
+
 /// A running gateway process. Killed when dropped.
 pub struct Gateway {
     child: Child,
@@ -329,15 +348,7 @@ policies = ['{policy}']
     }
 
     pub fn client_as(&self, access_key: &str, secret: &str, region: &str) -> aws_sdk_kms::Client {
-        let config = aws_sdk_kms::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region.to_owned()))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(Credentials::new(access_key, secret, None, None, "test"))
-            // Retries would hide what a single request answers.
-            .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
-            .build();
-        aws_sdk_kms::Client::from_conf(config)
+        client_at(&self.endpoint, access_key, secret, region)
     }
 
     /// What the gateway wrote to stderr so far.
