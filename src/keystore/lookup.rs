@@ -27,12 +27,17 @@ const RELIST_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 /// knows (`known`) that one listing misses is listed again after
 /// [`RELIST_PAUSE`]: another process may be replacing it at this moment (a
 /// new revision written, the old one destroyed), and SoftHSM2 in this
-/// process can list the token between the two without seeing either. Only
-/// a second listing that misses it too means it is gone. Unknown names
-/// never pause, so random ids cannot stall anyone.
+/// process can list the token between the two without seeing either. A
+/// second listing that misses it too may still be SoftHSM2's: it drops an
+/// object whose file it once read half-written (another process was
+/// writing it) and never reads that file again until it is initialised
+/// afresh. So `reread` asks for a re-initialisation (at most one per 5 s,
+/// see `Pool::request_reread`) and a third listing, after it, decides.
+/// Unknown names never pause, so random ids cannot stall anyone.
 async fn relisted<T, Fut>(
     read: impl Fn() -> Fut,
     known: impl FnOnce() -> Result<bool, StoreError>,
+    reread: impl FnOnce() -> bool,
 ) -> Result<Latest<T>, StoreError>
 where
     Fut: std::future::Future<Output = Result<Latest<T>, StoreError>>,
@@ -40,7 +45,11 @@ where
     let found = read().await?;
     if matches!(found, Latest::Absent) && known()? {
         tokio::time::sleep(RELIST_PAUSE).await;
-        return read().await;
+        let again = read().await?;
+        if matches!(again, Latest::Absent) && reread() {
+            return read().await;
+        }
+        return Ok(again);
     }
     Ok(found)
 }
@@ -82,6 +91,7 @@ impl KeyStore {
         let found = relisted(
             || self.read_key(id, &label),
             || Ok(self.cached_key(id)?.is_some()),
+            || self.hsm.pool().request_reread(),
         )
         .await?;
         match found {
@@ -200,7 +210,10 @@ impl KeyStore {
                 .aliases
                 .contains_key(name))
         };
-        let found = relisted(read, known).await?;
+        // No re-initialisation for an alias: DeleteAlias through another
+        // worker or gateway is routine, and every other process would pay
+        // for it. A dropped alias object heals at the next one.
+        let found = relisted(read, known, || false).await?;
         let mut cache = self.cache.write().map_err(lock_poisoned)?;
         match found {
             Latest::Found(handle, record) => {
