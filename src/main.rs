@@ -297,13 +297,7 @@ async fn run(
         )
         .await;
     }
-    let metrics = match config.metrics.listen {
-        Some(at) => {
-            kmsgate::telemetry::install(None, config.metrics.key_labels)?;
-            Some(kmsgate::http::metrics::bind(at).await?)
-        }
-        None => None,
-    };
+    let metrics = metrics_endpoint(&config, config.metrics.key_labels).await?;
     let (state, hsm) = server::build(&config).await?;
     if let Some(listener) = metrics {
         server::spawn_metrics(listener, &state);
@@ -321,6 +315,20 @@ async fn run(
     server::run(&config, listener, state, hsm, tls).await
 }
 
+/// `[metrics] listen`, bound, with this process's recorder installed
+/// (`key_labels`: the per-key gauges, recorded by the process that serves
+/// requests); `None` when no endpoint is configured.
+async fn metrics_endpoint(
+    config: &Config,
+    key_labels: bool,
+) -> Result<Option<tokio::net::TcpListener>, server::StartError> {
+    let Some(at) = config.metrics.listen else {
+        return Ok(None);
+    };
+    kmsgate::telemetry::install(None, key_labels)?;
+    Ok(Some(kmsgate::http::metrics::bind(at).await?))
+}
+
 /// `serve --workers N` with N > 1: the supervisor binds the listener,
 /// reads the PIN once, and runs the workers (kmsgate::workers).
 async fn supervise(
@@ -332,13 +340,7 @@ async fn supervise(
     log_format: &str,
 ) -> Result<(), server::StartError> {
     let pin = server::user_pin(config)?;
-    let metrics = match config.metrics.listen {
-        Some(at) => {
-            kmsgate::telemetry::install(None, false)?;
-            Some(kmsgate::http::metrics::bind(at).await?)
-        }
-        None => None,
-    };
+    let metrics = metrics_endpoint(config, false).await?;
     let listener =
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;

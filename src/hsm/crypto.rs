@@ -16,7 +16,8 @@ use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::MessageParam;
 use cryptoki::mechanism::aead::{GcmMessageParams, GcmParams, GeneratorFunction};
-use cryptoki::object::{Attribute, KeyType, ObjectClass};
+use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
 use zeroize::Zeroizing;
 
 use super::objects::MasterKeyVersion;
@@ -184,33 +185,7 @@ fn encrypt_message(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<([u8; IV_LEN], Vec<u8>), HsmError> {
-    let handle = key.handle(s)?;
-    {
-        let (mut iv, mut tag) = ([0u8; IV_LEN], [0u8; TAG_LEN]);
-        let init = GcmMessageParams::new(
-            &mut iv,
-            0.into(),
-            GeneratorFunction::GenerateRandom,
-            &mut tag,
-        )?;
-        s.session
-            .message_encrypt_init(&Mechanism::AesGcmMessage(init), handle)?;
-    }
-    let (mut iv, mut tag) = ([0u8; IV_LEN], [0u8; TAG_LEN]);
-    let sealed = GcmMessageParams::new(
-        &mut iv,
-        0.into(),
-        GeneratorFunction::GenerateRandom,
-        &mut tag,
-    )
-    .map_err(HsmError::from)
-    .and_then(|p| {
-        Ok(s.session
-            .encrypt_message(&MessageParam::AesGcmMessage(p), aad, plaintext)?)
-    });
-    let finished = s.session.message_encrypt_final();
-    let mut ciphertext = sealed?;
-    finished?;
+    let (iv, mut ciphertext, tag) = message_encrypt(&s.session, key.handle(s)?, aad, plaintext)?;
     if iv == [0; IV_LEN] {
         return Err(HsmError::Unexpected(
             "the token did not generate the GCM IV in C_EncryptMessage",
@@ -218,6 +193,37 @@ fn encrypt_message(
     }
     ciphertext.extend_from_slice(&tag);
     Ok((iv, ciphertext))
+}
+
+/// Message parameters that have the token generate the whole IV.
+fn generated<'a>(
+    iv: &'a mut [u8; IV_LEN],
+    tag: &'a mut [u8; TAG_LEN],
+) -> cryptoki::error::Result<GcmMessageParams<'a>> {
+    GcmMessageParams::new(iv, 0.into(), GeneratorFunction::GenerateRandom, tag)
+}
+
+/// C_MessageEncryptInit, C_EncryptMessage with CKG_GENERATE_RANDOM and
+/// C_MessageEncryptFinal under `key`: the IV the token wrote back, the
+/// ciphertext and the tag. Also `kmsgate doctor`'s probe of the token.
+pub(super) fn message_encrypt(
+    session: &Session,
+    key: ObjectHandle,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> cryptoki::error::Result<([u8; IV_LEN], Vec<u8>, [u8; TAG_LEN])> {
+    let (mut iv, mut tag) = ([0u8; IV_LEN], [0u8; TAG_LEN]);
+    {
+        let (mut init_iv, mut init_tag) = ([0u8; IV_LEN], [0u8; TAG_LEN]);
+        let init = generated(&mut init_iv, &mut init_tag)?;
+        session.message_encrypt_init(&Mechanism::AesGcmMessage(init), key)?;
+    }
+    let sealed = generated(&mut iv, &mut tag)
+        .and_then(|p| session.encrypt_message(&MessageParam::AesGcmMessage(p), aad, plaintext));
+    let finished = session.message_encrypt_final();
+    let ciphertext = sealed?;
+    finished?;
+    Ok((iv, ciphertext, tag))
 }
 
 fn encrypt_with_iv(

@@ -9,8 +9,8 @@
 //!   after the tag;
 //! * `message`: C_EncryptMessage with CKG_GENERATE_RANDOM (PKCS#11 3.0).
 
-use cryptoki::mechanism::aead::{GcmMessageParams, GcmParams, GeneratorFunction};
-use cryptoki::mechanism::{Mechanism, MessageParam};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
@@ -92,34 +92,9 @@ fn with_iv(session: &Session, key: ObjectHandle, mut iv: [u8; 12]) -> Option<([u
 }
 
 fn message(session: &Session, key: ObjectHandle) -> Option<[u8; 12]> {
-    {
-        let (mut iv, mut tag) = ([0u8; 12], [0u8; 16]);
-        let init = GcmMessageParams::new(
-            &mut iv,
-            0.into(),
-            GeneratorFunction::GenerateRandom,
-            &mut tag,
-        )
-        .ok()?;
-        session
-            .message_encrypt_init(&Mechanism::AesGcmMessage(init), key)
-            .ok()?;
-    }
-    let (mut iv, mut tag) = ([0u8; 12], [0u8; 16]);
-    let sealed = GcmMessageParams::new(
-        &mut iv,
-        0.into(),
-        GeneratorFunction::GenerateRandom,
-        &mut tag,
-    )
-    .ok()
-    .and_then(|p| {
-        session
-            .encrypt_message(&MessageParam::AesGcmMessage(p), AAD, DATA)
-            .ok()
-    });
-    let _ = session.message_encrypt_final();
-    sealed.map(|_| iv)
+    super::crypto::message_encrypt(session, key, AAD, DATA)
+        .ok()
+        .map(|(iv, _, _)| iv)
 }
 
 /// The doctor's verdict on `configured`.
