@@ -20,6 +20,7 @@ mod durability;
 mod faults;
 mod fuzz;
 mod gateway;
+mod grant_scope;
 mod hmac;
 mod http;
 mod import;
