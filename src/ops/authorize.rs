@@ -270,6 +270,23 @@ impl Ctx<'_> {
         ))
     }
 
+    /// Authorizes `operation` on `resource` (an alias ARN) by the caller's
+    /// identity policies alone: for an alias whose key is gone, which
+    /// leaves no key policy to ask. A principal the identity policies do
+    /// not allow is refused; nothing is skipped.
+    pub fn authorize_by_identity(&self, operation: &str, resource: &str) -> Result<(), KmsError> {
+        let action = format!("kms:{operation}");
+        let request = policy::Request {
+            principal_arn: &self.caller.arn,
+            account: &self.caller.account,
+            action: &action,
+            resource,
+            facts: &self.caller.facts,
+        };
+        policy::decide_identity(&request, &self.caller.identity)
+            .map_err(|r| access_denied(&self.caller.arn, &action, Some(resource), r))
+    }
+
     /// The condition keys a request on `key` sets.
     fn request_facts(
         &self,

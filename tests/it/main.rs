@@ -6,6 +6,7 @@
 
 mod common;
 
+mod alias_race;
 mod asymmetric;
 mod audit;
 mod cli;
