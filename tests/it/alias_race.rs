@@ -143,7 +143,18 @@ async fn update_alias_is_authorized_on_the_key_the_alias_names_on_the_token() {
     assert_eq!(names(token.clone()).await, c);
     // The admin may move it from C, through the stale gateway too.
     update_alias(&admin, "alias/race", &b).await.unwrap();
-    assert_eq!(names(token).await, b);
+    assert_eq!(names(token.clone()).await, b);
+
+    // The same for DeleteAlias: the admin moves it back to C through the
+    // second gateway (whose cache still says C), the first still has B.
+    update_alias(&second.client(), "alias/race", &c)
+        .await
+        .unwrap();
+    assert_eq!(
+        delete_alias(&other_first, "alias/race").await,
+        Err(no_identity_allow("DeleteAlias", &key_arn(&c)))
+    );
+    assert_eq!(names(token).await, c);
 }
 
 #[tokio::test]
