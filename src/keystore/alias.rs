@@ -1,13 +1,21 @@
 //! Changing aliases, with the commit protocol of [`super::commit`]: an
 //! alias record is written as a new revision, confirmed durable, and kept
 //! only if no rival revision appeared meanwhile.
+//!
+//! UpdateAlias and DeleteAlias are authorized on the key the alias names,
+//! so each names the key its caller was authorized on, and the change is
+//! made only while the token's latest record still names that key (for an
+//! update, inside the commit; for a removal, in the job that removes).
+//! Another gateway may have moved the alias since this one cached it: then
+//! nothing is written, and the caller authorizes afresh on the key the
+//! token names.
 
 use uuid::Uuid;
 
 use super::commit::{Committable, Next, Outcome};
 use super::error::{StoreError, lock_poisoned, token};
 use super::record::{LABEL_PREFIX, alias_label};
-use super::{AliasEntry, AliasRecord, KeyStore, read_records};
+use super::{AliasEntry, AliasRecord, KeyStore, Latest, latest, read_records};
 use crate::hsm::objects;
 
 impl Committable for AliasRecord {
@@ -18,6 +26,19 @@ impl Committable for AliasRecord {
         let alias = label.strip_prefix(LABEL_PREFIX).unwrap_or(label);
         tracing::warn!(alias, "replacing an unreadable alias record");
         Ok(())
+    }
+}
+
+/// Why a conditional alias change wrote nothing.
+enum Moved {
+    /// The token's latest record names this key, not the one expected.
+    To(Uuid),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Moved {
+    fn from(e: StoreError) -> Moved {
+        Moved::Store(e)
     }
 }
 
@@ -41,31 +62,52 @@ impl KeyStore {
         .await
     }
 
-    /// Points an existing alias at another key.
-    pub async fn update_alias(&self, alias_name: &str, target: &Uuid) -> Result<(), StoreError> {
+    /// Points an existing alias at `target`, provided the token's latest
+    /// record still names `from`: the key the caller was authorized to move
+    /// it away from. The check is part of the commit, so a rival change
+    /// through another gateway makes it run again on the rival's record.
+    /// `Ok(Some(now))`: nothing was written, the alias names `now` on the
+    /// token (and in the cache from here on); the caller decides afresh.
+    pub async fn update_alias(
+        &self,
+        alias_name: &str,
+        from: &Uuid,
+        target: &Uuid,
+    ) -> Result<Option<Uuid>, StoreError> {
         let now = self.now();
-        self.write_alias(alias_name, |existing| match existing {
-            None => Err(self.alias_not_found(alias_name)),
-            Some(r) => Ok(AliasRecord {
-                target: *target,
-                updated: now,
-                ..r.clone()
-            }),
-        })
-        .await
+        let written = self
+            .write_alias(alias_name, |existing| match existing {
+                None => Err(Moved::Store(self.alias_not_found(alias_name))),
+                Some(r) if r.target != *from => Err(Moved::To(r.target)),
+                Some(r) => Ok(AliasRecord {
+                    target: *target,
+                    updated: now,
+                    ..r.clone()
+                }),
+            })
+            .await;
+        match written {
+            Ok(()) => Ok(None),
+            Err(Moved::To(now)) => {
+                self.reload_alias(alias_name).await?;
+                Ok(Some(now))
+            }
+            Err(Moved::Store(e)) => Err(e),
+        }
     }
 
     /// Writes an alias record with the commit protocol: `make` gets the
     /// latest record on the token (if any) and returns the new one.
-    async fn write_alias<F>(&self, alias_name: &str, mut make: F) -> Result<(), StoreError>
+    async fn write_alias<F, E>(&self, alias_name: &str, mut make: F) -> Result<(), E>
     where
-        F: FnMut(Option<&AliasRecord>) -> Result<AliasRecord, StoreError>,
+        F: FnMut(Option<&AliasRecord>) -> Result<AliasRecord, E>,
+        E: From<StoreError>,
     {
         let writes = self.writes.lock().await;
         let label = alias_label(alias_name);
         let outcome = self
             .commit_revision(&writes, &label, |current| {
-                Ok::<_, StoreError>(Next::Write(make(current)?, ()))
+                Ok::<_, E>(Next::Write(make(current)?, ()))
             })
             .await?;
         let (handle, record) = match outcome {
@@ -81,25 +123,46 @@ impl KeyStore {
         Ok(())
     }
 
-    pub async fn delete_alias(&self, alias_name: &str) -> Result<(), StoreError> {
+    /// Removes an alias, provided the token's latest record still names
+    /// `from`, the key the caller was authorized on (checked in the same
+    /// job as the removal). `Ok(Some(now))`: nothing was removed, the alias
+    /// names `now` on the token (and in the cache from here on).
+    pub async fn delete_alias(
+        &self,
+        alias_name: &str,
+        from: &Uuid,
+    ) -> Result<Option<Uuid>, StoreError> {
         let _guard = self.writes.lock().await;
         let label = alias_label(alias_name);
         let confirm = self.hsm.confirmer();
+        let from = *from;
         let removed = self
             .hsm
             .pool()
             .run(move |s| {
                 let all = read_records(s, &label)?;
+                if let Latest::Found(_, r) = latest::<AliasRecord>(all.clone())
+                    && r.target != from
+                {
+                    return Ok(Err(r.target));
+                }
                 for o in &all {
                     let _ = objects::destroy_data(s, o.handle);
                 }
                 if !all.is_empty() {
                     confirm.data_gone(s, &label)?;
                 }
-                Ok(!all.is_empty())
+                Ok(Ok(!all.is_empty()))
             })
             .await
             .map_err(token)?;
+        let removed = match removed {
+            Ok(removed) => removed,
+            Err(now) => {
+                self.reload_alias(alias_name).await?;
+                return Ok(Some(now));
+            }
+        };
         self.cache
             .write()
             .map_err(lock_poisoned)?
@@ -109,6 +172,6 @@ impl KeyStore {
         if !removed {
             return Err(self.alias_not_found(alias_name));
         }
-        Ok(())
+        Ok(None)
     }
 }

@@ -4,7 +4,11 @@
 //! so that Sign, Verify, GetPublicKey, Encrypt, Decrypt and
 //! DeriveSharedSecret find the pair as they find a generated one.
 //!
-//! An RSA key's public key is read off the private key. An EC key's public
+//! An RSA key's public key is read off the private key, and the private
+//! key then proves on the token that it is that public key's other half
+//! (a probe signed and verified, or encrypted and decrypted): n and e
+//! alone say nothing of the private exponent and CRT parts beside them.
+//! An EC key's public
 //! point is found from its x-coordinate (ECDH on the token with the curve's
 //! generator as the peer): of the two points with that x, the one under
 //! which the token's ECDSA signature of a fixed digest verifies. The check
@@ -17,13 +21,20 @@ use sha2::{Digest, Sha256};
 use super::{KeySpec, KeyUsage};
 use crate::hsm::import::{Refusal, Unwrapping};
 use crate::hsm::import_pair::{self, EcProbe, PublicPart};
-use crate::hsm::keypair::{KeyPairKind, PairPurpose, PublicKey};
+use crate::hsm::keypair::{
+    self, KeyPairKind, PairPurpose, PublicKey, SignHash, SignInput, SignScheme,
+};
+use crate::hsm::oaep::{self, OaepHash};
 use crate::hsm::objects::{self, MasterKeyVersion};
 use crate::hsm::{HsmError, TokenSession};
 
 /// What the temporary EC object signs to tell the two candidate points
 /// apart.
 const PROBE_MESSAGE: &[u8] = b"kmsgate imported EC key public point probe v1";
+
+/// What an imported RSA private key signs or decrypts to prove that it is
+/// the private half of its public key.
+const RSA_PROBE: &[u8] = b"kmsgate imported RSA key private half probe v1";
 
 /// What a key pair's private half does for a key of `usage`.
 pub(super) fn pair_purpose(usage: KeyUsage) -> PairPurpose {
@@ -157,13 +168,53 @@ pub(super) fn unwrap_pair(
             .map_err(|_| HsmError::Unexpected("imported public key does not encode"))?;
         Ok(<[u8; 32]>::from(Sha256::digest(&spki)))
     });
-    match stored {
-        Ok(check) => Ok(Ok((key, check))),
+    let proven = stored.and_then(|check| {
+        let matches = match kind {
+            KeyPairKind::Rsa(_) => rsa_private_half_matches(s, key, label, purpose)?,
+            // The EC point was found by a signature of this material.
+            KeyPairKind::Ec(_) => true,
+        };
+        Ok(matches.then_some(check))
+    });
+    match proven {
+        Ok(Some(check)) => Ok(Ok((key, check))),
+        Ok(None) => {
+            let _ = objects::destroy_master_key(s, key);
+            Ok(Err(Refusal::WrongKey))
+        }
         Err(e) => {
             // Takes a public key already made along.
             let _ = objects::destroy_master_key(s, key);
             Err(e)
         }
+    }
+}
+
+/// Whether an imported RSA private key is the private half of the public
+/// key stored beside it as `label`. The token tells the modulus and
+/// exponent of what it unwrapped, but a PKCS#8 can carry the published n
+/// and e with any private exponent and CRT parts; so the private key works
+/// a probe on the token and the public key checks the result: a signature
+/// that must verify, or an OAEP ciphertext that must decrypt to the probe.
+fn rsa_private_half_matches(
+    s: &TokenSession,
+    key: MasterKeyVersion,
+    label: &str,
+    purpose: PairPurpose,
+) -> Result<bool, HsmError> {
+    match purpose {
+        PairPurpose::Sign => {
+            let (scheme, hash, input) =
+                (SignScheme::RsaPkcs1, SignHash::Sha256, SignInput::Message);
+            let signature = keypair::sign(s, key, scheme, hash, input, RSA_PROBE)?;
+            keypair::verify(s, label, key, scheme, hash, input, RSA_PROBE, &signature)
+        }
+        PairPurpose::Decrypt => {
+            let ciphertext = oaep::oaep_encrypt(s, label, OaepHash::Sha256, RSA_PROBE)?;
+            let plaintext = oaep::oaep_decrypt(s, key, OaepHash::Sha256, &ciphertext)?;
+            Ok(plaintext.is_some_and(|p| p.as_slice() == RSA_PROBE))
+        }
+        PairPurpose::Derive => Err(HsmError::Unexpected("an RSA key that derives")),
     }
 }
 

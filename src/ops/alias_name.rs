@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
+use uuid::Uuid;
+
 use super::Ctx;
+use super::authorize::Use;
 use super::shapes::pending_deletion;
 use super::validate::Violations;
 use crate::arn::KeyRef;
 use crate::error::KmsError;
-use crate::keystore::{Key, KeyState};
+use crate::keystore::{Key, KeyState, StoreError};
 
 const ALIAS_PATTERN: &str = "^[a-zA-Z0-9:/_-]+$";
 
@@ -72,4 +75,45 @@ pub async fn target_key(ctx: &Ctx<'_>, target: &str) -> Result<Arc<Key>, KmsErro
         return Err(pending_deletion(realm, &key));
     }
     Ok(key)
+}
+
+/// How often UpdateAlias and DeleteAlias authorize afresh because another
+/// gateway moved the alias meanwhile, before the client is told to retry.
+pub const MOVES: u32 = 4;
+
+/// The error for an alias that does not exist.
+pub fn alias_not_found(ctx: &Ctx<'_>, alias_name: &str) -> KmsError {
+    StoreError::AliasNotFound {
+        arn: ctx.store.realm().alias_arn(alias_name),
+    }
+    .into()
+}
+
+/// The error when the alias kept moving ([`MOVES`] times): retryable.
+pub fn kept_moving() -> KmsError {
+    StoreError::Conflict.into()
+}
+
+/// Authorizes UpdateAlias or DeleteAlias (`operation`) on the key the
+/// alias names, `target`. AWS asks the key's policy too, not only the
+/// alias's: a key that is gone (a healthy listing has no record of it)
+/// leaves no key policy, so the caller's identity policies decide alone,
+/// on the alias's ARN. A key whose record cannot be read decides nothing:
+/// its error (retryable) refuses the request.
+pub async fn authorize_on_target(
+    ctx: &mut Ctx<'_>,
+    operation: &str,
+    alias_name: &str,
+    target: &Uuid,
+) -> Result<(), KmsError> {
+    match ctx.store.key_by_id(target).await? {
+        Some(key) => ctx
+            .authorize(operation, key, Use::default())
+            .await
+            .map(drop),
+        None => {
+            let arn = ctx.store.realm().alias_arn(alias_name);
+            ctx.authorize_by_identity(operation, &arn)
+        }
+    }
 }

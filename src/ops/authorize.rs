@@ -86,13 +86,63 @@ pub fn constraints_admit(grant: &GrantRecord, context: &EncryptionContext) -> bo
     true
 }
 
-fn grant_allows(key: &Key, caller: &str, operation: &str, u: &Use) -> bool {
+/// Whether `pairs` holds every pair of `within` (keys compared without
+/// regard to case, values exactly, as [`constraints_admit`] does).
+fn holds_pairs(pairs: &EncryptionContext, within: &EncryptionContext) -> bool {
+    within.iter().all(|(k, v)| {
+        pairs
+            .iter()
+            .any(|(pk, pv)| pk.eq_ignore_ascii_case(k) && pv == v)
+    })
+}
+
+/// Whether every encryption context `child`'s constraints admit, the
+/// constraints of `parent` admit too: the child is as strict or stricter.
+fn constraints_within(child: &GrantRecord, parent: &GrantRecord) -> bool {
+    if let Some(eq) = &child.context_equals {
+        // The child admits this one context at most.
+        return constraints_admit(parent, eq);
+    }
+    // The child admits every context holding its subset (or any context):
+    // contexts with more pairs too, which an equals constraint refuses.
+    if parent.context_equals.is_some() {
+        return false;
+    }
+    match (&parent.context_subset, &child.context_subset) {
+        (None, _) => true,
+        (Some(p), None) => p.is_empty(),
+        (Some(p), Some(c)) => holds_pairs(c, p),
+    }
+}
+
+/// Whether `parent`, a grant that allows CreateGrant, allows making
+/// `child`: AWS lets a grantee create grants only for the parent's
+/// operations (or some of them) and with an encryption-context constraint
+/// equally strict or stricter.
+pub fn grant_covers(parent: &GrantRecord, child: &GrantRecord) -> bool {
+    child
+        .operations
+        .iter()
+        .all(|o| parent.operations.contains(o))
+        && constraints_within(child, parent)
+}
+
+/// Whether one of the key's grants allows `operation`; for CreateGrant,
+/// only a grant within which the new grant `new_grant` lies.
+fn grant_allows(
+    key: &Key,
+    caller: &str,
+    operation: &str,
+    u: &Use,
+    new_grant: Option<&GrantRecord>,
+) -> bool {
     let empty = EncryptionContext::new();
     key.record.grants.iter().any(|g| {
         g.grantee == caller
             && g.operations.iter().any(|o| o == operation)
             && (!TAKES_CONTEXT.contains(&operation)
                 || constraints_admit(g, u.context.unwrap_or(&empty)))
+            && new_grant.is_none_or(|child| grant_covers(g, child))
     })
 }
 
@@ -133,6 +183,29 @@ impl Ctx<'_> {
         key: Arc<Key>,
         u: Use<'_>,
     ) -> Result<Arc<Key>, KmsError> {
+        self.authorize_with(operation, key, u, None).await
+    }
+
+    /// Authorizes CreateGrant of `new_grant` on `key`. Permission from a
+    /// policy is not limited; a grant that includes CreateGrant allows
+    /// only grants that lie within it ([`grant_covers`]).
+    pub async fn authorize_grant(
+        &mut self,
+        key: Arc<Key>,
+        u: Use<'_>,
+        new_grant: &GrantRecord,
+    ) -> Result<Arc<Key>, KmsError> {
+        self.authorize_with("CreateGrant", key, u, Some(new_grant))
+            .await
+    }
+
+    async fn authorize_with(
+        &mut self,
+        operation: &str,
+        key: Arc<Key>,
+        u: Use<'_>,
+        new_grant: Option<&GrantRecord>,
+    ) -> Result<Arc<Key>, KmsError> {
         let realm = self.store.realm();
         let arn = realm.key_arn(key.id());
         self.audit(arn.clone());
@@ -158,7 +231,7 @@ impl Ctx<'_> {
             resource: &arn,
             facts: &facts,
         };
-        let by_grant = grant_allows(&key, &self.caller.arn, operation, &u);
+        let by_grant = grant_allows(&key, &self.caller.arn, operation, &u, new_grant);
         let verdict = policy::decide(&request, &key_policy, &self.caller.identity, by_grant);
         let refusal = match verdict {
             Ok(()) => return Ok(key),
@@ -173,7 +246,7 @@ impl Ctx<'_> {
                 Refusal::DenyInKeyPolicy | Refusal::DenyInIdentityPolicy
             )
             && let Some(fresh) = self.store.fresh_key(key.id()).await?
-            && grant_allows(&fresh, &self.caller.arn, operation, &u)
+            && grant_allows(&fresh, &self.caller.arn, operation, &u, new_grant)
         {
             // The fresh record's policy may have changed too: an explicit
             // Deny in it still wins over the grant.
@@ -195,6 +268,23 @@ impl Ctx<'_> {
             Some(&arn),
             refusal,
         ))
+    }
+
+    /// Authorizes `operation` on `resource` (an alias ARN) by the caller's
+    /// identity policies alone: for an alias whose key is gone, which
+    /// leaves no key policy to ask. A principal the identity policies do
+    /// not allow is refused; nothing is skipped.
+    pub fn authorize_by_identity(&self, operation: &str, resource: &str) -> Result<(), KmsError> {
+        let action = format!("kms:{operation}");
+        let request = policy::Request {
+            principal_arn: &self.caller.arn,
+            account: &self.caller.account,
+            action: &action,
+            resource,
+            facts: &self.caller.facts,
+        };
+        policy::decide_identity(&request, &self.caller.identity)
+            .map_err(|r| access_denied(&self.caller.arn, &action, Some(resource), r))
     }
 
     /// The condition keys a request on `key` sets.
@@ -311,6 +401,71 @@ mod tests {
         ));
         assert!(!constraints_admit(&sub, &ctx(&[("x", "y")])));
         assert!(constraints_admit(&grant(None, None), &ctx(&[])));
+    }
+
+    #[test]
+    fn a_grant_covers_only_grants_within_it() {
+        let with_ops = |mut g: GrantRecord, ops: &[&str]| {
+            g.operations = ops.iter().map(|o| o.to_string()).collect();
+            g
+        };
+        let pairs = |p: &[(&str, &str)]| Some(ctx(p));
+        let parent = with_ops(
+            grant(None, Some(&[("app", "billing")])),
+            &["Encrypt", "CreateGrant"],
+        );
+        let child = |ops: &[&str], eq: Option<&[(&str, &str)]>, sub: Option<&[(&str, &str)]>| {
+            with_ops(grant(eq, sub), ops)
+        };
+        let billing: &[(&str, &str)] = &[("app", "billing")];
+        assert!(grant_covers(
+            &parent,
+            &child(&["Encrypt"], None, Some(billing))
+        ));
+        assert!(grant_covers(
+            &parent,
+            &child(
+                &["Encrypt", "CreateGrant"],
+                None,
+                Some(&[("APP", "billing"), ("x", "y")])
+            )
+        ));
+        assert!(grant_covers(
+            &parent,
+            &child(&["Encrypt"], Some(&[("app", "billing"), ("x", "y")]), None)
+        ));
+        assert!(!grant_covers(
+            &parent,
+            &child(&["Decrypt"], None, Some(billing))
+        ));
+        assert!(!grant_covers(&parent, &child(&["Encrypt"], None, None)));
+        assert!(!grant_covers(
+            &parent,
+            &child(&["Encrypt"], None, Some(&[("x", "y")]))
+        ));
+        assert!(!grant_covers(
+            &parent,
+            &child(&["Encrypt"], Some(&[("app", "Billing")]), None)
+        ));
+
+        let mut equals = parent.clone();
+        (equals.context_equals, equals.context_subset) = (pairs(billing), None);
+        assert!(grant_covers(
+            &equals,
+            &child(&["Encrypt"], Some(billing), None)
+        ));
+        assert!(!grant_covers(
+            &equals,
+            &child(&["Encrypt"], None, Some(billing))
+        ));
+        assert!(!grant_covers(
+            &equals,
+            &child(&["Encrypt"], Some(&[("app", "billing"), ("x", "y")]), None)
+        ));
+
+        let open = with_ops(grant(None, None), &["Encrypt", "CreateGrant"]);
+        assert!(grant_covers(&open, &child(&["Encrypt"], None, None)));
+        assert!(!grant_covers(&open, &child(&["Decrypt"], None, None)));
     }
 
     #[test]

@@ -104,19 +104,6 @@ pub async fn handle(
     if let Some(r) = &req.retiring_principal {
         facts.set_one("kms:RetiringPrincipal", r.clone());
     }
-    let use_ = Use {
-        key_id: req.key_id.as_deref(),
-        grant_tokens: req.grant_tokens.as_deref(),
-        extra: Some(&facts),
-        ..Use::default()
-    };
-    let key = ctx.authorize("CreateGrant", key, use_).await?;
-    // Which operations a grant may allow depends on the key.
-    check_grant_operations(key.record.key_spec, key.record.key_usage, &operations)?;
-    if key.record.state == crate::keystore::KeyState::PendingDeletion {
-        return Err(super::shapes::pending_deletion(ctx.store.realm(), &key));
-    }
-    dry_run(req.dry_run)?;
     let constraints = req.constraints.unwrap_or_default();
     let new = GrantRecord {
         grant_id: hex::encode(rand::random::<[u8; 32]>()),
@@ -129,6 +116,19 @@ pub async fn handle(
         issuer: ctx.caller.arn.clone(),
         created: ctx.store.now().round(),
     };
+    let use_ = Use {
+        key_id: req.key_id.as_deref(),
+        grant_tokens: req.grant_tokens.as_deref(),
+        extra: Some(&facts),
+        ..Use::default()
+    };
+    let key = ctx.authorize_grant(key, use_, &new).await?;
+    // Which operations a grant may allow depends on the key.
+    check_grant_operations(key.record.key_spec, key.record.key_usage, &new.operations)?;
+    if key.record.state == crate::keystore::KeyState::PendingDeletion {
+        return Err(super::shapes::pending_deletion(ctx.store.realm(), &key));
+    }
+    dry_run(req.dry_run)?;
     let mut grant_id = new.grant_id.clone();
     ctx.store
         .update_key(key.id(), |r| {

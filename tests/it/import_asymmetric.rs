@@ -428,3 +428,82 @@ async fn expired_asymmetric_material_is_destroyed_and_comes_back_only_as_itself(
     assert_eq!(public_key(&kms, &id).await, spki.as_bytes());
     custody_is_clean(gw, &[&id]);
 }
+
+/// A PKCS#8 RSA key with `real`'s published modulus and exponent but a
+/// private part that is not `real`'s: with `keep_primes`, `real`'s primes
+/// and CRT coefficient but `other`'s private exponent and first CRT
+/// exponent (a bad CRT part, so a token that checks its CRT result falls
+/// back to the wrong exponent); otherwise every private part is `other`'s.
+fn forged_rsa_pkcs8(real: &rsa::PrivateKey, other: &rsa::PrivateKey, keep_primes: bool) -> Vec<u8> {
+    use rsa::pkcs1::der::asn1::OctetStringRef;
+    use rsa::pkcs1::der::{Decode, Encode};
+    use rsa::pkcs1::{EncodeRsaPrivateKey, RsaPrivateKeyRef};
+    let (real_der, other_der) = (real.to_pkcs1_der().unwrap(), other.to_pkcs1_der().unwrap());
+    let r = RsaPrivateKeyRef::from_der(real_der.as_bytes()).unwrap();
+    let o = RsaPrivateKeyRef::from_der(other_der.as_bytes()).unwrap();
+    let forged = if keep_primes {
+        RsaPrivateKeyRef {
+            private_exponent: o.private_exponent,
+            exponent1: o.exponent1,
+            ..r.clone()
+        }
+    } else {
+        RsaPrivateKeyRef {
+            modulus: r.modulus,
+            public_exponent: r.public_exponent,
+            ..o.clone()
+        }
+    };
+    assert_eq!(forged.public_key().modulus, r.public_key().modulus);
+    let pkcs1 = forged.to_der().unwrap();
+    rsa::pkcs8::PrivateKeyInfoRef::new(
+        rsa::pkcs1::ALGORITHM_ID,
+        OctetStringRef::new(&pkcs1).unwrap(),
+    )
+    .to_der()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn rsa_material_with_the_published_public_key_but_another_private_part_is_refused() {
+    let gw = Gateway::start();
+    let kms = gw.client();
+    let twin = rsa_twin();
+    let pkcs8 = rsa_pkcs8(&twin);
+    let stranger = rsa_twin();
+    let alg = SigningAlgorithmSpec::RsassaPkcs1V15Sha256;
+
+    // A signing key: imported, then deleted; the forgeries do not come
+    // back as it, and change nothing.
+    let id = create_external(&kms, KeySpec::Rsa2048, KeyUsageType::SignVerify).await;
+    import_pkcs8(&kms, &id, &pkcs8).await.unwrap();
+    let spki = public_key(&kms, &id).await;
+    kms.delete_imported_key_material()
+        .key_id(&id)
+        .send()
+        .await
+        .unwrap();
+    for keep_primes in [false, true] {
+        let forged = forged_rsa_pkcs8(&twin, &stranger, keep_primes);
+        let (name, message) = import_pkcs8(&kms, &id, &forged).await.unwrap_err();
+        assert_eq!(name, "IncorrectKeyMaterialException", "{message}");
+        assert_eq!(state(&kms, &id).await, Some(KeyState::PendingImport));
+    }
+    // The real key still comes back, and signs as the twin.
+    import_pkcs8(&kms, &id, &pkcs8).await.unwrap();
+    assert_eq!(public_key(&kms, &id).await, spki);
+    let sig = sign(&kms, &id, alg.clone()).await;
+    let vk = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(twin.to_public_key());
+    let s = rsa::pkcs1v15::Signature::try_from(sig.as_slice()).unwrap();
+    assert!(vk.verify(MESSAGE, &s).is_ok());
+
+    // An encryption key's first import: the forgery is refused too, and
+    // the key stays pending import.
+    let enc = create_external(&kms, KeySpec::Rsa2048, KeyUsageType::EncryptDecrypt).await;
+    let forged = forged_rsa_pkcs8(&twin, &stranger, false);
+    let (name, message) = import_pkcs8(&kms, &enc, &forged).await.unwrap_err();
+    assert_eq!(name, "IncorrectKeyMaterialException", "{message}");
+    assert_eq!(state(&kms, &enc).await, Some(KeyState::PendingImport));
+    import_pkcs8(&kms, &enc, &pkcs8).await.unwrap();
+    custody_is_clean(gw, &[&id, &enc]);
+}

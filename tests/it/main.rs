@@ -6,6 +6,7 @@
 
 mod common;
 
+mod alias_race;
 mod asymmetric;
 mod audit;
 mod cli;
@@ -20,6 +21,7 @@ mod durability;
 mod faults;
 mod fuzz;
 mod gateway;
+mod grant_scope;
 mod hmac;
 mod http;
 mod import;

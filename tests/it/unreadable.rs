@@ -15,7 +15,7 @@ use cryptoki::types::AuthPin;
 /// PKCS#11 is initialised in a child process (this test binary, running
 /// only [`inject_child`]): SoftHSM2 takes its configuration from the
 /// environment, and this process runs other tests on other threads.
-fn inject(token: &Token, records: &[(String, Vec<u8>)]) {
+pub(crate) fn inject(token: &Token, records: &[(String, Vec<u8>)]) {
     let records: Vec<(String, String)> = records
         .iter()
         .map(|(l, v)| (l.clone(), String::from_utf8_lossy(v).into_owned()))
