@@ -279,6 +279,25 @@ async fn a_destruction_cut_short_by_a_crash_is_never_served_and_is_finished_by_a
         )
     );
 
+    // Nor does it take any other change (PutKeyPolicy is allowed on a key
+    // pending deletion whose destruction has not begun).
+    let policy = ka
+        .get_key_policy()
+        .key_id(&id)
+        .send()
+        .await
+        .unwrap()
+        .policy
+        .unwrap();
+    let e = ka
+        .put_key_policy()
+        .key_id(&id)
+        .policy(policy)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_of(&e), pending);
+
     // The next gateway's scheduler finishes the destruction, though its
     // clock lags too.
     set_scheduler_interval(&token, 100);
