@@ -1,12 +1,24 @@
 //! Destroying a key for good, at the end of its deletion waiting period:
 //! its aliases, its versions' token objects (both halves of a pair, and an
 //! import's wrapping pair) and its record, each removal confirmed.
+//!
+//! Deciding to destroy is a change of the key's record under the commit
+//! protocol ([`super::write`]), never a check followed by an act: the
+//! revision that marks the key as being destroyed ([`KeyRecord::destroying`])
+//! commits only if the latest record is still due, and a rival revision
+//! makes it lose (DESIGN.md decision 21). So a CancelKeyDeletion through
+//! any gateway either commits first, and the destroyer then finds the key
+//! no longer due and keeps it, or finds the mark and is refused. Only then
+//! are the objects destroyed, the record's last. A key left marked by a
+//! crash stays PendingDeletion (never usable) until the next scheduler
+//! round of any gateway finishes it.
 
 use uuid::Uuid;
 
 use super::error::{StoreError, lock_poisoned, token};
 use super::record::{alias_label, key_label, version_label};
-use super::{AliasRecord, KeyRecord, KeyStore, latest, read_records};
+use super::write::Change;
+use super::{AliasRecord, KeyRecord, KeyState, KeyStore};
 use crate::hsm::objects;
 
 impl KeyStore {
@@ -17,29 +29,17 @@ impl KeyStore {
 
     /// Destroys a key for good: its aliases, every version's token object
     /// and its record. Its ciphertexts can never be decrypted again.
-    /// `still_due` is checked on the latest record first, so a deletion
-    /// cancelled meanwhile (through any gateway) is not carried out.
+    /// `still_due` decides, on the latest record, whether the key is to be
+    /// destroyed; a key already marked as being destroyed is finished
+    /// whatever it says. Answers whether the key was destroyed.
     pub(super) async fn destroy_key<F>(&self, id: &Uuid, still_due: F) -> Result<bool, StoreError>
     where
         F: Fn(&KeyRecord) -> bool,
     {
-        let _guard = self.writes.lock().await;
-        let label = key_label(id);
-        let read_label = label.clone();
-        let latest_on_token = self
-            .hsm
-            .pool()
-            .run(move |s| Ok(latest::<KeyRecord>(read_records(s, &read_label)?)))
-            .await
-            .map_err(token)?
-            .found(&label)?;
-        let Some((_, record)) = latest_on_token else {
-            self.forget_key(id)?;
+        let Some(record) = self.mark_destroying(id, still_due).await? else {
             return Ok(false);
         };
-        if !still_due(&record) {
-            return Ok(false);
-        }
+        let _guard = self.writes.lock().await;
         let key_id = *id;
         let confirm = self.hsm.confirmer();
         self.hsm
@@ -82,5 +82,39 @@ impl KeyStore {
         self.announce().await;
         tracing::info!(key_id = %id, "key deleted: its versions are destroyed on the token");
         Ok(true)
+    }
+
+    /// Commits the decision to destroy key `id`: a revision marking it as
+    /// being destroyed, if `still_due` holds on the latest record. Returns
+    /// the marked record, or `None` if the key is not to be destroyed (a
+    /// cancel committed first) or is already gone.
+    async fn mark_destroying<F>(
+        &self,
+        id: &Uuid,
+        still_due: F,
+    ) -> Result<Option<KeyRecord>, StoreError>
+    where
+        F: Fn(&KeyRecord) -> bool,
+    {
+        let marked = self
+            .modify::<_, StoreError>(id, |r| {
+                if !r.destroying && still_due(r) {
+                    r.destroying = true;
+                }
+                Ok(Change::Edit)
+            })
+            .await;
+        match marked {
+            Ok(key) if key.record.destroying && key.record.state == KeyState::PendingDeletion => {
+                Ok(Some(key.record.clone()))
+            }
+            Ok(_) => Ok(None),
+            // A healthy listing found no record: destroyed already.
+            Err(StoreError::KeyNotFound { .. }) => {
+                self.forget_key(id)?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 }

@@ -135,6 +135,13 @@ pub struct KeyRecord {
     /// Epoch seconds; set only while pending deletion.
     pub deletion_date: Option<f64>,
     pub pending_window_days: Option<u32>,
+    /// A scheduler committed to destroying the key (its state stays
+    /// PendingDeletion): the revision that sets this is the decision, taken
+    /// through the commit protocol, so a CancelKeyDeletion committed before
+    /// it wins and one after it is refused ([`super::destroy`]). A key left
+    /// so by a crash is finished by the next scheduler round of any gateway.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub destroying: bool,
     pub tags: Vec<Tag>,
     pub versions: Vec<VersionRecord>,
     pub primary_version: u32,
@@ -204,6 +211,7 @@ impl KeyRecord {
             state: KeyState::Enabled,
             deletion_date: None,
             pending_window_days: None,
+            destroying: false,
             tags,
             versions: vec![VersionRecord {
                 version: 1,
@@ -232,6 +240,14 @@ impl KeyRecord {
 
     pub fn next_version(&self) -> u32 {
         self.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1
+    }
+
+    /// The key's deletion is under way at `now` (epoch seconds): its
+    /// waiting period has ended, or a gateway has begun destroying it
+    /// (whatever this gateway's clock says). It can no longer be cancelled.
+    pub fn deletion_under_way(&self, now: f64) -> bool {
+        self.state == KeyState::PendingDeletion
+            && (self.destroying || self.deletion_date.is_some_and(|d| d <= now))
     }
 }
 
@@ -325,6 +341,23 @@ mod tests {
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.contains(r#""key_spec":"HMAC_384""#), "{text}");
         assert!(text.contains(r#""key_usage":"GENERATE_VERIFY_MAC""#));
+        let back: KeyRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(r, back);
+    }
+
+    #[test]
+    fn the_destroying_mark_is_written_only_when_set_and_reads_back() {
+        let mut r = KeyRecord::new(Uuid::new_v4(), 1.5, "d".into(), vec![], "ab".into());
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(!text.contains("destroying"), "{text}");
+        r.state = KeyState::PendingDeletion;
+        r.deletion_date = Some(100.0);
+        assert!(!r.deletion_under_way(99.0));
+        assert!(r.deletion_under_way(100.0));
+        r.destroying = true;
+        assert!(r.deletion_under_way(0.0));
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""destroying":true"#), "{text}");
         let back: KeyRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(r, back);
     }

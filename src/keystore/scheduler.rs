@@ -5,8 +5,10 @@
 //! rotation is a change under the commit protocol of [`super::write`] that
 //! re-checks, on the latest record, that the rotation is still due: of two
 //! gateways racing, one commits and the other then finds nothing due. A
-//! deletion re-checks the latest record too, and destroying what is
-//! already destroyed is harmless.
+//! deletion is decided the same way: a revision that marks the key as
+//! being destroyed, committed only if the latest record is still due, so
+//! a CancelKeyDeletion through another gateway either commits first (and
+//! the key is kept) or is refused ([`super::destroy`]).
 //!
 //! Keys are isolated from each other: a key whose rotation or deletion fails
 //! is logged and retried later with exponential backoff, and the round goes
@@ -40,8 +42,10 @@ fn backoff(failures: u32) -> std::time::Duration {
     std::time::Duration::from_secs(secs.min(600))
 }
 
+/// Due, or begun by a gateway that did not finish (a crash): either way
+/// [`KeyStore::destroy_key`] carries it out.
 fn deletion_due(r: &KeyRecord, now: f64) -> bool {
-    r.state == KeyState::PendingDeletion && r.deletion_date.is_some_and(|d| d <= now)
+    r.deletion_under_way(now)
 }
 
 fn rotation_due(r: &KeyRecord, now: f64) -> bool {

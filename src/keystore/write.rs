@@ -355,6 +355,11 @@ impl KeyStore {
         let new_version = match change(&mut record)? {
             // Nothing to write: the record just read is the latest.
             Change::Edit if record == *base => return Ok(Next::Keep),
+            // A key being destroyed changes no more (super::destroy).
+            _ if base.destroying => {
+                let arn = self.realm.key_arn(id);
+                return Err(StoreError::PendingDeletion { arn }.into());
+            }
             Change::Edit => None,
             Change::Rotate(_) if record.key_spec != KeySpec::SymmetricDefault => {
                 // The operations refuse first; this keeps any other

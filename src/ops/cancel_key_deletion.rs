@@ -1,5 +1,9 @@
 //! CancelKeyDeletion: a key pending deletion goes back to Disabled (not
 //! Enabled), or to PendingImport if it has no key material, as in AWS KMS.
+//! Only while its waiting period lasts: once the deletion date has passed,
+//! or a gateway has begun destroying the key (a decision committed on the
+//! token, which this change loses to or wins against: keystore/destroy.rs),
+//! the deletion is under way and the cancel is refused.
 
 use serde::Serialize;
 
@@ -24,12 +28,18 @@ pub async fn handle(
     let key = ctx
         .authorize("CancelKeyDeletion", key, Use::default())
         .await?;
-    let arn = ctx.store.realm().key_arn(key.id());
-    ctx.store
+    let store = ctx.store;
+    let arn = store.realm().key_arn(key.id());
+    store
         .update_key(key.id(), |r| {
             if r.state != KeyState::PendingDeletion {
                 return Err(KmsError::InvalidState(format!(
                     "{arn} is not pending deletion."
+                )));
+            }
+            if r.deletion_under_way(store.now()) {
+                return Err(KmsError::InvalidState(format!(
+                    "{arn} is being deleted: its waiting period has ended."
                 )));
             }
             // A key with no material (EXTERNAL, none imported or deleted)

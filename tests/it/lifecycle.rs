@@ -58,7 +58,7 @@ async fn current_material(kms: &aws_sdk_kms::Client, key: &str) -> String {
 
 /// Polls `check` until it answers true or `limit` passes; returns how long
 /// it took.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> Duration
+pub(crate) async fn eventually<F, Fut>(limit: Duration, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
