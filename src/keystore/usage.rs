@@ -12,7 +12,9 @@
 //! crash loses the unspent rest of a block, so the persisted count is never
 //! below the true one. When a reservation would pass the bound, the key
 //! rotates instead: a new primary version takes over, and the old one keeps
-//! decrypting.
+//! decrypting. A key with imported material (origin EXTERNAL) does not:
+//! its material is only ever what its owner imported, so at the bound it
+//! refuses to encrypt ([`StoreError::UsageLimit`]) and keeps decrypting.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,7 +124,8 @@ impl KeyStore {
     }
 
     /// Reserves a block of encryptions under the primary version, on the
-    /// token; rotates the key if the version has reached the bound.
+    /// token; rotates the key if the version has reached the bound, unless
+    /// its material was imported: such a key refuses instead.
     async fn reserve(&self, id: &Uuid) -> Result<(Arc<Key>, u32, u64), StoreError> {
         let bound = self.policy.gcm_usage_bound;
         let block = self.policy.gcm_reserve_block.clamp(1, bound.max(1));
@@ -131,10 +134,21 @@ impl KeyStore {
         let key = self
             .modify(id, |r| {
                 let primary = r.primary_version;
+                let imported = !r.origin.is_aws_kms();
                 let Some(v) = r.version_mut(primary) else {
                     return Err(StoreError::Internal("primary version has no record".into()));
                 };
                 let left = bound.saturating_sub(v.encryptions_reserved);
+                // A BYOK key's material is only what its owner imported
+                // (DESIGN.md decision 23): it stops here. A primary version
+                // the token made for it (rotated at the bound before
+                // kmsgate refused so) means the imported one reached the
+                // bound: it stops too.
+                if imported && (left == 0 || v.rotation.is_some()) {
+                    return Err(StoreError::UsageLimit {
+                        arn: self.realm.key_arn(id),
+                    });
+                }
                 rotated = left == 0;
                 if rotated {
                     granted = block;

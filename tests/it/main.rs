@@ -8,6 +8,7 @@ mod common;
 
 mod asymmetric;
 mod audit;
+mod byok_bound;
 mod cli;
 mod container;
 mod crash;
