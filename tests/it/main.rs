@@ -14,6 +14,7 @@ mod container;
 mod crash;
 mod custody;
 mod data_key_pair;
+mod decrypt_probe;
 mod deploy;
 mod divergences;
 mod doctor;
