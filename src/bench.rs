@@ -231,7 +231,7 @@ fn run_with_key(
     // The work is real: a data key decrypts back to its plaintext. Its
     // ciphertext is what `--op decrypt` decrypts.
     let probe = crypto::generate_data_key(control, key, iv_source, &aad, options.bytes)?;
-    let back = crypto::decrypt(control, key, &probe.iv, &aad, &probe.ciphertext)?;
+    let back = crypto::decrypt(control, key, iv_source, &probe.iv, &aad, &probe.ciphertext)?;
     if probe.plaintext.as_deref().map(Vec::as_slice) != Some(back.as_slice())
         || back.len() != options.bytes
     {
@@ -334,8 +334,14 @@ impl Work {
                 std::hint::black_box(&sealed);
             }
             Op::Decrypt => {
-                let plain =
-                    crypto::decrypt(session, self.key, &self.iv, &self.aad, &self.ciphertext)?;
+                let plain = crypto::decrypt(
+                    session,
+                    self.key,
+                    self.iv_source,
+                    &self.iv,
+                    &self.aad,
+                    &self.ciphertext,
+                )?;
                 std::hint::black_box(&plain);
             }
         }

@@ -441,6 +441,13 @@ impl From<StoreError> for KmsError {
             StoreError::OnDemandRotationLimit { arn } => KmsError::LimitExceeded(format!(
                 "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: {arn}"
             )),
+            // Not LimitExceededException: SDKs retry that one as a
+            // throttle (botocore's standard retry mode lists it), and this
+            // key will never encrypt again. The key's state is what stops
+            // it, as for a key pending import.
+            StoreError::UsageLimit { arn } => KmsError::InvalidState(format!(
+                "{arn} has reached its usage limit for AES-GCM encryption: its imported key material has made as many encryptions as one key may safely make, and kmsgate never replaces imported material. It still decrypts. To encrypt, import new key material into a new key and use that key."
+            )),
             StoreError::PrimaryVersionMissing { arn } => {
                 KmsError::KeyUnavailable(format!("{arn} is unavailable."))
             }

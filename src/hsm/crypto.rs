@@ -109,6 +109,18 @@ pub fn encrypt(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<([u8; IV_LEN], Vec<u8>), HsmError> {
+    seal_fresh(s, key.handle(s)?, iv_source, aad, plaintext)
+}
+
+/// AES-GCM under the key object `key` with a fresh IV: 12 bytes from the
+/// token's RNG where the caller makes it, else the IV the token makes.
+fn seal_fresh(
+    s: &TokenSession,
+    key: ObjectHandle,
+    iv_source: IvSource,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<([u8; IV_LEN], Vec<u8>), HsmError> {
     let mut iv = [0u8; IV_LEN];
     if iv_source == IvSource::Caller {
         s.random_into(&mut iv)?;
@@ -116,11 +128,11 @@ pub fn encrypt(
     seal(s, key, iv_source, iv, aad, plaintext)
 }
 
-/// AES-GCM under `key`, with `iv` where the caller makes it, or the IV the
-/// token makes ([`IvSource`]).
+/// AES-GCM under the key object `key`, with `iv` where the caller makes
+/// it, or the IV the token makes ([`IvSource`]).
 fn seal(
     s: &TokenSession,
-    key: MasterKeyVersion,
+    key: ObjectHandle,
     iv_source: IvSource,
     iv: [u8; IV_LEN],
     aad: &[u8],
@@ -181,11 +193,11 @@ fn token_chose(iv: &[u8; IV_LEN]) -> Result<(), HsmError> {
 /// generating the IV (CKG_GENERATE_RANDOM over all 96 bits).
 fn encrypt_message(
     s: &TokenSession,
-    key: MasterKeyVersion,
+    key: ObjectHandle,
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<([u8; IV_LEN], Vec<u8>), HsmError> {
-    let (iv, mut ciphertext, tag) = message_encrypt(&s.session, key.handle(s)?, aad, plaintext)?;
+    let (iv, mut ciphertext, tag) = message_encrypt(&s.session, key, aad, plaintext)?;
     if iv == [0; IV_LEN] {
         return Err(HsmError::Unexpected(
             "the token did not generate the GCM IV in C_EncryptMessage",
@@ -228,7 +240,7 @@ pub(super) fn message_encrypt(
 
 fn encrypt_with_iv(
     s: &TokenSession,
-    key: MasterKeyVersion,
+    key: ObjectHandle,
     mut iv: [u8; IV_LEN],
     aad: &[u8],
     plaintext: &[u8],
@@ -236,7 +248,7 @@ fn encrypt_with_iv(
     let ciphertext = {
         let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
         s.session
-            .encrypt(&Mechanism::AesGcm(params), key.handle(s)?, plaintext)?
+            .encrypt(&Mechanism::AesGcm(params), key, plaintext)?
     };
     Ok((iv, ciphertext))
 }
@@ -268,7 +280,7 @@ pub fn generate_data_key(
     let mut iv = [0u8; IV_LEN];
     iv.copy_from_slice(&buf[len..]);
     let plaintext = Zeroizing::new(buf[..len].to_vec());
-    let (iv, ciphertext) = seal(s, key, iv_source, iv, aad, &plaintext)?;
+    let (iv, ciphertext) = seal(s, key.handle(s)?, iv_source, iv, aad, &plaintext)?;
     Ok(DataKey {
         plaintext: Some(plaintext),
         iv,
@@ -326,12 +338,15 @@ pub fn generate_wrapped_data_key(
 /// _LEN_RANGE), but SoftHSM2 reports it with CKR_GENERAL_ERROR, the code
 /// other tokens use for a device fault. So on CKR_GENERAL_ERROR the call is
 /// tried once more (a passing fault then decrypts), and if it fails again
-/// the key and session must prove they work with a round trip of random
-/// bytes: only then is it the ciphertext's fault. Otherwise the error stays
-/// a token fault (retryable, never InvalidCiphertextException).
+/// in C_Decrypt (the token took the key and the IV in C_DecryptInit) the
+/// session must prove that the token's AES-GCM works ([`gcm_works`], with
+/// IVs made as `iv_source` says): only then is it the ciphertext's fault.
+/// Otherwise the error stays a token fault (retryable, never
+/// InvalidCiphertextException).
 pub fn decrypt(
     s: &TokenSession,
     key: MasterKeyVersion,
+    iv_source: IvSource,
     iv: &[u8; IV_LEN],
     aad: &[u8],
     ciphertext: &[u8],
@@ -346,8 +361,8 @@ pub fn decrypt(
         }
         Some(RvError::GeneralError) => match decrypt_once(s, key, iv, aad, ciphertext) {
             Ok(p) => Ok(p),
-            Err(again) if again.rv() == Some(RvError::GeneralError) => {
-                if round_trip_works(s, key) {
+            Err(again) if failed_at_the_tag(&again) => {
+                if gcm_works(s, iv_source) {
                     Err(HsmError::BadTag)
                 } else {
                     Err(again)
@@ -366,28 +381,66 @@ fn decrypt_once(
     aad: &[u8],
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+    decrypt_with(s, key.handle(s)?, iv, aad, ciphertext)
+}
+
+fn decrypt_with(
+    s: &TokenSession,
+    key: ObjectHandle,
+    iv: &[u8; IV_LEN],
+    aad: &[u8],
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, HsmError> {
     let mut iv = *iv;
     let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
     Ok(Zeroizing::new(s.session.decrypt(
         &Mechanism::AesGcm(params),
-        key.handle(s)?,
+        key,
         ciphertext,
     )?))
 }
 
-/// Whether `key` encrypts and decrypts 16 random bytes correctly now.
-fn round_trip_works(s: &TokenSession, key: MasterKeyVersion) -> bool {
-    const AAD: &[u8] = b"kmsgate decrypt self-test";
-    let Ok(probe) = generate_data_key(s, key, IvSource::Caller, AAD, 16) else {
-        return false;
-    };
-    let Some(plaintext) = probe.plaintext else {
-        return false;
-    };
+/// CKR_GENERAL_ERROR from C_Decrypt itself, where SoftHSM2 checks the tag;
+/// from C_DecryptInit it is the key's or the token's fault.
+fn failed_at_the_tag(e: &HsmError) -> bool {
     matches!(
-        decrypt_once(s, key, &probe.iv, AAD, &probe.ciphertext),
-        Ok(back) if back == plaintext
+        e,
+        HsmError::Pkcs11(cryptoki::error::Error::Pkcs11(
+            RvError::GeneralError,
+            cryptoki::context::Function::Decrypt
+        ))
     )
+}
+
+/// Whether the token's AES-GCM works in this session now: 16 random bytes
+/// encrypted, with the IV made as `iv_source` says (as for every
+/// encryption), and decrypted back. Under a session key the token makes
+/// for the probe and destroys after it, never under a key version: a key
+/// version's GCM encryptions are counted against the usage bound (DESIGN.md
+/// decision 5), and the one that failed to decrypt may be past it.
+fn gcm_works(s: &TokenSession, iv_source: IvSource) -> bool {
+    const AAD: &[u8] = b"kmsgate decrypt self-test";
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(false),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+    ];
+    let Ok(key) = s.session.generate_key(&Mechanism::AesKeyGen, &template) else {
+        return false;
+    };
+    let works = random(s, 16).is_ok_and(|plaintext| {
+        seal_fresh(s, key, iv_source, AAD, &plaintext).is_ok_and(|(iv, sealed)| {
+            matches!(decrypt_with(s, key, &iv, AAD, &sealed), Ok(back) if back == plaintext)
+        })
+    });
+    // A session object would vanish with the session anyway; destroy it now.
+    let _ = s.session.destroy_object(key);
+    works
 }
 
 #[cfg(test)]

@@ -172,9 +172,10 @@ impl KeyStore {
         let aad = Arc::new(blob::aad(&parsed.header, context));
         let iv = parsed.iv;
         let ct = Arc::new(parsed.ciphertext_and_tag.to_vec());
+        let iv_source = self.hsm.capabilities().iv_source;
         let (_, plaintext) = self
             .with_version(&key, wanted, handle, move |s, h| {
-                crypto::decrypt(s, h, &iv, &aad, &ct)
+                crypto::decrypt(s, h, iv_source, &iv, &aad, &ct)
             })
             .await?;
         Ok(plaintext)

@@ -70,6 +70,11 @@ pub enum StoreError {
     /// What the token (or kmsgate) lacks to import this material.
     #[error("import not supported: {0}")]
     ImportUnsupported(&'static str),
+    /// An imported key's primary version has made as many GCM encryptions
+    /// as the bound allows, and imported material is never replaced by
+    /// material the token makes.
+    #[error("key {arn} has reached its GCM usage bound")]
+    UsageLimit { arn: String },
     /// The key has had all the on-demand rotations the policy allows.
     #[error("key {arn} has no on-demand rotations left")]
     OnDemandRotationLimit { arn: String },

@@ -12,10 +12,12 @@
 //! crash loses the unspent rest of a block, so the persisted count is never
 //! below the true one. When a reservation would pass the bound, the key
 //! rotates instead: a new primary version takes over, and the old one keeps
-//! decrypting.
+//! decrypting. A key with imported material (origin EXTERNAL) does not:
+//! its material is only ever what its owner imported, so at the bound it
+//! refuses to encrypt ([`StoreError::UsageLimit`]) and keeps decrypting.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use uuid::Uuid;
 
@@ -25,27 +27,46 @@ use super::{Key, KeyStore, RotationType};
 use crate::hsm::objects::MasterKeyVersion;
 
 /// What this gateway may still encrypt under one key's primary version.
+///
+/// The version and the count left under it are one atomic word (version in
+/// the high 32 bits, count in the low 32), so a take reads and spends both
+/// at once: a `set` for a new version can never let a take meant for the
+/// old version spend the new one's count, nor the other way round. A count
+/// fits in 32 bits because a grant is at most one block, and blocks are
+/// clamped to the bound, which is at most 2^32 (the config refuses more).
 #[derive(Default)]
 pub struct Budget {
-    version: AtomicU32,
-    remaining: AtomicU64,
+    packed: AtomicU64,
     /// One refill at a time per key.
     refill: tokio::sync::Mutex<()>,
 }
 
+/// `version` and `remaining` as one word. A grant of exactly 2^32 (a block
+/// as large as the largest bound) keeps 2^32 - 1: one encryption less is
+/// spent than was reserved, which is the safe side.
+fn pack(version: u32, remaining: u64) -> u64 {
+    let remaining = remaining.min(u64::from(u32::MAX));
+    (u64::from(version) << 32) | remaining
+}
+
+/// The version of a packed word, and the count left under it.
+fn unpack(packed: u64) -> (u32, u64) {
+    ((packed >> 32) as u32, packed & u64::from(u32::MAX))
+}
+
 impl Budget {
     fn try_take(&self, version: u32) -> bool {
-        self.version.load(Ordering::Acquire) == version
-            && self
-                .remaining
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(1))
-                .is_ok()
+        self.packed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                let (v, remaining) = unpack(p);
+                (v == version && remaining > 0).then(|| pack(v, remaining - 1))
+            })
+            .is_ok()
     }
 
     fn set(&self, version: u32, remaining: u64) {
-        self.remaining.store(0, Ordering::Release);
-        self.version.store(version, Ordering::Release);
-        self.remaining.store(remaining, Ordering::Release);
+        self.packed
+            .store(pack(version, remaining), Ordering::Release);
     }
 }
 
@@ -103,7 +124,8 @@ impl KeyStore {
     }
 
     /// Reserves a block of encryptions under the primary version, on the
-    /// token; rotates the key if the version has reached the bound.
+    /// token; rotates the key if the version has reached the bound, unless
+    /// its material was imported: such a key refuses instead.
     async fn reserve(&self, id: &Uuid) -> Result<(Arc<Key>, u32, u64), StoreError> {
         let bound = self.policy.gcm_usage_bound;
         let block = self.policy.gcm_reserve_block.clamp(1, bound.max(1));
@@ -112,10 +134,21 @@ impl KeyStore {
         let key = self
             .modify(id, |r| {
                 let primary = r.primary_version;
+                let imported = !r.origin.is_aws_kms();
                 let Some(v) = r.version_mut(primary) else {
                     return Err(StoreError::Internal("primary version has no record".into()));
                 };
                 let left = bound.saturating_sub(v.encryptions_reserved);
+                // A BYOK key's material is only what its owner imported
+                // (DESIGN.md decision 23): it stops here. A primary version
+                // the token made for it (rotated at the bound before
+                // kmsgate refused so) means the imported one reached the
+                // bound: it stops too.
+                if imported && (left == 0 || v.rotation.is_some()) {
+                    return Err(StoreError::UsageLimit {
+                        arn: self.realm.key_arn(id),
+                    });
+                }
                 rotated = left == 0;
                 if rotated {
                     granted = block;
@@ -167,5 +200,89 @@ impl KeyStore {
     /// Whether the token answers, as far as this process knows.
     pub fn token_healthy(&self) -> bool {
         self.hsm.is_healthy()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_budget_spends_exactly_what_was_set_for_its_version() {
+        let b = Budget::default();
+        assert!(!b.try_take(0), "an empty budget grants nothing");
+        b.set(7, 3);
+        assert!(!b.try_take(6));
+        assert!(!b.try_take(8));
+        assert!((0..3).all(|_| b.try_take(7)));
+        assert!(!b.try_take(7), "three were set");
+        b.set(u32::MAX, 1);
+        assert!(!b.try_take(7));
+        assert!(b.try_take(u32::MAX));
+        assert!(!b.try_take(u32::MAX));
+    }
+
+    #[test]
+    fn version_and_count_pack_into_one_word() {
+        for (v, r) in [(0, 0), (1, 5), (u32::MAX, 0), (7, u64::from(u32::MAX))] {
+            assert_eq!(unpack(pack(v, r)), (v, r));
+        }
+        // A count never spills into the version.
+        assert_eq!(unpack(pack(3, 1 << 32)), (3, u64::from(u32::MAX)));
+        assert_eq!(unpack(pack(3, u64::MAX)), (3, u64::from(u32::MAX)));
+    }
+
+    #[test]
+    fn a_grant_past_u32_is_clamped_never_wrapped() {
+        let b = Budget::default();
+        // The largest block: the bound's maximum, 2^32.
+        b.set(1, 1 << 32);
+        assert!(b.try_take(1), "2^32 did not wrap to 0");
+        b.set(2, (1 << 32) + 5);
+        assert!(b.try_take(2));
+        assert!(!b.try_take(1));
+    }
+
+    /// A take that names a version whose count is spent must fail, even
+    /// while another thread sets a fresh count for the next version: the
+    /// version and the count are read together. (With the two atomics
+    /// this replaced, takes of version 1 passed on version 2's count.)
+    #[test]
+    fn a_racing_set_never_lets_a_spent_version_take_the_next_ones_count() {
+        let b = Arc::new(Budget::default());
+        b.set(1, 0);
+        let wrong = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let takers: Vec<_> = (0..2)
+            .map(|_| {
+                let (b, wrong, stop) = (b.clone(), wrong.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        // Version 1 never has anything to spend.
+                        if b.try_take(1) {
+                            wrong.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(1) && wrong.load(Ordering::Relaxed) == 0 {
+            // Each version holds for a moment, so that a take which read
+            // version 1 just before the switch meets version 2's count.
+            b.set(2, 1 << 20);
+            (0..200).for_each(|_| std::hint::spin_loop());
+            b.set(1, 0);
+            (0..200).for_each(|_| std::hint::spin_loop());
+        }
+        stop.store(true, Ordering::Relaxed);
+        takers.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(
+            wrong.load(Ordering::Relaxed),
+            0,
+            "takes of version 1 granted from version 2's count"
+        );
     }
 }

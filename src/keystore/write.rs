@@ -369,6 +369,15 @@ impl KeyStore {
                 ))
                 .into());
             }
+            Change::Rotate(_) if !record.origin.is_aws_kms() => {
+                // Every rotation path refuses first; this keeps the token
+                // from ever making material for a key whose material is
+                // only what its owner imported (DESIGN.md decision 23).
+                return Err(StoreError::Internal(format!(
+                    "key {id} has imported key material and does not rotate"
+                ))
+                .into());
+            }
             Change::Rotate(spec) => {
                 let version = record.next_version();
                 let nonce = new_nonce();

@@ -15,7 +15,7 @@ fn iv_of(blob: &[u8]) -> [u8; 12] {
     blob[22..34].try_into().unwrap()
 }
 
-fn with_iv_source(value: &str) -> std::sync::Arc<Token> {
+pub(crate) fn with_iv_source(value: &str) -> std::sync::Arc<Token> {
     let token = Token::new();
     let config = std::fs::read_to_string(token.config()).unwrap();
     std::fs::write(
