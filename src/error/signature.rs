@@ -112,11 +112,9 @@ impl From<SignatureError> for KmsError {
                 let name = match &header {
                     UnsignedHeader::Host => "'Host' or ':authority'".to_owned(),
                     UnsignedHeader::AmzDate => "'X-Amz-Date'".to_owned(),
-                    // AWS's text for a required header (as AWS-compatible
-                    // verifiers reproduce it); AWS's own wording for an
-                    // unsigned x-amz-* header was not found, so it follows
-                    // the same pattern with the header's name.
-                    UnsignedHeader::ContentType => "'Content-Type'".to_owned(),
+                    // AWS's own wording for an unsigned x-amz-* header was
+                    // not found, so it follows the pattern of the two above
+                    // with the header's name.
                     UnsignedHeader::Amz(name) => format!("'{name}'"),
                 };
                 KmsError::InvalidSignature(format!(

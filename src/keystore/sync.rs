@@ -14,7 +14,11 @@
 //! therefore seen by the others within one sync interval plus one round.
 //!
 //! The marker is read before the full sync that it triggers, so a change
-//! made during that sync moves it again and is picked up next round. A full
+//! made during that sync moves it again and is picked up next round. The
+//! labels read and the handles listed are kept only when the round read
+//! every record that changed: a round that fails part-way (a token fault)
+//! leaves the next round to find the marker moved and do it all again, so
+//! one failure costs one sync interval, not the wait for a full sync. A full
 //! sync also runs every [`FULL_SYNC_EVERY`] rounds regardless, which heals
 //! the rare case of two gateways creating a marker each at the same moment.
 
@@ -195,20 +199,27 @@ impl KeyStore {
             return Ok(SyncReport::default());
         }
         // Full sync. Markers are looked up again too (one may have been
-        // created by another gateway at the same moment as ours).
+        // created by another gateway at the same moment as ours). They are
+        // kept only once the round has read what changed: a round that
+        // fails half-way leaves the old labels, so the next round sees the
+        // marker moved and tries again, instead of the change waiting for
+        // the next due full sync.
         let markers = self
             .hsm
             .pool()
             .run(Markers::find_or_create)
             .await
             .map_err(token)?;
-        *self.markers.lock().map_err(lock_poisoned)? = markers;
         self.absent.lock().map_err(lock_poisoned)?.clear();
-        self.full_sync().await
+        let report = self.full_sync().await?;
+        *self.markers.lock().map_err(lock_poisoned)? = markers;
+        Ok(report)
     }
 
     /// Re-reads every record whose object is new or gone since the last
-    /// full sync.
+    /// full sync. The handles listed count as seen only when every record
+    /// that changed was read, so a failed round leaves them new for the
+    /// next one.
     async fn full_sync(&self) -> Result<SyncReport, StoreError> {
         let current: HashSet<DataHandle> = self
             .hsm
@@ -225,10 +236,8 @@ impl KeyStore {
             .into_iter()
             .collect();
         let new: Vec<DataHandle> = {
-            let mut seen = self.seen.lock().map_err(lock_poisoned)?;
-            let new = current.difference(&seen).copied().collect();
-            *seen = current.clone();
-            new
+            let seen = self.seen.lock().map_err(lock_poisoned)?;
+            current.difference(&seen).copied().collect()
         };
         let objs = if new.is_empty() {
             Vec::new()
@@ -291,6 +300,7 @@ impl KeyStore {
         for name in aliases {
             self.reload_alias(&name).await?;
         }
+        *self.seen.lock().map_err(lock_poisoned)? = current;
         if report != SyncReport::default() {
             tracing::debug!(?report, "cache synced with the token");
         }

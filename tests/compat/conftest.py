@@ -36,6 +36,7 @@ def pytest_configure(config):
         ("boto3", "driven with boto3 (the AWS SDK for Python)"),
         ("cli", "driven with the AWS CLI v1 from the venv"),
         ("encryption_sdk", "driven with the AWS Encryption SDK for Python 4.x"),
+        ("js_sdk", "driven with the AWS SDKs for JavaScript v3 and v2 (node, tests/compat/js)"),
     ]:
         config.addinivalue_line("markers", f"{name}: {text}")
 

@@ -40,6 +40,7 @@ mod random_block;
 mod recovery;
 mod rsa_encryption;
 mod signing;
+mod sync;
 mod tags;
 mod tls;
 mod unreadable;

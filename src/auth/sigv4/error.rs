@@ -82,8 +82,6 @@ pub enum UnsignedHeader {
     Host,
     /// `x-amz-date`, when the request has it.
     AmzDate,
-    /// `content-type`, when the request has it.
-    ContentType,
     /// Any other `x-amz-*` header the request has, by its (lower-case) name.
     Amz(String),
 }

@@ -10,17 +10,18 @@
 //! The checks run in the order AWS runs them, because the order decides which
 //! exception a client sees when several things are wrong: presence of the
 //! authentication parameters, the date format, the clock skew, the headers
-//! that must be signed (`host`, then `x-amz-date`, `content-type` and every
-//! other `x-amz-*` header present), the algorithm, the credential scope, the
-//! access key id, the payload hash, and last the signature itself.
+//! that must be signed (`host`, then `x-amz-date` and every other `x-amz-*`
+//! header present), the algorithm, the credential scope, the access key id,
+//! the payload hash, and last the signature itself.
 //!
 //! What must be signed, and why: `x-amz-target` names the operation, so a
 //! signature that leaves it out could be replayed as any other operation;
-//! `content-type` decides how the body is read; the payload hash is always
-//! the SHA-256 of the body received (`UNSIGNED-PAYLOAD` is refused), so the
-//! parameters cannot be changed either. The presigned form (`X-Amz-*` in the
-//! query string) is refused unless the config enables it, and then obeys the
-//! same rules.
+//! the payload hash is always the SHA-256 of the body received
+//! (`UNSIGNED-PAYLOAD` is refused), so the parameters cannot be changed
+//! either. `content-type` need not be signed, as at AWS: the AWS SDK for
+//! JavaScript v2 never signs it. The presigned form (`X-Amz-*` in the query
+//! string) is refused unless the config enables it, and then obeys the same
+//! rules.
 //!
 //! Modules: [`params`] reads the authentication parameters of either form,
 //! [`dates`] the request time, [`canonical`] builds the canonical request

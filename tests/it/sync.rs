@@ -1,0 +1,109 @@
+//! How fast a gateway sees what another gateway on the same token changed
+//! (src/keystore/sync.rs): within a sync interval or two, even when one
+//! sync round fails half-way.
+
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// The description `gateway` answers for `key_id`.
+async fn description(gateway: &Gateway, key_id: &str) -> String {
+    key_metadata(&gateway.client(), key_id)
+        .await
+        .description
+        .unwrap_or_default()
+}
+
+/// Whether `gateway` answers `want` as the key's description within
+/// `limit`.
+async fn seen_within(gateway: &Gateway, key_id: &str, want: &str, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if description(gateway, key_id).await == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_sync_round_whose_record_read_fails_does_not_hide_the_change_until_the_full_relist() {
+    // Both gateways load faulty-pkcs11, but only the second obeys the
+    // token's control file: the first is pointed at one that never exists.
+    let token = Token::faulty();
+    let first = Gateway::start_faulty_on_with_env(
+        token.clone(),
+        &[
+            (
+                "FAULTY_PKCS11_CONTROL",
+                &token.path().join("no-faults").display().to_string(),
+            ),
+            (
+                "FAULTY_PKCS11_LOG",
+                &token.path().join("first-faults.log").display().to_string(),
+            ),
+        ],
+    );
+    let second = Gateway::start_faulty_on(token.clone());
+    let faults = second.faults();
+
+    let key_id = create_key(&first.client()).await;
+    // The second gateway caches the key, and its sync rounds (one a second
+    // by default) settle after the creation.
+    assert_eq!(description(&second, &key_id).await, "");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // Hold the second gateway's next full sync where it has listed the
+    // change markers (the first C_FindObjectsFinal of the round; quiet
+    // rounds read one label and list nothing).
+    faults.set("C_FindObjectsFinal stall once");
+    first
+        .client()
+        .update_key_description()
+        .key_id(&key_id)
+        .description("changed through the first gateway")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        faults.wait_for_count("stall C_FindObjectsFinal", 1, Duration::from_secs(10)),
+        1,
+        "{}",
+        faults.log()
+    );
+    // Released: the round reads the marker's label (cryptoki asks
+    // C_GetAttributeValue twice, for the lengths and then the values: both
+    // let through), lists the records, and then its first read of a
+    // record's label and value fails.
+    faults.set(
+        "C_GetAttributeValue stall 1ms once\n\
+         C_GetAttributeValue stall 1ms once\n\
+         C_GetAttributeValue fail 0x30 once",
+    );
+    assert_eq!(
+        faults.wait_for_count("fail C_GetAttributeValue", 1, Duration::from_secs(10)),
+        1,
+        "{}",
+        faults.log()
+    );
+    faults.clear();
+    assert!(
+        second.log_has(|l| l.contains("sync with the token failed")),
+        "the round failed"
+    );
+
+    // The next rounds pick the change up: a failed round must not count as
+    // having seen it (before: it showed only at the next full sync, ~60 s
+    // on).
+    assert!(
+        seen_within(
+            &second,
+            &key_id,
+            "changed through the first gateway",
+            Duration::from_secs(5),
+        )
+        .await,
+        "the second gateway still answers the old description 5 s after a failed sync round"
+    );
+}
