@@ -13,8 +13,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Principal;
-use crate::error::{KmsError, access_denied};
-use crate::policy::{self, Facts, Kind, Policy, PolicyError};
+use crate::policy::{self, Facts, Kind, Policy, PolicyError, Refusal};
+
+/// A request the identity policies refuse: who asked, for what, and why
+/// not. The layers above word it as AWS does (`crate::error::access_denied`,
+/// with no resource: these operations are on no key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub principal_arn: String,
+    /// `kms:<Operation>`.
+    pub action: String,
+    pub refusal: Refusal,
+}
 
 /// The identity policies of every principal, by principal name.
 #[derive(Debug, Default)]
@@ -90,7 +100,7 @@ impl Authorizer {
 
     /// Whether `principal` may call `operation`, an operation on no key,
     /// by its identity policies alone.
-    pub fn check(&self, principal: &Principal, operation: &str) -> Result<(), KmsError> {
+    pub fn check(&self, principal: &Principal, operation: &str) -> Result<(), Denied> {
         let arn = self.principal_arn(principal);
         let action = format!("kms:{operation}");
         let facts = self.base_facts(principal);
@@ -101,8 +111,11 @@ impl Authorizer {
             resource: "*",
             facts: &facts,
         };
-        policy::decide_identity(&request, &self.identity(principal))
-            .map_err(|refusal| access_denied(&arn, &action, None, refusal))
+        policy::decide_identity(&request, &self.identity(principal)).map_err(|refusal| Denied {
+            principal_arn: arn,
+            action,
+            refusal,
+        })
     }
 }
 
@@ -125,11 +138,13 @@ mod tests {
         let p = principal();
         assert!(a.check(&p, "ListKeys").is_ok());
         assert!(a.check(&p, "ListAliases").is_ok());
-        let e = a.check(&p, "CreateKey").unwrap_err();
-        assert_eq!(e.type_name(), "AccessDeniedException");
         assert_eq!(
-            e.message().unwrap(),
-            "User: arn:aws:iam::111122223333:user/app is not authorized to perform: kms:CreateKey because no identity-based policy allows the kms:CreateKey action"
+            a.check(&p, "CreateKey"),
+            Err(Denied {
+                principal_arn: "arn:aws:iam::111122223333:user/app".into(),
+                action: "kms:CreateKey".into(),
+                refusal: Refusal::NoIdentityAllow,
+            })
         );
         a.allow("app", &["kms:*".into()]).unwrap();
         assert!(a.check(&p, "CreateKey").is_ok());
@@ -139,7 +154,10 @@ mod tests {
     fn a_principal_without_policies_may_do_nothing_on_its_own() {
         let mut a = Authorizer::new("aws", "111122223333");
         a.declare("app");
-        assert!(a.check(&principal(), "ListKeys").is_err());
+        assert_eq!(
+            a.check(&principal(), "ListKeys").map_err(|d| d.refusal),
+            Err(Refusal::NoIdentityAllow)
+        );
     }
 
     #[test]
@@ -151,10 +169,13 @@ mod tests {
             r#"{"Statement":{"Effect":"Deny","Action":"kms:CreateKey","Resource":"*"}}"#,
         )
         .unwrap();
-        let e = a.check(&principal(), "CreateKey").unwrap_err();
         assert_eq!(
-            e.message().unwrap(),
-            "User: arn:aws:iam::111122223333:user/app is not authorized to perform: kms:CreateKey with an explicit deny in an identity-based policy"
+            a.check(&principal(), "CreateKey"),
+            Err(Denied {
+                principal_arn: "arn:aws:iam::111122223333:user/app".into(),
+                action: "kms:CreateKey".into(),
+                refusal: Refusal::DenyInIdentityPolicy,
+            })
         );
     }
 

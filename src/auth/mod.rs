@@ -10,5 +10,5 @@
 pub mod authz;
 pub mod sigv4;
 
-pub use authz::Authorizer;
+pub use authz::{Authorizer, Denied};
 pub use sigv4::{Credential, Principal, Verifier};

@@ -144,3 +144,21 @@ fn server_faults_are_500_client_faults_400() {
     assert_eq!(KmsError::NotFound("x".into()).status(), 400);
     assert_eq!(KmsError::Throttling.status(), 400);
 }
+
+/// The words of an identity-policy refusal (`auth::Denied`, converted at
+/// the http layer with no resource), as AWS sends them.
+#[test]
+fn identity_refusals_are_aws_texts() {
+    let arn = "arn:aws:iam::111122223333:user/app";
+    let e = access_denied(arn, "kms:CreateKey", None, Refusal::NoIdentityAllow);
+    assert_eq!(e.type_name(), "AccessDeniedException");
+    assert_eq!(
+        e.message().unwrap(),
+        "User: arn:aws:iam::111122223333:user/app is not authorized to perform: kms:CreateKey because no identity-based policy allows the kms:CreateKey action"
+    );
+    let e = access_denied(arn, "kms:CreateKey", None, Refusal::DenyInIdentityPolicy);
+    assert_eq!(
+        e.message().unwrap(),
+        "User: arn:aws:iam::111122223333:user/app is not authorized to perform: kms:CreateKey with an explicit deny in an identity-based policy"
+    );
+}

@@ -244,7 +244,9 @@ async fn handle(
     // Operations on no key are decided by identity policies here; the
     // others against their key, in `ops`, once the key is known.
     if op.is_keyless() {
-        state.authorizer.check(&principal, operation)?;
+        state.authorizer.check(&principal, operation).map_err(|d| {
+            crate::error::access_denied(&d.principal_arn, &d.action, None, d.refusal)
+        })?;
     }
     // A request that could not be audited must not run.
     if state.audit.is_failing() {
