@@ -24,6 +24,10 @@ use crate::keystore::{KeyPolicy, KeyStore, clock};
 
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 
+/// How long shutdown waits for requests whose connection was cut to finish
+/// their token work and records: longer than any token call may take.
+const DETACHED_LIMIT: Duration = Duration::from_secs(60);
+
 /// The token settings of `config`, with the user PIN read from its file or
 /// environment variable. Shared by [`build`] and `kmsgate bench-token`.
 pub fn hsm_settings(config: &Config) -> Result<HsmSettings, StartError> {
@@ -189,6 +193,7 @@ async fn build_with_audit(
         client_cert_principal: config.tls.as_ref().is_some_and(|t| t.client_cert_principal),
         panic_operation: test_panic_from_env(),
         audit,
+        detached: Arc::default(),
     });
     Ok((state, hsm))
 }
@@ -360,6 +365,22 @@ pub async fn run_until(
     )
     .await?;
     reloader.abort();
+    // Requests cut by the drain may still be changing the token: each
+    // finishes with its record, cache update and announcement before the
+    // audit log and the token close (DESIGN.md decision 22).
+    let running = state.detached.running();
+    if running > 0 {
+        tracing::info!(
+            requests = running,
+            "waiting for requests still changing the token"
+        );
+    }
+    if !state.detached.wait_idle(DETACHED_LIMIT).await {
+        tracing::error!(
+            requests = state.detached.running(),
+            "requests still running at shutdown; their records may be missing"
+        );
+    }
     background.stop(Duration::from_secs(5)).await;
     drop(state);
     // Work handed to the token's threads may still hold the token for a

@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::common::disk::SmallDisk;
 use crate::common::*;
@@ -299,6 +301,170 @@ fn without_a_file_the_process_log_carries_a_verifiable_chain() {
     let (ok, out) = verify(std::slice::from_ref(&log), &["--process-log"]);
     assert!(ok, "{out}");
     assert!(out.starts_with("OK: 4 records"), "{out}");
+}
+
+// ------------------------------------------------- requests cut mid-write
+
+/// A gateway behind faulty-pkcs11 whose audit file is `dir/audit.log`.
+fn faulty_gateway_auditing_to(dir: &Path, extra: &str) -> Gateway {
+    Gateway::start_faulty_on(Token::with_faulty_config(&format!(
+        "[audit]\npath = \"{}\"\n{extra}\n",
+        dir.join("audit.log").display()
+    )))
+}
+
+/// Sends a signed CreateKey on a connection of its own, waits `wait`,
+/// half-closes the connection (`shutdown(SHUT_WR)`) and reads what comes
+/// back until the gateway closes it.
+fn create_key_and_hang_up(gw: &Gateway, wait: Duration) {
+    use std::io::{Read, Write};
+    let request = gw.request_bytes(
+        Some("TrentService.CreateKey"),
+        b"{}",
+        Some(std::time::SystemTime::now()),
+        &[],
+    );
+    let mut stream = std::net::TcpStream::connect(&gw.addr).unwrap();
+    stream.write_all(&request).unwrap();
+    std::thread::sleep(wait);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+}
+
+/// Every record of the audit files in `dir`.
+fn records_in(dir: &Path) -> Vec<Value> {
+    audit_files(dir)
+        .iter()
+        .filter(|f| f.exists())
+        .flat_map(|f| lines_of(f))
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect()
+}
+
+/// The key ids of the successful CreateKey records, in order.
+fn created_keys(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r["eventName"] == "CreateKey" && r.get("errorCode").is_none())
+        .map(|r| {
+            r["responseElements"]["keyMetadata"]["keyId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a CreateKey record names no key: {r}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Every key on `token`, as a fresh gateway (no rules, no cache) lists it.
+async fn keys_on(token: Arc<Token>) -> Vec<String> {
+    let gw = Gateway::start_faulty_on(token);
+    let kms = gw.client();
+    let mut keys = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = kms
+            .list_keys()
+            .set_marker(marker.take())
+            .send()
+            .await
+            .unwrap();
+        keys.extend(
+            page.keys()
+                .iter()
+                .filter_map(|k| k.key_id().map(str::to_owned)),
+        );
+        match page.next_marker() {
+            Some(m) if page.truncated() => marker = Some(m.to_owned()),
+            _ => break,
+        }
+    }
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_request_never_leaves_a_write_unaudited() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = faulty_gateway_auditing_to(dir.path(), "");
+    // Every key generation takes a while, so hang-ups land before, during
+    // and after the token's work.
+    gw.faults().set("C_GenerateKey stall 40ms forever");
+    for i in 0..40u64 {
+        create_key_and_hang_up(&gw, Duration::from_millis(i * 7 % 80));
+    }
+    gw.faults().clear();
+    // The gateway exits only once every cut request has finished.
+    let mut gw = gw;
+    let (status, _) = gw.stop_and_wait(Duration::from_secs(60));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let token = gw.token.clone();
+    drop(gw);
+    let records = records_in(dir.path());
+    let mut audited = created_keys(&records);
+    let created = audited.len();
+    audited.sort();
+    audited.dedup();
+    assert_eq!(audited.len(), created, "a key with two CreateKey records");
+    let on_token = keys_on(token).await;
+    assert!(!on_token.is_empty(), "no request got as far as the token");
+    assert_eq!(
+        on_token,
+        audited,
+        "keys on the token and CreateKey records differ ({} keys, {} records)",
+        on_token.len(),
+        created
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_right_after_a_hang_up_still_leaves_the_record_of_its_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = faulty_gateway_auditing_to(dir.path(), "[http]\nshutdown_grace_ms = 100");
+    gw.faults().set("C_GenerateKey stall 1s once");
+    let hang_up = {
+        let request = gw.request_bytes(
+            Some("TrentService.CreateKey"),
+            b"{}",
+            Some(std::time::SystemTime::now()),
+            &[],
+        );
+        let addr = gw.addr.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream.write_all(&request).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+        })
+    };
+    // The key generation is under way (stalled) when the client hangs up
+    // and the gateway is told to stop.
+    assert_eq!(
+        gw.faults()
+            .wait_for_count("stall C_GenerateKey", 1, Duration::from_secs(10)),
+        1,
+        "{}",
+        gw.faults().log()
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let mut gw = gw;
+    let (status, _) = gw.stop_and_wait(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    hang_up.join().unwrap();
+    let token = gw.token.clone();
+    drop(gw);
+    token.faults().clear();
+    let audited = created_keys(&records_in(dir.path()));
+    assert_eq!(audited.len(), 1, "one CreateKey record: {audited:?}");
+    assert_eq!(keys_on(token).await, audited);
+    let (ok, out) = verify(&audit_files(dir.path()), &[]);
+    assert!(ok, "{out}");
 }
 
 // ---------------------------------------------------------------- full disk
