@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 
 use super::chain::ChainState;
 use super::file::ChainFile;
-use super::record::{self, Event, Realm};
+use super::record::{self, Event, Realm, ServiceEvent};
 use super::{AuditConfig, Durability};
 use crate::telemetry;
 
@@ -136,6 +136,17 @@ impl AuditLog {
     /// disk, or `Err` if it cannot be written; otherwise at once.
     pub async fn commit(&self, event: &Event<'_>) -> Result<(), Unaudited> {
         let record = record::render(event, &self.realm, self.context_values);
+        self.commit_record(record).await
+    }
+
+    /// Writes the record of a service event, in the same chain as the
+    /// requests'; returns as [`AuditLog::commit`] does.
+    pub async fn commit_service(&self, event: &ServiceEvent<'_>) -> Result<(), Unaudited> {
+        let record = record::render_service(event, &self.realm);
+        self.commit_record(record).await
+    }
+
+    async fn commit_record(&self, record: String) -> Result<(), Unaudited> {
         match &self.sink {
             Sink::ProcessLog(chain) => {
                 to_process_log(chain, &record);

@@ -467,6 +467,140 @@ async fn shutdown_right_after_a_hang_up_still_leaves_the_record_of_its_write() {
     assert!(ok, "{out}");
 }
 
+// ------------------------------------------------------------ service events
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedulers_deletions_rotations_and_expiries_are_audited_as_service_events() {
+    use aws_sdk_kms::types::{AlgorithmSpec, ExpirationModelType, KeyState, WrappingKeySpec};
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_on(Token::with_config(&format!(
+        "[keys]\nsync_interval_ms = 100\nscheduler_interval_ms = 100\n\
+         gcm_usage_bound = 4\ngcm_reserve_block = 2\n\
+         [audit]\npath = \"{}\"\n",
+        dir.path().join("audit.log").display()
+    )));
+    let kms = gw.client();
+    let rotating = create_key(&kms).await;
+    kms.enable_key_rotation()
+        .key_id(&rotating)
+        .rotation_period_in_days(90)
+        .send()
+        .await
+        .unwrap();
+    let doomed = create_key(&kms).await;
+    kms.schedule_key_deletion()
+        .key_id(&doomed)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    // The fifth encryption finds the version at the bound of 4.
+    let bounded = create_key(&kms).await;
+    for i in 0..5 {
+        encrypt(&kms, &bounded, format!("data {i}").as_bytes()).await;
+    }
+    let imported = crate::import::create_external(&kms).await;
+    let alg = AlgorithmSpec::RsaesOaepSha1;
+    let p = crate::import::parameters(&kms, &imported, alg.clone(), WrappingKeySpec::Rsa2048).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    kms.import_key_material()
+        .key_id(&imported)
+        .import_token(Blob::new(p.token.clone()))
+        .encrypted_key_material(Blob::new(crate::import::wrap(
+            &p.public_key,
+            &alg,
+            &rand::random::<[u8; 32]>(),
+        )))
+        .expiration_model(ExpirationModelType::KeyMaterialExpires)
+        .valid_to(aws_smithy_types::DateTime::from_secs(now + 2 * 86_400))
+        .send()
+        .await
+        .unwrap();
+
+    // The deletion, the rotation and the expiry all come due.
+    gw.token.set_clock_days_ahead(91);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let deleted = kms.describe_key().key_id(&doomed).send().await.is_err();
+        let rotated = !rotations(&kms, &rotating).await.is_empty();
+        let expired =
+            key_metadata(&kms, &imported).await.key_state == Some(KeyState::PendingImport);
+        if deleted && rotated && expired {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "due work not done: deleted {deleted}, rotated {rotated}, expired {expired}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut gw = gw;
+    let (status, _) = gw.stop_and_wait(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+
+    let records = records_in(dir.path());
+    let mut events: Vec<(String, String, String)> = records
+        .iter()
+        .filter(|r| r["eventType"] == "AwsServiceEvent")
+        .map(|r| {
+            assert_eq!(r["userIdentity"]["type"], "AWSService", "{r}");
+            assert_eq!(r["userIdentity"]["invokedBy"], "kms.amazonaws.com", "{r}");
+            assert_eq!(r["userIdentity"]["accountId"], ACCOUNT, "{r}");
+            assert_eq!(r["eventSource"], "kms.amazonaws.com", "{r}");
+            let id = r["serviceEventDetails"]["keyId"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(r["resources"][0]["ARN"], key_arn(&id), "{r}");
+            (
+                r["eventName"].as_str().unwrap().to_owned(),
+                id,
+                r["additionalEventData"]["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    events.sort();
+    let mut expected = vec![
+        (
+            "DeleteExpiredKeyMaterial".to_owned(),
+            imported,
+            String::new(),
+        ),
+        ("DeleteKey".to_owned(), doomed, String::new()),
+        ("RotateKey".to_owned(), bounded, "gcmUsageBound".to_owned()),
+        (
+            "RotateKey".to_owned(),
+            rotating.clone(),
+            "rotationSchedule".to_owned(),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(events, expected);
+    let scheduled = records
+        .iter()
+        .find(|r| {
+            r["eventType"] == "AwsServiceEvent"
+                && r["serviceEventDetails"]["keyId"] == rotating.as_str()
+        })
+        .unwrap();
+    assert_eq!(
+        scheduled["serviceEventDetails"]["rotationType"],
+        "AUTOMATIC"
+    );
+    let (ok, out) = verify(&audit_files(dir.path()), &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with(&format!("OK: {} records", records.len())),
+        "{out}"
+    );
+}
+
 // ---------------------------------------------------------------- full disk
 
 #[test]
