@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::chain::ChainState;
+use super::chain::{ChainStart, ChainState};
 use super::file::ChainFile;
 use super::record::{self, Event, Realm, ServiceEvent};
 use super::{AuditConfig, Durability};
@@ -83,7 +83,15 @@ impl AuditLog {
         let sink = match &config.path {
             None => {
                 tracing::info!("no [audit] path: audit records go to the process log");
-                Sink::ProcessLog(Mutex::new(ChainState::begin()))
+                let chain = match config.worker {
+                    // Workers share the process log: each chain says whose it is.
+                    Some(worker) => ChainState::begin_declared(ChainStart {
+                        worker,
+                        pid: std::process::id(),
+                    }),
+                    None => ChainState::begin(),
+                };
+                Sink::ProcessLog(Mutex::new(chain))
             }
             Some(path) => {
                 let sync = config.durability == Durability::Sync;

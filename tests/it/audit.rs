@@ -303,6 +303,91 @@ fn without_a_file_the_process_log_carries_a_verifiable_chain() {
     assert!(out.starts_with("OK: 4 records"), "{out}");
 }
 
+// ------------------------------------------------------------------ workers
+
+/// The audit records in a process log, each with its line number (0-based).
+fn records_in_log(log: &str) -> Vec<(usize, Value)> {
+    log.lines()
+        .enumerate()
+        .filter_map(|(n, l)| {
+            let (_, record) = l.split_once(" kmsgate::audit: record=")?;
+            Some((n, serde_json::from_str(record).unwrap()))
+        })
+        .collect()
+}
+
+/// How many records each chain in a process log has, by chain id.
+fn chains_in_log(log: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut chains = std::collections::BTreeMap::new();
+    for (_, r) in records_in_log(log) {
+        *chains
+            .entry(r["chainId"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    chains
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_workers_trail_in_the_process_log_verifies_and_names_an_edit() {
+    // Workers and no [audit] path: every worker's chain goes to the one
+    // shared process log.
+    let mut gw = crate::workers::Supervised::start(Token::new(), "2");
+    let mut requests = 0;
+    // Each request on a client of its own (a connection of its own, which
+    // either worker may accept), until both workers have served some.
+    while requests < 30 || chains_in_log(&gw.log()).len() < 2 {
+        assert!(
+            requests < 400,
+            "both workers should have served within 400 requests: {:?}",
+            chains_in_log(&gw.log())
+        );
+        gw.client().list_keys().send().await.unwrap();
+        requests += 1;
+    }
+    let status = gw.signal_and_wait("TERM", Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let log = gw.log();
+    let chains = chains_in_log(&log);
+    assert_eq!(chains.len(), 2, "one chain per worker: {chains:?}");
+    assert_eq!(
+        chains.values().sum::<usize>(),
+        requests,
+        "one record per request"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kmsgate.log");
+    std::fs::write(&path, &log).unwrap();
+    let (ok, out) = verify(std::slice::from_ref(&path), &["--process-log"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with(&format!("OK: {requests} records")) && out.contains("2 chains"),
+        "{out}"
+    );
+
+    // A record of either chain, not its chain's last, edited: named.
+    let records = records_in_log(&log);
+    let (victim, _) = records
+        .iter()
+        .find(|(_, r)| chains[r["chainId"].as_str().unwrap()] >= 2 && r["sequence"] == 0)
+        .expect("a chain with two records");
+    let lines: Vec<String> = log.lines().map(str::to_owned).collect();
+    let mut edited = lines.clone();
+    edited[*victim] = edited[*victim].replace("\"httpStatus\":200", "\"httpStatus\":201");
+    assert_ne!(edited[*victim], lines[*victim], "nothing edited");
+    write_lines(&path, &edited);
+    let (ok, out) = verify(std::slice::from_ref(&path), &["--process-log"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "DAMAGED: {}:{}: changed",
+            path.display(),
+            victim + 1
+        )),
+        "{out}"
+    );
+}
+
 // ------------------------------------------------- requests cut mid-write
 
 /// A gateway behind faulty-pkcs11 whose audit file is `dir/audit.log`.
