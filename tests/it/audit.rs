@@ -552,6 +552,63 @@ async fn shutdown_right_after_a_hang_up_still_leaves_the_record_of_its_write() {
     assert!(ok, "{out}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_stream_reset_mid_request_still_leaves_the_record_of_its_write() {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = faulty_gateway_auditing_to(dir.path(), "");
+    gw.faults().set("C_GenerateKey stall 1s once");
+    // The signed head of an HTTP/1.1 request, as h2 headers (no
+    // connection-specific ones).
+    let bytes = gw.request_bytes(
+        Some("TrentService.CreateKey"),
+        b"{}",
+        Some(std::time::SystemTime::now()),
+        &[],
+    );
+    let head = String::from_utf8(bytes[..bytes.len() - 2].to_vec()).unwrap();
+    let mut request = http::Request::post(format!("{}/", gw.endpoint));
+    for line in head.lines().skip(1).filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(": ").unwrap();
+        if !matches!(name, "connection" | "host" | "content-length") {
+            request = request.header(name, value);
+        }
+    }
+    let request = request.body(Full::new(Bytes::from_static(b"{}"))).unwrap();
+    let stream = tokio::net::TcpStream::connect(&gw.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    // Dropping the response future resets the stream (RST_STREAM) while
+    // the key generation is stalled on the token.
+    let answered =
+        tokio::time::timeout(Duration::from_millis(500), sender.send_request(request)).await;
+    assert!(answered.is_err(), "answered before the reset: {answered:?}");
+    assert_eq!(
+        gw.faults().count("stall C_GenerateKey"),
+        1,
+        "{}",
+        gw.faults().log()
+    );
+    // The connection stays open; the stream alone is gone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(sender);
+    connection.abort();
+    let (status, _) = gw.stop_and_wait(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let token = gw.token.clone();
+    drop(gw);
+    token.faults().clear();
+    let audited = created_keys(&records_in(dir.path()));
+    assert_eq!(audited.len(), 1, "one CreateKey record: {audited:?}");
+    assert_eq!(keys_on(token).await, audited);
+}
+
 // ------------------------------------------------------------ service events
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
