@@ -19,10 +19,15 @@ use crate::hsm::{Hsm, HsmSettings};
 use crate::http::serve::{Drained, ServeSettings};
 use crate::http::tls::{Tls, TlsFiles};
 use crate::http::{AppState, router, test_panic_from_env};
+use crate::keystore::events::{EventSink, Recording, RotationReason, ServiceEvent};
 use crate::keystore::peers::PeerChanges;
 use crate::keystore::{KeyPolicy, KeyStore, clock};
 
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long shutdown waits for requests whose connection was cut to finish
+/// their token work and records: longer than any token call may take.
+const DETACHED_LIMIT: Duration = Duration::from_secs(60);
 
 /// The token settings of `config`, with the user PIN read from its file or
 /// environment variable. Shared by [`build`] and `kmsgate bench-token`.
@@ -175,10 +180,15 @@ async fn build_with_audit(
         gcm_reserve_block: config.keys.gcm_reserve_block,
         max_on_demand_rotations: config.keys.max_on_demand_rotations,
     };
+    let events = Arc::new(AuditedEvents {
+        audit: audit.clone(),
+        realm: realm.clone(),
+    });
     let mut store = KeyStore::load(hsm.clone(), realm, policy, clock::from_env()).await?;
     if let Some(peers) = peers {
         store.share_changes(peers);
     }
+    store.send_events_to(events);
     let state = Arc::new(AppState {
         store,
         verifier,
@@ -189,8 +199,56 @@ async fn build_with_audit(
         client_cert_principal: config.tls.as_ref().is_some_and(|t| t.client_cert_principal),
         panic_operation: test_panic_from_env(),
         audit,
+        detached: Arc::default(),
     });
     Ok((state, hsm))
+}
+
+/// The key store's service events (a scheduled deletion or rotation, a
+/// rotation at the GCM bound, expired material destroyed), recorded in the
+/// audit trail as CloudTrail records them, chained with the requests.
+struct AuditedEvents {
+    audit: Arc<AuditLog>,
+    realm: Realm,
+}
+
+impl EventSink for AuditedEvents {
+    fn record<'a>(&'a self, event: &'a ServiceEvent) -> Recording<'a> {
+        Box::pin(async move {
+            let (name, key_id, rotation, reason) = match event {
+                ServiceEvent::KeyDeleted { key_id } => ("DeleteKey", key_id, None, None),
+                ServiceEvent::KeyRotated { key_id, reason } => (
+                    "RotateKey",
+                    key_id,
+                    Some("AUTOMATIC"),
+                    Some(match reason {
+                        RotationReason::Scheduled => "rotationSchedule",
+                        RotationReason::GcmUsageBound => "gcmUsageBound",
+                    }),
+                ),
+                ServiceEvent::ExpiredMaterialDeleted { key_id } => {
+                    ("DeleteExpiredKeyMaterial", key_id, None, None)
+                }
+            };
+            let id = key_id.to_string();
+            let arn = self.realm.key_arn(key_id);
+            let record = crate::audit::ServiceEvent {
+                name,
+                key_id: &id,
+                key_arn: &arn,
+                rotation_type: rotation,
+                reason,
+            };
+            if self.audit.commit_service(&record).await.is_err() {
+                // The change is on the token already: it cannot be refused.
+                tracing::error!(
+                    event = name,
+                    key_id = %id,
+                    "cannot write the audit record of a service event"
+                );
+            }
+        })
+    }
 }
 
 /// The background work every gateway does: the sync with the shared token
@@ -360,6 +418,22 @@ pub async fn run_until(
     )
     .await?;
     reloader.abort();
+    // Requests cut by the drain may still be changing the token: each
+    // finishes with its record, cache update and announcement before the
+    // audit log and the token close (DESIGN.md decision 22).
+    let running = state.detached.running();
+    if running > 0 {
+        tracing::info!(
+            requests = running,
+            "waiting for requests still changing the token"
+        );
+    }
+    if !state.detached.wait_idle(DETACHED_LIMIT).await {
+        tracing::error!(
+            requests = state.detached.running(),
+            "requests still running at shutdown; their records may be missing"
+        );
+    }
     background.stop(Duration::from_secs(5)).await;
     drop(state);
     // Work handed to the token's threads may still hold the token for a

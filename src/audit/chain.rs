@@ -7,6 +7,13 @@
 //! line before it; its `previousHash` is the SHA-256 of the genesis value
 //! `kmsgate-audit-genesis:` followed by the chain id.
 //!
+//! A worker of `serve --workers N` writing to the shared process log
+//! declares itself in the first line of its chain: before the chain fields
+//! that line has `chainStart` = `{"worker": N, "pid": P}`. Several workers'
+//! chains then interleave in one log, and `audit verify` follows each by
+//! its id; a chain that begins in the middle of the log without that
+//! declaration is still damage (the chain before it may be cut off).
+//!
 //! So a line cannot be changed, removed or moved without breaking the link
 //! from the line after it, and a missing beginning shows as a first line
 //! whose sequence is not 0. What the chain cannot show by itself is a
@@ -14,7 +21,7 @@
 //! valid chain. Only a hash kept elsewhere (the one `audit verify` prints)
 //! proves that the chain once reached a given line.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// What a chain's first `previousHash` is the hash of, followed by the
@@ -31,6 +38,15 @@ pub fn genesis_hash(chain_id: &str) -> String {
     sha256_hex(format!("{GENESIS_PREFIX}{chain_id}").as_bytes())
 }
 
+/// What the first line of a worker's chain declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainStart {
+    /// The worker's number (1, 2, ...).
+    pub worker: usize,
+    /// Its process id.
+    pub pid: u32,
+}
+
 /// The chain fields of a line.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -38,6 +54,21 @@ pub struct Link {
     pub chain_id: String,
     pub sequence: u64,
     pub previous_hash: String,
+    /// Only in the first line of a worker's chain.
+    #[serde(default)]
+    pub chain_start: Option<ChainStart>,
+}
+
+impl Link {
+    /// The first line of a chain: sequence 0, linked to the genesis value.
+    pub fn begins_chain(&self) -> bool {
+        self.sequence == 0 && self.previous_hash == genesis_hash(&self.chain_id)
+    }
+
+    /// The first line of a chain that declares the worker writing it.
+    pub fn begins_worker_chain(&self) -> bool {
+        self.begins_chain() && self.chain_start.is_some()
+    }
 }
 
 impl Link {
@@ -53,6 +84,8 @@ pub struct ChainState {
     pub chain_id: String,
     pub next_sequence: u64,
     pub previous_hash: String,
+    /// Declared in the chain's first line (a worker's chain).
+    pub start: Option<ChainStart>,
 }
 
 impl ChainState {
@@ -63,6 +96,15 @@ impl ChainState {
             previous_hash: genesis_hash(&chain_id),
             chain_id,
             next_sequence: 0,
+            start: None,
+        }
+    }
+
+    /// A new chain of a worker, whose first line declares `start`.
+    pub fn begin_declared(start: ChainStart) -> ChainState {
+        ChainState {
+            start: Some(start),
+            ..ChainState::begin()
         }
     }
 
@@ -74,6 +116,7 @@ impl ChainState {
             chain_id: link.chain_id,
             next_sequence: link.sequence + 1,
             previous_hash: sha256_hex(last_line),
+            start: None,
         })
     }
 
@@ -84,8 +127,15 @@ impl ChainState {
             .strip_suffix('}')
             .filter(|r| r.len() > 1)
             .unwrap_or("{\"invalidRecord\":true");
+        let start = match self.start {
+            Some(s) if self.next_sequence == 0 => format!(
+                ",\"chainStart\":{{\"worker\":{},\"pid\":{}}}",
+                s.worker, s.pid
+            ),
+            _ => String::new(),
+        };
         format!(
-            "{open},\"chainId\":\"{}\",\"sequence\":{},\"previousHash\":\"{}\"}}",
+            "{open}{start},\"chainId\":\"{}\",\"sequence\":{},\"previousHash\":\"{}\"}}",
             self.chain_id, self.next_sequence, self.previous_hash
         )
     }
@@ -117,6 +167,31 @@ mod tests {
         assert_eq!(link2.previous_hash, sha256_hex(first.as_bytes()));
         let v: serde_json::Value = serde_json::from_str(&second).unwrap();
         assert_eq!(v["eventName"], "Encrypt");
+    }
+
+    #[test]
+    fn a_workers_chain_declares_it_in_its_first_line_only() {
+        let start = ChainStart {
+            worker: 2,
+            pid: 4711,
+        };
+        let mut chain = ChainState::begin_declared(start);
+        let first = chain.link(r#"{"eventName":"ListKeys"}"#);
+        chain.advance(&first);
+        let second = chain.link(r#"{"eventName":"ListKeys"}"#);
+        let (l1, l2) = (
+            Link::of(first.as_bytes()).unwrap(),
+            Link::of(second.as_bytes()).unwrap(),
+        );
+        assert_eq!(l1.chain_start, Some(start));
+        assert!(l1.begins_worker_chain());
+        assert_eq!(l2.chain_start, None);
+        assert!(!l2.begins_chain());
+        let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+        assert_eq!(
+            v["chainStart"],
+            serde_json::json!({"worker": 2, "pid": 4711})
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use record::{Event, Identity, Realm};
+pub use record::{Event, Identity, Realm, ServiceEvent};
 pub use writer::{AuditLog, Unaudited};
 
 /// The `[audit]` config table.
@@ -47,6 +47,12 @@ pub struct AuditConfig {
     /// Log encryption-context values too. Off: only the keys are logged.
     #[serde(default)]
     pub log_context_values: bool,
+    /// Set for a worker of `serve --workers N` (never in the config): its
+    /// number, declared in the first line of each chain it begins, so that
+    /// the chains of several workers in one process log verify side by
+    /// side ([`chain::ChainStart`]).
+    #[serde(skip)]
+    pub worker: Option<usize>,
 }
 
 impl Default for AuditConfig {
@@ -56,6 +62,7 @@ impl Default for AuditConfig {
             durability: Durability::default(),
             max_file_bytes: default_max_file_bytes(),
             log_context_values: false,
+            worker: None,
         }
     }
 }

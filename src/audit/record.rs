@@ -233,6 +233,109 @@ pub fn render(event: &Event<'_>, realm: &Realm, context_values: bool) -> String 
     serde_json::to_string(&record).unwrap_or_else(|_| "{\"invalidRecord\":true}".to_owned())
 }
 
+/// What the gateway did on its own, with no request behind it: CloudTrail
+/// records these as service events (`eventType` `AwsServiceEvent`), with
+/// the service itself as the identity.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceEvent<'a> {
+    /// CloudTrail's name for it: `DeleteKey`, `RotateKey`,
+    /// `DeleteExpiredKeyMaterial`.
+    pub name: &'a str,
+    pub key_id: &'a str,
+    pub key_arn: &'a str,
+    /// `serviceEventDetails.rotationType` (`AUTOMATIC`) of a rotation.
+    pub rotation_type: Option<&'a str>,
+    /// kmsgate's: why it happened (`additionalEventData.reason`).
+    pub reason: Option<&'a str>,
+}
+
+/// The service itself, as CloudTrail names it in a service event.
+const SERVICE: &str = "kms.amazonaws.com";
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceRecord<'a> {
+    event_version: &'static str,
+    user_identity: ServiceIdentity<'a>,
+    event_time: String,
+    event_source: &'static str,
+    event_name: &'a str,
+    aws_region: &'a str,
+    #[serde(rename = "sourceIPAddress")]
+    source_ip_address: &'static str,
+    user_agent: &'static str,
+    request_parameters: Option<()>,
+    response_elements: Option<()>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    additional_event_data: Option<ServiceReason<'a>>,
+    #[serde(rename = "eventID")]
+    event_id: String,
+    read_only: bool,
+    resources: [Resource<'a>; 1],
+    event_type: &'static str,
+    recipient_account_id: &'a str,
+    service_event_details: ServiceEventDetails<'a>,
+    event_category: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceIdentity<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    account_id: &'a str,
+    invoked_by: &'static str,
+}
+
+#[derive(Serialize)]
+struct ServiceReason<'a> {
+    reason: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceEventDetails<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation_type: Option<&'a str>,
+    key_id: &'a str,
+}
+
+/// The record of a service event as one line of JSON (no chain fields).
+pub fn render_service(event: &ServiceEvent<'_>, realm: &Realm) -> String {
+    let record = ServiceRecord {
+        event_version: EVENT_VERSION,
+        user_identity: ServiceIdentity {
+            kind: "AWSService",
+            account_id: &realm.account_id,
+            invoked_by: SERVICE,
+        },
+        event_time: event_time(),
+        event_source: SERVICE,
+        event_name: event.name,
+        aws_region: &realm.region,
+        source_ip_address: SERVICE,
+        user_agent: SERVICE,
+        request_parameters: None,
+        response_elements: None,
+        additional_event_data: event.reason.map(|reason| ServiceReason { reason }),
+        event_id: uuid::Uuid::new_v4().to_string(),
+        read_only: false,
+        resources: [Resource {
+            arn: event.key_arn,
+            kind: "AWS::KMS::Key",
+            account_id: &realm.account_id,
+        }],
+        event_type: "AwsServiceEvent",
+        recipient_account_id: &realm.account_id,
+        service_event_details: ServiceEventDetails {
+            rotation_type: event.rotation_type,
+            key_id: event.key_id,
+        },
+        event_category: "Management",
+    };
+    serde_json::to_string(&record).unwrap_or_else(|_| "{\"invalidRecord\":true}".to_owned())
+}
+
 fn user_identity(id: Identity<'_>, realm: &Realm) -> UserIdentity {
     let anonymous = id.access_key_id.is_empty();
     UserIdentity {
@@ -434,6 +537,37 @@ mod tests {
         assert_eq!(v["httpStatus"], 200);
         let time = v["eventTime"].as_str().unwrap();
         assert!(time.ends_with('Z') && time.len() == 20, "{time}");
+    }
+
+    #[test]
+    fn a_service_event_is_cloudtrails_aws_service_event() {
+        let line = render_service(
+            &ServiceEvent {
+                name: "RotateKey",
+                key_id: "k",
+                key_arn: "arn:aws:kms:us-east-1:111122223333:key/k",
+                rotation_type: Some("AUTOMATIC"),
+                reason: Some("schedule"),
+            },
+            &realm(),
+        );
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["eventType"], "AwsServiceEvent");
+        assert_eq!(v["eventName"], "RotateKey");
+        assert_eq!(v["userIdentity"]["type"], "AWSService");
+        assert_eq!(v["userIdentity"]["invokedBy"], "kms.amazonaws.com");
+        assert_eq!(v["userIdentity"]["accountId"], "111122223333");
+        assert_eq!(
+            v["serviceEventDetails"],
+            serde_json::json!({"rotationType": "AUTOMATIC", "keyId": "k"})
+        );
+        assert_eq!(
+            v["resources"][0]["ARN"],
+            "arn:aws:kms:us-east-1:111122223333:key/k"
+        );
+        assert_eq!(v["requestParameters"], Value::Null);
+        assert_eq!(v["additionalEventData"]["reason"], "schedule");
+        assert!(v.get("requestID").is_none());
     }
 
     #[test]

@@ -8,6 +8,12 @@
 //! * with a later sequence that appears nowhere, lines were removed;
 //! * with an earlier sequence, lines were reordered (or one duplicated).
 //!
+//! Several workers writing to one process log each keep a chain of their
+//! own, interleaved line by line; each such chain's first line declares
+//! its worker (`chainStart`), and every line is checked against the line
+//! before it in its own chain. A chain beginning in the middle without that
+//! declaration is damage: the chain before it may be cut off.
+//!
 //! A chain whose first line is not sequence 0 has lost its beginning. A
 //! missing end cannot be seen from the lines alone: `--anchor` checks that
 //! a line whose hash was kept elsewhere is still there.
@@ -17,7 +23,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::chain::{Link, genesis_hash, sha256_hex};
+use super::chain::{Link, sha256_hex};
 
 /// What to check.
 #[derive(Debug, Clone, Default)]
@@ -33,15 +39,60 @@ pub struct Options {
     pub continues: Option<String>,
 }
 
-/// An intact chain.
+/// An intact trail: one chain, or workers' chains side by side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub records: usize,
     pub files: usize,
+    /// The chain of the last line.
     pub chain_id: Option<String>,
     pub last_sequence: Option<u64>,
     /// The SHA-256 of the last line: keep it to detect a cut-off end later.
     pub last_hash: Option<String>,
+    /// Every chain, in the order they began.
+    pub chains: Vec<ChainEnd>,
+}
+
+/// Where one chain of an intact trail ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainEnd {
+    pub chain_id: String,
+    /// The worker its first line declares.
+    pub worker: Option<usize>,
+    pub last_sequence: u64,
+    /// The SHA-256 of its last line (for `--anchor`).
+    pub last_hash: String,
+}
+
+impl fmt::Display for Summary {
+    /// The verdict line after `OK: `. One chain: its id, last sequence and
+    /// last hash; several: each one's, the last hash of each ending its
+    /// part.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} records in {} files, ", self.records, self.files)?;
+        if self.chains.len() <= 1 {
+            return write!(
+                f,
+                "chain {} up to sequence {}; last hash {}",
+                self.chain_id.as_deref().unwrap_or("-"),
+                self.last_sequence.map_or("-".to_owned(), |n| n.to_string()),
+                self.last_hash.as_deref().unwrap_or("-"),
+            );
+        }
+        write!(f, "{} chains", self.chains.len())?;
+        for (i, c) in self.chains.iter().enumerate() {
+            let worker = c.worker.map_or(String::new(), |w| format!(" (worker {w})"));
+            write!(
+                f,
+                "{} chain {}{worker} up to sequence {}; last hash {}",
+                if i == 0 { ":" } else { ";" },
+                c.chain_id,
+                c.last_sequence,
+                c.last_hash
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// A file and a 1-based line number.
@@ -147,7 +198,9 @@ pub fn verify(files: &[PathBuf], options: &Options) -> io::Result<Result<Summary
             position.entry((&l.chain_id, l.sequence)).or_insert(i);
         }
     }
-    let mut prev: Option<(&Item, &Link)> = None;
+    // The last line of each chain seen so far, and the order they began in.
+    let mut last: HashMap<&str, (&Item, &Link)> = HashMap::new();
+    let mut order: Vec<&str> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let problem = |damage| {
             Ok(Err(Problem {
@@ -161,37 +214,41 @@ pub fn verify(files: &[PathBuf], options: &Options) -> io::Result<Result<Summary
         let Some(link) = &item.link else {
             return problem(Damage::NotARecord);
         };
-        let Some((p, pl)) = prev else {
-            if let Some(h) = &options.continues {
-                if link.previous_hash != h.to_ascii_lowercase() {
-                    return problem(Damage::NotContinuing);
+        let Some(&(p, pl)) = last.get(link.chain_id.as_str()) else {
+            if order.is_empty() {
+                if let Some(h) = &options.continues {
+                    if link.previous_hash != h.to_ascii_lowercase() {
+                        return problem(Damage::NotContinuing);
+                    }
+                } else if link.sequence != 0 {
+                    return problem(Damage::BeginningMissing {
+                        sequence: link.sequence,
+                    });
+                } else if !link.begins_chain() {
+                    return problem(Damage::LinkChanged);
                 }
-                prev = Some((item, link));
-                continue;
-            }
-            if link.sequence != 0 {
-                return problem(Damage::BeginningMissing {
-                    sequence: link.sequence,
+            } else if !link.begins_worker_chain() {
+                // Workers' chains run side by side, each declared by its
+                // first line; any other chain beginning here cuts off the
+                // one before it.
+                return problem(if link.begins_chain() {
+                    Damage::NewChain
+                } else if first_lines_declare_workers(&items, &order) {
+                    Damage::BeginningMissing {
+                        sequence: link.sequence,
+                    }
+                } else {
+                    Damage::LinkChanged
                 });
             }
-            if link.previous_hash != genesis_hash(&link.chain_id) {
-                return problem(Damage::LinkChanged);
-            }
-            prev = Some((item, link));
+            order.push(&link.chain_id);
+            last.insert(&link.chain_id, (item, link));
             continue;
         };
-        if link.chain_id != pl.chain_id {
-            let fresh = link.sequence == 0 && link.previous_hash == genesis_hash(&link.chain_id);
-            return problem(if fresh {
-                Damage::NewChain
-            } else {
-                Damage::LinkChanged
-            });
-        }
         let expected = pl.sequence + 1;
         let links = link.previous_hash == sha256_hex(&p.bytes);
         if links && link.sequence == expected {
-            prev = Some((item, link));
+            last.insert(&link.chain_id, (item, link));
             continue;
         }
         if links {
@@ -234,14 +291,44 @@ pub fn verify(files: &[PathBuf], options: &Options) -> io::Result<Result<Summary
             }));
         }
     }
-    let last = prev.map(|(item, link)| (link, sha256_hex(&item.bytes)));
+    let chains: Vec<ChainEnd> = order
+        .iter()
+        .filter_map(|id| last.get(id))
+        .map(|(item, link)| ChainEnd {
+            chain_id: link.chain_id.clone(),
+            worker: items
+                .iter()
+                .filter_map(|it| it.link.as_ref())
+                .find(|l| l.chain_id == link.chain_id)
+                .and_then(|l| l.chain_start.map(|s| s.worker)),
+            last_sequence: link.sequence,
+            last_hash: sha256_hex(&item.bytes),
+        })
+        .collect();
+    let newest = items
+        .iter()
+        .rev()
+        .find_map(|it| it.link.as_ref())
+        .and_then(|l| chains.iter().find(|c| c.chain_id == l.chain_id));
     Ok(Ok(Summary {
         records: items.len(),
         files: files.len(),
-        chain_id: last.as_ref().map(|(l, _)| l.chain_id.clone()),
-        last_sequence: last.as_ref().map(|(l, _)| l.sequence),
-        last_hash: last.map(|(_, h)| h),
+        chain_id: newest.map(|c| c.chain_id.clone()),
+        last_sequence: newest.map(|c| c.last_sequence),
+        last_hash: newest.map(|c| c.last_hash.clone()),
+        chains,
     }))
+}
+
+/// Whether the first line of every chain in `order` declares a worker.
+fn first_lines_declare_workers(items: &[Item], order: &[&str]) -> bool {
+    order.iter().all(|id| {
+        items
+            .iter()
+            .filter_map(|it| it.link.as_ref())
+            .find(|l| l.chain_id == *id)
+            .is_some_and(|l| l.chain_start.is_some())
+    })
 }
 
 fn read_items(file: &Path, process_log: bool, items: &mut Vec<Item>) -> io::Result<()> {
@@ -443,6 +530,76 @@ mod tests {
         std::fs::write(&p, format!("{}\n{}\n", lines[0], lines[1])).unwrap();
         let cut = anchored(&sha256_hex(lines[2].as_bytes())).unwrap_err();
         assert_eq!(cut.damage, Damage::AnchorMissing);
+    }
+
+    /// `n` chained lines of a worker's chain.
+    fn worker_chain(worker: usize, n: usize) -> Vec<String> {
+        let mut c = ChainState::begin_declared(crate::audit::chain::ChainStart {
+            worker,
+            pid: 100 + worker as u32,
+        });
+        (0..n)
+            .map(|i| {
+                let line = c.link(&format!("{{\"eventName\":\"W{worker}Op{i}\"}}"));
+                c.advance(&line);
+                line
+            })
+            .collect()
+    }
+
+    /// `a` and `b` interleaved: a0 b0 a1 b1 ...
+    fn interleaved(a: &[String], b: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in 0..a.len().max(b.len()) {
+            out.extend(a.get(i).cloned());
+            out.extend(b.get(i).cloned());
+        }
+        out
+    }
+
+    #[test]
+    fn workers_chains_side_by_side_verify_and_damage_in_either_is_named() {
+        let (w1, w2) = (worker_chain(1, 4), worker_chain(2, 3));
+        let lines = interleaved(&w1, &w2);
+        let s = check(std::slice::from_ref(&lines)).unwrap();
+        assert_eq!(s.records, 7);
+        assert_eq!(s.chains.len(), 2);
+        assert_eq!(s.chains[0].worker, Some(1));
+        assert_eq!(s.chains[0].last_sequence, 3);
+        assert_eq!(s.chains[1].last_hash, sha256_hex(w2[2].as_bytes()));
+        assert!(s.to_string().contains("2 chains"), "{s}");
+
+        // a0 b0 a1 b1 a2 b2 a3: b1 (line 4) edited, named by b2.
+        let mut edited = lines.clone();
+        edited[3] = edited[3].replace("W2Op1", "W2Op9");
+        assert_eq!(check(&[edited]), at("f0", 4, Damage::Changed));
+        let mut removed = lines.clone();
+        removed.remove(2);
+        assert_eq!(check(&[removed]), at("f0", 4, Damage::Removed { count: 1 }));
+        let mut swapped = lines.clone();
+        swapped.swap(2, 4);
+        assert_eq!(
+            check(&[swapped]),
+            at(
+                "f0",
+                3,
+                Damage::Reordered {
+                    expected: 1,
+                    sequence: 2
+                }
+            )
+        );
+        // A worker chain's first line removed.
+        let mut headless = lines.clone();
+        headless.remove(1);
+        assert_eq!(
+            check(&[headless]),
+            at("f0", 3, Damage::BeginningMissing { sequence: 1 })
+        );
+        // A chain that declares no worker still may not begin mid-way.
+        let mut undeclared = w1.clone();
+        undeclared.extend(chain(2));
+        assert_eq!(check(&[undeclared]), at("f0", 5, Damage::NewChain));
     }
 
     #[test]

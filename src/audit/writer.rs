@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::chain::ChainState;
+use super::chain::{ChainStart, ChainState};
 use super::file::ChainFile;
-use super::record::{self, Event, Realm};
+use super::record::{self, Event, Realm, ServiceEvent};
 use super::{AuditConfig, Durability};
 use crate::telemetry;
 
@@ -83,7 +83,15 @@ impl AuditLog {
         let sink = match &config.path {
             None => {
                 tracing::info!("no [audit] path: audit records go to the process log");
-                Sink::ProcessLog(Mutex::new(ChainState::begin()))
+                let chain = match config.worker {
+                    // Workers share the process log: each chain says whose it is.
+                    Some(worker) => ChainState::begin_declared(ChainStart {
+                        worker,
+                        pid: std::process::id(),
+                    }),
+                    None => ChainState::begin(),
+                };
+                Sink::ProcessLog(Mutex::new(chain))
             }
             Some(path) => {
                 let sync = config.durability == Durability::Sync;
@@ -136,6 +144,17 @@ impl AuditLog {
     /// disk, or `Err` if it cannot be written; otherwise at once.
     pub async fn commit(&self, event: &Event<'_>) -> Result<(), Unaudited> {
         let record = record::render(event, &self.realm, self.context_values);
+        self.commit_record(record).await
+    }
+
+    /// Writes the record of a service event, in the same chain as the
+    /// requests'; returns as [`AuditLog::commit`] does.
+    pub async fn commit_service(&self, event: &ServiceEvent<'_>) -> Result<(), Unaudited> {
+        let record = record::render_service(event, &self.realm);
+        self.commit_record(record).await
+    }
+
+    async fn commit_record(&self, record: String) -> Result<(), Unaudited> {
         match &self.sink {
             Sink::ProcessLog(chain) => {
                 to_process_log(chain, &record);

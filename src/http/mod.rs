@@ -20,6 +20,7 @@ mod audit;
 mod authn;
 mod catch_panic;
 mod conn;
+pub mod detached;
 mod fdlimit;
 pub mod metrics;
 mod refusal;
@@ -71,6 +72,9 @@ pub struct AppState {
     pub panic_operation: Option<String>,
     /// Where every request's record goes ([`crate::audit`]).
     pub audit: Arc<AuditLog>,
+    /// Authenticated requests, each running to its end in a task of its
+    /// own; shutdown waits for them ([`detached`]).
+    pub detached: Arc<detached::Detached>,
 }
 
 /// The operation a test asks to panic, from [`TEST_PANIC_ENV`]; warns when
@@ -164,6 +168,11 @@ fn count_request<T>(operation: &str, result: &Result<T, KmsError>, started: std:
 /// A request the [`authn`] layer let through: the operation runs with the
 /// verified principal and body, and the response waits for its audit
 /// record (in sync mode, until it is on disk).
+///
+/// From here on the request may change the token, so the operation and its
+/// record run in a task of their own ([`detached`]): a client that hangs up
+/// or resets the stream, or the shutdown's cut, drops only this future,
+/// never the write, its record, the cache update or the announcement.
 async fn kms_request(State(state): State<Arc<AppState>>, mut request: Request) -> Response {
     let extensions = request.extensions_mut();
     let (Some(info), Some(authenticated)) = (
@@ -180,6 +189,32 @@ async fn kms_request(State(state): State<Arc<AppState>>, mut request: Request) -
             )
             .await;
     };
+    let cert = request.extensions().get::<tls::ClientCert>().cloned();
+    let headers = request.headers().clone();
+    let request_id = info.request_id.clone();
+    let span = tracing::Span::current();
+    let running = state.detached.spawn(tracing::Instrument::instrument(
+        run_to_the_end(state.clone(), info, authenticated, cert, headers),
+        span,
+    ));
+    match running.await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "a request's task failed");
+            let e = KmsError::Internal(INTERNAL_FAILURE.to_owned());
+            error_response(&request_id, e.status(), &e)
+        }
+    }
+}
+
+/// The operation of an authenticated request and its audit record.
+async fn run_to_the_end(
+    state: Arc<AppState>,
+    info: RequestInfo,
+    authenticated: Authenticated,
+    cert: Option<tls::ClientCert>,
+    headers: http::HeaderMap,
+) -> Response {
     let Authenticated { principal, body } = authenticated;
     let operation = info.origin.operation.as_str();
     let mut trail = Trail {
@@ -189,8 +224,8 @@ async fn kms_request(State(state): State<Arc<AppState>>, mut request: Request) -
     };
     let handled = CatchPanic::new(handle(
         &state,
-        request.extensions(),
-        request.headers(),
+        cert.as_ref(),
+        &headers,
         operation,
         &mut trail,
     ))
@@ -220,7 +255,7 @@ async fn kms_request(State(state): State<Arc<AppState>>, mut request: Request) -
 
 async fn handle(
     state: &AppState,
-    extensions: &http::Extensions,
+    cert: Option<&tls::ClientCert>,
     headers: &http::HeaderMap,
     operation: &str,
     trail: &mut Trail,
@@ -229,7 +264,7 @@ async fn handle(
         return Err(KmsError::Internal(INTERNAL_FAILURE.to_owned()));
     };
     if state.client_cert_principal {
-        check_client_cert(extensions, &principal)?;
+        check_client_cert(cert, &principal)?;
     }
     let target = headers
         .get("x-amz-target")
@@ -277,12 +312,10 @@ async fn handle(
 /// The second factor: the verified client certificate names the principal
 /// the signature proved.
 fn check_client_cert(
-    extensions: &http::Extensions,
+    cert: Option<&tls::ClientCert>,
     principal: &crate::auth::Principal,
 ) -> Result<(), KmsError> {
-    let cn = extensions
-        .get::<tls::ClientCert>()
-        .and_then(|c| c.subject_cn.as_deref());
+    let cn = cert.and_then(|c| c.subject_cn.as_deref());
     if cn == Some(principal.name.as_str()) {
         Ok(())
     } else {

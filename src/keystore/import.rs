@@ -461,7 +461,11 @@ impl KeyStore {
         })
         .await?;
         let done = !gone.is_empty() || pair.is_some();
+        let material_gone = !gone.is_empty();
         self.destroy_versions(gone).await?;
+        if material_gone {
+            self.material_expired(*id).await;
+        }
         self.destroy_pair(pair).await;
         if done {
             tracing::info!(key_id = %id, "expired imported material or import parameters destroyed");

@@ -32,6 +32,7 @@ mod data_key_pair;
 mod der;
 mod destroy;
 pub mod error;
+pub mod events;
 pub mod import;
 mod import_pair;
 mod import_record;
@@ -206,6 +207,8 @@ pub struct KeyStore {
     /// The change counters shared with the other workers of a supervisor
     /// ([`peers`]); `None` in a single process.
     peers: Option<peers::PeerChanges>,
+    /// Where the store's service events go ([`events`]); `None`: only logged.
+    events: Option<Arc<dyn events::EventSink>>,
 }
 
 /// Reads kmsgate's data objects with `label`. An empty answer is believed
@@ -333,6 +336,7 @@ impl KeyStore {
             synced: std::sync::atomic::AtomicBool::new(true),
             rounds: tokio::sync::Mutex::new(()),
             peers: None,
+            events: None,
         })
     }
 

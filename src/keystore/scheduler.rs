@@ -16,6 +16,7 @@
 
 use uuid::Uuid;
 
+use super::events::RotationReason;
 use super::write::{Change, NewVersion};
 use super::{KeyRecord, KeyState, KeyStore, RotationType, StoreError};
 use crate::telemetry;
@@ -90,9 +91,11 @@ impl KeyStore {
                     self.clear_retry(&id);
                     if done && deletion {
                         telemetry::deletion();
+                        self.key_deleted(id).await;
                         report.deleted.push(id);
                     } else if done {
                         telemetry::rotation("scheduled");
+                        self.key_rotated(id, RotationReason::Scheduled).await;
                         report.rotated.push(id);
                     }
                 }

@@ -164,6 +164,8 @@ impl KeyStore {
             .await?;
         if rotated {
             crate::telemetry::rotation("gcm_bound");
+            self.key_rotated(*id, super::events::RotationReason::GcmUsageBound)
+                .await;
         }
         let version = key.record.primary_version;
         Ok((key, version, granted))

@@ -44,9 +44,12 @@ const READY: &str = "ready";
 /// Worker `index`'s audit table: its own chain in its own file, the
 /// configured path with `.w{index}` appended (`audit.jsonl.w1`, ...), so
 /// each file verifies on its own. With no path configured every worker's
-/// chain goes to the shared process log, told apart by its chain id.
+/// chain goes to the shared process log, told apart by its chain id, its
+/// first line declaring the worker (`audit verify` follows the chains side
+/// by side).
 pub fn audit_config(audit: &AuditConfig, index: usize) -> AuditConfig {
     let mut own = audit.clone();
+    own.worker = Some(index);
     if let Some(path) = &audit.path {
         let mut name = path.clone().into_os_string();
         name.push(format!(".w{index}"));
@@ -70,5 +73,6 @@ mod tests {
             Some(PathBuf::from("/var/log/kmsgate/audit.jsonl.w2"))
         );
         assert_eq!(audit_config(&AuditConfig::default(), 1).path, None);
+        assert_eq!(audit_config(&AuditConfig::default(), 1).worker, Some(1));
     }
 }

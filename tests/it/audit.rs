@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::common::disk::SmallDisk;
 use crate::common::*;
@@ -299,6 +301,446 @@ fn without_a_file_the_process_log_carries_a_verifiable_chain() {
     let (ok, out) = verify(std::slice::from_ref(&log), &["--process-log"]);
     assert!(ok, "{out}");
     assert!(out.starts_with("OK: 4 records"), "{out}");
+}
+
+// ------------------------------------------------------------------ workers
+
+/// The audit records in a process log, each with its line number (0-based).
+fn records_in_log(log: &str) -> Vec<(usize, Value)> {
+    log.lines()
+        .enumerate()
+        .filter_map(|(n, l)| {
+            let (_, record) = l.split_once(" kmsgate::audit: record=")?;
+            Some((n, serde_json::from_str(record).unwrap()))
+        })
+        .collect()
+}
+
+/// How many records each chain in a process log has, by chain id.
+fn chains_in_log(log: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut chains = std::collections::BTreeMap::new();
+    for (_, r) in records_in_log(log) {
+        *chains
+            .entry(r["chainId"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    chains
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_workers_trail_in_the_process_log_verifies_and_names_an_edit() {
+    // Workers and no [audit] path: every worker's chain goes to the one
+    // shared process log.
+    let mut gw = crate::workers::Supervised::start(Token::new(), "2");
+    let mut requests = 0;
+    // Each request on a client of its own (a connection of its own, which
+    // either worker may accept), until both workers have served some.
+    while requests < 30 || chains_in_log(&gw.log()).len() < 2 {
+        assert!(
+            requests < 400,
+            "both workers should have served within 400 requests: {:?}",
+            chains_in_log(&gw.log())
+        );
+        gw.client().list_keys().send().await.unwrap();
+        requests += 1;
+    }
+    let status = gw.signal_and_wait("TERM", Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let log = gw.log();
+    let chains = chains_in_log(&log);
+    assert_eq!(chains.len(), 2, "one chain per worker: {chains:?}");
+    assert_eq!(
+        chains.values().sum::<usize>(),
+        requests,
+        "one record per request"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kmsgate.log");
+    std::fs::write(&path, &log).unwrap();
+    let (ok, out) = verify(std::slice::from_ref(&path), &["--process-log"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with(&format!("OK: {requests} records")) && out.contains("2 chains"),
+        "{out}"
+    );
+
+    // A record of either chain, not its chain's last, edited: named.
+    let records = records_in_log(&log);
+    let (victim, _) = records
+        .iter()
+        .find(|(_, r)| chains[r["chainId"].as_str().unwrap()] >= 2 && r["sequence"] == 0)
+        .expect("a chain with two records");
+    let lines: Vec<String> = log.lines().map(str::to_owned).collect();
+    let mut edited = lines.clone();
+    edited[*victim] = edited[*victim].replace("\"httpStatus\":200", "\"httpStatus\":201");
+    assert_ne!(edited[*victim], lines[*victim], "nothing edited");
+    write_lines(&path, &edited);
+    let (ok, out) = verify(std::slice::from_ref(&path), &["--process-log"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "DAMAGED: {}:{}: changed",
+            path.display(),
+            victim + 1
+        )),
+        "{out}"
+    );
+}
+
+// ------------------------------------------------- requests cut mid-write
+
+/// A gateway behind faulty-pkcs11 whose audit file is `dir/audit.log`.
+fn faulty_gateway_auditing_to(dir: &Path, extra: &str) -> Gateway {
+    Gateway::start_faulty_on(Token::with_faulty_config(&format!(
+        "[audit]\npath = \"{}\"\n{extra}\n",
+        dir.join("audit.log").display()
+    )))
+}
+
+/// Sends a signed CreateKey on a connection of its own, waits `wait`,
+/// half-closes the connection (`shutdown(SHUT_WR)`) and reads what comes
+/// back until the gateway closes it.
+fn create_key_and_hang_up(gw: &Gateway, wait: Duration) {
+    use std::io::{Read, Write};
+    let request = gw.request_bytes(
+        Some("TrentService.CreateKey"),
+        b"{}",
+        Some(std::time::SystemTime::now()),
+        &[],
+    );
+    let mut stream = std::net::TcpStream::connect(&gw.addr).unwrap();
+    stream.write_all(&request).unwrap();
+    std::thread::sleep(wait);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+}
+
+/// Every record of the audit files in `dir`.
+fn records_in(dir: &Path) -> Vec<Value> {
+    audit_files(dir)
+        .iter()
+        .filter(|f| f.exists())
+        .flat_map(|f| lines_of(f))
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect()
+}
+
+/// The key ids of the successful CreateKey records, in order.
+fn created_keys(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r["eventName"] == "CreateKey" && r.get("errorCode").is_none())
+        .map(|r| {
+            r["responseElements"]["keyMetadata"]["keyId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a CreateKey record names no key: {r}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Every key on `token`, as a fresh gateway (no rules, no cache) lists it.
+async fn keys_on(token: Arc<Token>) -> Vec<String> {
+    let gw = Gateway::start_faulty_on(token);
+    let kms = gw.client();
+    let mut keys = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = kms
+            .list_keys()
+            .set_marker(marker.take())
+            .send()
+            .await
+            .unwrap();
+        keys.extend(
+            page.keys()
+                .iter()
+                .filter_map(|k| k.key_id().map(str::to_owned)),
+        );
+        match page.next_marker() {
+            Some(m) if page.truncated() => marker = Some(m.to_owned()),
+            _ => break,
+        }
+    }
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_request_never_leaves_a_write_unaudited() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = faulty_gateway_auditing_to(dir.path(), "");
+    // Every key generation takes a while, so hang-ups land before, during
+    // and after the token's work.
+    gw.faults().set("C_GenerateKey stall 40ms forever");
+    for i in 0..40u64 {
+        create_key_and_hang_up(&gw, Duration::from_millis(i * 7 % 80));
+    }
+    gw.faults().clear();
+    // The gateway exits only once every cut request has finished.
+    let mut gw = gw;
+    let (status, _) = gw.stop_and_wait(Duration::from_secs(60));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let token = gw.token.clone();
+    drop(gw);
+    let records = records_in(dir.path());
+    let mut audited = created_keys(&records);
+    let created = audited.len();
+    audited.sort();
+    audited.dedup();
+    assert_eq!(audited.len(), created, "a key with two CreateKey records");
+    let on_token = keys_on(token).await;
+    assert!(!on_token.is_empty(), "no request got as far as the token");
+    assert_eq!(
+        on_token,
+        audited,
+        "keys on the token and CreateKey records differ ({} keys, {} records)",
+        on_token.len(),
+        created
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_right_after_a_hang_up_still_leaves_the_record_of_its_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = faulty_gateway_auditing_to(dir.path(), "[http]\nshutdown_grace_ms = 100");
+    gw.faults().set("C_GenerateKey stall 1s once");
+    let hang_up = {
+        let request = gw.request_bytes(
+            Some("TrentService.CreateKey"),
+            b"{}",
+            Some(std::time::SystemTime::now()),
+            &[],
+        );
+        let addr = gw.addr.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream.write_all(&request).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+        })
+    };
+    // The key generation is under way (stalled) when the client hangs up
+    // and the gateway is told to stop.
+    assert_eq!(
+        gw.faults()
+            .wait_for_count("stall C_GenerateKey", 1, Duration::from_secs(10)),
+        1,
+        "{}",
+        gw.faults().log()
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    let mut gw = gw;
+    let (status, _) = gw.stop_and_wait(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    hang_up.join().unwrap();
+    let token = gw.token.clone();
+    drop(gw);
+    token.faults().clear();
+    let audited = created_keys(&records_in(dir.path()));
+    assert_eq!(audited.len(), 1, "one CreateKey record: {audited:?}");
+    assert_eq!(keys_on(token).await, audited);
+    let (ok, out) = verify(&audit_files(dir.path()), &[]);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_stream_reset_mid_request_still_leaves_the_record_of_its_write() {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = faulty_gateway_auditing_to(dir.path(), "");
+    gw.faults().set("C_GenerateKey stall 1s once");
+    // The signed head of an HTTP/1.1 request, as h2 headers (no
+    // connection-specific ones).
+    let bytes = gw.request_bytes(
+        Some("TrentService.CreateKey"),
+        b"{}",
+        Some(std::time::SystemTime::now()),
+        &[],
+    );
+    let head = String::from_utf8(bytes[..bytes.len() - 2].to_vec()).unwrap();
+    let mut request = http::Request::post(format!("{}/", gw.endpoint));
+    for line in head.lines().skip(1).filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(": ").unwrap();
+        if !matches!(name, "connection" | "host" | "content-length") {
+            request = request.header(name, value);
+        }
+    }
+    let request = request.body(Full::new(Bytes::from_static(b"{}"))).unwrap();
+    let stream = tokio::net::TcpStream::connect(&gw.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    // Dropping the response future resets the stream (RST_STREAM) while
+    // the key generation is stalled on the token.
+    let answered =
+        tokio::time::timeout(Duration::from_millis(500), sender.send_request(request)).await;
+    assert!(answered.is_err(), "answered before the reset: {answered:?}");
+    assert_eq!(
+        gw.faults().count("stall C_GenerateKey"),
+        1,
+        "{}",
+        gw.faults().log()
+    );
+    // The connection stays open; the stream alone is gone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(sender);
+    connection.abort();
+    let (status, _) = gw.stop_and_wait(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let token = gw.token.clone();
+    drop(gw);
+    token.faults().clear();
+    let audited = created_keys(&records_in(dir.path()));
+    assert_eq!(audited.len(), 1, "one CreateKey record: {audited:?}");
+    assert_eq!(keys_on(token).await, audited);
+}
+
+// ------------------------------------------------------------ service events
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedulers_deletions_rotations_and_expiries_are_audited_as_service_events() {
+    use aws_sdk_kms::types::{AlgorithmSpec, ExpirationModelType, KeyState, WrappingKeySpec};
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_on(Token::with_config(&format!(
+        "[keys]\nsync_interval_ms = 100\nscheduler_interval_ms = 100\n\
+         gcm_usage_bound = 4\ngcm_reserve_block = 2\n\
+         [audit]\npath = \"{}\"\n",
+        dir.path().join("audit.log").display()
+    )));
+    let kms = gw.client();
+    let rotating = create_key(&kms).await;
+    kms.enable_key_rotation()
+        .key_id(&rotating)
+        .rotation_period_in_days(90)
+        .send()
+        .await
+        .unwrap();
+    let doomed = create_key(&kms).await;
+    kms.schedule_key_deletion()
+        .key_id(&doomed)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    // The fifth encryption finds the version at the bound of 4.
+    let bounded = create_key(&kms).await;
+    for i in 0..5 {
+        encrypt(&kms, &bounded, format!("data {i}").as_bytes()).await;
+    }
+    let imported = crate::import::create_external(&kms).await;
+    let alg = AlgorithmSpec::RsaesOaepSha1;
+    let p = crate::import::parameters(&kms, &imported, alg.clone(), WrappingKeySpec::Rsa2048).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    kms.import_key_material()
+        .key_id(&imported)
+        .import_token(Blob::new(p.token.clone()))
+        .encrypted_key_material(Blob::new(crate::import::wrap(
+            &p.public_key,
+            &alg,
+            &rand::random::<[u8; 32]>(),
+        )))
+        .expiration_model(ExpirationModelType::KeyMaterialExpires)
+        .valid_to(aws_smithy_types::DateTime::from_secs(now + 2 * 86_400))
+        .send()
+        .await
+        .unwrap();
+
+    // The deletion, the rotation and the expiry all come due.
+    gw.token.set_clock_days_ahead(91);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let deleted = kms.describe_key().key_id(&doomed).send().await.is_err();
+        let rotated = !rotations(&kms, &rotating).await.is_empty();
+        let expired =
+            key_metadata(&kms, &imported).await.key_state == Some(KeyState::PendingImport);
+        if deleted && rotated && expired {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "due work not done: deleted {deleted}, rotated {rotated}, expired {expired}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut gw = gw;
+    let (status, _) = gw.stop_and_wait(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+
+    let records = records_in(dir.path());
+    let mut events: Vec<(String, String, String)> = records
+        .iter()
+        .filter(|r| r["eventType"] == "AwsServiceEvent")
+        .map(|r| {
+            assert_eq!(r["userIdentity"]["type"], "AWSService", "{r}");
+            assert_eq!(r["userIdentity"]["invokedBy"], "kms.amazonaws.com", "{r}");
+            assert_eq!(r["userIdentity"]["accountId"], ACCOUNT, "{r}");
+            assert_eq!(r["eventSource"], "kms.amazonaws.com", "{r}");
+            let id = r["serviceEventDetails"]["keyId"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(r["resources"][0]["ARN"], key_arn(&id), "{r}");
+            (
+                r["eventName"].as_str().unwrap().to_owned(),
+                id,
+                r["additionalEventData"]["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    events.sort();
+    let mut expected = vec![
+        (
+            "DeleteExpiredKeyMaterial".to_owned(),
+            imported,
+            String::new(),
+        ),
+        ("DeleteKey".to_owned(), doomed, String::new()),
+        ("RotateKey".to_owned(), bounded, "gcmUsageBound".to_owned()),
+        (
+            "RotateKey".to_owned(),
+            rotating.clone(),
+            "rotationSchedule".to_owned(),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(events, expected);
+    let scheduled = records
+        .iter()
+        .find(|r| {
+            r["eventType"] == "AwsServiceEvent"
+                && r["serviceEventDetails"]["keyId"] == rotating.as_str()
+        })
+        .unwrap();
+    assert_eq!(
+        scheduled["serviceEventDetails"]["rotationType"],
+        "AUTOMATIC"
+    );
+    let (ok, out) = verify(&audit_files(dir.path()), &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with(&format!("OK: {} records", records.len())),
+        "{out}"
+    );
 }
 
 // ---------------------------------------------------------------- full disk

@@ -12,7 +12,7 @@ use crate::common::*;
 
 /// A supervisor started as `serve --workers N`. Killed, with its workers,
 /// when dropped.
-struct Supervised {
+pub(crate) struct Supervised {
     child: Child,
     endpoint: String,
     log: PathBuf,
@@ -31,7 +31,7 @@ fn auditing_token() -> Arc<Token> {
 }
 
 impl Supervised {
-    fn start(token: Arc<Token>, workers: &str) -> Supervised {
+    pub(crate) fn start(token: Arc<Token>, workers: &str) -> Supervised {
         let log = token.path().join(format!("supervisor-{workers}.log"));
         let (child, endpoint) = spawn_serve(
             &token,
@@ -54,16 +54,16 @@ impl Supervised {
     }
 
     /// A client of its own (a connection pool of its own).
-    fn client(&self) -> aws_sdk_kms::Client {
+    pub(crate) fn client(&self) -> aws_sdk_kms::Client {
         client_at(&self.endpoint, ACCESS_KEY, SECRET, REGION)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Sends `signal` to the supervisor and waits up to `limit` for it.
-    fn signal_and_wait(
+    pub(crate) fn signal_and_wait(
         &mut self,
         signal: &str,
         limit: Duration,

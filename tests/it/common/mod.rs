@@ -404,6 +404,27 @@ policies = ['{policy}']
         signed_at: Option<SystemTime>,
         extra: &[(&str, &str)],
     ) -> RawResponse {
+        let request = self.request_bytes(target, body, signed_at, extra);
+        let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
+        stream
+            .write_all(&request[..request.len() - body.len()])
+            .unwrap();
+        // A refused oversized body may be cut off mid-write: that is fine.
+        let _ = stream.write_all(body);
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        RawResponse::parse(&response)
+    }
+
+    /// The bytes of an HTTP/1.1 request as [`raw_with`](Self::raw_with)
+    /// sends it (`connection: close`), head and body.
+    pub fn request_bytes(
+        &self,
+        target: Option<&str>,
+        body: &[u8],
+        signed_at: Option<SystemTime>,
+        extra: &[(&str, &str)],
+    ) -> Vec<u8> {
         let mut headers: Vec<(String, String)> = vec![
             ("host".into(), self.addr.clone()),
             ("content-type".into(), "application/x-amz-json-1.1".into()),
@@ -445,13 +466,9 @@ policies = ['{policy}']
             "content-length: {}\r\nconnection: close\r\n\r\n",
             body.len()
         ));
-        let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
-        stream.write_all(request.as_bytes()).unwrap();
-        // A refused oversized body may be cut off mid-write: that is fine.
-        let _ = stream.write_all(body);
-        let mut response = Vec::new();
-        let _ = stream.read_to_end(&mut response);
-        RawResponse::parse(&response)
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(body);
+        bytes
     }
 }
 
