@@ -22,6 +22,7 @@ mod durability;
 mod faults;
 mod fuzz;
 mod gateway;
+mod grant_context_case;
 mod grant_scope;
 mod hmac;
 mod http;
