@@ -294,6 +294,29 @@ impl Ctx<'_> {
             .map_err(|r| access_denied(&self.caller.arn, &action, Some(resource), r))
     }
 
+    /// Authorizes `operation` on a key not made yet (CreateKey's tags) by
+    /// the caller's identity policies alone, as AWS does: the permission
+    /// must cover every key of the account and region, so the request's
+    /// resource is `arn:...:key/*` and an Allow scoped to some keys does
+    /// not match it.
+    pub fn authorize_on_any_key(&self, operation: &str) -> Result<(), KmsError> {
+        let realm = self.store.realm();
+        let any_key = format!(
+            "arn:{}:kms:{}:{}:key/*",
+            realm.partition, realm.region, realm.account_id
+        );
+        let action = format!("kms:{operation}");
+        let request = policy::Request {
+            principal_arn: &self.caller.arn,
+            account: &self.caller.account,
+            action: &action,
+            resource: &any_key,
+            facts: &self.caller.facts,
+        };
+        policy::decide_identity(&request, &self.caller.identity)
+            .map_err(|r| access_denied(&self.caller.arn, &action, None, r))
+    }
+
     /// The condition keys a request on `key` sets.
     fn request_facts(
         &self,
