@@ -38,6 +38,7 @@ mod policies;
 mod random_block;
 mod recovery;
 mod rsa_encryption;
+mod secrets_env;
 mod signing;
 mod tags;
 mod tls;
