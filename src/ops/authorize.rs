@@ -65,21 +65,28 @@ const MAC_OPERATIONS: &[&str] = &["GenerateMac", "VerifyMac"];
 const SIGNING_OPERATIONS: &[&str] = &["Sign", "Verify"];
 
 /// Whether a grant's constraints admit `context`. Keys are compared
-/// without regard to case, values exactly, as AWS documents.
+/// without regard to case, values exactly, as AWS documents. AWS leaves
+/// open which pair it reads when a context has keys that differ only by
+/// case, so every such pair must satisfy the constraint: a context that
+/// AWS might read either way is admitted only if both ways admit it.
 pub fn constraints_admit(grant: &GrantRecord, context: &EncryptionContext) -> bool {
-    let get = |k: &str| {
-        context
-            .iter()
-            .find(|(ck, _)| ck.eq_ignore_ascii_case(k))
-            .map(|(_, v)| v)
+    // Every value of `context` under a key equal to `k` but for case, and
+    // at least one.
+    let all_are = |k: &str, v: &String| {
+        let mut variants = context.iter().filter(|(ck, _)| ck.eq_ignore_ascii_case(k));
+        variants.next().is_some_and(|(_, cv)| cv == v) && variants.all(|(_, cv)| cv == v)
     };
     if let Some(eq) = &grant.context_equals
-        && (eq.len() != context.len() || eq.iter().any(|(k, v)| get(k) != Some(v)))
+        && (eq.len() != context.len()
+            || eq.iter().any(|(k, v)| !all_are(k, v))
+            || !context
+                .keys()
+                .all(|ck| eq.keys().any(|k| k.eq_ignore_ascii_case(ck))))
     {
         return false;
     }
     if let Some(sub) = &grant.context_subset
-        && sub.iter().any(|(k, v)| get(k) != Some(v))
+        && sub.iter().any(|(k, v)| !all_are(k, v))
     {
         return false;
     }
@@ -287,6 +294,29 @@ impl Ctx<'_> {
             .map_err(|r| access_denied(&self.caller.arn, &action, Some(resource), r))
     }
 
+    /// Authorizes `operation` on a key not made yet (CreateKey's tags) by
+    /// the caller's identity policies alone, as AWS does: the permission
+    /// must cover every key of the account and region, so the request's
+    /// resource is `arn:...:key/*` and an Allow scoped to some keys does
+    /// not match it.
+    pub fn authorize_on_any_key(&self, operation: &str) -> Result<(), KmsError> {
+        let realm = self.store.realm();
+        let any_key = format!(
+            "arn:{}:kms:{}:{}:key/*",
+            realm.partition, realm.region, realm.account_id
+        );
+        let action = format!("kms:{operation}");
+        let request = policy::Request {
+            principal_arn: &self.caller.arn,
+            account: &self.caller.account,
+            action: &action,
+            resource: &any_key,
+            facts: &self.caller.facts,
+        };
+        policy::decide_identity(&request, &self.caller.identity)
+            .map_err(|r| access_denied(&self.caller.arn, &action, None, r))
+    }
+
     /// The condition keys a request on `key` sets.
     fn request_facts(
         &self,
@@ -400,6 +430,33 @@ mod tests {
             &ctx(&[("app", "billing"), ("x", "y")])
         ));
         assert!(!constraints_admit(&sub, &ctx(&[("x", "y")])));
+        assert!(constraints_admit(
+            &sub,
+            &ctx(&[("APP", "billing"), ("app", "billing")])
+        ));
+        assert!(!constraints_admit(
+            &sub,
+            &ctx(&[("APP", "billing"), ("app", "payroll")])
+        ));
+        assert!(!constraints_admit(
+            &sub,
+            &ctx(&[("APP", "payroll"), ("app", "billing")])
+        ));
+        assert!(!constraints_admit(
+            &eq,
+            &ctx(&[("APP", "billing"), ("app", "payroll")])
+        ));
+        // An equals constraint with case-duplicate keys admits no context
+        // with a key it lacks.
+        let dup = grant(Some(&[("app", "billing"), ("APP", "billing")]), None);
+        assert!(!constraints_admit(
+            &dup,
+            &ctx(&[("app", "billing"), ("x", "y")])
+        ));
+        assert!(constraints_admit(
+            &dup,
+            &ctx(&[("app", "billing"), ("App", "billing")])
+        ));
         assert!(constraints_admit(&grant(None, None), &ctx(&[])));
     }
 

@@ -150,6 +150,11 @@ pub async fn handle(
         )));
     }
     let tags = check_tags(req.tags.as_deref().unwrap_or_default())?;
+    // AWS tags a new key only for a caller whose IAM policy allows
+    // kms:TagResource on every key of the account and region.
+    if !tags.is_empty() {
+        ctx.authorize_on_any_key("TagResource")?;
+    }
     let realm = ctx.store.realm();
     if let Some(p) = &req.policy {
         // The key's ARN is not known yet: check against every key's.

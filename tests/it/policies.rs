@@ -725,3 +725,58 @@ async fn a_grant_made_through_one_gateway_works_through_another_at_once_with_its
         )
     );
 }
+
+/// CreateKey with one tag by `other`: the exception, or the
+/// new key's id.
+async fn create_tagged_key(other: &Client) -> Result<String, (String, String)> {
+    other
+        .create_key()
+        .tags(
+            aws_sdk_kms::types::Tag::builder()
+                .tag_key("team")
+                .tag_value("billing")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .map(|o| o.key_metadata.unwrap().key_id)
+        .map_err(|e| error_of(&e))
+}
+
+async fn key_count(admin: &Client) -> usize {
+    admin.list_keys().send().await.unwrap().keys().len()
+}
+
+#[tokio::test]
+async fn create_key_with_tags_needs_tag_resource_on_every_key_as_in_aws() {
+    // kms:TagResource on one key only (the one the test makes first) does
+    // not cover a key not made yet.
+    let one_key = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["kms:CreateKey"],"Resource":"*"},{"Effect":"Allow","Action":"kms:TagResource","Resource":"arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"}]}"#;
+    let (gw, other) = Gateway::start_with_other(one_key);
+    let admin = gw.client();
+    assert_eq!(
+        create_tagged_key(&other).await,
+        Err((
+            "AccessDeniedException".into(),
+            format!(
+                "User: {} is not authorized to perform: kms:TagResource because no identity-based policy allows the kms:TagResource action",
+                user("other")
+            )
+        ))
+    );
+    assert_eq!(key_count(&admin).await, 0, "no key was made");
+    // Without tags, kms:CreateKey is enough.
+    other.create_key().send().await.unwrap();
+    assert_eq!(key_count(&admin).await, 1);
+    drop(gw);
+
+    // kms:TagResource on every key of the account: the key is made, tagged.
+    let every_key = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["kms:CreateKey"],"Resource":"*"},{"Effect":"Allow","Action":"kms:TagResource","Resource":"arn:aws:kms:us-east-1:111122223333:key/*"}]}"#;
+    let (gw, other) = Gateway::start_with_other(every_key);
+    let admin = gw.client();
+    let id = create_tagged_key(&other).await.unwrap();
+    let tags = admin.list_resource_tags().key_id(&id).send().await.unwrap();
+    assert_eq!(tags.tags().len(), 1);
+    assert_eq!(tags.tags()[0].tag_key(), "team");
+}
