@@ -9,6 +9,7 @@ mod common;
 mod asymmetric;
 mod audit;
 mod cli;
+mod commit_faults;
 mod container;
 mod crash;
 mod custody;
