@@ -48,6 +48,12 @@ impl DataHandle {
         s.check(self.1)?;
         Ok(self.0)
     }
+
+    /// Whether it was found or made in `s`'s generation: only then can it
+    /// be compared with the handles a listing through `s` gives.
+    pub fn is_current(self, s: &TokenSession) -> bool {
+        self.1 == s.generation
+    }
 }
 
 impl std::hash::Hash for DataHandle {

@@ -412,7 +412,17 @@ fn data_template(label: &str) -> Vec<Attribute> {
 fn data_values(session: &Session, label: &str) -> Result<Vec<Vec<u8>>, HsmError> {
     let mut out = Vec::new();
     for h in session.find_objects(&data_template(label))? {
-        for a in session.get_attributes(h, &[AttributeType::Value])? {
+        let attrs = match session.get_attributes(h, &[AttributeType::Value]) {
+            Ok(a) => a,
+            // Removed since the listing (another gateway's superseded or
+            // losing revision): not there.
+            Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::ObjectHandleInvalid,
+                _,
+            )) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for a in attrs {
             if let Attribute::Value(v) = a {
                 out.push(v);
             }

@@ -3,27 +3,41 @@
 //! policies and grants, which are fields of the key record) and aliases.
 //!
 //! [`KeyStore::commit_revision`] reads the latest revision from the token,
-//! lets the caller's change make the next one, writes it with [`commit`]
-//! (confirmed durable, kept only if no rival revision exists) and tries
-//! again after [`back_off`] when another gateway's change won, up to
-//! [`MAX_ATTEMPTS`] times. What a kind of record needs beside that plugs
-//! in: [`Committable`] says how its unreadable latest object is treated and
-//! what is logged on a retry, and a [`Companion`] is created on the token in
-//! the same write job before the record (a key's new version on rotation)
-//! and destroyed again if the commit loses or fails. Publishing the result
-//! to the cache is the caller's, under the same writes lock.
+//! lets the caller's change make the next one, writes it (confirmed
+//! durable) and keeps it only if [`settle`] finds no rival revision, and
+//! tries again after [`back_off`] when another gateway's change won, up to
+//! [`MAX_ATTEMPTS`] times.
+//!
+//! Once the new revision is made, the outcome is what the token holds,
+//! never what an error says: a job that fails after that point (the rival
+//! listing, or removing a losing revision) leaves the revision and its
+//! companion in place, and [`KeyStore::settle_open`] reads the token again
+//! on a fresh session until it can tell whether the revision won, carried
+//! its change into a later revision, or lost and is removed. Only then is
+//! the companion destroyed, so no record ever names a missing object. A
+//! failure before the revision exists is tried again from a fresh read
+//! (the change runs again and names any new key version afresh), so an
+//! object whose clean-up failed never shares its label with a retry's.
+//!
+//! What a kind of record needs beside that plugs in: [`Committable`] says
+//! how its unreadable latest object is treated and what is logged on a
+//! retry, and a [`Companion`] is created on the token in the same write job
+//! before the record (a key's new version on rotation) and destroyed again
+//! if the record is not made or loses. Publishing the result to the cache
+//! is the caller's, under the same writes lock.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::error::{StoreError, token, unreadable};
 use super::record::Revisioned;
-use super::write::to_json;
+use super::write::{WRITE_RETRIES, retry_write, to_json};
 use super::{KeyStore, Latest, latest, read_records};
 use crate::hsm::objects::{self, DataHandle};
 use crate::hsm::readback::Confirmer;
-use crate::hsm::{HsmError, TokenSession};
+use crate::hsm::{Fault, HsmError, TokenSession};
 
 /// How often a change is tried before the client is told to retry.
 pub(super) const MAX_ATTEMPTS: u32 = 8;
@@ -43,30 +57,165 @@ fn revision_of(value: &[u8]) -> Option<u64> {
         .map(|r| r.revision)
 }
 
-/// Steps 2 and 3 for one record, on the token: creates the new revision,
-/// confirms it durable, and keeps it only if no rival revision exists.
-/// `None` on a conflict.
-pub(super) fn commit(
+/// How the rival check of one write ended.
+pub(super) enum Settled {
+    /// Our revision is the record in force: its object.
+    Won(DataHandle),
+    /// Our change is in force inside a later revision that another
+    /// process wrote on top of ours (it names our companion): that
+    /// revision's object and value.
+    Carried(DataHandle, Vec<u8>),
+    /// A rival won; our revision is removed.
+    Lost,
+}
+
+/// Step 3 for our revision `ours` of the record `label` (holding `value`
+/// at `revision`): decides from what the token holds whether it won. An
+/// error leaves the outcome open: our revision may stand, so nothing it
+/// names may be destroyed.
+pub(super) fn settle(
     s: &TokenSession,
-    confirm: &Confirmer,
-    label: &str,
-    value: &[u8],
-    revision: u64,
-) -> Result<Option<DataHandle>, HsmError> {
-    let ours = super::write::new_record_object(s, confirm, label, value)?;
-    let all = objects::read_data(s, Some(label))?;
+    (label, value, revision): (&str, &[u8], u64),
+    ours: DataHandle,
+    names_companion: &dyn Fn(&[u8]) -> bool,
+) -> Result<Settled, HsmError> {
+    let all = read_records(s, label)?;
+    // Handles compare only within one library generation; after a
+    // re-initialisation our object is the one holding our value.
+    let current = ours.is_current(s);
+    let mine = |o: &objects::DataObject| {
+        if current {
+            o.handle == ours
+        } else {
+            o.value == value
+        }
+    };
+    if let Some(carrier) = all
+        .iter()
+        .filter(|o| !mine(o) && names_companion(&o.value))
+        .max_by_key(|o| revision_of(&o.value))
+    {
+        return Ok(Settled::Carried(carrier.handle, carrier.value.clone()));
+    }
+    let Some(ours) = all.iter().find(|o| mine(o)).map(|o| o.handle) else {
+        // Gone: never stored, or removed by a later revision that does not
+        // carry our change.
+        return Ok(Settled::Lost);
+    };
     let rival = all
         .iter()
         .any(|o| o.handle != ours && revision_of(&o.value).is_some_and(|r| r >= revision));
     if rival {
         objects::destroy_data(s, ours)?;
-        return Ok(None);
+        return Ok(Settled::Lost);
     }
     for o in all.iter().filter(|o| o.handle != ours) {
         // Another gateway may have removed it already.
         let _ = objects::destroy_data(s, o.handle);
     }
-    Ok(Some(ours))
+    Ok(Settled::Won(ours))
+}
+
+/// How one write attempt ended, with what it created beside the record.
+enum Decided<M> {
+    /// Our revision is in force ([`Settled::Won`]).
+    Won(DataHandle, M),
+    /// Our change is in force inside a later revision ([`Settled::Carried`]).
+    Carried(DataHandle, Vec<u8>, M),
+    /// A rival won; our revision and companion are removed.
+    Lost,
+}
+
+/// A write attempt whose revision was made and confirmed, and whose
+/// outcome is not settled yet.
+struct Attempt<C: Companion> {
+    ours: DataHandle,
+    made: C::Made,
+    companion: C,
+}
+
+/// Where a write job leaves its [`Attempt`] when it fails after making its
+/// revision: [`KeyStore::settle_open`] takes it from there.
+type Pending<C> = Arc<Mutex<Option<Attempt<C>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The attempt left in `pending`, if any (the lock is not held on).
+fn take<C: Companion>(pending: &Pending<C>) -> Option<Attempt<C>> {
+    lock(pending).take()
+}
+
+impl<C: Companion> Attempt<C> {
+    /// [`settle`]s this attempt: a lost one's companion is destroyed; on an
+    /// error the attempt goes back to `pending`, its companion kept.
+    fn settle(
+        self,
+        s: &TokenSession,
+        record: (&str, &[u8], u64),
+        pending: &Pending<C>,
+    ) -> Result<Decided<C::Made>, HsmError> {
+        let names = |v: &[u8]| self.companion.named_in(v);
+        match settle(s, record, self.ours, &names) {
+            Ok(Settled::Won(h)) => Ok(Decided::Won(h, self.made)),
+            Ok(Settled::Carried(h, v)) => Ok(Decided::Carried(h, v, self.made)),
+            Ok(Settled::Lost) => {
+                C::destroy(s, self.made);
+                Ok(Decided::Lost)
+            }
+            Err(e) => {
+                *lock(pending) = Some(self);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// How often an open outcome is read again before the client is told to
+/// retry.
+const RESOLVE_ATTEMPTS: u32 = 4;
+
+impl KeyStore {
+    /// Settles a write attempt whose job failed after its revision was made
+    /// and confirmed (the rival listing failed, or removing a lost revision
+    /// did): reads the token again, on a fresh session, until it says
+    /// whether the revision won. Still open after [`RESOLVE_ATTEMPTS`]: the
+    /// revision and its companion stay on the token (a record never names
+    /// a missing object; a companion no record names is an orphan that is
+    /// never used), and the error goes to the client, which retries.
+    async fn settle_open<C: Companion>(
+        &self,
+        label: &str,
+        value: &[u8],
+        revision: u64,
+        open: Attempt<C>,
+        first: HsmError,
+    ) -> Result<Decided<C::Made>, HsmError> {
+        let pending: Pending<C> = Arc::new(Mutex::new(Some(open)));
+        let mut last = first;
+        for round in 1..=RESOLVE_ATTEMPTS {
+            tracing::warn!(error = %last, label, round, "a commit's outcome is open; reading the token to settle it");
+            back_off(round).await;
+            let job = {
+                let (l, value) = (label.to_owned(), value.to_vec());
+                let pending = pending.clone();
+                move |s: &TokenSession| {
+                    let Some(open) = take(&pending) else {
+                        // A round that timed out took it and still runs.
+                        return Err(HsmError::Busy);
+                    };
+                    open.settle(s, (&l, &value, revision), &pending)
+                }
+            };
+            match self.hsm.pool().run(job).await {
+                Ok(decided) => return Ok(decided),
+                Err(e) if e.fault() == Fault::Timeout => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
 }
 
 /// A short random pause before trying again, growing with the attempt.
@@ -103,6 +252,12 @@ pub(super) trait Companion: Clone + Send + Sync + 'static {
 
     /// Removes what [`create`](Self::create) made (best effort).
     fn destroy(s: &TokenSession, made: Self::Made);
+
+    /// Whether a record object's value names what this creates (then
+    /// destroying it would leave that record naming a missing object).
+    fn named_in(&self, _value: &[u8]) -> bool {
+        false
+    }
 }
 
 impl Companion for () {
@@ -126,6 +281,10 @@ impl<C: Companion> Companion for Option<C> {
         if let Some(m) = made {
             C::destroy(s, m);
         }
+    }
+
+    fn named_in(&self, value: &[u8]) -> bool {
+        self.as_ref().is_some_and(|c| c.named_in(value))
     }
 }
 
@@ -170,6 +329,7 @@ impl KeyStore {
         F: FnMut(Option<&R>) -> Result<Next<R, C>, E>,
         E: From<StoreError>,
     {
+        let mut write_retries = 0;
         for attempt in 0..MAX_ATTEMPTS {
             let read_label = label.to_owned();
             let latest_on_token = self
@@ -199,24 +359,59 @@ impl KeyStore {
             };
             record.set_revision(current.as_ref().map_or(0, |(_, r)| r.revision() + 1));
             let value = to_json(&record)?;
-            let (l, revision) = (label.to_owned(), record.revision());
-            let confirm = self.hsm.confirmer();
-            let committed = self
-                .write_job(move |s| {
+            let revision = record.revision();
+            let pending: Pending<C> = Arc::new(Mutex::new(None));
+            let job = {
+                let (l, value) = (label.to_owned(), value.clone());
+                let (confirm, pending) = (self.hsm.confirmer(), pending.clone());
+                move |s: &TokenSession| {
                     let made = companion.create(s, &confirm)?;
-                    match commit(s, &confirm, &l, &value, revision) {
-                        Ok(Some(handle)) => Ok(Some((handle, made))),
-                        other => {
+                    let ours = match super::write::new_record_object(s, &confirm, &l, &value) {
+                        Ok(h) => h,
+                        Err(e) => {
                             C::destroy(s, made);
-                            other.map(|_| None)
+                            return Err(e);
                         }
+                    };
+                    // From here on our revision may be in force: what the
+                    // token holds decides, and an error leaves both it and
+                    // the companion to `settle_open`.
+                    let attempt = Attempt {
+                        ours,
+                        made,
+                        companion,
+                    };
+                    attempt.settle(s, (&l, &value, revision), &pending)
+                }
+            };
+            let decided = match self.hsm.pool().run(job).await {
+                Ok(decided) => decided,
+                Err(e) => match take(&pending) {
+                    // Our revision was made: settle it before anything else.
+                    Some(open) => self
+                        .settle_open(label, &value, revision, open, e)
+                        .await
+                        .map_err(token)?,
+                    // Nothing of this attempt is left: try the change again
+                    // from a fresh read, which names a new version afresh
+                    // (never two objects under one label).
+                    None if retry_write(&e) && write_retries < WRITE_RETRIES => {
+                        write_retries += 1;
+                        tracing::warn!(error = %e, attempt = write_retries, "a write failed at the token; trying again");
+                        back_off(write_retries).await;
+                        continue;
                     }
-                })
-                .await
-                .map_err(token)?;
-            match committed {
-                Some((handle, made)) => return Ok(Outcome::Committed(handle, record, made)),
-                None => {
+                    None => return Err(token(e).into()),
+                },
+            };
+            match decided {
+                Decided::Won(handle, made) => return Ok(Outcome::Committed(handle, record, made)),
+                Decided::Carried(handle, carrier, made) => {
+                    let carrier = serde_json::from_slice::<R>(&carrier)
+                        .map_err(|e| StoreError::Internal(e.to_string()))?;
+                    return Ok(Outcome::Committed(handle, carrier, made));
+                }
+                Decided::Lost => {
                     record.retrying(attempt);
                     back_off(attempt).await;
                 }

@@ -14,6 +14,12 @@
 //!    after a short random pause. Otherwise destroy the older revisions and
 //!    publish the change to the cache.
 //!
+//! Once step 2's record exists, a failure no longer decides anything: the
+//! token is read again until it shows whether the revision won
+//! ([`super::commit`]), and a rotation's new version is destroyed only when
+//! no record names it. A failure before that starts again from step 1, and
+//! every attempt names its new key version afresh.
+//!
 //! Every object a change creates is confirmed durable before anything older
 //! is removed or the client is answered (DESIGN.md decision 12): the token's
 //! [`Confirmer`] reads it back through an independent view of the token
@@ -151,6 +157,16 @@ impl Companion for NewVersionObject {
     fn destroy(s: &TokenSession, (_, handle): Self::Made) {
         let _ = objects::destroy_master_key(s, handle);
     }
+
+    /// A key record names this version by its label (its nonce is this
+    /// attempt's own).
+    fn named_in(&self, value: &[u8]) -> bool {
+        serde_json::from_slice::<KeyRecord>(value).is_ok_and(|r| {
+            r.versions
+                .iter()
+                .any(|v| version_label(&self.key_id, v.version, &v.nonce) == self.label)
+        })
+    }
 }
 
 impl Committable for KeyRecord {
@@ -168,13 +184,13 @@ fn new_nonce() -> String {
 }
 
 /// How often a write's token job is tried again after a retryable fault.
-const WRITE_RETRIES: u32 = 2;
+pub(super) const WRITE_RETRIES: u32 = 2;
 
 /// Whether a write job that failed so is tried again: a retryable fault,
 /// or CKR_TEMPLATE_INCONSISTENT for one of kmsgate's own templates, which
 /// SoftHSM2 2.6.1 gives when it loses the object-store race of SoftHSMv2
 /// issue 573 (the same template works at once on the next attempt).
-fn retry_write(e: &HsmError) -> bool {
+pub(super) fn retry_write(e: &HsmError) -> bool {
     e.fault() == Fault::Retryable || e.rv() == Some(cryptoki::error::RvError::TemplateInconsistent)
 }
 
@@ -186,8 +202,10 @@ impl KeyStore {
     /// short random pause) when the token failed in a way that another
     /// attempt may not: SoftHSM2 2.6.1 races on object creation across
     /// sessions (SoftHSMv2 issue 573) and answers CKR_GENERAL_ERROR. Every
-    /// write job undoes what it created when it fails, so running it again
-    /// is safe.
+    /// write job undoes what it created when it fails, or names what it
+    /// creates afresh on each run (CreateKey), so running it again is safe.
+    /// The commit protocol does not come here: it decides from the token
+    /// ([`super::commit`]).
     pub(super) async fn write_job<T, F>(&self, job: F) -> Result<T, HsmError>
     where
         T: Send + 'static,
@@ -238,12 +256,10 @@ impl KeyStore {
     ) -> Result<Arc<Key>, StoreError> {
         let _guard = self.writes.lock().await;
         let id = Uuid::new_v4();
-        let nonce = new_nonce();
-        let mut record = KeyRecord::new(id, self.now(), description, tags, nonce.clone());
+        let mut record = KeyRecord::new(id, self.now(), description, tags, String::new());
         record.policy = policy;
         record.key_spec = spec;
         record.key_usage = usage;
-        let value = to_json(&record)?;
         let wrap = self.hsm.capabilities().gcm_wrap;
         let confirm = self.hsm.confirmer();
         // Generating a key pair (RSA above all) takes seconds on a software
@@ -254,14 +270,27 @@ impl KeyStore {
         } else {
             Duration::ZERO
         };
-        let (meta, handle) = self
+        let template = record;
+        let (meta, handle, record) = self
             .write_job_patient(patience, move |s| {
+                // Every attempt names its version afresh: a retry after a
+                // clean-up that failed never makes a second object under
+                // the first attempt's label, and the read-back confirms
+                // this attempt's object.
+                let mut record = template.clone();
+                let nonce = new_nonce();
                 let label = version_label(&id, 1, &nonce);
+                if let Some(v) = record.versions.first_mut() {
+                    v.nonce = nonce;
+                }
+                let value = serde_json::to_vec(&record)
+                    .map_err(|_| HsmError::Unexpected("a key record does not serialise"))?;
                 let handle = new_version_object(s, &confirm, &id, 1, &label, (spec, usage), wrap)?;
                 match new_record_object(s, &confirm, &key_label(&id), &value) {
-                    Ok(meta) => Ok((meta, handle)),
+                    Ok(meta) => Ok((meta, handle, record)),
                     Err(e) => {
-                        // Leave no orphan key object behind.
+                        // Leave no orphan key object behind (best effort:
+                        // one left here has a label no record names).
                         let _ = objects::destroy_master_key(s, handle);
                         Err(e)
                     }

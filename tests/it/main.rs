@@ -11,6 +11,7 @@ mod asymmetric;
 mod audit;
 mod byok_bound;
 mod cli;
+mod commit_faults;
 mod container;
 mod crash;
 mod custody;
