@@ -174,3 +174,142 @@ async fn a_rotation_whose_rival_listing_fails_after_its_record_is_durable_stands
     let again = encrypt(&kms, &id, b"after the restart").await;
     assert_eq!(decrypt(&kms, again).await, b"after the restart");
 }
+
+/// The data objects on the token labelled `label` exactly.
+fn data_objects(token: &Token, label: &str) -> usize {
+    list_objects(token)
+        .lines()
+        .filter(|l| {
+            // pkcs11-tool quotes a data object's label.
+            l.trim()
+                .strip_prefix("label:")
+                .map(|v| v.trim().trim_matches('\''))
+                == Some(label)
+        })
+        .count()
+}
+
+/// Two gateways on one token race writes to the same records, while the
+/// test clock makes a rotation due on both: for each alias both try to
+/// create at once exactly one CreateAlias wins, the token holds one object
+/// for it and both gateways resolve it to the winner's key; no GCM
+/// reservation is granted twice (no key version encrypts past the bound);
+/// and each due rotation happens once. A third client keeps the second
+/// gateway listing the token (lookups of keys no one has) all along, so
+/// its listings often meet the other gateway's objects half-written.
+///
+/// A reproduction of issue 17 item 10, not yet a gate: the rival check
+/// of the commit protocol trusts one listing, and SoftHSM2 can leave an
+/// object out of a listing until it is initialised again. It failed in
+/// every run on 665e859 (a gateway resolved a raced alias to the loser's
+/// key). A proof of absence through a fresh read-back process per commit
+/// made it pass about two runs of three, at the cost of a process start
+/// per write, and was not merged; item 10 stays open. Run it with
+/// `cargo test --test it commit_faults:: -- --ignored`.
+#[ignore = "reproduction of issue 17 item 10 (open): fails on main"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_racing_writes_to_one_record_make_one_winner_per_revision() {
+    const BOUND: usize = 6;
+    let token = Token::with_config(&format!(
+        "[keys]\nsync_interval_ms = 50\nscheduler_interval_ms = 100\ngcm_usage_bound = {BOUND}\ngcm_reserve_block = 2\n"
+    ));
+    let a = Gateway::start_on(token.clone());
+    let b = Gateway::start_on(token.clone());
+    let (ka, kb) = (a.client(), b.client());
+    let (target_a, target_b) = (create_key(&ka).await, create_key(&kb).await);
+    let due = keys_rotating_every_90_days(&ka, 2).await;
+    let budget = create_key(&ka).await;
+    token.set_clock_days_ahead(91);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lister = tokio::spawn({
+        let (kms, stop) = (b.client(), stop.clone());
+        async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let id = format!("00000000-0000-4000-8000-{n:012}");
+                let _ = kms.describe_key().key_id(id).send().await;
+            }
+        }
+    });
+
+    let mut materials = HashMap::<String, usize>::new();
+    let rounds = 30;
+    for i in 0..rounds {
+        let name = format!("alias/race-{i}");
+        let (ra, rb) = tokio::join!(
+            ka.create_alias()
+                .alias_name(&name)
+                .target_key_id(&target_a)
+                .send(),
+            kb.create_alias()
+                .alias_name(&name)
+                .target_key_id(&target_b)
+                .send(),
+        );
+        let winner = match (&ra, &rb) {
+            (Ok(_), Err(e)) => {
+                assert_eq!(error_of(e).0, "AlreadyExistsException", "{name}: {e:?}");
+                &target_a
+            }
+            (Err(e), Ok(_)) => {
+                assert_eq!(error_of(e).0, "AlreadyExistsException", "{name}: {e:?}");
+                &target_b
+            }
+            other => panic!("{name}: exactly one CreateAlias wins: {other:?}"),
+        };
+        // Asked again afterwards, through either gateway, it exists.
+        for kms in [&ka, &kb] {
+            let again = kms
+                .create_alias()
+                .alias_name(&name)
+                .target_key_id(&target_a)
+                .send()
+                .await
+                .expect_err("the alias exists");
+            assert_eq!(error_of(&again).0, "AlreadyExistsException", "{name}");
+            assert_eq!(key_metadata(kms, &name).await.key_id, *winner, "{name}");
+        }
+        // Both spend the GCM budget of one key at once.
+        let (ea, eb) = tokio::join!(
+            ka.encrypt()
+                .key_id(&budget)
+                .plaintext(aws_sdk_kms::primitives::Blob::new(vec![1; 8]))
+                .send(),
+            kb.encrypt()
+                .key_id(&budget)
+                .plaintext(aws_sdk_kms::primitives::Blob::new(vec![2; 8]))
+                .send(),
+        );
+        for e in [ea, eb] {
+            // Encrypt's response names no key material; Decrypt's does.
+            let blob = e.expect("encrypts").ciphertext_blob.expect("blob");
+            let back = ka.decrypt().ciphertext_blob(blob).send().await.unwrap();
+            let material = back.key_material_id.expect("material");
+            *materials.entry(material).or_default() += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    lister.await.unwrap();
+
+    for i in 0..rounds {
+        let label = format!("kmsgate/alias/race-{i}");
+        assert_eq!(data_objects(&token, &label), 1, "{label}");
+    }
+    assert!(
+        materials.values().all(|&n| n <= BOUND),
+        "no version encrypted past the bound: {materials:?}"
+    );
+    assert_eq!(
+        rotations(&ka, &budget).await.len(),
+        materials.len() - 1,
+        "{materials:?}"
+    );
+    for id in &due {
+        for kms in [&ka, &kb] {
+            let r = rotations(kms, id).await;
+            assert_eq!(r.len(), 1, "key {id}: {r:?}");
+        }
+    }
+}
