@@ -271,9 +271,9 @@ impl Ctx<'_> {
     }
 
     /// Authorizes `operation` on `resource` (an alias ARN) by the caller's
-    /// identity policies alone: for an alias whose key is gone, which
-    /// leaves no key policy to ask. A principal the identity policies do
-    /// not allow is refused; nothing is skipped.
+    /// identity policies alone, as AWS authorizes an alias, which has no
+    /// resource policy. A principal the identity policies do not allow is
+    /// refused; nothing is skipped.
     pub fn authorize_by_identity(&self, operation: &str, resource: &str) -> Result<(), KmsError> {
         let action = format!("kms:{operation}");
         let request = policy::Request {

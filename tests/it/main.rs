@@ -34,6 +34,7 @@ mod logs;
 mod metrics;
 mod missing_version;
 mod policies;
+mod policy_alias;
 mod random_block;
 mod recovery;
 mod rsa_encryption;
