@@ -469,6 +469,23 @@ mod tests {
     }
 
     #[test]
+    fn every_operation_is_an_action_policies_may_name() {
+        use crate::ops::operation::Operation;
+        use crate::policy::Kind;
+        let names = Operation::ALL
+            .iter()
+            .map(|o| o.name())
+            .filter(|n| *n != "ReEncrypt")
+            .chain(["ReEncryptFrom", "ReEncryptTo"]);
+        for name in names {
+            let doc = format!(
+                r#"{{"Statement":{{"Effect":"Deny","Action":"kms:{name}","Resource":"*"}}}}"#
+            );
+            assert!(Policy::parse(&doc, Kind::Identity, "aws").is_ok(), "{name}");
+        }
+    }
+
+    #[test]
     fn request_aliases() {
         assert_eq!(request_alias("alias/app").as_deref(), Some("alias/app"));
         assert_eq!(

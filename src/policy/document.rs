@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::condition::Condition;
 use super::variable::{Template, Who};
-use super::wildcard::{Pattern, intersects, shape};
+use super::wildcard::{Pattern, glob_tokens, intersects, shape, tokens};
 
 /// Why a policy document was refused. The text is for the caller (it ends
 /// up in MalformedPolicyDocumentException or a start-up error).
@@ -232,8 +232,74 @@ fn either(
     Ok(Matcher { negated, patterns })
 }
 
+/// AWS KMS's IAM actions (lowercase): its operations, with ReEncrypt's
+/// two halves in place of ReEncrypt, and the permission-only
+/// SynchronizeMultiRegionKey.
+const ACTIONS: &[&str] = &[
+    "kms:cancelkeydeletion",
+    "kms:connectcustomkeystore",
+    "kms:createalias",
+    "kms:createcustomkeystore",
+    "kms:creategrant",
+    "kms:createkey",
+    "kms:decapsulate",
+    "kms:decrypt",
+    "kms:deletealias",
+    "kms:deletecustomkeystore",
+    "kms:deleteimportedkeymaterial",
+    "kms:derivesharedsecret",
+    "kms:describecustomkeystores",
+    "kms:describekey",
+    "kms:disablekey",
+    "kms:disablekeyrotation",
+    "kms:disconnectcustomkeystore",
+    "kms:enablekey",
+    "kms:enablekeyrotation",
+    "kms:encapsulate",
+    "kms:encrypt",
+    "kms:generatedatakey",
+    "kms:generatedatakeypair",
+    "kms:generatedatakeypairwithoutplaintext",
+    "kms:generatedatakeywithoutplaintext",
+    "kms:generatemac",
+    "kms:generaterandom",
+    "kms:getkeylastusage",
+    "kms:getkeypolicy",
+    "kms:getkeyrotationstatus",
+    "kms:getparametersforimport",
+    "kms:getpublickey",
+    "kms:importkeymaterial",
+    "kms:listaliases",
+    "kms:listgrants",
+    "kms:listkeypolicies",
+    "kms:listkeyrotations",
+    "kms:listkeys",
+    "kms:listresourcetags",
+    "kms:listretirablegrants",
+    "kms:putkeypolicy",
+    "kms:reencryptfrom",
+    "kms:reencryptto",
+    "kms:replicatekey",
+    "kms:retiregrant",
+    "kms:revokegrant",
+    "kms:rotatekeyondemand",
+    "kms:schedulekeydeletion",
+    "kms:sign",
+    "kms:synchronizemultiregionkey",
+    "kms:tagresource",
+    "kms:untagresource",
+    "kms:updatealias",
+    "kms:updatecustomkeystore",
+    "kms:updatekeydescription",
+    "kms:updateprimaryregion",
+    "kms:verify",
+    "kms:verifymac",
+];
+
 /// `kms:Decrypt`, `kms:GenerateDataKey*`, `kms:*`, `*`: compared without
-/// regard to case, as IAM compares actions.
+/// regard to case, as IAM compares actions. A pattern that matches no KMS
+/// action (`kms:Decrpyt`, `kms:ReEncrypt`) is refused: it would never
+/// apply, and a Deny written with it would fail open.
 fn action_pattern(a: &str) -> Result<Pattern, PolicyError> {
     let lower = a.to_ascii_lowercase();
     if lower == "*" {
@@ -251,6 +317,15 @@ fn action_pattern(a: &str) -> Result<Pattern, PolicyError> {
     {
         return bad(format!(
             "Policy contains a statement with an invalid action: {a}."
+        ));
+    }
+    let toks: Vec<_> = tokens(&lower).collect();
+    if !ACTIONS
+        .iter()
+        .any(|action| glob_tokens(&toks, action.as_bytes(), false))
+    {
+        return bad(format!(
+            "Policy contains a statement with an action that AWS KMS does not have: {a}."
         ));
     }
     Ok(Pattern::new(&lower, true))
@@ -331,8 +406,8 @@ fn principal(s: &str, partition: &str) -> Option<PrincipalRef> {
     if resource == "root" {
         return Some(PrincipalRef::Account(account.to_owned()));
     }
+    // kmsgate's users have no path: `user/dept/app` would name no one.
     let name = resource.strip_prefix("user/")?;
-    let name = name.rsplit('/').next().unwrap_or(name);
     let valid = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
     if name.is_empty() || name.len() > 64 || !name.chars().all(valid) {
         return None;
@@ -388,6 +463,18 @@ mod tests {
             (
                 r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","NotAction":"kms:Decrypt","Resource":"*"}]}"#,
                 "both",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Deny","Principal":"*","Action":["kms:Encrypt","kms:Decrpyt"],"Resource":"*"}]}"#,
+                "does not have: kms:Decrpyt",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Deny","Principal":"*","Action":"kms:ReEncrypt","Resource":"*"}]}"#,
+                "does not have: kms:ReEncrypt",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Deny","Principal":{"AWS":"arn:aws:iam::111122223333:user/dept/app"},"Action":"kms:*","Resource":"*"}]}"#,
+                "invalid principals",
             ),
             (
                 r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"arn:aws:s3:::b"}]}"#,

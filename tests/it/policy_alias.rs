@@ -380,3 +380,50 @@ policies = ['{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"kms
         "{out}\n{err}"
     );
 }
+
+#[tokio::test]
+async fn a_policy_naming_what_no_request_can_match_is_refused() {
+    // A misspelt action or a user ARN with a path never matches a request:
+    // a Deny written with one would never apply.
+    let gw = Gateway::start();
+    let admin = gw.client();
+    let key = create_key(&admin).await;
+    let root = format!(
+        r#"{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:root"}},"Action":"kms:*","Resource":"*"}}"#
+    );
+    for (deny, reason) in [
+        (
+            r#"{"Effect":"Deny","Principal":"*","Action":["kms:Encrypt","kms:Decrpyt"],"Resource":"*"}"#.to_owned(),
+            "an action that AWS KMS does not have: kms:Decrpyt".to_owned(),
+        ),
+        (
+            format!(
+                r#"{{"Effect":"Deny","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:user/dept/tester"}},"Action":"kms:Decrypt","Resource":"*"}}"#
+            ),
+            "invalid principals".to_owned(),
+        ),
+    ] {
+        let e = admin
+            .put_key_policy()
+            .key_id(&key)
+            .policy(format!(
+                r#"{{"Version":"2012-10-17","Statement":[{root},{deny}]}}"#
+            ))
+            .send()
+            .await
+            .unwrap_err();
+        let (kind, message) = error_of(&e);
+        assert_eq!(kind, "MalformedPolicyDocumentException", "{message}");
+        assert!(message.contains(&reason), "{message}");
+    }
+    // Nothing changed: still the default policy.
+    let policy = admin
+        .get_key_policy()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap()
+        .policy
+        .unwrap();
+    assert!(policy.contains("key-default-1"), "{policy}");
+}
