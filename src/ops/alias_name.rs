@@ -94,16 +94,25 @@ pub fn kept_moving() -> KmsError {
     StoreError::Conflict.into()
 }
 
+/// Authorizes CreateAlias, UpdateAlias or DeleteAlias (`operation`) on the
+/// alias itself, as AWS does: on its ARN, by the caller's identity
+/// policies alone (an alias has no resource policy; key policies speak
+/// for keys). An explicit Deny there refuses; an Allow there is needed as
+/// well as permission on every key the operation touches.
+pub fn authorize_alias(ctx: &Ctx<'_>, operation: &str, alias_name: &str) -> Result<(), KmsError> {
+    let arn = ctx.store.realm().alias_arn(alias_name);
+    ctx.authorize_by_identity(operation, &arn)
+}
+
 /// Authorizes UpdateAlias or DeleteAlias (`operation`) on the key the
-/// alias names, `target`. AWS asks the key's policy too, not only the
-/// alias's: a key that is gone (a healthy listing has no record of it)
-/// leaves no key policy, so the caller's identity policies decide alone,
-/// on the alias's ARN. A key whose record cannot be read decides nothing:
-/// its error (retryable) refuses the request.
+/// alias names, `target`, after [`authorize_alias`]. AWS asks the key's
+/// policy too, not only the alias's: a key that is gone (a healthy listing
+/// has no record of it) leaves no key policy, so the decision already made
+/// on the alias's ARN stands alone. A key whose record cannot be read
+/// decides nothing: its error (retryable) refuses the request.
 pub async fn authorize_on_target(
     ctx: &mut Ctx<'_>,
     operation: &str,
-    alias_name: &str,
     target: &Uuid,
 ) -> Result<(), KmsError> {
     match ctx.store.key_by_id(target).await? {
@@ -111,9 +120,6 @@ pub async fn authorize_on_target(
             .authorize(operation, key, Use::default())
             .await
             .map(drop),
-        None => {
-            let arn = ctx.store.realm().alias_arn(alias_name);
-            ctx.authorize_by_identity(operation, &arn)
-        }
+        None => Ok(()),
     }
 }

@@ -278,9 +278,9 @@ impl Ctx<'_> {
     }
 
     /// Authorizes `operation` on `resource` (an alias ARN) by the caller's
-    /// identity policies alone: for an alias whose key is gone, which
-    /// leaves no key policy to ask. A principal the identity policies do
-    /// not allow is refused; nothing is skipped.
+    /// identity policies alone, as AWS authorizes an alias, which has no
+    /// resource policy. A principal the identity policies do not allow is
+    /// refused; nothing is skipped.
     pub fn authorize_by_identity(&self, operation: &str, resource: &str) -> Result<(), KmsError> {
         let action = format!("kms:{operation}");
         let request = policy::Request {
@@ -523,6 +523,23 @@ mod tests {
         let open = with_ops(grant(None, None), &["Encrypt", "CreateGrant"]);
         assert!(grant_covers(&open, &child(&["Encrypt"], None, None)));
         assert!(!grant_covers(&open, &child(&["Decrypt"], None, None)));
+    }
+
+    #[test]
+    fn every_operation_is_an_action_policies_may_name() {
+        use crate::ops::operation::Operation;
+        use crate::policy::Kind;
+        let names = Operation::ALL
+            .iter()
+            .map(|o| o.name())
+            .filter(|n| *n != "ReEncrypt")
+            .chain(["ReEncryptFrom", "ReEncryptTo"]);
+        for name in names {
+            let doc = format!(
+                r#"{{"Statement":{{"Effect":"Deny","Action":"kms:{name}","Resource":"*"}}}}"#
+            );
+            assert!(Policy::parse(&doc, Kind::Identity, "aws").is_ok(), "{name}");
+        }
     }
 
     #[test]

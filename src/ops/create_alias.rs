@@ -3,7 +3,9 @@
 use serde::Deserialize;
 
 use super::Ctx;
-use super::alias_name::{check_alias_characters, check_alias_name, check_alias_prefix, target_key};
+use super::alias_name::{
+    authorize_alias, check_alias_characters, check_alias_name, check_alias_prefix, target_key,
+};
 use super::authorize::Use;
 use super::shapes::{Empty, check_key_id};
 use super::validate::Violations;
@@ -29,6 +31,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: CreateAliasRequest) -> Result<Empty,
         ));
     }
     check_alias_characters(name)?;
+    // On the alias (identity policies) and on the key it will name.
+    authorize_alias(ctx, "CreateAlias", name)?;
     let key = target_key(ctx, req.target_key_id.as_deref().unwrap_or_default()).await?;
     let key = ctx.authorize("CreateAlias", key, Use::default()).await?;
     ctx.store.create_alias(name, key.id()).await?;

@@ -4,8 +4,8 @@ use serde::Deserialize;
 
 use super::Ctx;
 use super::alias_name::{
-    MOVES, alias_not_found, authorize_on_target, check_alias_characters, check_alias_name,
-    check_alias_prefix, kept_moving, target_key,
+    MOVES, alias_not_found, authorize_alias, authorize_on_target, check_alias_characters,
+    check_alias_name, check_alias_prefix, kept_moving, target_key,
 };
 use super::authorize::Use;
 use super::shapes::{Empty, check_key_id};
@@ -27,13 +27,15 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: UpdateAliasRequest) -> Result<Empty,
     let name = req.alias_name.as_deref().unwrap_or_default();
     check_alias_prefix(name)?;
     check_alias_characters(name)?;
+    // The alias itself (identity policies), then its keys.
+    authorize_alias(ctx, "UpdateAlias", name)?;
     // The alias's current key and the new one must both allow it. The
     // current key is the one the token names when the change commits: if
     // another gateway moved the alias meanwhile, the decision is made
     // again on the key it moved it to.
     let mut from = ctx.store.alias_target(name).await?;
     if let Some(old) = &from {
-        authorize_on_target(ctx, "UpdateAlias", name, old).await?;
+        authorize_on_target(ctx, "UpdateAlias", old).await?;
     }
     let key = target_key(ctx, req.target_key_id.as_deref().unwrap_or_default()).await?;
     let key = ctx.authorize("UpdateAlias", key, Use::default()).await?;
@@ -47,7 +49,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: UpdateAliasRequest) -> Result<Empty,
                 return Ok(Empty {});
             }
             Some(now) => {
-                authorize_on_target(ctx, "UpdateAlias", name, &now).await?;
+                authorize_on_target(ctx, "UpdateAlias", &now).await?;
                 from = Some(now);
             }
         }

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::document::{PolicyError, strings};
-use super::wildcard::glob;
+use super::variable::{Template, Who};
+use super::wildcard::glob_tokens;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -39,7 +40,9 @@ pub struct Condition {
     qualifier: Qualifier,
     /// Lowercase.
     key: String,
-    values: Vec<String>,
+    /// With their policy variables (string operators under Version
+    /// 2012-10-17).
+    values: Vec<Template>,
 }
 
 /// The condition keys kmsgate sets (lowercase). `kms:encryptioncontext:*`
@@ -74,7 +77,12 @@ fn known_key(key: &str) -> bool {
 
 impl Condition {
     /// `{"StringEquals": {"kms:EncryptionContext:app": "x"}, ...}`.
-    pub fn parse_block(block: &Map<String, Value>) -> Result<Vec<Condition>, PolicyError> {
+    /// `substitute`: the policy's Version is 2012-10-17, so the values of
+    /// string operators may hold policy variables.
+    pub fn parse_block(
+        block: &Map<String, Value>,
+        substitute: bool,
+    ) -> Result<Vec<Condition>, PolicyError> {
         let mut out = Vec::new();
         for (operator, keys) in block {
             let (qualifier, rest) = if let Some(r) = operator.strip_prefix("ForAllValues:") {
@@ -119,6 +127,22 @@ impl Condition {
                     Value::Bool(b) => Ok(vec![b.to_string()]),
                     _ => Err(e),
                 })?;
+                let values = match op {
+                    // A value other than true or false would never match.
+                    Op::Bool | Op::Null => values
+                        .iter()
+                        .map(|v| match v.to_ascii_lowercase().as_str() {
+                            "true" | "false" => Ok(Template::plain(v)),
+                            _ => Err(PolicyError(format!(
+                                "The condition operator {operator} takes true or false, not: {v}."
+                            ))),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                    _ => values
+                        .iter()
+                        .map(|v| Template::parse(v, substitute))
+                        .collect::<Result<Vec<_>, _>>()?,
+                };
                 out.push(Condition {
                     op,
                     negated,
@@ -137,21 +161,23 @@ impl Condition {
         &self.key
     }
 
-    /// Whether the condition holds for `facts`.
-    pub fn holds(&self, facts: &Facts) -> bool {
+    /// Whether the condition holds for `facts`, asked by `who`.
+    pub fn holds(&self, facts: &Facts, who: &Who) -> bool {
         let present = facts.get(&self.key);
         if self.op == Op::Null {
             let absent = present.is_none_or(|v| v.is_empty());
-            return self.values.iter().any(|want| match want.as_str() {
-                "true" => absent,
-                "false" => !absent,
-                _ => false,
+            return self.values.iter().any(|want| {
+                match want.expand(who).to_ascii_lowercase().as_str() {
+                    "true" => absent,
+                    "false" => !absent,
+                    _ => false,
+                }
             });
         }
         let request_values: &[String] = present.map(Vec::as_slice).unwrap_or_default();
         // Whether one request value matches the policy's values, the
         // operator's negation applied.
-        let fits = |v: &String| self.values.iter().any(|p| self.equal(p, v)) != self.negated;
+        let fits = |v: &String| self.values.iter().any(|p| self.equal(p, v, who)) != self.negated;
         match self.qualifier {
             Qualifier::ForAllValues => request_values.iter().all(fits),
             Qualifier::ForAnyValue => request_values.iter().any(fits),
@@ -161,11 +187,13 @@ impl Condition {
         }
     }
 
-    fn equal(&self, policy: &str, request: &str) -> bool {
+    fn equal(&self, policy: &Template, request: &str, who: &Who) -> bool {
         match self.op {
-            Op::StringEquals => policy == request,
-            Op::StringEqualsIgnoreCase | Op::Bool => policy.eq_ignore_ascii_case(request),
-            Op::StringLike => glob(policy.as_bytes(), request.as_bytes()),
+            Op::StringEquals => policy.expand(who) == request,
+            Op::StringEqualsIgnoreCase | Op::Bool => {
+                policy.expand(who).eq_ignore_ascii_case(request)
+            }
+            Op::StringLike => glob_tokens(&policy.tokens(Some(who)), request.as_bytes(), false),
             Op::Null => false,
         }
     }
@@ -221,9 +249,14 @@ impl Facts {
 mod tests {
     use super::*;
 
+    const WHO: Who = Who {
+        arn: "arn:aws:iam::111122223333:user/app",
+        account: "111122223333",
+    };
+
     fn cond(json: &str) -> Vec<Condition> {
         let v: Value = serde_json::from_str(json).unwrap();
-        Condition::parse_block(v.as_object().unwrap()).unwrap()
+        Condition::parse_block(v.as_object().unwrap(), true).unwrap()
     }
 
     fn context(pairs: &[(&str, &str)]) -> Facts {
@@ -237,7 +270,7 @@ mod tests {
     }
 
     fn holds(json: &str, facts: &Facts) -> bool {
-        cond(json).iter().all(|c| c.holds(facts))
+        cond(json).iter().all(|c| c.holds(facts, &WHO))
     }
 
     #[test]
@@ -288,16 +321,41 @@ mod tests {
     }
 
     #[test]
+    fn policy_variables_in_string_values() {
+        let mut f = Facts::new();
+        f.set_one("kms:GranteePrincipal", WHO.arn);
+        let own = r#"{"StringEquals":{"kms:GranteePrincipal":"${aws:PrincipalArn}"}}"#;
+        assert!(holds(own, &f));
+        let like = r#"{"StringLike":{"kms:GranteePrincipal":"*:user/${aws:username}"}}"#;
+        assert!(holds(like, &f));
+        f.set_one(
+            "kms:GranteePrincipal",
+            "arn:aws:iam::111122223333:user/other",
+        );
+        assert!(!holds(own, &f));
+        assert!(!holds(like, &f));
+        // Under the old grammar the same text is literal.
+        let v: Value = serde_json::from_str(own).unwrap();
+        let old = Condition::parse_block(v.as_object().unwrap(), false).unwrap();
+        f.set_one("kms:GranteePrincipal", "${aws:PrincipalArn}");
+        assert!(old[0].holds(&f, &WHO));
+        assert!(!holds(own, &f));
+    }
+
+    #[test]
     fn unsupported_operators_and_keys_are_refused() {
         for block in [
             r#"{"NumericLessThan":{"kms:KeySpec":"1"}}"#,
             r#"{"StringEquals":{"aws:SourceIp":"10.0.0.1"}}"#,
             r#"{"StringEquals":["kms:KeySpec"]}"#,
             r#"{"NullIfExists":{"kms:KeySpec":"true"}}"#,
+            r#"{"Bool":{"kms:GrantIsForAWSResource":"yes"}}"#,
+            r#"{"Null":{"kms:KeySpec":"${aws:username}"}}"#,
+            r#"{"StringEquals":{"kms:GranteePrincipal":"${aws:userid}"}}"#,
         ] {
             let v: Value = serde_json::from_str(block).unwrap();
             assert!(
-                Condition::parse_block(v.as_object().unwrap()).is_err(),
+                Condition::parse_block(v.as_object().unwrap(), true).is_err(),
                 "{block}"
             );
         }

@@ -6,7 +6,8 @@
 use serde_json::{Map, Value};
 
 use super::condition::Condition;
-use super::wildcard::Pattern;
+use super::variable::{Template, Who};
+use super::wildcard::{Pattern, glob_tokens, intersects, shape, tokens};
 
 /// Why a policy document was refused. The text is for the caller (it ends
 /// up in MalformedPolicyDocumentException or a start-up error).
@@ -52,8 +53,9 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    pub fn matches(&self, value: &str) -> bool {
-        self.patterns.iter().any(|p| p.matches(value)) != self.negated
+    /// Whether `value` matches, the policy variables standing for `who`.
+    pub fn matches(&self, value: &str, who: &Who) -> bool {
+        self.patterns.iter().any(|p| p.matches(value, who)) != self.negated
     }
 }
 
@@ -101,11 +103,13 @@ impl Policy {
                 return bad(format!("Policy contains an unsupported element: {field}."));
             }
         }
-        match doc.get("Version") {
-            None => {}
-            Some(Value::String(v)) if VERSIONS.contains(&v.as_str()) => {}
+        // Policy variables exist only in the 2012-10-17 grammar; before
+        // it, `${...}` is text.
+        let substitute = match doc.get("Version") {
+            None => false,
+            Some(Value::String(v)) if VERSIONS.contains(&v.as_str()) => v == "2012-10-17",
             Some(_) => return bad("The policy Version must be 2012-10-17 or 2008-10-17."),
-        }
+        };
         if let Some(id) = doc.get("Id")
             && !id.is_string()
         {
@@ -122,7 +126,7 @@ impl Policy {
         let statements = statements
             .into_iter()
             .map(|s| match s {
-                Value::Object(s) => statement(s, kind, partition),
+                Value::Object(s) => statement(s, kind, partition, substitute),
                 _ => bad("Each Statement must be a JSON object."),
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -134,6 +138,7 @@ fn statement(
     s: &Map<String, Value>,
     kind: Kind,
     partition: &str,
+    substitute: bool,
 ) -> Result<Statement, PolicyError> {
     const FIELDS: &[&str] = &[
         "Sid",
@@ -172,11 +177,11 @@ fn statement(
     };
     let actions = either(s, "Action", "NotAction", action_pattern)?;
     let resources = either(s, "Resource", "NotResource", |r| {
-        resource_pattern(r, partition)
+        resource_pattern(r, partition, kind, substitute)
     })?;
     let conditions = match s.get("Condition") {
         None => Vec::new(),
-        Some(Value::Object(c)) => Condition::parse_block(c)?,
+        Some(Value::Object(c)) => Condition::parse_block(c, substitute)?,
         Some(_) => return bad("A statement's Condition must be a JSON object."),
     };
     Ok(Statement {
@@ -227,8 +232,74 @@ fn either(
     Ok(Matcher { negated, patterns })
 }
 
+/// AWS KMS's IAM actions (lowercase): its operations, with ReEncrypt's
+/// two halves in place of ReEncrypt, and the permission-only
+/// SynchronizeMultiRegionKey.
+const ACTIONS: &[&str] = &[
+    "kms:cancelkeydeletion",
+    "kms:connectcustomkeystore",
+    "kms:createalias",
+    "kms:createcustomkeystore",
+    "kms:creategrant",
+    "kms:createkey",
+    "kms:decapsulate",
+    "kms:decrypt",
+    "kms:deletealias",
+    "kms:deletecustomkeystore",
+    "kms:deleteimportedkeymaterial",
+    "kms:derivesharedsecret",
+    "kms:describecustomkeystores",
+    "kms:describekey",
+    "kms:disablekey",
+    "kms:disablekeyrotation",
+    "kms:disconnectcustomkeystore",
+    "kms:enablekey",
+    "kms:enablekeyrotation",
+    "kms:encapsulate",
+    "kms:encrypt",
+    "kms:generatedatakey",
+    "kms:generatedatakeypair",
+    "kms:generatedatakeypairwithoutplaintext",
+    "kms:generatedatakeywithoutplaintext",
+    "kms:generatemac",
+    "kms:generaterandom",
+    "kms:getkeylastusage",
+    "kms:getkeypolicy",
+    "kms:getkeyrotationstatus",
+    "kms:getparametersforimport",
+    "kms:getpublickey",
+    "kms:importkeymaterial",
+    "kms:listaliases",
+    "kms:listgrants",
+    "kms:listkeypolicies",
+    "kms:listkeyrotations",
+    "kms:listkeys",
+    "kms:listresourcetags",
+    "kms:listretirablegrants",
+    "kms:putkeypolicy",
+    "kms:reencryptfrom",
+    "kms:reencryptto",
+    "kms:replicatekey",
+    "kms:retiregrant",
+    "kms:revokegrant",
+    "kms:rotatekeyondemand",
+    "kms:schedulekeydeletion",
+    "kms:sign",
+    "kms:synchronizemultiregionkey",
+    "kms:tagresource",
+    "kms:untagresource",
+    "kms:updatealias",
+    "kms:updatecustomkeystore",
+    "kms:updatekeydescription",
+    "kms:updateprimaryregion",
+    "kms:verify",
+    "kms:verifymac",
+];
+
 /// `kms:Decrypt`, `kms:GenerateDataKey*`, `kms:*`, `*`: compared without
-/// regard to case, as IAM compares actions.
+/// regard to case, as IAM compares actions. A pattern that matches no KMS
+/// action (`kms:Decrpyt`, `kms:ReEncrypt`) is refused: it would never
+/// apply, and a Deny written with it would fail open.
 fn action_pattern(a: &str) -> Result<Pattern, PolicyError> {
     let lower = a.to_ascii_lowercase();
     if lower == "*" {
@@ -248,17 +319,50 @@ fn action_pattern(a: &str) -> Result<Pattern, PolicyError> {
             "Policy contains a statement with an invalid action: {a}."
         ));
     }
+    let toks: Vec<_> = tokens(&lower).collect();
+    if !ACTIONS
+        .iter()
+        .any(|action| glob_tokens(&toks, action.as_bytes(), false))
+    {
+        return bad(format!(
+            "Policy contains a statement with an action that AWS KMS does not have: {a}."
+        ));
+    }
     Ok(Pattern::new(&lower, true))
 }
 
-/// `*` or a KMS key ARN pattern (`arn:aws:kms:*:111122223333:key/*`).
-fn resource_pattern(r: &str, partition: &str) -> Result<Pattern, PolicyError> {
-    if r == "*" || r.starts_with(&format!("arn:{partition}:kms:")) {
-        return Ok(Pattern::new(r, false));
+/// `*`, or a pattern of KMS key ARNs or alias ARNs
+/// (`arn:aws:kms:*:111122223333:key/*`, `...:alias/prod-*`), with policy
+/// variables under Version 2012-10-17. A pattern that can name neither a
+/// key nor an alias is refused. A key policy is about its key alone (AWS
+/// authorizes an alias by the caller's IAM policies): there, a pattern that
+/// cannot name a key would never apply, and is refused.
+fn resource_pattern(
+    r: &str,
+    partition: &str,
+    kind: Kind,
+    substitute: bool,
+) -> Result<Pattern, PolicyError> {
+    let template = Template::parse(r, substitute)?;
+    let toks = template.tokens(None);
+    let can_name = |resource: &str| {
+        intersects(
+            &toks,
+            &shape(&format!("arn:{partition}:kms:*:*:{resource}/*")),
+        )
+    };
+    let (key, alias) = (can_name("key"), can_name("alias"));
+    if !key && !alias {
+        return bad(format!(
+            "Policy contains a statement with an invalid resource: {r}."
+        ));
     }
-    bad(format!(
-        "Policy contains a statement with an invalid resource: {r}."
-    ))
+    if kind == Kind::Key && !key {
+        return bad(format!(
+            "Policy contains a statement with a resource that is not the key: {r}. A key policy's Resource is the key itself (\"*\" or the key's ARN); aliases are authorized by identity policies."
+        ));
+    }
+    Ok(Pattern::of(template))
 }
 
 const INVALID_PRINCIPALS: &str = "Policy contains a statement with one or more invalid principals.";
@@ -302,8 +406,8 @@ fn principal(s: &str, partition: &str) -> Option<PrincipalRef> {
     if resource == "root" {
         return Some(PrincipalRef::Account(account.to_owned()));
     }
+    // kmsgate's users have no path: `user/dept/app` would name no one.
     let name = resource.strip_prefix("user/")?;
-    let name = name.rsplit('/').next().unwrap_or(name);
     let valid = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
     if name.is_empty() || name.len() > 64 || !name.chars().all(valid) {
         return None;
@@ -361,6 +465,18 @@ mod tests {
                 "both",
             ),
             (
+                r#"{"Statement":[{"Effect":"Deny","Principal":"*","Action":["kms:Encrypt","kms:Decrpyt"],"Resource":"*"}]}"#,
+                "does not have: kms:Decrpyt",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Deny","Principal":"*","Action":"kms:ReEncrypt","Resource":"*"}]}"#,
+                "does not have: kms:ReEncrypt",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Deny","Principal":{"AWS":"arn:aws:iam::111122223333:user/dept/app"},"Action":"kms:*","Resource":"*"}]}"#,
+                "invalid principals",
+            ),
+            (
                 r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"arn:aws:s3:::b"}]}"#,
                 "invalid resource",
             ),
@@ -386,6 +502,55 @@ mod tests {
         let with =
             r#"{"Statement":{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"}}"#;
         assert!(Policy::parse(with, Kind::Identity, "aws").is_err());
+    }
+
+    #[test]
+    fn resources_name_keys_or_aliases_and_key_policies_only_keys() {
+        let doc = |version: &str, resource: &str| {
+            format!(
+                r#"{{{version}"Statement":{{"Effect":"Deny","Principal":"*","Action":"kms:*","Resource":"{resource}"}}}}"#
+            )
+        };
+        let v12 = r#""Version":"2012-10-17","#;
+        let alias = "arn:aws:kms:us-east-1:111122223333:alias/prod-*";
+        for ok in [
+            "*",
+            "arn:aws:kms:*",
+            "arn:aws:kms:*:111122223333:key/*",
+            "arn:aws:kms:us-east-1:111122223333:*",
+        ] {
+            key(&doc(v12, ok)).unwrap();
+        }
+        let e = key(&doc(v12, alias)).unwrap_err();
+        assert!(e.0.contains("not the key"), "{e}");
+        let identity = |text: &str| Policy::parse(text, Kind::Identity, "aws");
+        let no_principal = |d: String| d.replace(r#""Principal":"*","#, "");
+        identity(&no_principal(doc(v12, alias))).unwrap();
+        identity(&no_principal(doc(
+            v12,
+            "arn:aws:kms:us-east-1:111122223333:alias/${aws:username}/*",
+        )))
+        .unwrap();
+        for bad in [
+            "arn:aws:kms:us-east-1:111122223333:grant/*",
+            "arn:aws:kms:us-east-1:111122223333:key",
+            "arn:aws:iam::111122223333:user/*",
+        ] {
+            let e = identity(&no_principal(doc(v12, bad))).unwrap_err();
+            assert!(e.0.contains("invalid resource"), "{e}");
+        }
+        // Variables: refused when unknown under 2012-10-17, text before it
+        // (a key ARN holds no `:` after `key/`: as text, that one never
+        // names a key).
+        let unknown = "arn:aws:kms:us-east-1:111122223333:key/${aws:userid}";
+        let e = key(&doc(v12, unknown)).unwrap_err();
+        assert!(e.0.contains("unsupported policy variable"), "{e}");
+        let e = key(&doc(r#""Version":"2008-10-17","#, unknown)).unwrap_err();
+        assert!(e.0.contains("invalid resource"), "{e}");
+        let literal = "arn:aws:kms:us-east-1:111122223333:key/${x}";
+        key(&doc(r#""Version":"2008-10-17","#, literal)).unwrap();
+        key(&doc("", literal)).unwrap();
+        assert!(key(&doc(v12, literal)).is_err());
     }
 
     #[test]

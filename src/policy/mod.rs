@@ -17,10 +17,12 @@
 
 pub mod condition;
 pub mod document;
+pub mod variable;
 pub mod wildcard;
 
 pub use condition::Facts;
 pub use document::{Effect, Kind, Policy, PolicyError, PrincipalRef};
+pub use variable::Who;
 
 /// AWS's default key policy, as GetKeyPolicy returns it for a key created
 /// without one: the account may do everything, through identity policies.
@@ -37,9 +39,21 @@ pub struct Request<'a> {
     pub account: &'a str,
     /// `kms:Decrypt`.
     pub action: &'a str,
-    /// A key ARN, or `*` for operations on no key (CreateKey, ListKeys).
+    /// A key ARN, an alias ARN (CreateAlias, UpdateAlias and DeleteAlias
+    /// are authorized on the alias too), or `*` for operations on no key
+    /// (CreateKey, ListKeys).
     pub resource: &'a str,
     pub facts: &'a Facts,
+}
+
+impl Request<'_> {
+    /// What the policy variables stand for.
+    fn who(&self) -> Who<'_> {
+        Who {
+            arn: self.principal_arn,
+            account: self.account,
+        }
+    }
 }
 
 /// What one policy says about a request.
@@ -56,10 +70,11 @@ struct Said {
 impl Policy {
     fn say(&self, req: &Request) -> Said {
         let mut said = Said::default();
+        let who = req.who();
         for s in &self.statements {
-            if !s.actions.matches(req.action)
-                || !resource_matches(&s.resources, req.resource)
-                || !s.conditions.iter().all(|c| c.holds(req.facts))
+            if !s.actions.matches(req.action, &who)
+                || !s.resources.matches(req.resource, &who)
+                || !s.conditions.iter().all(|c| c.holds(req.facts, &who))
             {
                 continue;
             }
@@ -88,13 +103,6 @@ impl Policy {
         }
         said
     }
-}
-
-/// A key policy's `Resource` means the key itself: `*` or the key's ARN
-/// (patterns included). A request on no key (`*`) is matched only by `*`
-/// patterns that match everything.
-fn resource_matches(m: &document::Matcher, resource: &str) -> bool {
-    m.matches(resource)
 }
 
 /// Why a request was refused; `error` words it as AWS does.
@@ -246,6 +254,49 @@ mod tests {
         assert_eq!(
             decide(&ask("kms:Encrypt", &billing), &p, &[deny_id], false),
             Err(Refusal::DenyInIdentityPolicy)
+        );
+    }
+
+    #[test]
+    fn aliases_are_decided_on_their_arn_with_variables_substituted() {
+        let p = identity(
+            r#"{"Version":"2012-10-17","Statement":[
+                {"Effect":"Allow","Action":"kms:*Alias","Resource":"arn:aws:kms:*:${aws:PrincipalAccount}:alias/${aws:username}-*"},
+                {"Effect":"Deny","Action":"kms:DeleteAlias","Resource":"arn:aws:kms:*:111122223333:alias/*-prod"}]}"#,
+        );
+        let f = Facts::new();
+        let on = |action: &'static str, alias: &'static str| Request {
+            resource: alias,
+            ..ask(action, &f)
+        };
+        let ids = std::slice::from_ref(&p);
+        let own = "arn:aws:kms:us-east-1:111122223333:alias/app-db";
+        assert_eq!(decide_identity(&on("kms:CreateAlias", own), ids), Ok(()));
+        assert_eq!(
+            decide_identity(
+                &on(
+                    "kms:CreateAlias",
+                    "arn:aws:kms:us-east-1:111122223333:alias/other-db"
+                ),
+                ids
+            ),
+            Err(Refusal::NoIdentityAllow)
+        );
+        assert_eq!(
+            decide_identity(
+                &on(
+                    "kms:DeleteAlias",
+                    "arn:aws:kms:us-east-1:111122223333:alias/app-prod"
+                ),
+                ids
+            ),
+            Err(Refusal::DenyInIdentityPolicy)
+        );
+        // An alias pattern says nothing about keys.
+        let default = key_policy(&default_key_policy("aws", ACCOUNT));
+        assert_eq!(
+            decide(&ask("kms:CreateAlias", &f), &default, ids, false),
+            Err(Refusal::NoIdentityAllow)
         );
     }
 

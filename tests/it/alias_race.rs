@@ -4,8 +4,10 @@
 //! alias).
 //!
 //! Principals: `tester` (the harness's credential, `allow = ["kms:*"]`)
-//! and `other`, with no identity policy: it may change aliases of exactly
-//! the keys whose key policies name it.
+//! and `other`, whose identity policy allows UpdateAlias and DeleteAlias
+//! on the aliases `race` and `damaged` only (AWS authorizes an alias by
+//! IAM policies) and nothing on keys: it may change those aliases of
+//! exactly the keys whose key policies name it.
 
 use crate::common::*;
 use crate::unreadable::inject;
@@ -25,6 +27,7 @@ principal = "other"
 
 [[auth.principals]]
 name = "other"
+policies = ['{{"Version":"2012-10-17","Statement":{{"Effect":"Allow","Action":["kms:UpdateAlias","kms:DeleteAlias"],"Resource":["arn:aws:kms:{REGION}:{ACCOUNT}:alias/race","arn:aws:kms:{REGION}:{ACCOUNT}:alias/damaged"]}}}}']
 
 [keys]
 sync_interval_ms = 600000

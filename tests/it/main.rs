@@ -38,6 +38,7 @@ mod logs;
 mod metrics;
 mod missing_version;
 mod policies;
+mod policy_alias;
 mod random_block;
 mod recovery;
 mod rsa_encryption;
