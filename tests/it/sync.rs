@@ -1,6 +1,7 @@
 //! How fast a gateway sees what another gateway on the same token changed
 //! (src/keystore/sync.rs): within a sync interval or two, even when one
-//! sync round fails half-way.
+//! sync round fails half-way or moving the change marker after a change
+//! fails.
 
 use std::time::{Duration, Instant};
 
@@ -105,5 +106,120 @@ async fn a_sync_round_whose_record_read_fails_does_not_hide_the_change_until_the
         )
         .await,
         "the second gateway still answers the old description 5 s after a failed sync round"
+    );
+}
+
+/// Config for the principal `other` (signing with [`OTHER_KEY`]), whose
+/// identity policy allows nothing it asks for here: only a grant lets it
+/// encrypt.
+fn other_config() -> String {
+    format!(
+        r#"
+[[auth.credentials]]
+access_key_id = "{OTHER_KEY}"
+secret_env = "KMSGATE_TEST_OTHER_SECRET"
+principal = "other"
+
+[[auth.principals]]
+name = "other"
+policies = ['{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"kms:ListKeys","Resource":"*"}}]}}']
+"#
+    )
+}
+
+/// Encrypts a byte under `key_id` as `client`; the error code if refused.
+async fn encrypt_code(client: &aws_sdk_kms::Client, key_id: &str) -> Result<(), String> {
+    client
+        .encrypt()
+        .key_id(key_id)
+        .plaintext(aws_sdk_kms::primitives::Blob::new(b"x".to_vec()))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| error_of(&e).0)
+}
+
+#[tokio::test]
+async fn a_change_whose_marker_move_failed_is_still_seen_by_the_other_gateway_within_seconds() {
+    // Both gateways load faulty-pkcs11, but only the first obeys the
+    // token's control file: the second is pointed at one that never exists.
+    let token = Token::with_faulty_config(&other_config());
+    let secret = ("KMSGATE_TEST_OTHER_SECRET", OTHER_SECRET);
+    let first = Gateway::start_faulty_on_with_env(token.clone(), &[secret]);
+    let second = Gateway::start_faulty_on_with_env(
+        token.clone(),
+        &[
+            (
+                "FAULTY_PKCS11_CONTROL",
+                &token.path().join("no-faults").display().to_string(),
+            ),
+            (
+                "FAULTY_PKCS11_LOG",
+                &token.path().join("second-faults.log").display().to_string(),
+            ),
+            secret,
+        ],
+    );
+    let faults = first.faults();
+    let grantee = second.client_as(OTHER_KEY, OTHER_SECRET, REGION);
+
+    let key_id = create_key(&first.client()).await;
+    let grant_id = first
+        .client()
+        .create_grant()
+        .key_id(&key_id)
+        .grantee_principal(format!("arn:aws:iam::{ACCOUNT}:user/other"))
+        .operations(aws_sdk_kms::types::GrantOperation::Encrypt)
+        .send()
+        .await
+        .unwrap()
+        .grant_id
+        .unwrap();
+    // The second gateway serves the grantee, and its sync rounds (one a
+    // second by default) settle after the changes.
+    assert_eq!(encrypt_code(&grantee, &key_id).await, Ok(()));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(encrypt_code(&grantee, &key_id).await, Ok(()));
+
+    // The first gateway revokes the grant, and moving the change marker
+    // (its label set by C_SetAttributeValue, the only call that sets an
+    // attribute) fails once.
+    faults.set("C_SetAttributeValue fail 0x30 once");
+    first
+        .client()
+        .revoke_grant()
+        .key_id(&key_id)
+        .grant_id(&grant_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        faults.wait_for_count("fail C_SetAttributeValue", 1, Duration::from_secs(5)),
+        1,
+        "{}",
+        faults.log()
+    );
+    assert!(
+        first.log_has(|l| l.contains("could not move the change marker")),
+        "the marker move failed"
+    );
+
+    // The grant is refused through the second gateway within a few seconds
+    // (before: honoured until its full sync, up to 60 s on).
+    let started = Instant::now();
+    let mut last = encrypt_code(&grantee, &key_id).await;
+    while last.is_ok() && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = encrypt_code(&grantee, &key_id).await;
+    }
+    assert_eq!(
+        last,
+        Err("AccessDeniedException".to_owned()),
+        "the revoked grant still served through the second gateway after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        first.log_has(|l| l.contains("change marker moved after an earlier failure")),
+        "the first gateway's sync round moved the marker it owed"
     );
 }
