@@ -223,3 +223,147 @@ async fn a_change_whose_marker_move_failed_is_still_seen_by_the_other_gateway_wi
         "the first gateway's sync round moved the marker it owed"
     );
 }
+
+/// `kmsgate serve --workers 2` on a token made by
+/// [`Token::with_faulty_config`]: both workers obey its control file. The
+/// supervisor is killed when dropped, and its workers stop when their
+/// control channel closes.
+struct Supervisor(std::process::Child);
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The audit records of `operation` in the audit file at `path`.
+fn audited(path: &std::path::Path, operation: &str) -> usize {
+    let quoted = format!("\"{operation}\"");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&quoted))
+        .count()
+}
+
+#[tokio::test]
+async fn a_worker_relists_when_another_worker_could_not_move_the_change_marker() {
+    let token = Token::with_faulty_config(&other_config());
+    let audit = token.path().join("audit.jsonl");
+    let mut config = std::fs::read_to_string(token.config()).unwrap();
+    config.push_str(&format!("\n[audit]\npath = \"{}\"\n", audit.display()));
+    std::fs::write(token.config(), config).unwrap();
+    let mut env = token.faulty_env();
+    env.push(("KMSGATE_TEST_OTHER_SECRET".into(), OTHER_SECRET.into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let log = token.path().join("supervisor.log");
+    let (child, endpoint) = spawn_serve(
+        &token,
+        &["--workers", "2"],
+        &env,
+        &log,
+        Duration::from_secs(60),
+    );
+    let _supervisor = Supervisor(child);
+    // Each request on a client of its own, so on a connection of its own,
+    // which either worker may accept.
+    let admin = || client_at(&endpoint, ACCESS_KEY, SECRET, REGION);
+    let grantee = || client_at(&endpoint, OTHER_KEY, OTHER_SECRET, REGION);
+    let workers = [
+        audit.with_extension("jsonl.w1"),
+        audit.with_extension("jsonl.w2"),
+    ];
+    let faults = token.faults();
+
+    let key_id = create_key(&admin()).await;
+    let grant_id = admin()
+        .create_grant()
+        .key_id(&key_id)
+        .grantee_principal(format!("arn:aws:iam::{ACCOUNT}:user/other"))
+        .operations(aws_sdk_kms::types::GrantOperation::Encrypt)
+        .send()
+        .await
+        .unwrap()
+        .grant_id
+        .unwrap();
+    // Both workers serve the grantee, so both have the grant cached.
+    let mut requests = 0;
+    while requests < 200 && workers.iter().any(|w| audited(w, "Encrypt") == 0) {
+        assert_eq!(encrypt_code(&grantee(), &key_id).await, Ok(()));
+        requests += 1;
+    }
+    let before: Vec<usize> = workers.iter().map(|w| audited(w, "Encrypt")).collect();
+    assert!(
+        before.iter().all(|n| *n > 0),
+        "after {requests} connections both workers served the grantee: {before:?}"
+    );
+    // Both workers' timed sync rounds (one a second) read the marker as
+    // the last change left it: it is no news to either of them any more.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // The grant is revoked through one worker, whose moves of the change
+    // marker (C_SetAttributeValue) fail for a while: its first, and those
+    // its sync rounds retry.
+    faults.set("C_SetAttributeValue fail 0x30 for 5s");
+    let revoked = Instant::now();
+    admin()
+        .revoke_grant()
+        .key_id(&key_id)
+        .grant_id(&grant_id)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        faults.wait_for_count("fail C_SetAttributeValue", 1, Duration::from_secs(5)) >= 1,
+        "{}",
+        faults.log()
+    );
+
+    // Refused at once by both workers (before: the other worker caught up
+    // on the unmoved marker, read nothing and served the revoked grant).
+    let mut requests = 0;
+    while requests < 200
+        && workers
+            .iter()
+            .zip(&before)
+            .any(|(w, n)| audited(w, "Encrypt") == *n)
+    {
+        assert_eq!(
+            encrypt_code(&grantee(), &key_id).await,
+            Err("AccessDeniedException".to_owned()),
+            "request {requests} after the RevokeGrant"
+        );
+        requests += 1;
+    }
+    let after: Vec<usize> = workers.iter().map(|w| audited(w, "Encrypt")).collect();
+    assert!(
+        after.iter().zip(&before).all(|(a, b)| a > b),
+        "after {requests} connections both workers answered the grantee again: {before:?} -> {after:?}"
+    );
+    // All of it while the marker could not be moved.
+    assert!(
+        revoked.elapsed() < Duration::from_secs(4),
+        "the checks took {:?}: past the fault's window",
+        revoked.elapsed()
+    );
+    // Once the fault is over, the revoking worker moves the marker it owes.
+    faults.clear();
+    let moved = |l: &str| l.contains("change marker moved after an earlier failure");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10)
+        && !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(moved)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(moved),
+        "the owed marker move was made"
+    );
+}
