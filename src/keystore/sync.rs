@@ -164,8 +164,9 @@ impl KeyStore {
         }
     }
 
-    /// Moves the change marker if a change's move failed before.
-    async fn move_owed_marker(&self) {
+    /// Moves the change marker if a change's move failed before: every
+    /// timed sync round, and once more when the gateway stops.
+    pub async fn move_owed_marker(&self) {
         let owed = self.markers.lock().is_ok_and(|m| m.unannounced);
         if owed && self.move_marker().await {
             tracing::info!("change marker moved after an earlier failure");

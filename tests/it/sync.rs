@@ -139,10 +139,19 @@ async fn encrypt_code(client: &aws_sdk_kms::Client, key_id: &str) -> Result<(), 
         .map_err(|e| error_of(&e).0)
 }
 
-#[tokio::test]
-async fn a_change_whose_marker_move_failed_is_still_seen_by_the_other_gateway_within_seconds() {
-    // Both gateways load faulty-pkcs11, but only the first obeys the
-    // token's control file: the second is pointed at one that never exists.
+/// Two gateways on one faulty-pkcs11 token, of which only the first obeys
+/// the token's control file, a key made through the first with a grant
+/// that lets `other` encrypt, and `other` as a client of the second, which
+/// has served it; both gateways' sync rounds (one a second) have settled.
+struct Granted {
+    first: Gateway,
+    second: Gateway,
+    grantee: aws_sdk_kms::Client,
+    key_id: String,
+    grant_id: String,
+}
+
+async fn two_gateways_and_a_grant() -> Granted {
     let token = Token::with_faulty_config(&other_config());
     let secret = ("KMSGATE_TEST_OTHER_SECRET", OTHER_SECRET);
     let first = Gateway::start_faulty_on_with_env(token.clone(), &[secret]);
@@ -160,9 +169,7 @@ async fn a_change_whose_marker_move_failed_is_still_seen_by_the_other_gateway_wi
             secret,
         ],
     );
-    let faults = first.faults();
     let grantee = second.client_as(OTHER_KEY, OTHER_SECRET, REGION);
-
     let key_id = create_key(&first.client()).await;
     let grant_id = first
         .client()
@@ -175,42 +182,39 @@ async fn a_change_whose_marker_move_failed_is_still_seen_by_the_other_gateway_wi
         .unwrap()
         .grant_id
         .unwrap();
-    // The second gateway serves the grantee, and its sync rounds (one a
-    // second by default) settle after the changes.
     assert_eq!(encrypt_code(&grantee, &key_id).await, Ok(()));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(encrypt_code(&grantee, &key_id).await, Ok(()));
+    Granted {
+        first,
+        second,
+        grantee,
+        key_id,
+        grant_id,
+    }
+}
 
-    // The first gateway revokes the grant, and moving the change marker
-    // (its label set by C_SetAttributeValue, the only call that sets an
-    // attribute) fails once.
-    faults.set("C_SetAttributeValue fail 0x30 once");
-    first
-        .client()
-        .revoke_grant()
-        .key_id(&key_id)
-        .grant_id(&grant_id)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        faults.wait_for_count("fail C_SetAttributeValue", 1, Duration::from_secs(5)),
-        1,
-        "{}",
-        faults.log()
-    );
-    assert!(
-        first.log_has(|l| l.contains("could not move the change marker")),
-        "the marker move failed"
-    );
+impl Granted {
+    /// Revokes the grant through the first gateway.
+    async fn revoke(&self) {
+        self.first
+            .client()
+            .revoke_grant()
+            .key_id(&self.key_id)
+            .grant_id(&self.grant_id)
+            .send()
+            .await
+            .unwrap();
+    }
+}
 
-    // The grant is refused through the second gateway within a few seconds
-    // (before: honoured until its full sync, up to 60 s on).
+/// Asserts that `grantee` is refused Encrypt under `key_id` within 5 s.
+async fn assert_refused_within_seconds(grantee: &aws_sdk_kms::Client, key_id: &str) {
     let started = Instant::now();
-    let mut last = encrypt_code(&grantee, &key_id).await;
+    let mut last = encrypt_code(grantee, key_id).await;
     while last.is_ok() && started.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        last = encrypt_code(&grantee, &key_id).await;
+        last = encrypt_code(grantee, key_id).await;
     }
     assert_eq!(
         last,
@@ -218,10 +222,64 @@ async fn a_change_whose_marker_move_failed_is_still_seen_by_the_other_gateway_wi
         "the revoked grant still served through the second gateway after {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn a_change_whose_marker_move_failed_is_still_seen_by_the_other_gateway_within_seconds() {
+    let g = two_gateways_and_a_grant().await;
+    let faults = g.first.faults();
+    // Moving the change marker after the revoke (its label set by
+    // C_SetAttributeValue, the only call that sets an attribute) fails
+    // once.
+    faults.set("C_SetAttributeValue fail 0x30 once");
+    g.revoke().await;
+    assert_eq!(
+        faults.wait_for_count("fail C_SetAttributeValue", 1, Duration::from_secs(5)),
+        1,
+        "{}",
+        faults.log()
+    );
     assert!(
-        first.log_has(|l| l.contains("change marker moved after an earlier failure")),
+        g.first
+            .log_has(|l| l.contains("could not move the change marker")),
+        "the marker move failed"
+    );
+    // Before: honoured through the second gateway until its full sync, up
+    // to 60 s on.
+    assert_refused_within_seconds(&g.grantee, &g.key_id).await;
+    assert!(
+        g.first
+            .log_has(|l| l.contains("change marker moved after an earlier failure")),
         "the first gateway's sync round moved the marker it owed"
     );
+}
+
+#[tokio::test]
+async fn a_gateway_that_stops_moves_the_change_marker_it_owes() {
+    let g = two_gateways_and_a_grant().await;
+    let faults = g.first.faults();
+    // The revoke's marker move fails, and the first gateway is stopped at
+    // once, before a timed sync round can move the marker.
+    faults.set("C_SetAttributeValue fail 0x30 once");
+    g.revoke().await;
+    let Granted {
+        first,
+        second,
+        grantee,
+        key_id,
+        ..
+    } = g;
+    first.stop();
+    assert_eq!(
+        faults.count("fail C_SetAttributeValue"),
+        1,
+        "{}",
+        faults.log()
+    );
+    // Before: honoured through the second gateway until its full sync, up
+    // to 60 s on.
+    assert_refused_within_seconds(&grantee, &key_id).await;
+    drop(second);
 }
 
 /// `kmsgate serve --workers 2` on a token made by
