@@ -298,6 +298,9 @@ pub fn spawn_background(
                 tracing::warn!(error = %e, "sync with the token failed");
             }
         }
+        // A change whose marker move failed is announced before the
+        // gateway goes (DESIGN.md decision 22).
+        sync_state.store.move_owed_marker().await;
     });
     let mut scheduler_stopped = stopped;
     let scheduler = tokio::spawn(async move {

@@ -11,6 +11,17 @@
 //! with. When one moved, the worker runs a sync round before it answers.
 //! That costs one `pread` per request, and a sync round only after a change.
 //!
+//! A worker bumps its slot only after it has moved the change marker, so a
+//! sync round that starts after the bump was read and finds the marker
+//! unmoved since its last full sync has already seen the change. When the
+//! marker could not be moved (a token fault, a queue timeout, a stale
+//! handle), the worker still bumps, with the slot's low bit set: a worker
+//! that sees such a slot move relists the token instead of trusting the
+//! marker, and the changing worker moves the marker at its next timed round
+//! for gateways outside the supervisor. A slot thus holds the count of the
+//! worker's changes times two, plus one if the marker did not move after
+//! the last of them.
+//!
 //! Each slot has one writer, so no lock is needed between processes; a torn
 //! read can only cause one sync round too many. The file says nothing about
 //! the keys themselves: someone who could write it could at most delay
@@ -21,6 +32,15 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The other workers' slots as read, when one moved since the last
+/// catch-up.
+#[derive(Debug)]
+pub(super) struct Moved {
+    slots: Vec<u64>,
+    /// A slot that moved says its marker did not: relist the token.
+    pub(super) relist: bool,
+}
 
 /// The counters file of a supervisor's workers, as one worker uses it.
 pub struct PeerChanges {
@@ -69,7 +89,7 @@ impl PeerChanges {
         // A restarted worker carries on from its slot's count, so that
         // the others still see its next change as one.
         let now = peers.read()?;
-        peers.mine.store(now[me], Ordering::Relaxed);
+        peers.mine.store(now[me] >> 1, Ordering::Relaxed);
         *peers.seen.lock().unwrap_or_else(|e| e.into_inner()) = now;
         Ok(peers)
     }
@@ -83,21 +103,24 @@ impl PeerChanges {
             .collect())
     }
 
-    /// Says that this worker changed something on the token.
-    pub(super) fn bump(&self) {
+    /// Says that this worker changed something on the token; `unmoved`:
+    /// the change marker could not be moved after it, so the others must
+    /// relist the token to see it.
+    pub(super) fn bump(&self, unmoved: bool) {
         let n = self.mine.fetch_add(1, Ordering::SeqCst) + 1;
+        let slot = (n << 1) | u64::from(unmoved);
         if let Err(e) = self
             .file
-            .write_all_at(&n.to_le_bytes(), (self.me * 8) as u64)
+            .write_all_at(&slot.to_le_bytes(), (self.me * 8) as u64)
         {
             tracing::warn!(error = %e, "cannot tell the other workers of a change");
         }
     }
 
-    /// The counters now, if another worker's moved since the last
+    /// The slots now, if another worker's moved since the last
     /// [`caught_up`](Self::caught_up) (this worker's own slot does not
     /// count).
-    pub(super) fn moved(&self) -> Option<Vec<u64>> {
+    pub(super) fn moved(&self) -> Option<Moved> {
         let now = match self.read() {
             Ok(n) => n,
             Err(e) => {
@@ -106,16 +129,20 @@ impl PeerChanges {
             }
         };
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let moved = now
-            .iter()
-            .enumerate()
-            .any(|(i, n)| i != self.me && seen.get(i) != Some(n));
-        moved.then_some(now)
+        let mut moved = false;
+        let mut relist = false;
+        for (i, n) in now.iter().enumerate() {
+            if i != self.me && seen.get(i) != Some(n) {
+                moved = true;
+                relist |= n & 1 == 1;
+            }
+        }
+        moved.then_some(Moved { slots: now, relist })
     }
 
-    /// Records that this worker has caught up with the counters `now`.
-    pub(super) fn caught_up(&self, now: Vec<u64>) {
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = now;
+    /// Records that this worker has caught up with the slots `now`.
+    pub(super) fn caught_up(&self, now: Moved) {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = now.slots;
     }
 }
 
@@ -142,15 +169,25 @@ mod tests {
         let a = PeerChanges::open(&dir, 0, 3).unwrap();
         let b = PeerChanges::open(&dir, 1, 3).unwrap();
         assert!(a.moved().is_none() && b.moved().is_none());
-        a.bump();
+        a.bump(false);
         assert!(a.moved().is_none(), "its own change");
         let now = b.moved().expect("b sees a's change");
+        assert!(!now.relist, "the marker moved");
+        b.caught_up(now);
+        assert!(b.moved().is_none(), "caught up");
+        // A change whose marker did not move asks for a relist, once.
+        a.bump(true);
+        let now = b.moved().expect("b sees a's change");
+        assert!(now.relist, "the marker did not move");
         b.caught_up(now);
         assert!(b.moved().is_none(), "caught up");
         // A restarted worker goes on counting from its slot.
         let a2 = PeerChanges::open(&dir, 0, 3).unwrap();
-        a2.bump();
-        assert!(b.moved().is_some());
+        assert_eq!(a2.mine.load(Ordering::Relaxed), 2);
+        a2.bump(false);
+        let now = b.moved().expect("b sees a2's change");
+        assert!(!now.relist);
+        assert_eq!(now.slots[0], 3 << 1);
         assert!(PeerChanges::open(&dir, 3, 3).is_err());
         assert!(create(&dir, 3).is_err(), "never over an existing file");
         std::fs::remove_file(&dir).unwrap();

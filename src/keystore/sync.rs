@@ -21,6 +21,13 @@
 //! one failure costs one sync interval, not the wait for a full sync. A full
 //! sync also runs every [`FULL_SYNC_EVERY`] rounds regardless, which heals
 //! the rare case of two gateways creating a marker each at the same moment.
+//!
+//! A change whose marker move failed (a token fault, a queue timeout under
+//! load, a marker handle from before a re-initialisation) leaves the move
+//! owed: the gateway's next timed rounds move the marker until one
+//! succeeds, so the others see the change one interval after the fault
+//! ends, never only at the next full sync. The workers of a supervisor are
+//! told at once that such a change needs a relist ([`super::peers`]).
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -40,6 +47,9 @@ pub struct Markers {
     handles: Vec<DataHandle>,
     labels: Vec<Option<String>>,
     rounds: u32,
+    /// A change of this gateway's is on the token but the marker could not
+    /// be moved after it: the next sync round moves it.
+    unannounced: bool,
 }
 
 fn new_mark() -> String {
@@ -58,7 +68,18 @@ impl Markers {
             handles,
             labels,
             rounds: 0,
+            unannounced: false,
         })
+    }
+
+    /// Takes the markers and labels a full sync found, keeping whether a
+    /// move is still owed.
+    fn replace(&mut self, found: Markers) {
+        let unannounced = self.unannounced;
+        *self = Markers {
+            unannounced,
+            ..found
+        };
     }
 }
 
@@ -93,14 +114,33 @@ impl SyncReport {
 
 impl KeyStore {
     /// Tells the other gateways that this one changed something on the
-    /// token. Failure is not fatal: they notice at their next full sync.
+    /// token, by moving the change marker. If the marker cannot be moved
+    /// (a token fault, a queue timeout, a handle from before a
+    /// re-initialisation), the move is owed: every timed sync round tries
+    /// again until it succeeds, so the change is still seen elsewhere within
+    /// the staleness bound plus the fault. The other workers of a supervisor
+    /// are told at once either way; when the marker did not move they are
+    /// told to relist the token instead of trusting it ([`super::peers`]).
     pub(super) async fn announce(&self) {
         if let Ok(mut absent) = self.absent.lock() {
             absent.clear();
         }
+        let moved = self.move_marker().await;
+        if let Some(peers) = &self.peers {
+            peers.bump(!moved);
+        }
+    }
+
+    /// Moves the change marker; false (and the move left owed) if it could
+    /// not. The owed flag is taken before the move starts, so a move that
+    /// succeeds comes after every change whose failed move set it.
+    async fn move_marker(&self) -> bool {
         let handles = match self.markers.lock() {
-            Ok(m) => m.handles.clone(),
-            Err(_) => return,
+            Ok(mut m) => {
+                m.unannounced = false;
+                m.handles.clone()
+            }
+            Err(_) => return false,
         };
         let result = self
             .hsm
@@ -112,11 +152,24 @@ impl KeyStore {
                 Ok(())
             })
             .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not move the change marker");
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not move the change marker");
+                if let Ok(mut m) = self.markers.lock() {
+                    m.unannounced = true;
+                }
+                false
+            }
         }
-        if let Some(peers) = &self.peers {
-            peers.bump();
+    }
+
+    /// Moves the change marker if a change's move failed before: every
+    /// timed sync round, and once more when the gateway stops.
+    pub async fn move_owed_marker(&self) {
+        let owed = self.markers.lock().is_ok_and(|m| m.unannounced);
+        if owed && self.move_marker().await {
+            tracing::info!("change marker moved after an earlier failure");
         }
     }
 
@@ -124,8 +177,13 @@ impl KeyStore {
     /// changed something since this one last caught up, runs a sync round
     /// first, so that what a client just changed through one worker holds
     /// on the next request whichever worker takes it ([`super::peers`]).
-    /// A failed round is logged and the request goes on; the timed rounds
-    /// retry.
+    /// A worker bumps its counter only after it moved the marker, so a
+    /// round that starts after the bump was read and finds the marker where
+    /// the last full sync left it has seen the change already; if the
+    /// other worker could not move the marker, it says so and the round
+    /// relists the token rather than trust the marker. A failed round is
+    /// logged and the request goes on; the next request tries again, and
+    /// so do the timed rounds.
     pub async fn catch_up(&self) {
         let Some(peers) = &self.peers else {
             return;
@@ -138,7 +196,7 @@ impl KeyStore {
         let Some(now) = peers.moved() else {
             return;
         };
-        match self.sync_round().await {
+        match self.sync_round(now.relist).await {
             Ok(report) => {
                 crate::telemetry::sync_round(true, report.reloads());
                 peers.caught_up(now);
@@ -157,9 +215,12 @@ impl KeyStore {
     /// fatal fault is noticed, and recovered from, even with no traffic.
     pub async fn sync_once(&self) -> Result<SyncReport, StoreError> {
         let result = match self.hsm.pool().health_check().await {
-            Ok(()) => self.sync_round().await,
+            Ok(()) => self.sync_round(false).await,
             Err(e) => Err(token(e)),
         };
+        // After the round, which looks the markers up again when a handle
+        // went stale.
+        self.move_owed_marker().await;
         let ok = result.is_ok();
         crate::telemetry::sync_round(ok, result.as_ref().map_or(0, SyncReport::reloads));
         if self.synced.swap(ok, Ordering::Relaxed) != ok {
@@ -177,7 +238,9 @@ impl KeyStore {
         self.synced.load(Ordering::Relaxed) && self.hsm.is_healthy()
     }
 
-    async fn sync_round(&self) -> Result<SyncReport, StoreError> {
+    /// A sync round; `relist`: a full sync even if the marker has not
+    /// moved.
+    async fn sync_round(&self, relist: bool) -> Result<SyncReport, StoreError> {
         let _one = self.rounds.lock().await;
         let (handles, last, due) = {
             let mut m = self.markers.lock().map_err(lock_poisoned)?;
@@ -185,7 +248,7 @@ impl KeyStore {
             (
                 m.handles.clone(),
                 m.labels.clone(),
-                m.rounds >= FULL_SYNC_EVERY,
+                relist || m.rounds >= FULL_SYNC_EVERY,
             )
         };
         let labels = self
@@ -212,7 +275,7 @@ impl KeyStore {
             .map_err(token)?;
         self.absent.lock().map_err(lock_poisoned)?.clear();
         let report = self.full_sync().await?;
-        *self.markers.lock().map_err(lock_poisoned)? = markers;
+        self.markers.lock().map_err(lock_poisoned)?.replace(markers);
         Ok(report)
     }
 
