@@ -18,6 +18,7 @@
 
 mod audit;
 mod authn;
+mod budget;
 mod catch_panic;
 mod conn;
 pub mod detached;

@@ -25,6 +25,7 @@ mod faults;
 mod fuzz;
 mod gateway;
 mod grant_scope;
+mod h2_limits;
 mod hmac;
 mod http;
 mod import;
