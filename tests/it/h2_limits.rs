@@ -249,6 +249,63 @@ async fn a_stream_past_the_connections_body_budget_is_refused_with_throttling_ex
     assert!(error.contains("ThrottlingException"), "{error}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_wide_body_budget_is_shared_by_every_connection() {
+    let gw = Gateway::start_on(Token::with_config(
+        "[http]\nconnection_body_bytes = 131072\npending_body_bytes = 131072\n",
+    ));
+    // Two 64 KiB bodies on one connection spend the whole process's budget:
+    // a stream on another connection, within its own connection's budget,
+    // is refused.
+    let (send, _first) = h2c(&gw.addr).await;
+    let part = Bytes::from_static(b"{");
+    let holding = stall(send, &gw.addr, 2, 65_536, &part).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (send, _second) = h2c(&gw.addr).await;
+    let mut refused = stall(send, &gw.addr, 1, 65_536, &part).await;
+    let (response, _body) = refused.pop().unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("the stream past the process's budget was not answered within 5 s")
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok()),
+        Some("ThrottlingException")
+    );
+    // Over HTTP/1.1 too, every body needs budget: a signed GenerateRandom
+    // is refused until the holders give theirs back.
+    let raw = gw.raw(
+        Some("TrentService.GenerateRandom"),
+        br#"{"NumberOfBytes":8}"#,
+        true,
+    );
+    assert_eq!(raw.status, 400, "{:?}", raw.body);
+    assert_eq!(raw.error_type(), "ThrottlingException");
+    drop(holding);
+    // Giving up the stalled streams (RST_STREAM) gives the budget back.
+    let mut served = None;
+    for _ in 0..20 {
+        let raw = gw.raw(
+            Some("TrentService.GenerateRandom"),
+            br#"{"NumberOfBytes":8}"#,
+            true,
+        );
+        if raw.status == 200 {
+            served = Some(raw);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        served.is_some(),
+        "no budget came back once the streams were reset"
+    );
+}
+
 async fn read_all(mut body: RecvStream) -> String {
     let mut bytes = Vec::new();
     while let Some(chunk) = body.data().await {
