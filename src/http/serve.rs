@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
@@ -74,8 +75,11 @@ pub async fn serve(
         settings.header_timeout,
         settings.idle_timeout,
     ));
-    let builder = Arc::new(builder(&settings));
-    let body_budget = BodyBudget::total(settings.pending_body_bytes);
+    let serving = Arc::new(Serving {
+        builder: builder(&settings),
+        body_total: BodyBudget::total(settings.pending_body_bytes),
+        connection_body_bytes: settings.connection_body_bytes,
+    });
     let reaper = tokio::spawn(reap(
         tracker.clone(),
         settings.header_timeout.min(settings.idle_timeout),
@@ -97,11 +101,8 @@ pub async fn serve(
                     // The configuration in use now: a reload affects only
                     // connections accepted after it.
                     let tls = settings.tls.as_ref().map(|t| t.acceptor());
-                    let budget =
-                        BodyBudget::for_connection(settings.connection_body_bytes, &body_budget);
                     tokio::spawn(serve_connection(
-                        builder.clone(),
-                        budget,
+                        serving.clone(),
                         stream,
                         tls,
                         conn,
@@ -183,10 +184,16 @@ fn builder(settings: &ServeSettings) -> auto::Builder<TokioExecutor> {
 /// client may send that the gateway has not read yet.
 pub const H2_WINDOW: u32 = 64 * 1024;
 
-#[allow(clippy::too_many_arguments)]
+/// What every connection is served with.
+struct Serving {
+    builder: auto::Builder<TokioExecutor>,
+    /// The process's budget of request bodies before authentication.
+    body_total: Arc<Semaphore>,
+    connection_body_bytes: usize,
+}
+
 async fn serve_connection(
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    budget: BodyBudget,
+    serving: Arc<Serving>,
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
     conn: Arc<ConnState>,
@@ -195,19 +202,11 @@ async fn serve_connection(
     audit: Arc<AuditLog>,
 ) {
     match tls {
-        None => {
-            serve_io(
-                &builder, stream, None, budget, &conn, &tracker, router, &audit,
-            )
-            .await;
-        }
+        None => serve_io(&serving, stream, None, &conn, &tracker, router, &audit).await,
         Some(acceptor) => {
             if let Some(stream) = handshake(acceptor, stream, &conn).await {
                 let cert = client_cert_of(stream.get_ref().1);
-                serve_io(
-                    &builder, stream, cert, budget, &conn, &tracker, router, &audit,
-                )
-                .await;
+                serve_io(&serving, stream, cert, &conn, &tracker, router, &audit).await;
             }
         }
     }
@@ -246,12 +245,10 @@ async fn handshake(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn serve_io<S>(
-    builder: &auto::Builder<TokioExecutor>,
+    serving: &Serving,
     stream: S,
     cert: Option<ClientCert>,
-    budget: BodyBudget,
     conn: &Arc<ConnState>,
     tracker: &Arc<Tracker>,
     router: Router,
@@ -261,6 +258,8 @@ async fn serve_io<S>(
 {
     let io = TokioIo::new(TrackedIo::new(stream, conn.clone(), tracker.clone()));
     let (svc_conn, svc_tracker) = (conn.clone(), tracker.clone());
+    // Shared by the connection's requests (HTTP/2 streams).
+    let budget = BodyBudget::for_connection(serving.connection_body_bytes, &serving.body_total);
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         // The peer's address, for the audit record's sourceIPAddress.
         request
@@ -289,7 +288,7 @@ async fn serve_io<S>(
             response
         }
     });
-    let connection = builder.serve_connection(io, service);
+    let connection = serving.builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut graceful = false;
     let result = loop {
