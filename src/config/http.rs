@@ -140,3 +140,25 @@ pub struct MetricsConfig {
     #[serde(default)]
     pub key_labels: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_streams_or_a_connection_budget_past_the_total_is_refused() {
+        assert!(HttpConfig::default().check_body_limits().is_ok());
+        let no_streams = HttpConfig {
+            max_concurrent_streams: 0,
+            ..HttpConfig::default()
+        };
+        assert!(no_streams.check_body_limits().is_err());
+        let inverted = HttpConfig {
+            connection_body_bytes: 2 << 20,
+            pending_body_bytes: 1 << 20,
+            ..HttpConfig::default()
+        };
+        let why = inverted.check_body_limits().unwrap_err();
+        assert!(why.contains("http.connection_body_bytes"), "{why}");
+    }
+}
