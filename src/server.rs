@@ -351,6 +351,10 @@ pub fn serve_settings(config: &Config, tls: Option<Arc<Tls>>) -> ServeSettings {
         header_timeout: Duration::from_millis(h.header_timeout_ms),
         idle_timeout: Duration::from_millis(h.idle_timeout_ms),
         shutdown_grace: Duration::from_millis(h.shutdown_grace_ms),
+        max_concurrent_streams: h.max_concurrent_streams,
+        // Each at least one body, or a request could never be read.
+        connection_body_bytes: h.connection_body_bytes.max(config.max_body_bytes),
+        pending_body_bytes: h.pending_body_bytes.max(config.max_body_bytes),
         tls,
     }
 }

@@ -308,6 +308,7 @@ impl Config {
                 "http.max_connections and the http timeouts must be at least 1".into(),
             ));
         }
+        h.check_body_limits().map_err(ConfigError::Invalid)?;
         if h.max_header_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "http.max_header_bytes must be at least 1024".into(),

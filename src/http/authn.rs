@@ -9,10 +9,11 @@
 //! unauthenticated request. A refused request is answered here, AWS-shaped
 //! with its `x-amzn-RequestId`, and audited with the operation it named.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -21,6 +22,7 @@ use http::request::Parts;
 use tracing::Instrument;
 
 use super::audit::{Origin, Trail, event};
+use super::budget::{BodyBudget, WAIT};
 use super::catch_panic::CatchPanic;
 use super::{AppState, error_response};
 use crate::auth::Principal;
@@ -112,6 +114,7 @@ async fn read_and_verify(
         &parts.headers,
         state.max_body_bytes,
         state.body_timeout,
+        parts.extensions.get::<BodyBudget>(),
     )
     .await?;
     trail.body = Some(body.clone());
@@ -126,12 +129,16 @@ async fn read_and_verify(
 }
 
 /// Reads the body, refusing one larger than `limit` before it is parsed,
-/// and one that does not arrive within `timeout`.
+/// and one that does not arrive within `timeout`. With a `budget` (the
+/// serving loop gives every request one), the declared body is reserved
+/// from it first; a request that cannot reserve it is refused with
+/// ThrottlingException without reading any of it.
 async fn read_body(
-    body: Body,
+    mut body: Body,
     headers: &http::HeaderMap,
     limit: usize,
     timeout: Duration,
+    budget: Option<&BodyBudget>,
 ) -> Result<Bytes, KmsError> {
     let too_large = || {
         KmsError::PayloadTooLarge(format!(
@@ -145,14 +152,45 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Ok(read) => read.map_err(|_| too_large()),
-        Err(_) => {
-            telemetry::timed_out(Timeout::RequestBody);
-            Err(KmsError::RequestTimeout(format!(
-                "The request body was not received within {} ms.",
-                timeout.as_millis()
-            )))
+    let expected = declared.unwrap_or(limit);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let _reserved = match budget {
+        Some(budget) => match budget.reserve(expected, timeout.min(WAIT)).await {
+            Some(reserved) => Some(reserved),
+            None => {
+                tracing::debug!(
+                    bytes = expected,
+                    "no budget for a request body before authentication: refused"
+                );
+                return Err(KmsError::Throttling);
+            }
+        },
+        None => None,
+    };
+    // Copied out of the frames: a frame's bytes may share (and so pin) a
+    // larger buffer of the connection's.
+    let mut bytes = Vec::with_capacity(expected);
+    loop {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+        match tokio::time::timeout_at(deadline, frame).await {
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if bytes.len() + data.len() > expected {
+                        return Err(too_large());
+                    }
+                    bytes.extend_from_slice(data);
+                }
+            }
+            Ok(Some(Err(_))) => return Err(too_large()),
+            Err(_) => {
+                telemetry::timed_out(Timeout::RequestBody);
+                return Err(KmsError::RequestTimeout(format!(
+                    "The request body was not received within {} ms.",
+                    timeout.as_millis()
+                )));
+            }
         }
     }
+    Ok(Bytes::from(bytes))
 }

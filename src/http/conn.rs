@@ -31,14 +31,17 @@ pub enum Close {
     Open = 0,
     /// No request in flight for the idle timeout: graceful.
     Idle = 1,
+    /// An HTTP/2 stream's body did not arrive within the body timeout:
+    /// graceful (GOAWAY; the other streams finish).
+    BodyTimeout = 2,
     /// The gateway is shutting down: graceful (requests in flight finish).
-    Drain = 2,
+    Drain = 3,
     /// The request head did not arrive within the header timeout: cut.
-    HeaderTimeout = 3,
+    HeaderTimeout = 4,
     /// Closed to make room for a new connection at the limit: cut.
-    Shed = 4,
+    Shed = 5,
     /// The shutdown deadline passed: cut.
-    Cut = 5,
+    Cut = 6,
 }
 
 impl Close {
@@ -46,9 +49,10 @@ impl Close {
         match v {
             0 => Close::Open,
             1 => Close::Idle,
-            2 => Close::Drain,
-            3 => Close::HeaderTimeout,
-            4 => Close::Shed,
+            2 => Close::BodyTimeout,
+            3 => Close::Drain,
+            4 => Close::HeaderTimeout,
+            5 => Close::Shed,
             _ => Close::Cut,
         }
     }
@@ -82,6 +86,17 @@ pub struct ConnState {
 impl ConnState {
     pub fn close_reason(&self) -> Close {
         Close::from_u8(self.close.load(Ordering::Acquire))
+    }
+
+    /// Whether the client speaks HTTP/2 on this connection.
+    pub fn is_h2(&self) -> bool {
+        self.h2.load(Ordering::Acquire)
+    }
+
+    /// Tells the connection to close gracefully for `why`.
+    pub fn go_away(&self, why: Close) {
+        debug_assert!(!why.is_hard());
+        self.tell(why);
     }
 
     fn tell(&self, why: Close) {

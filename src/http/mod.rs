@@ -12,12 +12,14 @@
 //! Submodules: [`serve`] is the serving loop (connection limit, timeouts,
 //! drain) and [`conn`] its book-keeping; [`tls`] its TLS configuration
 //! (reloadable, optionally with client certificates); [`authn`] is SigV4
-//! as a layer; [`refusal`] answers and audits what is refused before an
+//! as a layer, reading bodies within the [`budget`] of what
+//! unauthenticated clients may make the gateway hold; [`refusal`] answers and audits what is refused before an
 //! operation runs; `/healthz` and `/readyz` are here, unsigned and
 //! unaudited.
 
 mod audit;
 mod authn;
+mod budget;
 mod catch_panic;
 mod conn;
 pub mod detached;

@@ -23,9 +23,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
+use super::budget::BodyBudget;
 use super::conn::{Admit, Close, ConnState, RequestGuard, TrackedIo, Tracker};
 use super::tls::{ClientCert, Tls, client_cert_of};
 use super::{fdlimit, refusal};
@@ -39,6 +41,12 @@ pub struct ServeSettings {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// HTTP/2 streams in flight on one connection at most.
+    pub max_concurrent_streams: u32,
+    /// Body bytes one connection may be receiving before authentication
+    /// ([`budget`](super::budget)), and all of them together.
+    pub connection_body_bytes: usize,
+    pub pending_body_bytes: usize,
     /// Serve TLS rather than plain HTTP.
     pub tls: Option<Arc<Tls>>,
 }
@@ -67,7 +75,11 @@ pub async fn serve(
         settings.header_timeout,
         settings.idle_timeout,
     ));
-    let builder = Arc::new(builder(&settings));
+    let serving = Arc::new(Serving {
+        builder: builder(&settings),
+        body_total: BodyBudget::total(settings.pending_body_bytes),
+        connection_body_bytes: settings.connection_body_bytes,
+    });
     let reaper = tokio::spawn(reap(
         tracker.clone(),
         settings.header_timeout.min(settings.idle_timeout),
@@ -90,7 +102,7 @@ pub async fn serve(
                     // connections accepted after it.
                     let tls = settings.tls.as_ref().map(|t| t.acceptor());
                     tokio::spawn(serve_connection(
-                        builder.clone(),
+                        serving.clone(),
                         stream,
                         tls,
                         conn,
@@ -160,12 +172,28 @@ fn builder(settings: &ServeSettings) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(hyper_head_limit).unwrap_or(u32::MAX))
-        .max_concurrent_streams(128);
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        // What a connection's unread request data can take before the
+        // body budget is asked: one window, whatever its stream count.
+        .initial_stream_window_size(H2_WINDOW)
+        .initial_connection_window_size(H2_WINDOW);
     builder
 }
 
+/// The HTTP/2 flow-control window of a stream and of a connection: data a
+/// client may send that the gateway has not read yet.
+pub const H2_WINDOW: u32 = 64 * 1024;
+
+/// What every connection is served with.
+struct Serving {
+    builder: auto::Builder<TokioExecutor>,
+    /// The process's budget of request bodies before authentication.
+    body_total: Arc<Semaphore>,
+    connection_body_bytes: usize,
+}
+
 async fn serve_connection(
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    serving: Arc<Serving>,
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
     conn: Arc<ConnState>,
@@ -174,11 +202,11 @@ async fn serve_connection(
     audit: Arc<AuditLog>,
 ) {
     match tls {
-        None => serve_io(&builder, stream, None, &conn, &tracker, router, &audit).await,
+        None => serve_io(&serving, stream, None, &conn, &tracker, router, &audit).await,
         Some(acceptor) => {
             if let Some(stream) = handshake(acceptor, stream, &conn).await {
                 let cert = client_cert_of(stream.get_ref().1);
-                serve_io(&builder, stream, cert, &conn, &tracker, router, &audit).await;
+                serve_io(&serving, stream, cert, &conn, &tracker, router, &audit).await;
             }
         }
     }
@@ -218,7 +246,7 @@ async fn handshake(
 }
 
 async fn serve_io<S>(
-    builder: &auto::Builder<TokioExecutor>,
+    serving: &Serving,
     stream: S,
     cert: Option<ClientCert>,
     conn: &Arc<ConnState>,
@@ -230,23 +258,37 @@ async fn serve_io<S>(
 {
     let io = TokioIo::new(TrackedIo::new(stream, conn.clone(), tracker.clone()));
     let (svc_conn, svc_tracker) = (conn.clone(), tracker.clone());
+    // Shared by the connection's requests (HTTP/2 streams).
+    let budget = BodyBudget::for_connection(serving.connection_body_bytes, &serving.body_total);
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         // The peer's address, for the audit record's sourceIPAddress.
         request
             .extensions_mut()
             .insert(axum::extract::ConnectInfo(svc_conn.peer));
+        request.extensions_mut().insert(budget.clone());
         let guard = RequestGuard::begin(&svc_conn, &svc_tracker);
         if let Some(cert) = &cert {
             request.extensions_mut().insert(cert.clone());
         }
         let mut router = router.clone();
+        let conn = svc_conn.clone();
         async move {
-            let response = router.call(request).await;
+            let mut response = router.call(request).await;
+            // HTTP/2 has no `Connection: close` (hyper drops it). The
+            // stream itself is reset once answered, its body unread; the
+            // connection is sent away (GOAWAY), as an HTTP/1.1 one is
+            // closed after a body timeout.
+            if let Ok(r) = &mut response
+                && conn.is_h2()
+                && r.headers_mut().remove(http::header::CONNECTION).is_some()
+            {
+                conn.go_away(Close::BodyTimeout);
+            }
             drop(guard);
             response
         }
     });
-    let connection = builder.serve_connection(io, service);
+    let connection = serving.builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut graceful = false;
     let result = loop {

@@ -27,6 +27,7 @@ mod fuzz;
 mod gateway;
 mod grant_context_case;
 mod grant_scope;
+mod h2_limits;
 mod hmac;
 mod http;
 mod import;
