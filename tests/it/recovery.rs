@@ -281,7 +281,22 @@ async fn wait_for_readyz(gw: &Gateway, want: u16) {
 async fn survives_storage_fault(fault: impl FnOnce(&Gateway), repair: impl FnOnce(&Gateway)) {
     let token = Token::with_config("[keys]\nsync_interval_ms = 200\n");
     let gw = Gateway::start_on(token.clone());
-    let kms = gw.client();
+    // Each attempt gives up after 2 s: a fault that leaves the gateway no
+    // descriptor to accept a new connection with (the fd limit) must not
+    // hang a client whose kept-alive connection was dropped meanwhile; no
+    // answer at all counts as a fault (status 0).
+    let kms = {
+        let timeouts = aws_sdk_kms::config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(Duration::from_secs(2))
+            .build();
+        aws_sdk_kms::Client::from_conf(
+            gw.client()
+                .config()
+                .to_builder()
+                .timeout_config(timeouts)
+                .build(),
+        )
+    };
     let key = create_key(&kms).await;
     kms.create_alias()
         .alias_name("alias/kept")
