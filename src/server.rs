@@ -57,6 +57,7 @@ pub fn hsm_settings_with_pin(config: &Config, pin: SecretString) -> HsmSettings 
         iv_source: config.hsm.iv_source,
         use_wrap_when_available: config.hsm.use_wrap_when_available,
         read_back: config.hsm.read_back,
+        secret_env: config.secret_env(),
         random_block_bytes: config.hsm.random_block_bytes,
     }
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 mod auth;
 mod http;
@@ -364,6 +365,22 @@ impl Config {
 }
 
 impl Config {
+    /// The environment variables this config reads secrets from:
+    /// `hsm.pin_env` and every credential's `secret_env`.
+    pub fn secret_env(&self) -> Vec<String> {
+        self.hsm
+            .pin_env
+            .iter()
+            .chain(
+                self.auth
+                    .credentials
+                    .iter()
+                    .filter_map(|c| c.secret_env.as_ref()),
+            )
+            .cloned()
+            .collect()
+    }
+
     /// Refuses plain HTTP on an address other hosts can reach, unless the
     /// config opts in with `insecure_plain_http`.
     pub fn check_transport(&self, listen: SocketAddr) -> Result<(), ConfigError> {
@@ -379,22 +396,30 @@ impl Config {
 }
 
 /// Reads a secret from a file (trailing newline removed) or an environment
-/// variable. The error names where it looked, never what it found.
+/// variable. The error names where it looked, never what it found. What
+/// was read is wiped once the secret is copied out of it.
 pub fn read_secret(file: Option<&Path>, env: Option<&str>) -> Result<SecretString, ConfigError> {
     match (file, env) {
         (Some(path), _) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            let read = |source| ConfigError::Read {
                 path: path.to_owned(),
                 source,
+            };
+            let bytes = Zeroizing::new(std::fs::read(path).map_err(read)?);
+            let text = std::str::from_utf8(&bytes).map_err(|_| {
+                read(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "stream did not contain valid UTF-8",
+                ))
             })?;
             let trimmed = text.trim_end_matches(['\n', '\r']);
             if trimmed.is_empty() {
                 return Err(ConfigError::Invalid(format!("{} is empty", path.display())));
             }
-            Ok(SecretString::from(trimmed.to_owned()))
+            Ok(SecretString::from(trimmed))
         }
-        (None, Some(var)) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
+        (None, Some(var)) => match std::env::var(var).map(Zeroizing::new) {
+            Ok(v) if !v.is_empty() => Ok(SecretString::from(v.as_str())),
             _ => Err(ConfigError::Invalid(format!(
                 "environment variable {var} is not set"
             ))),

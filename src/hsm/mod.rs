@@ -131,6 +131,9 @@ pub struct HsmSettings {
     pub use_wrap_when_available: bool,
     /// How writes are confirmed durable.
     pub read_back: ReadBack,
+    /// Environment variables holding secrets (the PIN's, the
+    /// credentials'), which the read-back helper does not inherit.
+    pub secret_env: Vec<String>,
     /// Random bytes drawn from the token this many at a time and handed
     /// out from a zeroizing buffer; 0: one C_GenerateRandom per use.
     pub random_block_bytes: usize,
@@ -193,6 +196,7 @@ impl Hsm {
             &settings.module,
             &settings.token,
             settings.pin,
+            settings.secret_env,
         ));
         let pool = Pool::start(
             link.clone(),

@@ -11,13 +11,20 @@
 //! process: this same binary, started with [`HELPER_ARG`], with its own
 //! context and login on the same token, which reads every new object back
 //! from the token's storage. The PIN reaches it on its standard input, never
-//! on a command line.
+//! on a command line or in its environment: the helper inherits the
+//! gateway's environment without `hsm.pin_env` and every credential's
+//! `secret_env` ([`Confirmer::new`]). On both sides the first line, which
+//! carries the PIN, is held only in buffers allocated once and wiped when
+//! dropped; the helper reads it a byte at a time, so that no read buffer
+//! keeps a copy for the helper's lifetime.
 //!
 //! [`ReadBack::Session`] reads back through the writing session instead:
 //! enough only for tokens whose every write reaches their storage before
 //! C_CreateObject returns (network HSMs), and for tools that do not write.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
@@ -29,6 +36,7 @@ use cryptoki::types::AuthPin;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use super::objects::APPLICATION;
 use super::select::TokenSelector;
@@ -36,6 +44,10 @@ use super::{HsmError, TokenSession};
 
 /// The first argument that makes the binary run as the read-back helper.
 pub const HELPER_ARG: &str = "__read-back-helper";
+
+/// The longest first line the helper accepts (module path, token and PIN,
+/// hex-encoded).
+const MAX_HELLO: usize = 64 * 1024;
 
 /// How writes are confirmed durable.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -150,6 +162,8 @@ pub struct Confirmer {
     module: PathBuf,
     token: TokenSelector,
     pin: SecretString,
+    /// Environment variables the helper does not inherit.
+    env_remove: Vec<String>,
 }
 
 struct Helper {
@@ -175,6 +189,7 @@ impl Confirmer {
         module: &Path,
         token: &TokenSelector,
         pin: SecretString,
+        env_remove: Vec<String>,
     ) -> Confirmer {
         Confirmer {
             mode,
@@ -183,6 +198,7 @@ impl Confirmer {
             module: module.to_owned(),
             token: token.clone(),
             pin,
+            env_remove,
         }
     }
 
@@ -282,11 +298,16 @@ impl Confirmer {
             .exe
             .as_ref()
             .ok_or_else(|| not_durable("cannot find the kmsgate binary for read-back"))?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .arg(HELPER_ARG)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        for var in &self.env_remove {
+            command.env_remove(var);
+        }
+        let mut child = command
             .spawn()
             .map_err(|e| not_durable(format!("cannot start the read-back helper: {e}")))?;
         let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
@@ -294,17 +315,16 @@ impl Confirmer {
             let _ = child.wait();
             return Err(not_durable("read-back helper has no pipes"));
         };
-        let hello = format!(
-            "{} {} {}\n",
-            hex::encode(self.module.as_os_str().as_encoded_bytes()),
-            hex::encode(self.token.encode().as_bytes()),
-            hex::encode(self.pin.expose_secret().as_bytes()),
-        );
+        let hello = hello_line(&[
+            self.module.as_os_str().as_encoded_bytes(),
+            self.token.encode().as_bytes(),
+            self.pin.expose_secret().as_bytes(),
+        ]);
         let mut helper = Helper {
             child,
             stdin: {
                 stdin
-                    .write_all(hello.as_bytes())
+                    .write_all(&hello)
                     .and_then(|()| stdin.flush())
                     .map_err(|e| not_durable(format!("read-back helper: {e}")))?;
                 stdin
@@ -320,6 +340,65 @@ impl Confirmer {
             ))),
         }
     }
+}
+
+/// The helper's first line: each field hex-encoded, separated by spaces,
+/// ended by a newline, in one buffer allocated at its final size (so no
+/// reallocation leaves a copy of the PIN behind) and wiped when dropped.
+fn hello_line(fields: &[&[u8]]) -> Zeroizing<Vec<u8>> {
+    let len = fields.iter().map(|f| 2 * f.len() + 1).sum();
+    let mut line = Zeroizing::new(vec![b' '; len]);
+    let mut at = 0;
+    for f in fields {
+        let end = at + 2 * f.len();
+        if let Some(out) = line.get_mut(at..end) {
+            // Cannot fail: `out` is exactly twice as long as `f`.
+            let _ = hex::encode_to_slice(f, out);
+        }
+        at = end + 1;
+    }
+    if let Some(last) = line.last_mut() {
+        *last = b'\n';
+    }
+    line
+}
+
+/// Reads one line (without its newline) from `input` a byte at a time, so
+/// that nothing past it is read into any buffer, into a buffer allocated
+/// once and wiped when dropped. None at the end of the input, on an error,
+/// or past `max` bytes.
+fn read_secret_line(input: &mut impl Read, max: usize) -> Option<Zeroizing<Vec<u8>>> {
+    let mut line = Zeroizing::new(Vec::with_capacity(max));
+    let mut byte = [0u8; 1];
+    loop {
+        match input.read(&mut byte) {
+            Ok(0) => return None,
+            Ok(_) if byte[0] == b'\n' => return Some(line),
+            Ok(_) if line.len() < max => line.push(byte[0]),
+            Ok(_) => return None,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The helper's first line, parsed: module, token and PIN (wiped when
+/// dropped).
+fn parse_hello(hello: &[u8]) -> Option<(PathBuf, TokenSelector, AuthPin)> {
+    let mut fields = hello
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty());
+    let (Some(module), Some(token), Some(pin_hex), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return None;
+    };
+    let module = PathBuf::from(std::ffi::OsString::from_vec(hex::decode(module).ok()?));
+    let token = TokenSelector::decode(&String::from_utf8(hex::decode(token).ok()?).ok()?)?;
+    let mut pin = Zeroizing::new(vec![0u8; pin_hex.len() / 2]);
+    hex::decode_to_slice(pin_hex, &mut pin[..]).ok()?;
+    let pin = AuthPin::from(std::str::from_utf8(&pin).ok()?);
+    Some((module, token, pin))
 }
 
 fn data_template(label: &str) -> Vec<Attribute> {
@@ -374,29 +453,23 @@ fn key_present(session: &Session, label: &str, len: u64) -> Result<bool, HsmErro
 /// question per line with `yes` or `no` (or `error ...`) until its input
 /// closes. Exits non-zero if it cannot reach the token.
 pub fn helper_main() -> i32 {
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
     let mut out = std::io::stdout().lock();
-    let mut hello = String::new();
-    if input.read_line(&mut hello).unwrap_or(0) == 0 {
+    // Standard input read directly, never through the process's buffered
+    // `Stdin`, whose buffer would keep the PIN for the helper's lifetime.
+    let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
         return 2;
-    }
-    let fields: Vec<Vec<u8>> = hello
-        .split_whitespace()
-        .filter_map(|f| hex::decode(f).ok())
-        .collect();
-    hello.clear();
-    let [module, token, pin] = fields.as_slice() else {
+    };
+    let mut raw = std::fs::File::from(fd);
+    let Some(hello) = read_secret_line(&mut raw, MAX_HELLO) else {
+        return 2;
+    };
+    let Some((module, token, pin)) = parse_hello(&hello) else {
         let _ = writeln!(out, "error bad greeting");
         return 2;
     };
-    let module = PathBuf::from(String::from_utf8_lossy(module).into_owned());
-    let Some(token) = TokenSelector::decode(&String::from_utf8_lossy(token)) else {
-        let _ = writeln!(out, "error bad greeting");
-        return 2;
-    };
-    let pin = AuthPin::new(String::from_utf8_lossy(pin).into_owned().into());
-    drop(fields);
+    drop(hello);
+    // Questions carry no secret: buffered from here on.
+    let mut input = BufReader::new(raw);
     let session = match helper_session(&module, &token, &pin) {
         Ok(s) => s,
         Err(e) => {
@@ -450,6 +523,45 @@ fn helper_session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hello_line_is_read_without_buffering_past_it_or_reallocating() {
+        let token = TokenSelector {
+            label: "kmsgate".into(),
+            serial: None,
+            slot_id: None,
+        };
+        let hello = hello_line(&[
+            b"/usr/lib/softhsm/libsofthsm2.so",
+            token.encode().as_bytes(),
+            b"pin 4711",
+        ]);
+        // Sized once: no reallocation left a copy of the PIN behind.
+        assert_eq!(hello.capacity(), hello.len());
+        assert_eq!(hello.last(), Some(&b'\n'));
+
+        let mut input: Vec<u8> = hello.to_vec();
+        input.extend_from_slice(b"next question\n");
+        let mut input = std::io::Cursor::new(input);
+        let line = read_secret_line(&mut input, MAX_HELLO).unwrap();
+        let buffer = line.as_ptr();
+        assert_eq!(line.capacity(), MAX_HELLO);
+        // Nothing past the line was read: the questions are still there.
+        let mut rest = String::new();
+        input.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "next question\n");
+
+        let (module, read_token, pin) = parse_hello(&line).unwrap();
+        assert_eq!(line.as_ptr(), buffer);
+        assert_eq!(module, PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"));
+        assert_eq!(read_token.encode(), token.encode());
+        assert_eq!(pin.expose_secret(), "pin 4711");
+
+        let long = vec![b'a'; MAX_HELLO + 1];
+        assert!(read_secret_line(&mut std::io::Cursor::new(long), MAX_HELLO).is_none());
+        assert!(parse_hello(b"00 11").is_none());
+        assert!(parse_hello(b"00 11 2 33").is_none());
+    }
 
     #[test]
     fn key_questions_carry_the_length_and_old_ones_mean_aes_256() {

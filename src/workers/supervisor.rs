@@ -81,6 +81,19 @@ struct Shared {
     controls: Vec<tokio::sync::Mutex<Option<BufReader<tokio::net::UnixStream>>>>,
 }
 
+/// The PIN line a worker reads first on its control channel (hex, then a
+/// newline), in one buffer allocated at its final size (no reallocation
+/// leaves a copy behind) and wiped when dropped.
+fn pin_line(pin: &SecretString) -> Zeroizing<Vec<u8>> {
+    let pin = pin.expose_secret().as_bytes();
+    let mut line = Zeroizing::new(vec![b'\n'; 2 * pin.len() + 1]);
+    if let Some(hex) = line.get_mut(..2 * pin.len()) {
+        // Cannot fail: `hex` is exactly twice as long as the PIN.
+        let _ = hex::encode_to_slice(pin, hex);
+    }
+    line
+}
+
 fn signal(pid: u32, sig: Signal) {
     if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
         let _ = kill_process(pid, sig);
@@ -172,12 +185,9 @@ impl Shared {
         let ours =
             tokio::net::UnixStream::from_std(ours).map_err(|e| format!("control channel: {e}"))?;
         let mut control = BufReader::new(ours);
-        let greeting = Zeroizing::new(format!(
-            "{}\n",
-            hex::encode(self.options.pin.expose_secret().as_bytes())
-        ));
+        let greeting = pin_line(&self.options.pin);
         let handshake = async {
-            control.get_mut().write_all(greeting.as_bytes()).await?;
+            control.get_mut().write_all(&greeting).await?;
             let mut line = String::new();
             control.read_line(&mut line).await?;
             Ok::<_, std::io::Error>(line)
@@ -386,4 +396,19 @@ async fn stop(shared: &Shared, slots: Vec<tokio::task::JoinHandle<()>>) {
         }
     }
     tracing::info!("all workers stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pin_line_is_the_hex_pin_and_a_newline_in_one_wiped_buffer() {
+        let line: Zeroizing<Vec<u8>> = pin_line(&SecretString::from("pin 4711"));
+        assert_eq!(
+            &line[..],
+            format!("{}\n", hex::encode("pin 4711")).as_bytes()
+        );
+        assert_eq!(line.capacity(), line.len());
+    }
 }

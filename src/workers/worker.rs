@@ -5,7 +5,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use secrecy::SecretString;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
@@ -33,8 +33,11 @@ pub async fn run(
     let control =
         std::os::unix::net::UnixStream::from(std::io::stdout().as_fd().try_clone_to_owned()?);
     control.set_nonblocking(true)?;
-    let mut control = BufReader::new(tokio::net::UnixStream::from_std(control)?);
+    let mut control = tokio::net::UnixStream::from_std(control)?;
     let pin = read_pin(&mut control).await?;
+    // Buffered only after the PIN: a read buffer would keep it for the
+    // worker's lifetime.
+    let mut control = BufReader::new(control);
     async move {
         let config = Config::load(config_path)?;
         crate::logging::apply(config.log_level.as_deref(), "start-up");
@@ -99,18 +102,57 @@ pub async fn run(
     .await
 }
 
-/// The first line of the control channel: the user PIN, hex-encoded.
-async fn read_pin(
-    control: &mut BufReader<tokio::net::UnixStream>,
-) -> Result<SecretString, StartError> {
-    let mut line = Zeroizing::new(String::new());
-    control.read_line(&mut line).await?;
-    let bytes = Zeroizing::new(
-        hex::decode(line.trim_end()).map_err(|_| "the supervisor sent no PIN line")?,
-    );
+/// The longest PIN line the supervisor may send (hex, newline included).
+const MAX_PIN_LINE: usize = 4096;
+
+/// The first line of the control channel: the user PIN, hex-encoded. Read
+/// a byte at a time, so that nothing past it is buffered, into buffers
+/// allocated once (no reallocation leaves a copy) and wiped when dropped.
+async fn read_pin(control: &mut (impl AsyncRead + Unpin)) -> Result<SecretString, StartError> {
+    let mut line = Zeroizing::new(Vec::with_capacity(MAX_PIN_LINE));
+    loop {
+        match control.read_u8().await? {
+            b'\n' => break,
+            _ if line.len() == MAX_PIN_LINE => {
+                return Err("the supervisor's PIN line is too long".into());
+            }
+            b => line.push(b),
+        }
+    }
+    let mut bytes = Zeroizing::new(vec![0u8; line.len() / 2]);
+    hex::decode_to_slice(&line[..], &mut bytes[..])
+        .map_err(|_| "the supervisor sent no PIN line")?;
     let pin = std::str::from_utf8(&bytes).map_err(|_| "the PIN is not UTF-8")?;
     if pin.is_empty() {
         return Err("the supervisor sent no PIN".into());
     }
-    Ok(SecretString::from(pin.to_owned()))
+    Ok(SecretString::from(pin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_pin_line_is_read_without_buffering_past_it_or_reallocating() {
+        let (mut ours, mut theirs) = tokio::net::UnixStream::pair().unwrap();
+        let pin = "a PIN with spaces";
+        ours.write_all(format!("{}\nmetrics\n", hex::encode(pin)).as_bytes())
+            .await
+            .unwrap();
+        let read = read_pin(&mut theirs).await.unwrap();
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&read), pin);
+        // The next line is still in the channel: nothing of it (nor of the
+        // PIN line) was taken into a buffer that outlives the read.
+        let mut rest = String::new();
+        BufReader::new(theirs).read_line(&mut rest).await.unwrap();
+        assert_eq!(rest, "metrics\n");
+
+        let (mut ours, mut theirs) = tokio::net::UnixStream::pair().unwrap();
+        ours.write_all(&[b'a'; MAX_PIN_LINE + 1]).await.unwrap();
+        assert!(read_pin(&mut theirs).await.is_err());
+        let (mut ours, mut theirs) = tokio::net::UnixStream::pair().unwrap();
+        ours.write_all(b"zz\n").await.unwrap();
+        assert!(read_pin(&mut theirs).await.is_err());
+    }
 }

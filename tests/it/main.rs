@@ -43,6 +43,7 @@ mod policy_alias;
 mod random_block;
 mod recovery;
 mod rsa_encryption;
+mod secrets_env;
 mod signing;
 mod sync;
 mod tags;
