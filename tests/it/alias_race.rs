@@ -10,6 +10,7 @@
 //! exactly the keys whose key policies name it.
 
 use crate::common::*;
+use crate::policy_alias::{delete_alias, update_alias, user};
 use crate::unreadable::inject;
 use aws_sdk_kms::Client;
 
@@ -39,10 +40,6 @@ fn other(gw: &Gateway) -> Client {
     gw.client_as(OTHER_KEY, OTHER_SECRET, REGION)
 }
 
-fn user(name: &str) -> String {
-    format!("arn:aws:iam::{ACCOUNT}:user/{name}")
-}
-
 /// Lets `other` change the key's aliases (and the account everything).
 async fn let_other_move_aliases(admin: &Client, id: &str) {
     let policy = format!(
@@ -58,25 +55,6 @@ async fn let_other_move_aliases(admin: &Client, id: &str) {
         .send()
         .await
         .unwrap();
-}
-
-async fn update_alias(kms: &Client, alias: &str, target: &str) -> Result<(), (String, String)> {
-    kms.update_alias()
-        .alias_name(alias)
-        .target_key_id(target)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| error_of(&e))
-}
-
-async fn delete_alias(kms: &Client, alias: &str) -> Result<(), (String, String)> {
-    kms.delete_alias()
-        .alias_name(alias)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| error_of(&e))
 }
 
 async fn alias_names(kms: &Client) -> Vec<String> {

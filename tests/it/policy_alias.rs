@@ -16,7 +16,7 @@ use crate::common::*;
 use aws_sdk_kms::Client;
 use aws_sdk_kms::types::GrantOperation;
 
-fn user(name: &str) -> String {
+pub(crate) fn user(name: &str) -> String {
     format!("arn:aws:iam::{ACCOUNT}:user/{name}")
 }
 
@@ -60,7 +60,11 @@ async fn create_alias(kms: &Client, alias: &str, target: &str) -> Result<(), (St
         .map_err(|e| error_of(&e))
 }
 
-async fn update_alias(kms: &Client, alias: &str, target: &str) -> Result<(), (String, String)> {
+pub(crate) async fn update_alias(
+    kms: &Client,
+    alias: &str,
+    target: &str,
+) -> Result<(), (String, String)> {
     kms.update_alias()
         .alias_name(alias)
         .target_key_id(target)
@@ -70,7 +74,7 @@ async fn update_alias(kms: &Client, alias: &str, target: &str) -> Result<(), (St
         .map_err(|e| error_of(&e))
 }
 
-async fn delete_alias(kms: &Client, alias: &str) -> Result<(), (String, String)> {
+pub(crate) async fn delete_alias(kms: &Client, alias: &str) -> Result<(), (String, String)> {
     kms.delete_alias()
         .alias_name(alias)
         .send()
