@@ -200,7 +200,7 @@ async fn build_with_audit(
         client_cert_principal: config.tls.as_ref().is_some_and(|t| t.client_cert_principal),
         panic_operation: test_panic_from_env(),
         audit,
-        detached: Arc::default(),
+        detached: tokio_util::task::TaskTracker::new(),
     });
     Ok((state, hsm))
 }
@@ -429,16 +429,20 @@ pub async fn run_until(
     // Requests cut by the drain may still be changing the token: each
     // finishes with its record, cache update and announcement before the
     // audit log and the token close (DESIGN.md decision 22).
-    let running = state.detached.running();
+    let running = state.detached.len();
     if running > 0 {
         tracing::info!(
             requests = running,
             "waiting for requests still changing the token"
         );
     }
-    if !state.detached.wait_idle(DETACHED_LIMIT).await {
+    state.detached.close();
+    if tokio::time::timeout(DETACHED_LIMIT, state.detached.wait())
+        .await
+        .is_err()
+    {
         tracing::error!(
-            requests = state.detached.running(),
+            requests = state.detached.len(),
             "requests still running at shutdown; their records may be missing"
         );
     }

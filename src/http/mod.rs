@@ -22,7 +22,6 @@ mod authn;
 mod budget;
 mod catch_panic;
 mod conn;
-pub mod detached;
 mod fdlimit;
 pub mod metrics;
 mod refusal;
@@ -75,8 +74,12 @@ pub struct AppState {
     /// Where every request's record goes ([`crate::audit`]).
     pub audit: Arc<AuditLog>,
     /// Authenticated requests, each running to its end in a task of its
-    /// own; shutdown waits for them ([`detached`]).
-    pub detached: Arc<detached::Detached>,
+    /// own (DESIGN.md decision 22): hyper runs a handler inside its
+    /// connection's future, which a half-close, an HTTP/2 RST_STREAM or the
+    /// shutdown's cut drops while a token job already handed to the pool
+    /// runs on. Shutdown waits for these tasks before the token and the
+    /// audit log close.
+    pub detached: tokio_util::task::TaskTracker,
 }
 
 /// The operation a test asks to panic, from [`TEST_PANIC_ENV`]; warns when
@@ -172,7 +175,7 @@ fn count_request<T>(operation: &str, result: &Result<T, KmsError>, started: std:
 /// record (in sync mode, until it is on disk).
 ///
 /// From here on the request may change the token, so the operation and its
-/// record run in a task of their own ([`detached`]): a client that hangs up
+/// record run in a task of their own ([`AppState::detached`]): a client that hangs up
 /// or resets the stream, or the shutdown's cut, drops only this future,
 /// never the write, its record, the cache update or the announcement.
 async fn kms_request(State(state): State<Arc<AppState>>, mut request: Request) -> Response {
