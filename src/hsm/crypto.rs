@@ -197,7 +197,10 @@ fn encrypt_message(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<([u8; IV_LEN], Vec<u8>), HsmError> {
-    let (iv, mut ciphertext, tag) = message_encrypt(&s.session, key, aad, plaintext)?;
+    let (iv, mut ciphertext, tag) = {
+        let _lock = super::token_lock::shared();
+        message_encrypt(&s.session, key, aad, plaintext)?
+    };
     if iv == [0; IV_LEN] {
         return Err(HsmError::Unexpected(
             "the token did not generate the GCM IV in C_EncryptMessage",
@@ -320,7 +323,7 @@ pub fn generate_wrapped_data_key(
             .wrap_key(&Mechanism::AesGcm(params), wrapping_key, data_key)
     })();
     // A session object would vanish with the session anyway; destroy it now.
-    let _ = s.session.destroy_object(data_key);
+    let _ = s.session.destroy_session_object(data_key);
     if iv_source != IvSource::Caller && wrapped.is_ok() {
         token_chose(&iv)?;
     }
@@ -439,7 +442,7 @@ fn gcm_works(s: &TokenSession, iv_source: IvSource) -> bool {
         })
     });
     // A session object would vanish with the session anyway; destroy it now.
-    let _ = s.session.destroy_object(key);
+    let _ = s.session.destroy_session_object(key);
     works
 }
 

@@ -265,6 +265,8 @@ pub(super) fn reconnecting() -> HsmError {
 }
 
 fn initialize(pkcs11: &Pkcs11) -> Result<(), HsmError> {
+    // SoftHSM2 reads every object file here.
+    let _lock = super::token_lock::shared();
     match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
         Err(e) => Err(e.into()),
@@ -286,6 +288,8 @@ pub(super) fn open_logged_in(
     loop {
         attempt += 1;
         let result = pkcs11.open_rw_session(slot).and_then(|session| {
+            // SoftHSM2 may read the token's files to log in.
+            let _lock = super::token_lock::shared();
             match session.login(UserType::User, Some(pin)) {
                 Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
                 Err(e) => Err(e),

@@ -36,6 +36,7 @@ pub mod probe;
 mod random;
 pub mod readback;
 pub mod select;
+pub mod token_lock;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -160,6 +161,7 @@ impl Hsm {
             settings.sessions.max(1),
             settings.random_block_bytes,
         )?);
+        token_lock::keep_only_for(pkcs11.get_library_info()?.manufacturer_id());
         let (slot, _) = link.slot()?;
         let info = pkcs11.get_token_info(slot)?;
 

@@ -372,7 +372,7 @@ pub fn try_wrap_out(s: &TokenSession, key: MasterKeyVersion) -> Result<bool, Hsm
     let result = s
         .session
         .wrap_key(&Mechanism::AesKeyWrap, kek, key.handle(s)?);
-    let _ = s.session.destroy_object(kek);
+    let _ = s.session.destroy_session_object(kek);
     match result {
         Ok(_) => Ok(true),
         Err(cryptoki::error::Error::Pkcs11(

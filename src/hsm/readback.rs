@@ -488,7 +488,10 @@ pub fn helper_main() -> i32 {
             Ok(_) => {}
         }
         let result = match Question::parse(&line) {
-            Some(q) => q.answer(&session),
+            Some(q) => {
+                let _lock = super::token_lock::shared();
+                q.answer(&session)
+            }
             None => Err(HsmError::Setup(format!("unknown question {}", line.trim()))),
         };
         let reply = match result {
@@ -508,7 +511,10 @@ fn helper_session(
     pin: &AuthPin,
 ) -> Result<Session, HsmError> {
     let pkcs11 = Pkcs11::new(module)?;
+    // The helper reads the token as the gateway does: under the same lock.
+    let _lock = super::token_lock::shared();
     pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
+    super::token_lock::keep_only_for(pkcs11.get_library_info()?.manufacturer_id());
     let slot = super::select::find_token(&pkcs11, token)?;
     let session = pkcs11.open_ro_session(slot)?;
     match session.login(UserType::User, Some(pin)) {
