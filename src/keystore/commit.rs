@@ -345,6 +345,15 @@ impl KeyStore {
                 }
                 other => other.found(label)?,
             };
+            if current.is_some() {
+                // Seen on the token: a lookup must not answer from an
+                // earlier "not found" (a change refused here, say
+                // AlreadyExists, is then what this gateway serves too).
+                self.absent
+                    .lock()
+                    .map_err(super::error::lock_poisoned)?
+                    .remove(label);
+            }
             let (mut record, companion) = match change(current.as_ref().map(|(_, r)| r))? {
                 Next::Keep => {
                     return match current {

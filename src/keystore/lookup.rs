@@ -14,7 +14,8 @@ use uuid::Uuid;
 use super::error::{StoreError, lock_poisoned, token, unreadable};
 use super::record::{alias_label, key_label, version_label};
 use super::{
-    AliasEntry, AliasRecord, Key, KeyRecord, KeyStore, Latest, build_key, latest, read_records,
+    AliasEntry, AliasRecord, Key, KeyRecord, KeyStore, Latest, build_key, contested, latest,
+    read_records,
 };
 use crate::arn::KeyRef;
 use crate::hsm::objects::{self, MasterKeyVersion};
@@ -54,6 +55,37 @@ where
     Ok(found)
 }
 
+/// How often a read waits for a contested record ([`contested`]) to
+/// settle before it takes the listing as it is. A commit settles in the
+/// job that wrote it, so one pause is nearly always enough; only a writer
+/// killed between writing and settling leaves the contest standing, until
+/// the record's next commit removes both.
+const CONTEST_ROUNDS: u32 = 20;
+
+/// `read`, again after [`RELIST_PAUSE`] while what it listed is contested
+/// (`true` beside the record): a reader that took one of two rival
+/// revisions might cache the one that loses.
+async fn uncontested<T, Fut>(label: &str, read: impl Fn() -> Fut) -> Result<Latest<T>, StoreError>
+where
+    Fut: std::future::Future<Output = Result<(bool, Latest<T>), StoreError>>,
+{
+    for _ in 0..CONTEST_ROUNDS {
+        let (contested, found) = read().await?;
+        if !contested {
+            return Ok(found);
+        }
+        tokio::time::sleep(RELIST_PAUSE).await;
+    }
+    let (contested, found) = read().await?;
+    if contested {
+        tracing::warn!(
+            label,
+            "two revisions of a record are still contested; taking one (its next commit settles it)"
+        );
+    }
+    Ok(found)
+}
+
 impl KeyStore {
     pub(super) fn cached_key(&self, id: &Uuid) -> Result<Option<Arc<Key>>, StoreError> {
         Ok(self
@@ -89,7 +121,7 @@ impl KeyStore {
             return Ok(None);
         }
         let found = relisted(
-            || self.read_key(id, &label),
+            || uncontested(&label, || self.read_key(id, &label)),
             || Ok(self.cached_key(id)?.is_some()),
             || self.hsm.pool().request_reread(),
         )
@@ -115,16 +147,19 @@ impl KeyStore {
 
     /// A key's latest record and version handles, as one listing of the
     /// token has them.
-    async fn read_key(&self, id: &Uuid, label: &str) -> Result<Latest<Key>, StoreError> {
+    /// `true` beside it if the listing was [`contested`].
+    async fn read_key(&self, id: &Uuid, label: &str) -> Result<(bool, Latest<Key>), StoreError> {
         let read_label = label.to_owned();
         let id = *id;
         self.hsm
             .pool()
             .run(move |s| {
-                let (meta, record) = match latest::<KeyRecord>(read_records(s, &read_label)?) {
+                let objs = read_records(s, &read_label)?;
+                let contested = contested::<KeyRecord>(&objs);
+                let (meta, record) = match latest::<KeyRecord>(objs) {
                     Latest::Found(m, r) => (m, r),
-                    Latest::Absent => return Ok(Latest::Absent),
-                    Latest::Unreadable => return Ok(Latest::Unreadable),
+                    Latest::Absent => return Ok((contested, Latest::Absent)),
+                    Latest::Unreadable => return Ok((contested, Latest::Unreadable)),
                 };
                 let mut handles = HashMap::new();
                 for v in &record.versions {
@@ -133,9 +168,9 @@ impl KeyStore {
                         handles.insert(l, h);
                     }
                 }
-                Ok(Latest::Found(
-                    meta,
-                    build_key(record, meta, |l| handles.get(l).copied()),
+                Ok((
+                    contested,
+                    Latest::Found(meta, build_key(record, meta, |l| handles.get(l).copied())),
                 ))
             })
             .await
@@ -194,14 +229,18 @@ impl KeyStore {
         if self.is_absent(&label)? {
             return Ok(None);
         }
-        let read = || async {
+        let read_once = || async {
             let read_label = label.clone();
             self.hsm
                 .pool()
-                .run(move |s| Ok(latest::<AliasRecord>(read_records(s, &read_label)?)))
+                .run(move |s| {
+                    let objs = read_records(s, &read_label)?;
+                    Ok((contested::<AliasRecord>(&objs), latest::<AliasRecord>(objs)))
+                })
                 .await
                 .map_err(token)
         };
+        let read = || uncontested(&label, read_once);
         let known = || {
             Ok(self
                 .cache

@@ -466,6 +466,20 @@ impl<T> Latest<T> {
 /// The latest valid record among objects that share one label. Records
 /// that do not parse (a write cut short) are skipped in favour of the newest
 /// valid revision.
+/// Whether two objects of one record hold its latest revision: two
+/// commits of that revision are settling (one wins, the other is removed
+/// in a moment), so neither may be taken as the record yet.
+pub(crate) fn contested<T: Revisioned>(objs: &[objects::DataObject]) -> bool {
+    let revisions: Vec<u64> = objs
+        .iter()
+        .filter_map(|o| parse_record::<T>(o).map(|r| r.revision()))
+        .collect();
+    revisions
+        .iter()
+        .max()
+        .is_some_and(|top| revisions.iter().filter(|r| *r == top).count() > 1)
+}
+
 pub(crate) fn latest<T: Revisioned>(objs: Vec<objects::DataObject>) -> Latest<T> {
     if objs.is_empty() {
         return Latest::Absent;
