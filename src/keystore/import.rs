@@ -33,8 +33,8 @@ use crate::hsm::objects;
 pub use super::import_record::{
     ImportRecord, ImportedMaterial, Origin, PendingImport, WrappingAlgorithm,
 };
-use super::import_record::{TOKEN_FORMAT, TOKEN_LEN, check_token, digest_hex, without_material};
-pub(super) use super::import_record::{import_due, wrapping_label};
+use super::import_rules::{TOKEN_FORMAT, TOKEN_LEN, check_token, digest_hex, without_material};
+pub(super) use super::import_rules::{import_due, wrapping_label};
 
 /// What the token made of imported material.
 enum Unwrapped {

@@ -36,6 +36,7 @@ pub mod events;
 pub mod import;
 mod import_pair;
 mod import_record;
+mod import_rules;
 pub mod key_agreement;
 mod lookup;
 pub mod peers;

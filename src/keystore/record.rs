@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::import::{ImportRecord, Origin};
+use super::import_record::{ImportRecord, Origin};
 use super::spec::{KeySpec, KeyUsage};
 
 /// Label prefix of every object kmsgate creates.
