@@ -60,7 +60,7 @@ impl Supervised {
     }
 
     /// The pids of the supervisor's worker processes now.
-    fn workers(&self) -> Vec<u32> {
+    pub(crate) fn workers(&self) -> Vec<u32> {
         workers_of(self.child.id())
     }
 
@@ -123,7 +123,7 @@ impl Drop for Supervised {
     }
 }
 
-fn kill(signal: &str, pid: u32) {
+pub(crate) fn kill(signal: &str, pid: u32) {
     let _ = Command::new("kill")
         .args([format!("-{signal}"), pid.to_string()])
         .status();
