@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::arn::Realm;
 use crate::audit::{AuditConfig, AuditLog};
@@ -286,22 +287,26 @@ pub fn spawn_background(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sync_state = state.clone();
     let mut sync_stopped = stopped.clone();
-    let sync = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(sync_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = sync_stopped.wait_for(|s| *s) => break,
+    let sync = tokio::spawn(
+        async move {
+            let mut tick = tokio::time::interval(sync_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = sync_stopped.wait_for(|s| *s) => break,
+                }
+                if let Err(e) = sync_state.store.sync_once().await {
+                    tracing::warn!(error = %e, "sync with the token failed");
+                }
             }
-            if let Err(e) = sync_state.store.sync_once().await {
-                tracing::warn!(error = %e, "sync with the token failed");
-            }
+            // A change whose marker move failed is announced before the
+            // gateway goes (DESIGN.md decision 22).
+            sync_state.store.move_owed_marker().await;
         }
-        // A change whose marker move failed is announced before the
-        // gateway goes (DESIGN.md decision 22).
-        sync_state.store.move_owed_marker().await;
-    });
+        // In the caller's span, so that a worker's lines name the worker.
+        .in_current_span(),
+    );
     let mut scheduler_stopped = stopped;
     let scheduler = tokio::spawn(async move {
         let mut tick = tokio::time::interval(scheduler_interval);
@@ -318,8 +323,12 @@ pub fn spawn_background(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "scheduled work failed"),
             }
+            // Each round's end, for tests that must know a whole round
+            // ran after some moment (tests/it/lifecycle.rs).
+            tracing::debug!("scheduler round ended");
         }
-    });
+    }
+    .in_current_span());
     Background {
         stop,
         tasks: vec![sync, scheduler],

@@ -6,6 +6,7 @@
 //! key and kmsgate's public key.
 
 use crate::common::*;
+use aws_sdk_kms::operation::RequestId;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeyAgreementAlgorithmSpec as Ka, KeySpec, KeyUsageType};
 use base64::Engine;
@@ -85,12 +86,39 @@ async fn shared_secrets_match_an_independent_ecdh() {
             secrets.push(secret);
         }
     }
-    // Neither the secrets nor anything of them reach the log.
-    let log = gw.log();
+    // Neither the secrets nor anything of them reach the log: read once
+    // the last request's own audit record is in it (records land a moment
+    // after their response), so every record is checked. That request
+    // derives a secret of its own, with a peer no other request used.
+    let key = create_key_of(&kms, KeySpec::EccNistP256, KeyUsageType::KeyAgreement).await;
+    let ours = kms
+        .get_public_key()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap()
+        .public_key
+        .unwrap()
+        .into_inner();
+    let (spki, expected) = peer(&KeySpec::EccNistP256, "carol", &ours);
+    let last = kms
+        .derive_shared_secret()
+        .key_id(&key)
+        .key_agreement_algorithm(Ka::Ecdh)
+        .public_key(Blob::new(spki))
+        .send()
+        .await
+        .unwrap();
+    let id = last.request_id().expect("x-amzn-RequestId").to_owned();
+    assert_eq!(last.shared_secret.unwrap().into_inner(), expected);
+    secrets.push(expected);
     assert!(
-        log.contains("DeriveSharedSecret"),
-        "the requests are audited"
+        gw.log_has(|l| l.contains("kmsgate::audit")
+            && l.contains(&format!("\"requestID\":\"{id}\""))
+            && l.contains("\"eventName\":\"DeriveSharedSecret\"")),
+        "no audit record of the last DeriveSharedSecret ({id})"
     );
+    let log = gw.log();
     for s in &secrets {
         let b64 = base64::engine::general_purpose::STANDARD.encode(s);
         assert!(!log.contains(&b64), "a shared secret in the log");

@@ -76,6 +76,103 @@ where
     }
 }
 
+/// Sets the gateways' test clock `days` ahead of the system time
+/// (fractions of a day too).
+fn set_clock(token: &Token, days: f64) {
+    std::fs::write(token.clock_file(), (days * 86_400.0).to_string()).unwrap();
+}
+
+/// Whether `log` reports a scheduler round that destroyed or rotated `key`.
+fn round_did(log: &str, key: &str) -> bool {
+    log.lines()
+        .any(|l| l.contains("scheduled work done") && l.contains(key))
+}
+
+/// The control that makes the absence of due work meaningful: returns
+/// once a scheduler round of `gw` that began with the test clock at least
+/// `days` ahead has ended, and leaves the clock `days` + 0.5 ahead.
+///
+/// Two control keys are scheduled for deletion, due at `days` and at
+/// `days` + 0.3 (the clock is set to `days` - 7 for that, so it must not
+/// be past it). The clock moves to `days` + 0.1, where the first falls
+/// due, and once the round that destroyed it has ended (its "scheduled
+/// work done" line), to `days` + 0.5, where the second does. The round
+/// that destroys the second began after the first one's ended, so with
+/// the clock at `days` + 0.1 at least, and it looked at every key. If the
+/// scheduler does not run, this fails.
+async fn a_whole_round_at(gw: &Gateway, days: f64) {
+    let kms = gw.client();
+    let mut controls = Vec::new();
+    for offset in [0.0, 0.3] {
+        set_clock(&gw.token, days - 7.0 + offset);
+        let id = create_key(&kms).await;
+        kms.schedule_key_deletion()
+            .key_id(&id)
+            .pending_window_in_days(7)
+            .send()
+            .await
+            .unwrap();
+        controls.push(id);
+    }
+    for (id, at) in controls.iter().zip([days + 0.1, days + 0.5]) {
+        set_clock(&gw.token, at);
+        eventually(Duration::from_secs(10), || {
+            let done = round_did(&gw.log(), id);
+            async move { done }
+        })
+        .await;
+    }
+}
+
+/// The gateway log's "scheduler round ended" lines (debug, from
+/// `kmsgate::server`), per process: `n` is the worker's number, 0 for a
+/// gateway of its own.
+pub(crate) fn rounds_ended(log: &str) -> std::collections::BTreeMap<usize, usize> {
+    let mut ended = std::collections::BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains("scheduler round ended")) {
+        let worker = line
+            .split("worker{n=")
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        *ended.entry(worker).or_default() += 1;
+    }
+    ended
+}
+
+/// The log filter under which gateways write [`rounds_ended`]'s lines.
+pub(crate) const ROUND_LOG: (&str, &str) = ("KMSGATE_LOG", "info,kmsgate::server=debug");
+
+/// Returns once each of `processes` has ended two scheduler rounds more
+/// than `before` counted (a [`rounds_ended`] of the same log): the second
+/// began after the first ended, so after `before` was taken, and it
+/// looked at every key. Fails after `limit`, so if a process's scheduler
+/// does not run.
+pub(crate) async fn whole_rounds_since(
+    log: impl Fn() -> String,
+    before: &std::collections::BTreeMap<usize, usize>,
+    processes: &[usize],
+    limit: Duration,
+) {
+    let start = Instant::now();
+    loop {
+        let now = rounds_ended(&log());
+        let behind: Vec<_> = processes
+            .iter()
+            .filter(|p| now.get(p).copied().unwrap_or(0) < before.get(p).copied().unwrap_or(0) + 2)
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "processes {behind:?} ended fewer than two scheduler rounds within {limit:?}: before {before:?}, now {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 // ---------------------------------------------------------------- rotation API
 
 #[tokio::test]
@@ -245,9 +342,9 @@ async fn automatic_rotation_happens_when_due_also_after_a_restart() {
         .await
         .unwrap();
 
-    // Not due yet: nothing happens.
-    gw.token.set_clock_days_ahead(89);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Not due yet: nothing happens in a whole scheduler round at 89 days
+    // (the control: keys due then are destroyed in it).
+    a_whole_round_at(&gw, 89.0).await;
     assert!(rotations(&kms, &id).await.is_empty());
 
     // Due while the gateway is down: it rotates once it is back.
@@ -284,7 +381,9 @@ async fn automatic_rotation_happens_when_due_also_after_a_restart() {
         (next - now - 90 * 86_400).abs() < 120,
         "next {next}, now {now}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A whole scheduler round a week later (next rotation: day 181)
+    // rotates nothing more.
+    a_whole_round_at(&gw, 98.0).await;
     assert_eq!(rotations(&kms, &id).await.len(), 1);
 }
 
@@ -462,8 +561,9 @@ async fn cancelled_deletion_is_not_carried_out() {
         .await
         .unwrap();
     kms.cancel_key_deletion().key_id(&id).send().await.unwrap();
-    gw.token.set_clock_days_ahead(8);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // A whole scheduler round a day after the cancelled date, in which
+    // keys scheduled with the same window are destroyed, keeps it.
+    a_whole_round_at(&gw, 8.0).await;
     let m = kms.describe_key().key_id(&id).send().await.unwrap();
     assert_eq!(m.key_metadata.unwrap().key_state, Some(KeyState::Disabled));
 }
@@ -542,8 +642,8 @@ async fn gateways_sharing_a_token_see_each_others_rotations_and_state_changes() 
 #[tokio::test]
 async fn a_due_rotation_happens_exactly_once_with_two_gateways() {
     let token = Token::with_config(FAST);
-    let a = Gateway::start_on(token.clone());
-    let b = Gateway::start_on(token.clone());
+    let a = Gateway::start_on_with_env(token.clone(), &[ROUND_LOG]);
+    let b = Gateway::start_on_with_env(token.clone(), &[ROUND_LOG]);
     let kms = a.client();
     let ids = keys_rotating_every_90_days(&kms, 3).await;
     token.set_clock_days_ahead(91);
@@ -555,8 +655,12 @@ async fn a_due_rotation_happens_exactly_once_with_two_gateways() {
         })
         .await;
     }
-    // Several more scheduler rounds on both gateways change nothing.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Whole scheduler rounds on both gateways, begun after every rotation
+    // was seen, change nothing.
+    let before = [rounds_ended(&a.log()), rounds_ended(&b.log())];
+    for (gw, before) in [&a, &b].into_iter().zip(&before) {
+        whole_rounds_since(|| gw.log(), before, &[0], Duration::from_secs(10)).await;
+    }
     for id in &ids {
         assert_eq!(rotations(&kms, id).await.len(), 1, "key {id} via A");
         assert_eq!(rotations(&b.client(), id).await.len(), 1, "key {id} via B");

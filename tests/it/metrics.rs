@@ -1,7 +1,10 @@
 //! The Prometheus endpoint (`[metrics] listen`): scraped while the gateway
 //! is under load, it has every family operators alert on, with values that
 //! follow what the test made happen; under a supervisor one scrape sees
-//! every worker.
+//! every worker. The families, their types and labels are read from the
+//! table in docs/operations.md, and each of them is checked by one of the
+//! tests here (those that need a token fault, a full audit disk or a dead
+//! worker by the tests that make them happen).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -10,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::disk::SmallDisk;
 use crate::common::*;
+use crate::workers::{Supervised, kill};
 
 /// The address `GET /metrics` is served on, from the process's log.
 pub fn metrics_addr(log: impl Fn() -> String) -> String {
@@ -67,6 +72,209 @@ pub fn sum(text: &str, prefix: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// A family as the table in docs/operations.md "Metrics" lists it.
+#[derive(Debug, Clone)]
+struct Family {
+    name: String,
+    kind: String,
+    labels: Vec<String>,
+}
+
+/// The backticked words of a table cell.
+fn backticked(cell: &str) -> Vec<String> {
+    cell.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The families docs/operations.md lists, with their types and labels
+/// (a row may name two families, with one type each or one for both).
+fn documented() -> Vec<Family> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .unwrap();
+    let section = text
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/operations.md has a Metrics section");
+    let mut families = Vec::new();
+    for row in section.lines().filter(|l| l.starts_with("| `kmsgate_")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let names = backticked(cells[1]);
+        let kinds: Vec<&str> = cells[2].split(',').map(str::trim).collect();
+        assert!(
+            kinds.len() == 1 || kinds.len() == names.len(),
+            "types do not match the names: {row}"
+        );
+        for (i, name) in names.iter().enumerate() {
+            families.push(Family {
+                name: name.clone(),
+                kind: kinds[i.min(kinds.len() - 1)].to_owned(),
+                labels: backticked(cells[3]),
+            });
+        }
+    }
+    assert!(families.len() >= 20, "{families:?}");
+    families
+}
+
+/// The documented family called `name`.
+fn family(name: &str) -> Family {
+    documented()
+        .into_iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("docs/operations.md does not list {name}"))
+}
+
+/// The label names of a sample line (`name{a="x",b="y"} 1`).
+fn label_names(sample: &str) -> Vec<String> {
+    let Some((_, rest)) = sample.split_once('{') else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    let mut rest = rest;
+    while let Some((name, after)) = rest.split_once("=\"") {
+        names.push(name.trim_start_matches(',').to_owned());
+        // The value ends at the first quote not escaped.
+        let mut escaped = false;
+        let end = after
+            .char_indices()
+            .find(|&(_, c)| {
+                let end = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                end
+            })
+            .map_or(after.len(), |(i, _)| i);
+        rest = &after[(end + 1).min(after.len())..];
+        if rest.starts_with('}') {
+            break;
+        }
+    }
+    names
+}
+
+/// What is wrong with `f` in the exposition `body`: its `# TYPE` line,
+/// and samples that are missing or whose label names are not the
+/// documented ones plus `extra` (and `le` on a histogram's buckets).
+fn family_problems(body: &str, f: &Family, extra: &[&str]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let declared = format!("# TYPE {} {}", f.name, f.kind);
+    if !body.lines().any(|l| l == declared) {
+        problems.push(format!("no `{declared}`"));
+    }
+    let mut seen = 0;
+    for sample in body.lines().filter(|l| !l.starts_with('#')) {
+        let name = sample.split(['{', ' ']).next().unwrap_or_default();
+        let bucket = f.kind == "histogram" && name == format!("{}_bucket", f.name);
+        let own = name == f.name
+            || (f.kind == "histogram"
+                && (bucket
+                    || name == format!("{}_sum", f.name)
+                    || name == format!("{}_count", f.name)));
+        if !own {
+            continue;
+        }
+        seen += 1;
+        let mut got = label_names(sample);
+        got.sort();
+        let mut want: Vec<String> = f
+            .labels
+            .iter()
+            .cloned()
+            .chain(extra.iter().map(|l| (*l).to_owned()))
+            .chain(bucket.then(|| "le".to_owned()))
+            .collect();
+        want.sort();
+        if got != want {
+            problems.push(format!("labels {got:?}, documented {want:?}: {sample}"));
+        }
+    }
+    if seen == 0 {
+        problems.push("no sample".into());
+    }
+    problems
+}
+
+/// Checks the families called `names` in `body` (see [`family_problems`]).
+fn assert_families(body: &str, names: &[&str], extra: &[&str]) {
+    let problems: Vec<String> = names
+        .iter()
+        .flat_map(|n| {
+            family_problems(body, &family(n), extra)
+                .into_iter()
+                .map(move |p| format!("{n}: {p}"))
+        })
+        .collect();
+    assert!(problems.is_empty(), "{}\n{body}", problems.join("\n"));
+}
+
+/// The families a healthy single gateway under load shows
+/// ([`scraped_under_load_the_endpoint_has_every_family_with_values_that_follow_the_traffic`]).
+const UNDER_LOAD: &[&str] = &[
+    "kmsgate_requests_total",
+    "kmsgate_request_duration_seconds",
+    "kmsgate_throttled_total",
+    "kmsgate_timeouts_total",
+    "kmsgate_token_call_duration_seconds",
+    "kmsgate_token_queue_wait_seconds",
+    "kmsgate_token_sessions",
+    "kmsgate_token_sessions_busy",
+    "kmsgate_token_queued",
+    "kmsgate_token_healthy",
+    "kmsgate_ready",
+    "kmsgate_gcm_usage_bound",
+    "kmsgate_gcm_usage_max_ratio",
+    "kmsgate_gcm_encryptions_reserved",
+    "kmsgate_key_rotations_total",
+    "kmsgate_key_deletions_total",
+    "kmsgate_sync_rounds_total",
+    "kmsgate_sync_reloads_total",
+    "kmsgate_sync_lag_seconds",
+    "kmsgate_audit_write_duration_seconds",
+    "kmsgate_connections_open",
+    "kmsgate_build_info",
+];
+/// The families only a fault makes
+/// ([`a_token_fault_and_a_full_audit_disk_are_counted`]).
+const AFTER_FAULTS: &[&str] = &[
+    "kmsgate_token_resets_total",
+    "kmsgate_audit_records_lost_total",
+];
+/// The supervisor's own families
+/// ([`under_a_supervisor_one_scrape_sees_every_worker_with_each_family_declared_once`]).
+const SUPERVISOR: &[&str] = &["kmsgate_workers_up", "kmsgate_worker_restarts_total"];
+
+#[test]
+fn every_family_docs_operations_md_lists_is_checked_and_every_family_the_code_names_is_listed() {
+    let listed: std::collections::BTreeSet<String> =
+        documented().into_iter().map(|f| f.name).collect();
+    let checked: std::collections::BTreeSet<String> = [UNDER_LOAD, AFTER_FAULTS, SUPERVISOR]
+        .concat()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        listed, checked,
+        "listed in docs/operations.md / checked here"
+    );
+    // The names are written in src/telemetry.rs only.
+    let code =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/telemetry.rs")).unwrap();
+    let named: std::collections::BTreeSet<String> = code
+        .split('"')
+        .filter(|w| {
+            w.starts_with("kmsgate_") && w.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        })
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        named, listed,
+        "named in src/telemetry.rs / listed in docs/operations.md"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scraped_under_load_the_endpoint_has_every_family_with_values_that_follow_the_traffic() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,6 +322,11 @@ path = "{}/audit.jsonl"
         .send()
         .await;
     assert!(missing.is_err());
+    // A key made through a second gateway on the token: this one reloads
+    // it at its next sync round.
+    let other = Gateway::start_on(token.clone());
+    create_key(&other.client()).await;
+    drop(other);
 
     // Load: four clients encrypting and decrypting while the endpoint is
     // scraped over and over.
@@ -166,7 +379,10 @@ path = "{}/audit.jsonl"
     let deleted = Instant::now() + Duration::from_secs(10);
     let body = loop {
         let (_, body) = scrape(&addr);
-        if sum(&body, "kmsgate_key_deletions_total", &[]) >= 1.0 || Instant::now() > deleted {
+        if (sum(&body, "kmsgate_key_deletions_total", &[]) >= 1.0
+            && sum(&body, "kmsgate_sync_reloads_total", &[]) >= 1.0)
+            || Instant::now() > deleted
+        {
             break body;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -275,6 +491,38 @@ path = "{}/audit.jsonl"
     );
     assert_eq!(sum(&body, "kmsgate_ready", &[]), 1.0);
     assert_eq!(sum(&body, "kmsgate_token_healthy", &[]), 1.0);
+    assert!(
+        sum(&body, "kmsgate_sync_reloads_total", &[]) >= 1.0,
+        "the other gateway's key was not reloaded\n{body}"
+    );
+    // A connection held open is counted (the gauge is set as the
+    // connections are reaped, several times per head timeout).
+    let held = TcpStream::connect(&gw.addr).unwrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, now) = scrape(&addr);
+        if sum(&now, "kmsgate_connections_open", &[]) >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "a held connection not counted\n{now}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(held);
+    assert_eq!(
+        sum(
+            &body,
+            "kmsgate_build_info",
+            &[&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0,
+        "{body}"
+    );
+    // Every family docs/operations.md lists for a gateway of its own is
+    // there, declared with its type and carrying its documented labels.
+    assert_families(&body, UNDER_LOAD, &[]);
     // No secret or plaintext in it, and nothing but the metrics path.
     assert!(!body.contains(SECRET) && !body.contains(PIN));
     let mut s = TcpStream::connect(&addr).unwrap();
@@ -293,45 +541,71 @@ async fn under_a_supervisor_one_scrape_sees_every_worker_with_each_family_declar
 listen = "127.0.0.1:0"
 "#,
     );
-    let log = token.path().join("supervisor.log");
-    let (mut child, endpoint) = spawn_serve(
-        &token,
-        &["--workers", "2"],
-        &[],
-        &log,
-        Duration::from_secs(60),
-    );
-    let addr = metrics_addr(|| std::fs::read_to_string(&log).unwrap_or_default());
-    let gw_client = client_at(&endpoint, ACCESS_KEY, SECRET, REGION);
-    create_key(&gw_client).await;
-
-    let (status, body) = tokio::task::spawn_blocking(move || scrape(&addr))
-        .await
-        .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(status.contains("200"), "{status}");
-    for w in ["1", "2"] {
-        assert_eq!(
-            sum(
-                &body,
-                "kmsgate_token_sessions",
-                &[&format!("worker=\"{w}\"")]
-            ),
-            2.0,
-            "worker {w} missing\n{body}"
-        );
+    let gw = Supervised::start(token, "2");
+    let addr = metrics_addr(|| gw.log());
+    create_key(&gw.client()).await;
+    // A worker killed and replaced: the supervisor counts the restart.
+    let workers = gw.workers();
+    assert_eq!(workers.len(), 2);
+    kill("KILL", workers[0]);
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = gw.workers();
+        if now.len() == 2 && !now.contains(&workers[0]) {
+            break;
+        }
+        assert!(Instant::now() < until, "worker {} not replaced", workers[0]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // The replacement answers the scrape once it is ready.
+    let until = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let addr = addr.clone();
+        let (status, body) = tokio::task::spawn_blocking(move || scrape(&addr))
+            .await
+            .unwrap();
+        assert!(status.contains("200"), "{status}");
+        if sum(&body, "kmsgate_workers_up", &[]) == 2.0
+            && ["1", "2"].iter().all(|w| {
+                sum(
+                    &body,
+                    "kmsgate_token_sessions",
+                    &[&format!("worker=\"{w}\"")],
+                ) == 2.0
+            })
+        {
+            break body;
+        }
+        assert!(
+            Instant::now() < until,
+            "not both workers in the scrape\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(
+        sum(&body, "kmsgate_worker_restarts_total", &[]),
+        1.0,
+        "{body}"
+    );
+    // The CreateKey was served by a worker still running, or by the one
+    // killed (its series went with it).
+    assert!(
         sum(
             &body,
             "kmsgate_requests_total",
             &["operation=\"CreateKey\"", "outcome=\"ok\""]
-        ),
-        1.0,
+        ) <= 1.0,
         "{body}"
     );
-    assert_eq!(sum(&body, "kmsgate_workers_up", &[]), 2.0);
+    // The supervisor's own families carry no worker label; the workers'
+    // carry theirs.
+    assert_families(&body, SUPERVISOR, &[]);
+    assert_families(
+        &body,
+        &["kmsgate_token_sessions", "kmsgate_sync_rounds_total"],
+        &["worker"],
+    );
     let mut declared = std::collections::HashSet::new();
     for line in body.lines().filter(|l| l.starts_with("# TYPE ")) {
         assert!(
@@ -340,4 +614,96 @@ listen = "127.0.0.1:0"
         );
     }
     assert!(declared.len() >= 10, "{body}");
+}
+
+/// A token fault (the device gone for 1.5 s, so the library is
+/// re-initialised) and a full audit disk (a batch of records lost) are
+/// counted in the two families a healthy run never shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_fault_and_a_full_audit_disk_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = match SmallDisk::mount(dir.path(), 256) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("SKIPPED: cannot mount a small tmpfs (needs root): {e}");
+            return;
+        }
+    };
+    let token = Token::with_faulty_hsm(
+        "call_timeout_ms = 1000\nqueue_timeout_ms = 1000",
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:0\"\n\n[audit]\npath = \"{}/audit.log\"\n",
+            dir.path().display()
+        ),
+    );
+    let gw = Gateway::start_faulty_on(token);
+    let addr = metrics_addr(|| gw.log());
+    let kms = gw.client();
+    let key = create_key(&kms).await;
+    let served = || async {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = kms
+                .generate_data_key()
+                .key_id(&key)
+                .number_of_bytes(32)
+                .send()
+                .await;
+            if r.is_ok() {
+                return;
+            }
+            assert!(Instant::now() < until, "not served again: {r:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+
+    let faults = gw.faults();
+    faults.set("* fail 0x32 for 1500ms");
+    for _ in 0..3 {
+        let r = kms
+            .generate_data_key()
+            .key_id(&key)
+            .number_of_bytes(32)
+            .send()
+            .await;
+        assert!(r.is_err(), "served with the device gone");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The read-back helper, a process of its own, would start the rule's
+    // window afresh: the fault ends for good before the service resumes.
+    faults.clear();
+    served().await;
+
+    disk.fill();
+    let mut refused = 0;
+    for _ in 0..10 {
+        let r = kms
+            .generate_data_key()
+            .key_id(&key)
+            .number_of_bytes(32)
+            .send()
+            .await;
+        refused += usize::from(r.is_err());
+    }
+    assert!(
+        refused >= 1,
+        "every request served with the audit disk full"
+    );
+    disk.free();
+    served().await;
+
+    let (status, body) = tokio::task::spawn_blocking(move || scrape(&addr))
+        .await
+        .unwrap();
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        sum(&body, "kmsgate_token_resets_total", &[]) >= 1.0,
+        "{body}"
+    );
+    assert!(
+        sum(&body, "kmsgate_audit_records_lost_total", &[]) >= 1.0,
+        "{body}"
+    );
+    assert_eq!(sum(&body, "kmsgate_token_healthy", &[]), 1.0, "{body}");
+    assert_families(&body, AFTER_FAULTS, &[]);
 }

@@ -780,3 +780,251 @@ async fn create_key_with_tags_needs_tag_resource_on_every_key_as_in_aws() {
     assert_eq!(tags.tags().len(), 1);
     assert_eq!(tags.tags()[0].tag_key(), "team");
 }
+
+// ---------------------------------------------------------------- the documented set-up
+
+/// The `toml` and `json` blocks of docs/security.md's "A least-privilege
+/// set-up for one application", in order.
+fn documented_setup() -> (String, String) {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/security.md")).unwrap();
+    let section = text
+        .split("### A least-privilege set-up for one application\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/security.md has the least-privilege set-up");
+    let block = |fence: &str| {
+        section
+            .split(&format!("```{fence}\n"))
+            .nth(1)
+            .and_then(|rest| rest.split("\n```").next())
+            .unwrap_or_else(|| panic!("no {fence} block in the set-up"))
+            .to_owned()
+    };
+    (block("toml"), block("json"))
+}
+
+/// The access key id of `principal`'s credential in the documented config.
+fn access_key_of(config: &toml::Table, principal: &str) -> String {
+    config["auth"]["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["principal"].as_str() == Some(principal))
+        .and_then(|c| c["access_key_id"].as_str())
+        .unwrap_or_else(|| panic!("no credential for {principal}"))
+        .to_owned()
+}
+
+/// The config and the key policy docs/security.md shows, installed as
+/// they are (only the secret files are moved into the test's directory):
+/// each statement of the key policy allows or denies what the text after
+/// it says.
+#[tokio::test]
+async fn the_documented_least_privilege_set_up_does_what_docs_security_md_says() {
+    const ADMIN_SECRET: &str = "doc-admin-secret-0123456789abcdefghijkl";
+    const BILLING_SECRET: &str = "doc-billing-secret-0123456789abcdefghij";
+    let (config, policy) = documented_setup();
+    let parsed: toml::Table = toml::from_str(&config).expect("the documented config is TOML");
+    let policy_json: serde_json::Value =
+        serde_json::from_str(&policy).expect("the documented key policy is JSON");
+    let sids: Vec<&str> = policy_json["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["Sid"].as_str())
+        .collect();
+    assert_eq!(
+        sids,
+        [
+            "Admins",
+            "BillingThroughItsIdentityPolicy",
+            "NeverWithoutContext"
+        ],
+        "the statements this test checks"
+    );
+
+    let token = Token::new();
+    for (file, secret) in [
+        ("admin.secret", ADMIN_SECRET),
+        ("billing.secret", BILLING_SECRET),
+    ] {
+        let path = token.path().join(file);
+        std::fs::write(&path, secret).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let mut full = std::fs::read_to_string(token.config()).unwrap();
+    full.push('\n');
+    full.push_str(&config.replace("/etc/kmsgate/", &format!("{}/", token.path().display())));
+    std::fs::write(token.config(), full).unwrap();
+    let gw = Gateway::start_on(token);
+    let admin = gw.client_as(&access_key_of(&parsed, "admin"), ADMIN_SECRET, REGION);
+    let billing_client = gw.client_as(&access_key_of(&parsed, "billing"), BILLING_SECRET, REGION);
+
+    // The administrator creates the key with the policy (the lockout check
+    // passes: Admins lets them manage it).
+    let key = admin
+        .create_key()
+        .policy(&policy)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let stored = admin
+        .get_key_policy()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap()
+        .policy
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stored).unwrap(),
+        policy_json
+    );
+
+    let data_key = |who: &Client, context: Option<(&str, &str)>| {
+        let mut request = who
+            .generate_data_key()
+            .key_id(&key)
+            .key_spec(DataKeySpec::Aes256);
+        if let Some((k, v)) = context {
+            request = request.encryption_context(k, v);
+        }
+        async move { request.send().await.map_err(|e| error_of(&e)) }
+    };
+    let open = |who: &Client, blob: Blob, context: Option<(&str, &str)>| {
+        let mut request = who.decrypt().ciphertext_blob(blob);
+        if let Some((k, v)) = context {
+            request = request.encryption_context(k, v);
+        }
+        async move { request.send().await.map_err(|e| error_of(&e)) }
+    };
+    let explicit_deny = |who: &str, action: &str| {
+        denied(
+            who,
+            action,
+            &key,
+            "with an explicit deny in a resource-based policy",
+        )
+    };
+    let billing_ctx = Some(("app", "billing"));
+
+    // BillingThroughItsIdentityPolicy: billing makes and opens data keys
+    // with {"app": "billing"} (the key policy delegates to the account,
+    // the identity policy allows) ...
+    let made = data_key(&billing_client, billing_ctx).await.unwrap();
+    let blob = made.ciphertext_blob.unwrap();
+    let opened = open(&billing_client, blob.clone(), billing_ctx)
+        .await
+        .unwrap();
+    assert_eq!(
+        opened.plaintext.unwrap().as_ref(),
+        made.plaintext.unwrap().as_ref()
+    );
+    // ... and nothing else: another context, DescribeKey, DisableKey.
+    assert_eq!(
+        data_key(&billing_client, Some(("app", "payroll")))
+            .await
+            .unwrap_err(),
+        no_identity_allow("billing", "GenerateDataKey", &key)
+    );
+    let e = billing_client
+        .describe_key()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_of(&e).0, "AccessDeniedException");
+    let e = billing_client
+        .disable_key()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_of(&e).0, "AccessDeniedException");
+
+    // NeverWithoutContext: no data key without the context, for billing
+    // and for the administrator, whom Admins allows everything else.
+    assert_eq!(
+        data_key(&billing_client, None).await.unwrap_err(),
+        explicit_deny("billing", "GenerateDataKey")
+    );
+    assert_eq!(
+        data_key(&admin, None).await.unwrap_err(),
+        explicit_deny("admin", "GenerateDataKey")
+    );
+    let sealed = admin
+        .encrypt()
+        .key_id(&key)
+        .plaintext(Blob::new(b"no context".to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap();
+    assert_eq!(
+        open(&admin, sealed, None).await.unwrap_err(),
+        explicit_deny("admin", "Decrypt")
+    );
+    // With a context the Deny does not apply to the administrator.
+    let theirs = data_key(&admin, Some(("app", "ops"))).await.unwrap();
+    open(
+        &admin,
+        theirs.ciphertext_blob.unwrap(),
+        Some(("app", "ops")),
+    )
+    .await
+    .unwrap();
+
+    // Admins: the administrator manages the key (only this statement
+    // allows them: the other two name the account and Deny).
+    admin.disable_key().key_id(&key).send().await.unwrap();
+    admin.enable_key().key_id(&key).send().await.unwrap();
+    admin
+        .update_key_description()
+        .key_id(&key)
+        .description("billing data keys")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        key_metadata(&admin, &key).await.description.as_deref(),
+        Some("billing data keys")
+    );
+    // Without Admins, the same administrator could not (the lockout check
+    // refuses such a policy for them, so it is shown on a second key whose
+    // policy is the documented one less Admins, put by `tester`).
+    let mut no_admins = policy_json.clone();
+    no_admins["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|s| s["Sid"] != "Admins");
+    no_admins["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "Sid": "Tester", "Effect": "Allow",
+            "Principal": {"AWS": user("tester")}, "Action": "kms:*", "Resource": "*"
+        }));
+    let tester = gw.client();
+    let second = tester
+        .create_key()
+        .policy(no_admins.to_string())
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let e = admin
+        .disable_key()
+        .key_id(&second)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_of(&e).0, "AccessDeniedException");
+}

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
+use crate::lifecycle::{ROUND_LOG, rounds_ended, whole_rounds_since};
 
 /// A supervisor started as `serve --workers N`. Killed, with its workers,
 /// when dropped.
@@ -32,11 +33,21 @@ fn auditing_token() -> Arc<Token> {
 
 impl Supervised {
     pub(crate) fn start(token: Arc<Token>, workers: &str) -> Supervised {
+        Self::start_with_env(token, workers, &[])
+    }
+
+    /// As [`start`](Self::start), with extra environment variables (the
+    /// workers inherit them).
+    pub(crate) fn start_with_env(
+        token: Arc<Token>,
+        workers: &str,
+        env: &[(&str, &str)],
+    ) -> Supervised {
         let log = token.path().join(format!("supervisor-{workers}.log"));
         let (child, endpoint) = spawn_serve(
             &token,
             &["--workers", workers],
-            &[],
+            env,
             &log,
             Duration::from_secs(60),
         );
@@ -49,7 +60,7 @@ impl Supervised {
     }
 
     /// The pids of the supervisor's worker processes now.
-    fn workers(&self) -> Vec<u32> {
+    pub(crate) fn workers(&self) -> Vec<u32> {
         workers_of(self.child.id())
     }
 
@@ -112,7 +123,7 @@ impl Drop for Supervised {
     }
 }
 
-fn kill(signal: &str, pid: u32) {
+pub(crate) fn kill(signal: &str, pid: u32) {
     let _ = Command::new("kill")
         .args([format!("-{signal}"), pid.to_string()])
         .status();
@@ -397,7 +408,7 @@ fn workers_stop_when_their_supervisor_is_killed() {
 #[tokio::test]
 async fn a_due_rotation_happens_exactly_once_with_two_workers() {
     let token = Token::with_config("[keys]\nsync_interval_ms = 100\nscheduler_interval_ms = 100\n");
-    let gw = Supervised::start(token.clone(), "2");
+    let gw = Supervised::start_with_env(token.clone(), "2", &[ROUND_LOG]);
     let ids = keys_rotating_every_90_days(&gw.client(), 3).await;
     token.set_clock_days_ahead(91);
     for id in &ids {
@@ -411,9 +422,11 @@ async fn a_due_rotation_happens_exactly_once_with_two_workers() {
         }
         assert!(rotated, "key {id} rotated when due");
     }
-    // Several more scheduler rounds on both workers change nothing; asked
-    // on fresh connections, so of either worker.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Whole scheduler rounds on both workers, begun after every rotation
+    // was seen, change nothing; asked on fresh connections, so of either
+    // worker.
+    let before = rounds_ended(&gw.log());
+    whole_rounds_since(|| gw.log(), &before, &[1, 2], Duration::from_secs(10)).await;
     for id in &ids {
         for _ in 0..6 {
             assert_eq!(rotations(&gw.client(), id).await.len(), 1, "key {id}");
