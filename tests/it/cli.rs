@@ -235,10 +235,10 @@ fn init_token_refuses_bad_input_without_touching_the_token() {
 // ------------------------------------------------------------ setup-token
 
 /// scripts/setup-token makes a working set-up, and no process it starts has
-/// a PIN among its arguments. Under strace (when installed) every execve of
-/// the script and its children is checked; in any case the kmsgate it runs
-/// is a wrapper that records its arguments, and the script's text is
-/// checked for PIN options.
+/// a PIN among its arguments. Under strace (required: scripts/test installs
+/// it; the test fails without it) every execve of the script and its
+/// children is checked; the kmsgate it runs is also a wrapper that records
+/// its arguments, and the script's text is checked for PIN options.
 #[test]
 fn setup_token_puts_no_pin_on_a_command_line() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -266,22 +266,16 @@ fn setup_token_puts_no_pin_on_a_command_line() {
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
 
-    let strace = Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let strace = Command::new("strace").arg("-V").output();
+    assert!(
+        strace.as_ref().is_ok_and(|o| o.status.success()),
+        "strace does not run ({strace:?}): install it (apt-get install -y strace; scripts/test does)"
+    );
     let trace = tmp.path().join("execve.trace");
-    let mut cmd = if strace {
-        let mut c = Command::new("strace");
-        c.args(["-f", "-qq", "-s", "4096", "-e", "trace=execve", "-o"])
-            .arg(&trace)
-            .arg(&script);
-        c
-    } else {
-        eprintln!("strace is not installed: checking the kmsgate wrapper's arguments only");
-        Command::new(&script)
-    };
-    let out = cmd
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-s", "4096", "-e", "trace=execve", "-o"])
+        .arg(&trace)
+        .arg(&script)
         .arg(&dir)
         .arg("18123")
         .env("KMSGATE_BIN", &wrapper)
@@ -306,16 +300,13 @@ fn setup_token_puts_no_pin_on_a_command_line() {
 
     let argv = std::fs::read_to_string(&argv_log).expect("setup-token ran KMSGATE_BIN");
     assert!(argv.contains("init-token"), "{argv}");
-    let mut checked = vec![("the kmsgate it ran", argv)];
-    if strace {
-        let execs = std::fs::read_to_string(&trace).unwrap();
-        assert!(
-            execs.lines().filter(|l| l.contains("execve(")).count() > 3,
-            "strace saw too little:\n{execs}"
-        );
-        assert!(execs.contains("init-token"), "{execs}");
-        checked.push(("the execve calls", execs));
-    }
+    let execs = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        execs.lines().filter(|l| l.contains("execve(")).count() > 3,
+        "strace saw too little:\n{execs}"
+    );
+    assert!(execs.contains("init-token"), "{execs}");
+    let checked = [("the kmsgate it ran", argv), ("the execve calls", execs)];
     for (what, text) in &checked {
         for p in [&pin, &so_pin] {
             assert!(
@@ -375,3 +366,4 @@ fn setup_token_cleans_up_when_init_token_fails() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
