@@ -48,6 +48,7 @@ mod secrets_env;
 mod signing;
 mod sync;
 mod tags;
+mod test_script;
 mod tls;
 mod unreadable;
 mod workers;
