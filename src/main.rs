@@ -15,9 +15,20 @@ use kmsgate::http::AppState;
 use kmsgate::{bench, server};
 use tracing_subscriber::EnvFilter;
 
+/// `kmsgate --version`. A build with the test hooks (the `test-hooks`
+/// feature, which `cargo test` turns on) says so, and scripts/setup-token
+/// and scripts/run refuse such a binary.
+#[cfg(not(feature = "test-hooks"))]
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+#[cfg(feature = "test-hooks")]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (test-hooks: a test build, not for use)"
+);
+
 #[derive(Parser)]
 #[command(
-    version,
+    version = VERSION,
     about = "An AWS KMS-compatible key service backed by a PKCS#11 token"
 )]
 struct Cli {

@@ -748,12 +748,8 @@ async fn the_schedulers_deletions_rotations_and_expiries_are_audited_as_service_
 #[test]
 fn with_the_audit_disk_full_requests_fail_and_nothing_acknowledged_is_missing() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = match SmallDisk::mount(dir.path(), 256) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("SKIPPED: cannot mount a small tmpfs (needs root): {e}");
-            return;
-        }
+    let Some(disk) = SmallDisk::mount_or_opt_out(dir.path(), 256) else {
+        return;
     };
     let gw = gateway_auditing_to(dir.path(), "");
     let key = {

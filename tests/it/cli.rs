@@ -235,10 +235,10 @@ fn init_token_refuses_bad_input_without_touching_the_token() {
 // ------------------------------------------------------------ setup-token
 
 /// scripts/setup-token makes a working set-up, and no process it starts has
-/// a PIN among its arguments. Under strace (when installed) every execve of
-/// the script and its children is checked; in any case the kmsgate it runs
-/// is a wrapper that records its arguments, and the script's text is
-/// checked for PIN options.
+/// a PIN among its arguments. Under strace (required: scripts/test installs
+/// it; the test fails without it) every execve of the script and its
+/// children is checked; the kmsgate it runs is also a wrapper that records
+/// its arguments, and the script's text is checked for PIN options.
 #[test]
 fn setup_token_puts_no_pin_on_a_command_line() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -266,25 +266,22 @@ fn setup_token_puts_no_pin_on_a_command_line() {
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
 
-    let strace = Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let strace = Command::new("strace").arg("-V").output();
+    assert!(
+        strace.as_ref().is_ok_and(|o| o.status.success()),
+        "strace does not run ({strace:?}): install it (apt-get install -y strace; scripts/test does)"
+    );
     let trace = tmp.path().join("execve.trace");
-    let mut cmd = if strace {
-        let mut c = Command::new("strace");
-        c.args(["-f", "-qq", "-s", "4096", "-e", "trace=execve", "-o"])
-            .arg(&trace)
-            .arg(&script);
-        c
-    } else {
-        eprintln!("strace is not installed: checking the kmsgate wrapper's arguments only");
-        Command::new(&script)
-    };
-    let out = cmd
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-s", "4096", "-e", "trace=execve", "-o"])
+        .arg(&trace)
+        .arg(&script)
         .arg(&dir)
         .arg("18123")
         .env("KMSGATE_BIN", &wrapper)
+        // The binary under test has the test hooks, which setup-token
+        // otherwise refuses (setup_token_refuses_a_binary_with_test_hooks).
+        .env("KMSGATE_ALLOW_TEST_HOOKS", "1")
         .env("SOFTHSM2_MODULE", softhsm_module())
         .output()
         .unwrap();
@@ -306,16 +303,13 @@ fn setup_token_puts_no_pin_on_a_command_line() {
 
     let argv = std::fs::read_to_string(&argv_log).expect("setup-token ran KMSGATE_BIN");
     assert!(argv.contains("init-token"), "{argv}");
-    let mut checked = vec![("the kmsgate it ran", argv)];
-    if strace {
-        let execs = std::fs::read_to_string(&trace).unwrap();
-        assert!(
-            execs.lines().filter(|l| l.contains("execve(")).count() > 3,
-            "strace saw too little:\n{execs}"
-        );
-        assert!(execs.contains("init-token"), "{execs}");
-        checked.push(("the execve calls", execs));
-    }
+    let execs = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        execs.lines().filter(|l| l.contains("execve(")).count() > 3,
+        "strace saw too little:\n{execs}"
+    );
+    assert!(execs.contains("init-token"), "{execs}");
+    let checked = [("the kmsgate it ran", argv), ("the execve calls", execs)];
     for (what, text) in &checked {
         for p in [&pin, &so_pin] {
             assert!(
@@ -348,6 +342,7 @@ fn setup_token_puts_no_pin_on_a_command_line() {
     let out = Command::new(&script)
         .arg(&dir)
         .env("KMSGATE_BIN", &wrapper)
+        .env("KMSGATE_ALLOW_TEST_HOOKS", "1")
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -374,4 +369,56 @@ fn setup_token_cleans_up_when_init_token_fails() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A binary with the test hooks (what `cargo test`, `cargo test --release`
+/// and `--all-features` leave in target/) says so in `--version`, and
+/// setup-token refuses it, whether named in KMSGATE_BIN or found in the
+/// checkout's target/release, and makes nothing.
+#[test]
+fn setup_token_refuses_a_binary_with_test_hooks() {
+    let hooked = Path::new(env!("CARGO_BIN_EXE_kmsgate"));
+    let out = Command::new(hooked).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{version}");
+    assert!(
+        version.starts_with("kmsgate ") && version.contains("test-hooks"),
+        "the test build does not say what it is: {version:?}"
+    );
+
+    // A checkout of its own whose target/release/kmsgate is the test build.
+    let tmp = tempfile::tempdir().unwrap();
+    let checkout = tmp.path().join("checkout");
+    std::fs::create_dir_all(checkout.join("scripts")).unwrap();
+    std::fs::create_dir_all(checkout.join("target/release")).unwrap();
+    let script = checkout.join("scripts/setup-token");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-token"),
+        &script,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(hooked, checkout.join("target/release/kmsgate")).unwrap();
+
+    for (how, bin) in [("found in target/release", None), ("named", Some(hooked))] {
+        let dir = tmp.path().join(format!("setup-{}", bin.is_some()));
+        let mut cmd = Command::new(&script);
+        cmd.arg(&dir)
+            .env_remove("KMSGATE_BIN")
+            .env_remove("KMSGATE_ALLOW_TEST_HOOKS")
+            .env("SOFTHSM2_MODULE", softhsm_module());
+        if let Some(bin) = bin {
+            cmd.env("KMSGATE_BIN", bin);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{how}: {stderr}");
+        assert!(
+            stderr.contains("is a test build") && stderr.contains("cargo build --release"),
+            "{how}: {stderr}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{how}: left behind: {left:?}");
+    }
 }

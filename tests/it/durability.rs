@@ -3,9 +3,10 @@
 //! a retryable 5xx and changes nothing, or succeeds and survives a restart.
 //!
 //! The token directory is a tmpfs of a few hundred KiB mounted for the test
-//! (root only: the test says so and passes vacuously elsewhere, loudly).
+//! (root only: without root the test fails, unless KMSGATE_TEST_NO_MOUNT=1
+//! leaves it out, which scripts/test then reports; see common/disk.rs).
 
-use crate::common::disk::SmallDisk;
+use crate::common::disk::{FULL_DISK_TESTS, NO_MOUNT, SmallDisk};
 use crate::common::*;
 use aws_sdk_kms::error::SdkError;
 use aws_sdk_kms::primitives::Blob;
@@ -30,23 +31,71 @@ async fn a_nearly_full_disk_never_loses_an_acknowledged_write() {
     full_disk_scenario(3).await;
 }
 
+/// Every full-disk test (here and in audit.rs) fails when it cannot mount
+/// its disk, naming the opt-out; with KMSGATE_TEST_NO_MOUNT=1 it passes and
+/// says it was left out. Each runs in a child process (this test binary)
+/// whose `mount` fails as it does without CAP_SYS_ADMIN.
+#[test]
+fn a_full_disk_test_that_cannot_mount_fails_unless_left_out() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mount = tmp.path().join("mount");
+    std::fs::write(
+        &mount,
+        "#!/bin/sh\necho \"mount: $4: permission denied.\" >&2\nexit 32\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&mount, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        tmp.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for test in FULL_DISK_TESTS {
+        let run = |opt_out: bool| {
+            let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+            cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+                .env("PATH", &path)
+                .env_remove(NO_MOUNT);
+            if opt_out {
+                cmd.env(NO_MOUNT, "1");
+            }
+            let out = cmd.output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.success(), text)
+        };
+        let (ok, out) = run(false);
+        assert!(!ok, "{test} passed although it could not mount:\n{out}");
+        assert!(
+            out.contains("cannot mount a small tmpfs")
+                && out.contains("permission denied")
+                && out.contains(&format!("{NO_MOUNT}=1")),
+            "{test}:\n{out}"
+        );
+        let (ok, out) = run(true);
+        assert!(ok, "{test} with {NO_MOUNT}=1:\n{out}");
+        assert!(
+            out.contains("1 passed") && out.contains(&format!("SKIPPED ({NO_MOUNT}=1)")),
+            "{test}:\n{out}"
+        );
+    }
+}
+
 /// Every write operation on a token whose file system has `pages` pages
 /// free. Each must answer 200 (and then survive a crash and restart) or a
 /// retryable 5xx (and change nothing, before or after the restart).
 async fn full_disk_scenario(pages: usize) {
     let mut disk = None;
-    let mut mount_error = None;
     // Every encryption reserves its GCM budget on the token: a write too.
     let config = "[keys]\ngcm_reserve_block = 1\n";
-    let token = Token::with_token_dir(config, |dir| match SmallDisk::mount(dir, 768) {
-        Ok(d) => disk = Some(d),
-        Err(e) => mount_error = Some(e),
+    let token = Token::with_token_dir(config, |dir| {
+        disk = SmallDisk::mount_or_opt_out(dir, 768);
     });
     let Some(disk) = disk else {
-        eprintln!(
-            "SKIPPED: cannot mount a small tmpfs (needs root): {}",
-            mount_error.unwrap_or_default()
-        );
         return;
     };
 

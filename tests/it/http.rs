@@ -335,9 +335,12 @@ fn health_and_readiness_probes_answer_200_over_http1_and_h2c() {
         assert_eq!(r.status, 200, "{path}");
         assert!(r.body["status"].is_string(), "{path}: {:?}", r.body);
     }
+    // h2c through an independent client: curl is required (scripts/test
+    // installs it), never skipped when missing.
     let out = std::process::Command::new("curl")
         .args([
             "-s",
+            "-S",
             "-o",
             "/dev/null",
             "-w",
@@ -345,10 +348,18 @@ fn health_and_readiness_probes_answer_200_over_http1_and_h2c() {
         ])
         .arg("--http2-prior-knowledge")
         .arg(format!("{}/readyz", gw.endpoint))
-        .output();
-    if let Ok(out) = out {
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
-    }
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "curl does not run ({e}): install it (apt-get install -y curl; scripts/test does)"
+            )
+        });
+    assert!(
+        out.status.success(),
+        "curl --http2-prior-knowledge failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
     assert!(
         !audit_lines(&gw)
             .iter()

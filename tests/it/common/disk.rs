@@ -1,8 +1,30 @@
 //! A small file system for the full-disk tests: a tmpfs of a few hundred
 //! KiB mounted on a directory (root only), filled on demand.
+//!
+//! A full-disk test that cannot mount its disk fails: it would test nothing,
+//! and cargo hides what a passing test prints. Where `mount` cannot work (no
+//! root, no CAP_SYS_ADMIN in a container), `KMSGATE_TEST_NO_MOUNT=1` leaves
+//! these tests out on purpose: scripts/test then skips them by name
+//! ([`FULL_DISK_TESTS`]) and prints which ones it did not run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The opt-out: `KMSGATE_TEST_NO_MOUNT=1`.
+pub const NO_MOUNT: &str = "KMSGATE_TEST_NO_MOUNT";
+
+/// The tests that mount a [`SmallDisk`]; scripts/test names the same ones
+/// when [`NO_MOUNT`] is set (tests/it/durability.rs checks both lists).
+pub const FULL_DISK_TESTS: [&str; 3] = [
+    "durability::a_full_disk_never_loses_an_acknowledged_write",
+    "durability::a_nearly_full_disk_never_loses_an_acknowledged_write",
+    "audit::with_the_audit_disk_full_requests_fail_and_nothing_acknowledged_is_missing",
+];
+
+/// Whether [`NO_MOUNT`] is set to 1.
+pub fn mount_opted_out() -> bool {
+    std::env::var(NO_MOUNT).as_deref() == Ok("1")
+}
 
 /// A tmpfs mounted on a directory; unmounted when dropped.
 pub struct SmallDisk {
@@ -28,6 +50,24 @@ impl SmallDisk {
         Ok(SmallDisk {
             path: path.to_owned(),
         })
+    }
+
+    /// A disk for a full-disk test: `Some`, or `None` when the mount failed
+    /// and [`NO_MOUNT`] says to leave the test out (it says so on stderr).
+    /// Panics when the mount fails without the opt-out.
+    pub fn mount_or_opt_out(path: &Path, kib: u64) -> Option<SmallDisk> {
+        match SmallDisk::mount(path, kib) {
+            Ok(disk) => Some(disk),
+            Err(e) if mount_opted_out() => {
+                eprintln!("SKIPPED ({NO_MOUNT}=1): cannot mount a small tmpfs: {e}");
+                None
+            }
+            Err(e) => panic!(
+                "cannot mount a small tmpfs, so this full-disk test would test nothing: {e}\n\
+                 run it as root (CAP_SYS_ADMIN), or set {NO_MOUNT}=1 to leave the \
+                 full-disk tests out (scripts/test then names them)"
+            ),
+        }
     }
 
     /// Fills the file system to the last byte with page-sized files, then
