@@ -1,0 +1,577 @@
+//! The checker against a real gateway: a few real requests, their true
+//! history, which must pass, and doctored copies of it (or of the run's
+//! info, or of the audit trail), each of which must be reported.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kms::operation::RequestId;
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{AlgorithmSpec, GrantOperation, OriginType, WrappingKeySpec};
+use base64::Engine;
+
+use super::super::history::{Call, Op, Outcome, Result_, RunInfo};
+use super::{Report, check};
+use crate::common::*;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Writes the history as the runner would, one op per request.
+struct Recorder {
+    ops: Vec<Op>,
+    started: Instant,
+    clock_days: u64,
+}
+
+impl Recorder {
+    fn ok(&mut self, call: Call, request_id: Option<&str>, result: Result_) -> u64 {
+        self.push(
+            call,
+            Outcome::Ok {
+                request_id: request_id.expect("a request id").to_owned(),
+                result,
+            },
+        )
+    }
+
+    fn push(&mut self, call: Call, outcome: Outcome) -> u64 {
+        let seq = self.ops.len() as u64;
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.ops.push(Op {
+            seq,
+            client: 0,
+            gateway: 0,
+            start_ms: ms,
+            end_ms: ms,
+            clock_days: self.clock_days,
+            call,
+            outcome,
+        });
+        seq
+    }
+
+    async fn create(&mut self, kms: &aws_sdk_kms::Client, external: bool) -> String {
+        let mut req = kms.create_key();
+        if external {
+            req = req.origin(OriginType::External);
+        }
+        let out = req.send().await.unwrap();
+        let id = out.key_metadata().unwrap().key_id().to_owned();
+        self.ok(
+            Call::CreateKey {
+                origin: if external { "EXTERNAL" } else { "AWS_KMS" }.into(),
+            },
+            out.request_id(),
+            Result_ {
+                key_id: Some(id.clone()),
+                ..Result_::default()
+            },
+        );
+        id
+    }
+
+    async fn encrypt(
+        &mut self,
+        kms: &aws_sdk_kms::Client,
+        key: &str,
+        text: &str,
+        context: &[(&str, &str)],
+    ) {
+        let mut req = kms
+            .encrypt()
+            .key_id(key)
+            .plaintext(Blob::new(text.as_bytes()));
+        for (k, v) in context {
+            req = req.encryption_context(*k, *v);
+        }
+        let out = req.send().await.unwrap();
+        self.ok(
+            Call::Encrypt {
+                key_id: key.into(),
+                plaintext_b64: b64(text.as_bytes()),
+                context: context
+                    .iter()
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
+                    .collect(),
+            },
+            out.request_id(),
+            Result_ {
+                key_id: out.key_id().map(str::to_owned),
+                ciphertext_b64: out.ciphertext_blob().map(|b| b64(b.as_ref())),
+                ..Result_::default()
+            },
+        );
+    }
+}
+
+// Some fields serve the doctored histories of the next commits.
+#[allow(dead_code)]
+/// What the scenario made: the gateway, its run directory's parts, and
+/// the seqs and keys the doctored histories need.
+struct Scenario {
+    gw: Gateway,
+    audit: PathBuf,
+    ops: Vec<Op>,
+    info: RunInfo,
+    /// Disabled, then enabled again (the EnableKey seq).
+    toggled: String,
+    enable_seq: u64,
+    /// Destroyed at the end of its waiting period (ScheduleKeyDeletion seq).
+    doomed: String,
+    schedule_seq: u64,
+    /// The DescribeKey that found it missing.
+    missing_seq: u64,
+    /// An Encrypt's seq, and a TagResource's.
+    encrypt_seq: u64,
+    tag_seq: u64,
+}
+
+async fn scenario(dir: &Path) -> Scenario {
+    let audit = dir.join("audit.jsonl");
+    let token = Token::with_config(&format!(
+        "[keys]\nsync_interval_ms = 100\nscheduler_interval_ms = 100\ngcm_usage_bound = 1000\n\
+         [audit]\npath = \"{}\"\n",
+        audit.display()
+    ));
+    let gw = Gateway::start_on(token);
+    let kms = gw.client();
+    let mut rec = Recorder {
+        ops: Vec::new(),
+        started: Instant::now(),
+        clock_days: 0,
+    };
+
+    // A: encrypted under, tagged, aliased, and left disabled.
+    let a = rec.create(&kms, false).await;
+    let encrypt_seq = rec.ops.len() as u64;
+    rec.encrypt(&kms, &a, "a0", &[("who", "a")]).await;
+    rec.encrypt(&kms, &a, "a1", &[]).await;
+    rec.encrypt(&kms, &a, "a2", &[("x", "1"), ("y", "2")]).await;
+    let out = kms
+        .generate_data_key()
+        .key_id(&a)
+        .number_of_bytes(32)
+        .send()
+        .await
+        .unwrap();
+    rec.ok(
+        Call::GenerateDataKey {
+            key_id: a.clone(),
+            context: vec![],
+        },
+        out.request_id(),
+        Result_ {
+            key_id: out.key_id().map(str::to_owned),
+            ciphertext_b64: out.ciphertext_blob().map(|b| b64(b.as_ref())),
+            plaintext_b64: out.plaintext().map(|b| b64(b.as_ref())),
+            ..Result_::default()
+        },
+    );
+    let out = kms
+        .tag_resource()
+        .key_id(&a)
+        .tags(
+            aws_sdk_kms::types::Tag::builder()
+                .tag_key("team")
+                .tag_value("blue")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let tag_seq = rec.ok(
+        Call::TagResource {
+            key_id: a.clone(),
+            tag_key: "team".into(),
+            tag_value: "blue".into(),
+        },
+        out.request_id(),
+        Result_::default(),
+    );
+    let out = kms
+        .create_alias()
+        .alias_name("alias/nem-a")
+        .target_key_id(&a)
+        .send()
+        .await
+        .unwrap();
+    rec.ok(
+        Call::CreateAlias {
+            alias: "alias/nem-a".into(),
+            key_id: a.clone(),
+        },
+        out.request_id(),
+        Result_::default(),
+    );
+    let out = kms.disable_key().key_id(&a).send().await.unwrap();
+    rec.ok(
+        Call::DisableKey { key_id: a.clone() },
+        out.request_id(),
+        Result_::default(),
+    );
+
+    // C: disabled and enabled again; a grant and a rotation schedule; a
+    // tag whose TagResource got no answer (never sent: it did not happen).
+    let c = rec.create(&kms, false).await;
+    let out = kms.disable_key().key_id(&c).send().await.unwrap();
+    rec.ok(
+        Call::DisableKey { key_id: c.clone() },
+        out.request_id(),
+        Result_::default(),
+    );
+    let out = kms.enable_key().key_id(&c).send().await.unwrap();
+    let enable_seq = rec.ok(
+        Call::EnableKey { key_id: c.clone() },
+        out.request_id(),
+        Result_::default(),
+    );
+    let out = kms
+        .create_grant()
+        .key_id(&c)
+        .grantee_principal(format!("arn:aws:iam::{ACCOUNT}:user/app"))
+        .operations(GrantOperation::Decrypt)
+        .send()
+        .await
+        .unwrap();
+    rec.ok(
+        Call::CreateGrant {
+            key_id: c.clone(),
+            grantee: format!("arn:aws:iam::{ACCOUNT}:user/app"),
+            operations: vec!["Decrypt".into()],
+        },
+        out.request_id(),
+        Result_ {
+            grant_id: out.grant_id().map(str::to_owned),
+            ..Result_::default()
+        },
+    );
+    let out = kms
+        .enable_key_rotation()
+        .key_id(&c)
+        .rotation_period_in_days(90)
+        .send()
+        .await
+        .unwrap();
+    rec.ok(
+        Call::EnableKeyRotation {
+            key_id: c.clone(),
+            period_days: 90,
+        },
+        out.request_id(),
+        Result_::default(),
+    );
+    let out = kms.rotate_key_on_demand().key_id(&c).send().await.unwrap();
+    rec.ok(
+        Call::RotateKeyOnDemand { key_id: c.clone() },
+        out.request_id(),
+        Result_::default(),
+    );
+    let policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{ACCOUNT}:root"}},"Action":"kms:*","Resource":"*"}}]}}"#
+    );
+    let out = kms
+        .put_key_policy()
+        .key_id(&c)
+        .policy(&policy)
+        .send()
+        .await
+        .unwrap();
+    rec.ok(
+        Call::PutKeyPolicy {
+            key_id: c.clone(),
+            policy,
+        },
+        out.request_id(),
+        Result_::default(),
+    );
+    rec.push(
+        Call::TagResource {
+            key_id: c.clone(),
+            tag_key: "maybe".into(),
+            tag_value: "so".into(),
+        },
+        Outcome::Unknown {
+            why: "timeout".into(),
+        },
+    );
+    rec.encrypt(&kms, &c, "c0", &[]).await;
+
+    // E: imported material, a ciphertext, the material deleted.
+    let e = rec.create(&kms, true).await;
+    let material = [7u8; 32];
+    let alg = AlgorithmSpec::RsaesOaepSha1;
+    let p = crate::import::parameters(&kms, &e, alg.clone(), WrappingKeySpec::Rsa2048).await;
+    let wrapped = crate::import::wrap(&p.public_key, &alg, &material);
+    let out = crate::import::import(&kms, &e, &p.token, wrapped)
+        .await
+        .unwrap();
+    rec.ok(
+        Call::ImportKeyMaterial {
+            key_id: e.clone(),
+            material_b64: b64(&material),
+        },
+        out.request_id(),
+        Result_::default(),
+    );
+    rec.encrypt(&kms, &e, "e0", &[("m", "7")]).await;
+    let out = kms
+        .delete_imported_key_material()
+        .key_id(&e)
+        .send()
+        .await
+        .unwrap();
+    rec.ok(
+        Call::DeleteImportedKeyMaterial { key_id: e.clone() },
+        out.request_id(),
+        Result_::default(),
+    );
+
+    // B: scheduled for deletion, and destroyed when the clock passes it.
+    let b = rec.create(&kms, false).await;
+    rec.encrypt(&kms, &b, "b0", &[]).await;
+    let out = kms
+        .schedule_key_deletion()
+        .key_id(&b)
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+    let schedule_seq = rec.ok(
+        Call::ScheduleKeyDeletion {
+            key_id: b.clone(),
+            days: 7,
+        },
+        out.request_id(),
+        Result_ {
+            key_id: out.key_id().map(str::to_owned),
+            key_state: out.key_state().map(|s| s.as_str().to_owned()),
+            deletion_date_s: out.deletion_date().map(|d| d.secs()),
+            ..Result_::default()
+        },
+    );
+    gw.token.set_clock_days_ahead(8);
+    rec.clock_days = 8;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let missing_seq = loop {
+        match kms.describe_key().key_id(&b).send().await {
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "key {b} not destroyed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => {
+                let (code, message) = error_of(&err);
+                assert_eq!(code, "NotFoundException", "{message}");
+                break rec.push(
+                    Call::DescribeKey { key_id: b.clone() },
+                    Outcome::Err {
+                        request_id: err.request_id().map(str::to_owned),
+                        status: 400,
+                        code,
+                        message,
+                    },
+                );
+            }
+        }
+    };
+
+    let info = RunInfo {
+        seed: 0,
+        seconds: 0,
+        gateways: 1,
+        workers_per_gateway: 1,
+        gcm_usage_bound: 1000,
+        sync_bound_ms: 300,
+        token_dir: gw.token.path().display().to_string(),
+        audit_files: vec![audit.display().to_string()],
+        config: gw.token.config().display().to_string(),
+    };
+    Scenario {
+        gw,
+        audit,
+        ops: rec.ops,
+        info,
+        toggled: c,
+        enable_seq,
+        doomed: b,
+        schedule_seq,
+        missing_seq,
+        encrypt_seq,
+        tag_seq,
+    }
+}
+
+/// Writes `ops` as a run's history in a fresh directory and checks it.
+async fn check_history(s: &Scenario, ops: &[Op], info: &RunInfo) -> Report {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: String = ops
+        .iter()
+        .map(|o| serde_json::to_string(o).unwrap() + "\n")
+        .collect();
+    std::fs::write(dir.path().join("history.jsonl"), lines).unwrap();
+    std::fs::write(
+        dir.path().join("run.json"),
+        serde_json::to_string(info).unwrap(),
+    )
+    .unwrap();
+    check(dir.path(), info, &[s.gw.client()], &s.gw.token).await
+}
+
+#[allow(dead_code)] // the next commit's doctored histories
+fn without(ops: &[Op], seq: u64) -> Vec<Op> {
+    ops.iter().filter(|o| o.seq != seq).cloned().collect()
+}
+
+fn op_mut(ops: &mut [Op], seq: u64) -> &mut Op {
+    ops.iter_mut().find(|o| o.seq == seq).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_passes_a_true_history_and_reports_each_doctored_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = scenario(dir.path()).await;
+
+    let report = check_history(&s, &s.ops, &s.info).await;
+    eprintln!("true history:\n{report}");
+    assert!(
+        report.violations.is_empty(),
+        "the true history fails:\n{report}"
+    );
+    let checks = report.checks.join("\n");
+    for made in [
+        "6 acknowledged ciphertexts decrypted (2 keys enabled or re-imported",
+        "1 not, their key destroyed",
+    ] {
+        assert!(checks.contains(made), "{made:?} not in:\n{checks}");
+    }
+
+    // Each doctored run, and what its report must say.
+    let mut failures = Vec::new();
+    let mut expect = |what: &str, report: Report, needle: &str| {
+        if !report.violations.iter().any(|v| v.contains(needle)) {
+            failures.push(format!("{what}: no violation with {needle:?}:\n{report}"));
+        }
+    };
+
+    // An acknowledged ciphertext replaced by garbage (its tag changed).
+    let mut ops = s.ops.clone();
+    if let Outcome::Ok { result, .. } = &mut op_mut(&mut ops, s.encrypt_seq).outcome {
+        let mut blob = super::model::b64(result.ciphertext_b64.as_deref().unwrap()).unwrap();
+        *blob.last_mut().unwrap() ^= 1;
+        result.ciphertext_b64 = Some(b64(&blob));
+    }
+    let report = check_history(&s, &ops, &s.info).await;
+    expect(
+        "garbage ciphertext",
+        report,
+        &format!("ciphertext of Encrypt seq {} ", s.encrypt_seq),
+    );
+
+    // More encryptions than the bound.
+    let info = RunInfo {
+        gcm_usage_bound: 3,
+        ..s.info.clone()
+    };
+    let report = check_history(&s, &s.ops, &info).await;
+    expect(
+        "GCM bound",
+        report,
+        "4 acknowledged GCM encryptions, above the bound of 3",
+    );
+
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+// ------------------------------------------------ the model and comparisons
+
+fn op(seq: u64, call: Call, outcome: Outcome) -> Op {
+    Op {
+        seq,
+        client: 0,
+        gateway: 0,
+        start_ms: 0,
+        end_ms: 0,
+        clock_days: 0,
+        call,
+        outcome,
+    }
+}
+
+fn ok(id: &str) -> Outcome {
+    Outcome::Ok {
+        request_id: id.into(),
+        result: Result_::default(),
+    }
+}
+
+#[test]
+fn the_model_keeps_both_outcomes_of_an_unknown_write_and_none_of_a_refused_one() {
+    use super::model::{Clock, KeyState, Model};
+    let key = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
+    let created = Outcome::Ok {
+        request_id: "r0".into(),
+        result: Result_ {
+            key_id: Some(key.into()),
+            ..Result_::default()
+        },
+    };
+    let disable = || Call::DisableKey { key_id: key.into() };
+    let clock = Clock {
+        now_s: 0.0,
+        days: 0,
+    };
+    let states = |ops: &[Op]| -> Vec<KeyState> {
+        Model::fold(ops, clock).keys[key]
+            .state
+            .may
+            .iter()
+            .cloned()
+            .collect()
+    };
+    let create = op(
+        0,
+        Call::CreateKey {
+            origin: "AWS_KMS".into(),
+        },
+        created,
+    );
+    assert_eq!(
+        states(&[
+            create.clone(),
+            op(1, disable(), Outcome::Unknown { why: "cut".into() })
+        ]),
+        [KeyState::Enabled, KeyState::Disabled]
+    );
+    let server_error = Outcome::Err {
+        request_id: None,
+        status: 500,
+        code: "KMSInternalException".into(),
+        message: String::new(),
+    };
+    assert_eq!(
+        states(&[create.clone(), op(1, disable(), server_error)]),
+        [KeyState::Enabled, KeyState::Disabled]
+    );
+    let refused = Outcome::Err {
+        request_id: Some("r1".into()),
+        status: 400,
+        code: "KMSInvalidStateException".into(),
+        message: String::new(),
+    };
+    assert_eq!(
+        states(&[create.clone(), op(1, disable(), refused)]),
+        [KeyState::Enabled]
+    );
+    // An acknowledged write after an unknown one decides again; the
+    // history is folded in seq order whatever the file's order.
+    assert_eq!(
+        states(&[
+            op(2, Call::EnableKey { key_id: key.into() }, ok("r2")),
+            op(1, disable(), Outcome::Unknown { why: "cut".into() }),
+            create,
+        ]),
+        [KeyState::Enabled]
+    );
+}
