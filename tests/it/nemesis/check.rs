@@ -2,6 +2,12 @@
 //! the audit files and the token afterwards (through every gateway), and
 //! reports every way they disagree with what was acknowledged:
 //!
+//! * a write acknowledged and then not in effect, with no later write to
+//!   explain it: each key's state, rotation setting, tags, policy and
+//!   grants, and each alias, against the fold of its owner's history
+//!   ([`model`]), an `Unknown` outcome counting as either;
+//! * a key destroyed (NotFound, or gone from ListKeys) that was not
+//!   pending deletion past its date by the test clock;
 //! * an acknowledged ciphertext that no longer decrypts to its plaintext
 //!   while its key exists (a disabled key is enabled for the check and
 //!   disabled again; a key whose imported material was deleted gets the
@@ -12,6 +18,7 @@
 mod ciphertexts;
 mod model;
 mod observe;
+mod states;
 mod tests;
 
 use std::collections::BTreeMap;
@@ -94,6 +101,7 @@ pub async fn check(
     // What gateway 0 answers now.
     let keys = model.keys.keys().cloned().collect();
     let snaps = [observe::snapshot(&clients[0], &keys).await];
+    states::check_states(&model, &snaps[0], clock, &mut report);
     ciphertexts::check_ciphertexts(&model, &snaps[0], info, clients, &mut report).await;
     report
 }

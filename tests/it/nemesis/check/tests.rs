@@ -419,7 +419,6 @@ async fn check_history(s: &Scenario, ops: &[Op], info: &RunInfo) -> Report {
     check(dir.path(), info, &[s.gw.client()], &s.gw.token).await
 }
 
-#[allow(dead_code)] // the next commit's doctored histories
 fn without(ops: &[Op], seq: u64) -> Vec<Op> {
     ops.iter().filter(|o| o.seq != seq).cloned().collect()
 }
@@ -455,6 +454,15 @@ async fn the_checker_passes_a_true_history_and_reports_each_doctored_one() {
         }
     };
 
+    // An acknowledged DisableKey the key does not show: its EnableKey
+    // left out of the history.
+    let report = check_history(&s, &without(&s.ops, s.enable_seq), &s.info).await;
+    expect(
+        "DisableKey not in effect",
+        report,
+        &format!("key {}: KeyState Enabled", s.toggled),
+    );
+
     // An acknowledged ciphertext replaced by garbage (its tag changed).
     let mut ops = s.ops.clone();
     if let Outcome::Ok { result, .. } = &mut op_mut(&mut ops, s.encrypt_seq).outcome {
@@ -479,6 +487,26 @@ async fn the_checker_passes_a_true_history_and_reports_each_doctored_one() {
         "GCM bound",
         report,
         "4 acknowledged GCM encryptions, above the bound of 3",
+    );
+
+    // A key destroyed whose last acknowledged state was Enabled: its
+    // ScheduleKeyDeletion left out. Found missing at the end ...
+    let ops: Vec<Op> = without(&without(&s.ops, s.schedule_seq), s.missing_seq);
+    let report = check_history(&s, &ops, &s.info).await;
+    expect(
+        "destroyed while enabled",
+        report,
+        &format!("key {} destroyed (DescribeKey NotFoundException", s.doomed),
+    );
+    // ... and mid-run, by a request that found it missing.
+    let report = check_history(&s, &without(&s.ops, s.schedule_seq), &s.info).await;
+    expect(
+        "missing mid-run while enabled",
+        report,
+        &format!(
+            "key {} was missing (NotFoundException) for DescribeKey seq {}",
+            s.doomed, s.missing_seq
+        ),
     );
 
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
