@@ -14,7 +14,13 @@
 //!   history's material again and loses it again afterwards);
 //! * more acknowledged GCM encryptions under one key version (the blob's
 //!   header names it) than `gcm_usage_bound`;
+//! * an acknowledged request with no audit record, a key on the token with
+//!   no audited CreateKey, a destroyed key with no DeleteKey service event,
+//!   more rotations than audited rotations explain, an alias with no
+//!   audited CreateAlias/UpdateAlias to its target;
+//! * an audit chain that `kmsgate audit verify` rejects;
 
+mod audit;
 mod ciphertexts;
 mod model;
 mod observe;
@@ -102,7 +108,9 @@ pub async fn check(
     let keys = model.keys.keys().cloned().collect();
     let snaps = [observe::snapshot(&clients[0], &keys).await];
     states::check_states(&model, &snaps[0], clock, &mut report);
+    audit::check_audit(info, &ops, &model, &snaps, &mut report);
     ciphertexts::check_ciphertexts(&model, &snaps[0], info, clients, &mut report).await;
+    audit::verify_audit_chains(info, token, &mut report);
     report
 }
 

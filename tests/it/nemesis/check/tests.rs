@@ -106,8 +106,6 @@ impl Recorder {
     }
 }
 
-// Some fields serve the doctored histories of the next commits.
-#[allow(dead_code)]
 /// What the scenario made: the gateway, its run directory's parts, and
 /// the seqs and keys the doctored histories need.
 struct Scenario {
@@ -442,6 +440,7 @@ async fn the_checker_passes_a_true_history_and_reports_each_doctored_one() {
     for made in [
         "6 acknowledged ciphertexts decrypted (2 keys enabled or re-imported",
         "1 not, their key destroyed",
+        "1 audit chains verified",
     ] {
         assert!(checks.contains(made), "{made:?} not in:\n{checks}");
     }
@@ -489,6 +488,21 @@ async fn the_checker_passes_a_true_history_and_reports_each_doctored_one() {
         "4 acknowledged GCM encryptions, above the bound of 3",
     );
 
+    // An acknowledged request the audit trail does not have.
+    let mut ops = s.ops.clone();
+    if let Outcome::Ok { request_id, .. } = &mut op_mut(&mut ops, s.tag_seq).outcome {
+        *request_id = "00000000-0000-4000-8000-000000000000".into();
+    }
+    let report = check_history(&s, &ops, &s.info).await;
+    expect(
+        "missing audit record",
+        report,
+        &format!(
+            "TagResource seq {} (request 00000000-0000-4000-8000-000000000000, gateway 0) has no audit record",
+            s.tag_seq
+        ),
+    );
+
     // A key destroyed whose last acknowledged state was Enabled: its
     // ScheduleKeyDeletion left out. Found missing at the end ...
     let ops: Vec<Op> = without(&without(&s.ops, s.schedule_seq), s.missing_seq);
@@ -508,6 +522,25 @@ async fn the_checker_passes_a_true_history_and_reports_each_doctored_one() {
             s.doomed, s.missing_seq
         ),
     );
+
+    // A tampered audit file: one record's operation changed.
+    let copy = tempfile::tempdir().unwrap();
+    let tampered = copy.path().join("audit.jsonl");
+    let text = std::fs::read_to_string(&s.audit).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert!(
+        lines[2].contains("\"eventName\":\"Encrypt\""),
+        "{}",
+        lines[2]
+    );
+    lines[2] = lines[2].replace("\"eventName\":\"Encrypt\"", "\"eventName\":\"Decrypt\"");
+    std::fs::write(&tampered, lines.join("\n") + "\n").unwrap();
+    let info = RunInfo {
+        audit_files: vec![tampered.display().to_string()],
+        ..s.info.clone()
+    };
+    let report = check_history(&s, &s.ops, &info).await;
+    expect("tampered audit file", report, "kmsgate audit verify");
 
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
