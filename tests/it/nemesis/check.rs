@@ -12,6 +12,9 @@
 //!   while its key exists (a disabled key is enabled for the check and
 //!   disabled again; a key whose imported material was deleted gets the
 //!   history's material again and loses it again afterwards);
+//! * two gateways giving different answers (after the sync bound, and once
+//!   more after another bound, so a deletion falling due mid-read is not
+//!   a finding);
 //! * more acknowledged GCM encryptions under one key version (the blob's
 //!   header names it) than `gcm_usage_bound`;
 //! * an acknowledged request with no audit record, a key on the token with
@@ -19,9 +22,11 @@
 //!   more rotations than audited rotations explain, an alias with no
 //!   audited CreateAlias/UpdateAlias to its target;
 //! * an audit chain that `kmsgate audit verify` rejects;
+//! * `kmsgate check-keys` failing.
 
 mod audit;
 mod ciphertexts;
+mod gateways;
 mod model;
 mod observe;
 mod states;
@@ -29,6 +34,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Command;
 
 use super::history::{self, Fault, Op};
 use crate::common::Token;
@@ -104,13 +110,12 @@ pub async fn check(
 
     ciphertexts::check_gcm_uses(&model, info, &mut report);
 
-    // What gateway 0 answers now.
-    let keys = model.keys.keys().cloned().collect();
-    let snaps = [observe::snapshot(&clients[0], &keys).await];
+    let snaps = gateways::settled_snapshots(&model, info, clients, &mut report).await;
     states::check_states(&model, &snaps[0], clock, &mut report);
     audit::check_audit(info, &ops, &model, &snaps, &mut report);
     ciphertexts::check_ciphertexts(&model, &snaps[0], info, clients, &mut report).await;
     audit::verify_audit_chains(info, token, &mut report);
+    check_keys(info, token, &mut report);
     report
 }
 
@@ -139,4 +144,32 @@ fn read_lines<T: serde::de::DeserializeOwned>(
         }
     }
     out
+}
+
+/// `kmsgate check-keys` on the run's config, with the fault module's
+/// environment (a nemesis token may be behind faulty-pkcs11).
+fn check_keys(info: &history::RunInfo, token: &Token, report: &mut Report) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
+        .env("SOFTHSM2_CONF", token.softhsm_conf())
+        .env("KRYOPTIC_CONF", token.kryoptic_conf())
+        .env("KMSGATE_TEST_CLOCK_OFFSET_FILE", token.clock_file())
+        .envs(token.faulty_env())
+        .args(["check-keys", "--config", &info.config])
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            report.check(format!(
+                "kmsgate check-keys clean: {}",
+                stdout.lines().last().unwrap_or_default()
+            ));
+        }
+        Ok(out) => report.violation(format!(
+            "kmsgate check-keys fails ({}): {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => report.violation(format!("kmsgate check-keys does not run: {e}")),
+    }
 }

@@ -5,10 +5,6 @@
 //! may not have happened (`Unknown`, or a 5xx) adds what it would make,
 //! and a refusal (4xx) changes nothing.
 
-// Some of what is read and modelled here is checked only by the checks of
-// the next commits.
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;

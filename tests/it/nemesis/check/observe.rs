@@ -3,10 +3,6 @@
 //! that fail with a 5xx or no answer are retried a few times (the faults
 //! are over, so one that keeps failing is itself a finding).
 
-// Some of what is read and modelled here is checked only by the checks of
-// the next commits.
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::Duration;

@@ -441,6 +441,7 @@ async fn the_checker_passes_a_true_history_and_reports_each_doctored_one() {
         "6 acknowledged ciphertexts decrypted (2 keys enabled or re-imported",
         "1 not, their key destroyed",
         "1 audit chains verified",
+        "kmsgate check-keys clean",
     ] {
         assert!(checks.contains(made), "{made:?} not in:\n{checks}");
     }
@@ -635,4 +636,23 @@ fn the_model_keeps_both_outcomes_of_an_unknown_write_and_none_of_a_refused_one()
         ]),
         [KeyState::Enabled]
     );
+}
+
+#[test]
+fn two_gateways_answering_differently_are_a_difference() {
+    use super::observe::{Read, Snapshot};
+    use std::collections::{BTreeMap, BTreeSet};
+    let snap = |target: &str| Snapshot {
+        listed: Read::Ok(BTreeSet::from(["k".to_owned()])),
+        aliases: Read::Ok(BTreeMap::from([(
+            "alias/a".to_owned(),
+            Some(target.to_owned()),
+        )])),
+        keys: BTreeMap::new(),
+        requests: 0,
+    };
+    assert!(super::gateways::differences(&[snap("k"), snap("k")]).is_empty());
+    let diffs = super::gateways::differences(&[snap("k"), snap("other")]);
+    assert_eq!(diffs.len(), 1, "{diffs:?}");
+    assert!(diffs[0].starts_with("ListAliases differs"), "{diffs:?}");
 }
