@@ -15,6 +15,8 @@
 //! * two gateways giving different answers (after the sync bound, and once
 //!   more after another bound, so a deletion falling due mid-read is not
 //!   a finding);
+//! * a Decrypt acknowledged during the run that answered another
+//!   plaintext than the acknowledged ciphertext's;
 //! * more acknowledged GCM encryptions under one key version (the blob's
 //!   header names it) than `gcm_usage_bound`;
 //! * an acknowledged request with no audit record, a key on the token with
@@ -109,6 +111,7 @@ pub async fn check(
     ));
 
     ciphertexts::check_gcm_uses(&model, info, &mut report);
+    ciphertexts::check_decrypts_in_history(&ops, &model, &mut report);
 
     let snaps = gateways::settled_snapshots(&model, info, clients, &mut report).await;
     states::check_states(&model, &snaps[0], clock, &mut report);

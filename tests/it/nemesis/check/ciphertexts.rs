@@ -1,5 +1,6 @@
 //! The acknowledged ciphertexts: their GCM uses per key version (the
-//! blob's header names the version), and whether they still decrypt.
+//! blob's header names the version), what Decrypt answered for them during
+//! the run, and whether they still decrypt.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -7,9 +8,9 @@ use std::time::Duration;
 
 use aws_sdk_kms::primitives::Blob;
 
-use super::super::history;
+use super::super::history::{self, Call, Op, Outcome};
 use super::Report;
-use super::model::{self, Model};
+use super::model::{self, Model, b64};
 use super::observe::{Read, Snapshot, retried};
 
 pub fn check_gcm_uses(model: &Model, info: &history::RunInfo, report: &mut Report) {
@@ -194,4 +195,50 @@ async fn decrypt_one(
         ct.key_version.map_or("?".to_owned(), |n| n.to_string())
     );
     report.violation(v);
+}
+
+/// Every Decrypt acknowledged during the run of an acknowledged
+/// ciphertext answered its plaintext.
+pub fn check_decrypts_in_history(ops: &[Op], model: &Model, report: &mut Report) {
+    let made: BTreeMap<&[u8], &model::Ciphertext> = model
+        .ciphertexts
+        .iter()
+        .map(|ct| (ct.blob.as_slice(), ct))
+        .collect();
+    let mut checked = 0;
+    for op in ops {
+        let (
+            Call::Decrypt { ciphertext_b64, .. },
+            Outcome::Ok {
+                request_id, result, ..
+            },
+        ) = (&op.call, &op.outcome)
+        else {
+            continue;
+        };
+        let Some(ct) = b64(ciphertext_b64).and_then(|blob| made.get(blob.as_slice()).copied())
+        else {
+            continue;
+        };
+        checked += 1;
+        let answered = result.plaintext_b64.as_deref().and_then(b64);
+        if answered.as_deref() != Some(ct.plaintext.as_slice()) {
+            report.violation(format!(
+                "Decrypt seq {} (request {request_id}, gateway {}) answered {} for the ciphertext of \
+                 {} seq {} (request {})",
+                op.seq,
+                op.gateway,
+                match &answered {
+                    Some(p) => format!("another plaintext ({} bytes)", p.len()),
+                    None => "no plaintext".to_owned(),
+                },
+                ct.op,
+                ct.seq,
+                ct.request_id
+            ));
+        }
+    }
+    report.check(format!(
+        "{checked} Decrypts acknowledged during the run of acknowledged ciphertexts gave their plaintext"
+    ));
 }

@@ -78,7 +78,12 @@ impl Snapshot {
     }
 }
 
-/// Sends `send` until it answers, or fails with a 4xx, or 4 attempts.
+/// How long one read may take: the faults are over, so a gateway that
+/// does not answer by then is reported rather than waited for.
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Sends `send` until it answers, or is refused (a 4xx but
+/// ThrottlingException), or 4 attempts have failed or timed out.
 pub async fn retried<T, E, Fut>(send: impl Fn() -> Fut) -> Read<T>
 where
     Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
@@ -89,24 +94,29 @@ where
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(250 * attempt)).await;
         }
-        match send().await {
-            Ok(t) => return Read::Ok(t),
-            Err(err) => {
-                let status = err.raw_response().map(|r| r.status().as_u16());
-                let code = err
-                    .as_service_error()
-                    .and_then(|e| e.code())
-                    .map(str::to_owned);
-                match (status, code) {
-                    (Some(s), Some(code)) if s < 500 => return Read::Refused(code),
-                    (s, code) => {
-                        last = format!(
-                            "{} (status {})",
-                            code.unwrap_or_else(|| format!("{err:?}").chars().take(200).collect()),
-                            s.map_or("none".to_owned(), |s| s.to_string())
-                        )
-                    }
-                }
+        let err = match tokio::time::timeout(READ_TIMEOUT, send()).await {
+            Ok(Ok(t)) => return Read::Ok(t),
+            Ok(Err(err)) => err,
+            Err(_) => {
+                last = format!("no answer within {READ_TIMEOUT:?}");
+                continue;
+            }
+        };
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let code = err
+            .as_service_error()
+            .and_then(|e| e.code())
+            .map(str::to_owned);
+        match (status, code) {
+            (Some(s), Some(code)) if s < 500 && code != "ThrottlingException" => {
+                return Read::Refused(code);
+            }
+            (s, code) => {
+                last = format!(
+                    "{} (status {})",
+                    code.unwrap_or_else(|| format!("{err:?}").chars().take(200).collect()),
+                    s.map_or("none".to_owned(), |s| s.to_string())
+                )
             }
         }
     }

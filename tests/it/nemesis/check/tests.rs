@@ -121,8 +121,9 @@ struct Scenario {
     schedule_seq: u64,
     /// The DescribeKey that found it missing.
     missing_seq: u64,
-    /// An Encrypt's seq, and a TagResource's.
+    /// An Encrypt's seq, a Decrypt's of its ciphertext, and a TagResource's.
     encrypt_seq: u64,
+    decrypt_seq: u64,
     tag_seq: u64,
 }
 
@@ -203,6 +204,29 @@ async fn scenario(dir: &Path) -> Scenario {
         },
         out.request_id(),
         Result_::default(),
+    );
+    let first = match &rec.ops[encrypt_seq as usize].outcome {
+        Outcome::Ok { result, .. } => result.ciphertext_b64.clone().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let out = kms
+        .decrypt()
+        .ciphertext_blob(Blob::new(super::model::b64(&first).unwrap()))
+        .encryption_context("who", "a")
+        .send()
+        .await
+        .unwrap();
+    let decrypt_seq = rec.ok(
+        Call::Decrypt {
+            ciphertext_b64: first,
+            context: vec![("who".into(), "a".into())],
+        },
+        out.request_id(),
+        Result_ {
+            key_id: out.key_id().map(str::to_owned),
+            plaintext_b64: out.plaintext().map(|b| b64(b.as_ref())),
+            ..Result_::default()
+        },
     );
     let out = kms.disable_key().key_id(&a).send().await.unwrap();
     rec.ok(
@@ -397,6 +421,7 @@ async fn scenario(dir: &Path) -> Scenario {
         schedule_seq,
         missing_seq,
         encrypt_seq,
+        decrypt_seq,
         tag_seq,
     }
 }
@@ -438,6 +463,7 @@ async fn the_checker_passes_a_true_history_and_reports_each_doctored_one() {
     );
     let checks = report.checks.join("\n");
     for made in [
+        "1 Decrypts acknowledged during the run of acknowledged ciphertexts gave their plaintext",
         "6 acknowledged ciphertexts decrypted (2 keys enabled or re-imported",
         "1 not, their key destroyed",
         "1 audit chains verified",
@@ -475,6 +501,25 @@ async fn the_checker_passes_a_true_history_and_reports_each_doctored_one() {
         "garbage ciphertext",
         report,
         &format!("ciphertext of Encrypt seq {} ", s.encrypt_seq),
+    );
+
+    // A Decrypt during the run that answered another plaintext.
+    let mut ops = s.ops.clone();
+    if let Outcome::Ok { result, .. } = &mut op_mut(&mut ops, s.decrypt_seq).outcome {
+        result.plaintext_b64 = Some(b64(b"forged"));
+    }
+    let report = check_history(&s, &ops, &s.info).await;
+    expect(
+        "Decrypt answered another plaintext",
+        report,
+        &format!(
+            "Decrypt seq {} (request {}",
+            s.decrypt_seq,
+            match &op_mut(&mut ops, s.decrypt_seq).outcome {
+                Outcome::Ok { request_id, .. } => request_id.clone(),
+                _ => String::new(),
+            }
+        ),
     );
 
     // More encryptions than the bound.
