@@ -701,3 +701,73 @@ fn two_gateways_answering_differently_are_a_difference() {
     assert_eq!(diffs.len(), 1, "{diffs:?}");
     assert!(diffs[0].starts_with("ListAliases differs"), "{diffs:?}");
 }
+
+#[test]
+fn the_audit_chains_under_a_path_are_the_path_and_each_workers_file_with_their_rotated_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "audit.jsonl.w1.000002",
+        "audit.jsonl.w1",
+        "audit.jsonl.w1.000001",
+        "audit.jsonl.w2",
+        "audit.jsonl.w10",
+        "audit.jsonl.w10.000001",
+        "audit.jsonl.lock",
+        "other.jsonl",
+    ] {
+        std::fs::write(dir.path().join(name), "").unwrap();
+    }
+    let names = |path: &Path| -> Vec<Vec<String>> {
+        super::audit::chains(path)
+            .iter()
+            .map(|files| {
+                files
+                    .iter()
+                    .map(|f| f.file_name().unwrap().to_str().unwrap().to_owned())
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(
+        names(&dir.path().join("audit.jsonl")),
+        [
+            vec![
+                "audit.jsonl.w1.000001",
+                "audit.jsonl.w1.000002",
+                "audit.jsonl.w1"
+            ],
+            vec!["audit.jsonl.w10.000001", "audit.jsonl.w10"],
+            vec!["audit.jsonl.w2"],
+        ]
+    );
+    std::fs::write(dir.path().join("single.log.000001"), "").unwrap();
+    std::fs::write(dir.path().join("single.log"), "").unwrap();
+    assert_eq!(
+        names(&dir.path().join("single.log")),
+        [vec!["single.log.000001", "single.log"]]
+    );
+    assert!(names(&dir.path().join("missing.log")).is_empty());
+}
+
+#[test]
+fn check_keys_runs_on_a_token_behind_faulty_pkcs11() {
+    let token = Token::faulty();
+    let info = RunInfo {
+        seed: 0,
+        seconds: 0,
+        gateways: 0,
+        workers_per_gateway: 0,
+        gcm_usage_bound: 1,
+        sync_bound_ms: 0,
+        token_dir: token.path().display().to_string(),
+        audit_files: vec![],
+        config: token.config().display().to_string(),
+    };
+    let mut report = Report::default();
+    super::check_keys(&info, &token, &mut report);
+    assert!(report.violations.is_empty(), "{report}");
+    assert_eq!(
+        report.checks,
+        ["kmsgate check-keys clean: 0 key versions checked, 0 unsafe"]
+    );
+}
