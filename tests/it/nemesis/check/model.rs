@@ -504,10 +504,11 @@ impl Model {
         };
 
         // A key answered missing mid-run must have been destroyed, which
-        // only the end of a waiting period does.
+        // only the end of a waiting period does. (Named through an alias,
+        // it may be the alias that was missing.)
         if let Outcome::Err { code, .. } = &op.outcome
             && code == "NotFoundException"
-            && names_only_a_key(&op.call).is_some()
+            && names_only_a_key(&op.call).is_some_and(|k| key_id_of(k).is_some())
         {
             if !key.state.may.iter().any(|s| s.may_be_gone(clock)) {
                 self.violations.push(format!(

@@ -771,3 +771,62 @@ fn check_keys_runs_on_a_token_behind_faulty_pkcs11() {
         ["kmsgate check-keys clean: 0 key versions checked, 0 unsafe"]
     );
 }
+
+#[test]
+fn a_key_named_through_an_alias_and_not_found_may_be_a_missing_alias() {
+    use super::model::{Clock, Model};
+    let key = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
+    let created = Outcome::Ok {
+        request_id: "r0".into(),
+        result: Result_ {
+            key_id: Some(key.into()),
+            ..Result_::default()
+        },
+    };
+    let not_found = || Outcome::Err {
+        request_id: Some("r2".into()),
+        status: 400,
+        code: "NotFoundException".into(),
+        message: String::new(),
+    };
+    let describe = |key_id: &str| Call::DescribeKey {
+        key_id: key_id.into(),
+    };
+    let clock = Clock {
+        now_s: 0.0,
+        days: 0,
+    };
+    let history = |named: &str| {
+        Model::fold(
+            &[
+                op(
+                    0,
+                    Call::CreateKey {
+                        origin: "AWS_KMS".into(),
+                    },
+                    created.clone(),
+                ),
+                op(
+                    1,
+                    Call::CreateAlias {
+                        alias: "alias/a".into(),
+                        key_id: key.into(),
+                    },
+                    ok("r1"),
+                ),
+                op(2, describe(named), not_found()),
+            ],
+            clock,
+        )
+        .violations
+    };
+    assert!(history("alias/a").is_empty());
+    let by_id = history(key);
+    assert_eq!(by_id.len(), 1, "{by_id:?}");
+    assert!(
+        by_id[0].contains("was missing (NotFoundException) for DescribeKey seq 2 (request r2"),
+        "{by_id:?}"
+    );
+    let by_arn = history(&key_arn(key));
+    assert_eq!(by_arn.len(), 1, "{by_arn:?}");
+}
