@@ -351,6 +351,30 @@ async fn scenario(dir: &Path) -> Scenario {
         Result_::default(),
     );
 
+    // D: scheduled for deletion, still pending at the end.
+    let d = rec.create(&kms, false).await;
+    rec.encrypt(&kms, &d, "d0", &[]).await;
+    let out = kms
+        .schedule_key_deletion()
+        .key_id(&d)
+        .pending_window_in_days(30)
+        .send()
+        .await
+        .unwrap();
+    rec.ok(
+        Call::ScheduleKeyDeletion {
+            key_id: d.clone(),
+            days: 30,
+        },
+        out.request_id(),
+        Result_ {
+            key_id: out.key_id().map(str::to_owned),
+            key_state: out.key_state().map(|s| s.as_str().to_owned()),
+            deletion_date_s: out.deletion_date().map(|d| d.secs()),
+            ..Result_::default()
+        },
+    );
+
     // B: scheduled for deletion, and destroyed when the clock passes it.
     let b = rec.create(&kms, false).await;
     rec.encrypt(&kms, &b, "b0", &[]).await;
@@ -465,7 +489,7 @@ async fn the_checker_passes_a_true_history_and_reports_each_doctored_one() {
     for made in [
         "1 Decrypts acknowledged during the run of acknowledged ciphertexts gave their plaintext",
         "6 acknowledged ciphertexts decrypted (2 keys enabled or re-imported",
-        "1 not, their key destroyed",
+        "1 not, their key destroyed; 1 not, their key pending deletion or without material",
         "1 audit chains verified",
         "kmsgate check-keys clean",
     ] {
