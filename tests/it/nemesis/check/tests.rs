@@ -854,3 +854,89 @@ fn a_key_named_through_an_alias_and_not_found_may_be_a_missing_alias() {
     let by_arn = history(&key_arn(key));
     assert_eq!(by_arn.len(), 1, "{by_arn:?}");
 }
+
+/// As the nemesis runs it: a supervisor with two workers (audit chains
+/// `P.w1`, `P.w2`) and a single gateway (`P`) on one token, requests
+/// through both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_passes_a_true_history_across_two_gateways_one_with_two_workers() {
+    let token = Token::with_config("[keys]\nsync_interval_ms = 100\nscheduler_interval_ms = 100\n");
+    let audit = token.path().join("audit.jsonl");
+    let mut config = std::fs::read_to_string(token.config()).unwrap();
+    config.push_str(&format!("\n[audit]\npath = \"{}\"\n", audit.display()));
+    std::fs::write(token.config(), config).unwrap();
+    let sup = crate::workers::Supervised::start(token.clone(), "2");
+    let gw = Gateway::start_on(token.clone());
+    let clients = [sup.client(), gw.client()];
+    let mut rec = Recorder {
+        ops: Vec::new(),
+        started: Instant::now(),
+        clock_days: 0,
+    };
+    let mut keys = Vec::new();
+    for i in 0..4 {
+        let kms = &clients[i % 2];
+        let k = rec.create(kms, false).await;
+        rec.encrypt(&clients[(i + 1) % 2], &k, "x", &[]).await;
+        rec.encrypt(kms, &k, "y", &[("a", "b")]).await;
+        keys.push(k);
+    }
+    let out = clients[0]
+        .disable_key()
+        .key_id(&keys[0])
+        .send()
+        .await
+        .unwrap();
+    rec.ok(
+        Call::DisableKey {
+            key_id: keys[0].clone(),
+        },
+        out.request_id(),
+        Result_::default(),
+    );
+    let out = clients[1]
+        .create_alias()
+        .alias_name("alias/s")
+        .target_key_id(&keys[1])
+        .send()
+        .await
+        .unwrap();
+    rec.ok(
+        Call::CreateAlias {
+            alias: "alias/s".into(),
+            key_id: keys[1].clone(),
+        },
+        out.request_id(),
+        Result_::default(),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let info = RunInfo {
+        seed: 0,
+        seconds: 0,
+        gateways: 2,
+        workers_per_gateway: 2,
+        gcm_usage_bound: 1000,
+        sync_bound_ms: 500,
+        token_dir: token.path().display().to_string(),
+        audit_files: vec![audit.display().to_string()],
+        config: token.config().display().to_string(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lines: String = rec
+        .ops
+        .iter()
+        .map(|o| serde_json::to_string(o).unwrap() + "\n")
+        .collect();
+    std::fs::write(dir.path().join("history.jsonl"), lines).unwrap();
+    let report = check(dir.path(), &info, &clients, &token).await;
+    assert!(report.violations.is_empty(), "{report}");
+    let checks = report.checks.join("\n");
+    for made in [
+        "2 gateways' answers compared for 4 keys",
+        "8 acknowledged ciphertexts decrypted (1 keys enabled",
+        "(3 files, 3 chains)",
+        "3 audit chains verified",
+    ] {
+        assert!(checks.contains(made), "{made:?} not in:\n{checks}");
+    }
+}
