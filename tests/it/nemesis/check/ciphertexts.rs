@@ -13,6 +13,8 @@ use super::Report;
 use super::model::{self, Model, b64};
 use super::observe::{Read, Snapshot, retried};
 
+/// No key version did more acknowledged GCM encryptions than the bound
+/// (the gateway rotates, or an EXTERNAL key refuses, at it).
 pub fn check_gcm_uses(model: &Model, info: &history::RunInfo, report: &mut Report) {
     let mut most = 0;
     for ((key, version), (n, last)) in &model.gcm_uses {
