@@ -231,18 +231,24 @@ fn public_half(
         (PublicPart::Ec { x, signature }, KeyPairKind::Ec(params)) => (x, signature, params),
         _ => return Err(HsmError::Unexpected("EC public part of an RSA key")),
     };
+    // Kryoptic answers the candidate that does not verify with
+    // CKR_DEVICE_ERROR, not CKR_SIGNATURE_INVALID: an error is a fault only
+    // when no candidate verifies (a fault never makes a wrong point verify).
+    let mut fault = None;
     for point in candidates(spec, &x) {
         let public = PublicKey::Ec {
             params: params.to_vec(),
             point: ec_point_attribute(&point)?,
         };
-        if import_pair::verifies(s, &public, digest, &signature)? {
-            return Ok(public);
+        match import_pair::verifies(s, &public, digest, &signature) {
+            Ok(true) => return Ok(public),
+            Ok(false) => {}
+            Err(e) => fault = fault.or(Some(e)),
         }
     }
-    Err(HsmError::Unexpected(
+    Err(fault.unwrap_or(HsmError::Unexpected(
         "no point of the imported EC key verifies its signature",
-    ))
+    )))
 }
 
 #[cfg(test)]

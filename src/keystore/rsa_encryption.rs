@@ -105,6 +105,12 @@ impl KeyStore {
         ciphertext: Vec<u8>,
     ) -> Result<(u32, Option<Zeroizing<Vec<u8>>>), StoreError> {
         let (version, handle, _) = self.pair_version(key, KeyUsage::EncryptDecrypt).await?;
+        // RFC 8017 7.1.2 step 1: a ciphertext is as long as the modulus.
+        // Kryoptic reads a shorter block as the same number, so a block cut
+        // short by its leading zero byte would open there.
+        if Some(ciphertext.len()) != key.record.key_spec.modulus_len() {
+            return Ok((version, None));
+        }
         let hash = algorithm.hash();
         let (_, plaintext) = self
             .with_version(key, version, handle, move |s, h| {

@@ -1,6 +1,8 @@
 //! CreateGrant: lets a principal do some operations with a key, stored in
 //! the key's record on the token, so every gateway on the token honours it.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
@@ -44,6 +46,19 @@ fn check_principal(v: &mut Violations, member: &str, p: &str) {
             .all(|c| c.is_ascii_alphanumeric() || "+=,.@:/_-".contains(c)),
         "^[\\w+=,.@:/-]+$",
     );
+}
+
+/// The operations a grant allows, each once, in the order first named. A
+/// grant allows a set of operations (AWS's reference says nothing of
+/// repeats), so [Encrypt, Decrypt, Encrypt] is the grant of [Encrypt,
+/// Decrypt]: ListGrants shows that, and a retry under the grant's name
+/// that leaves the repeat out is the same grant.
+fn distinct_operations(ops: &[String]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    ops.iter()
+        .filter(|o| seen.insert(o.as_str()))
+        .cloned()
+        .collect()
 }
 
 fn validate(req: &CreateGrantRequest) -> Result<(), KmsError> {
@@ -96,8 +111,7 @@ pub async fn handle(
     validate(&req)?;
     let key = resolve_key_id_or_arn(ctx, req.key_id.as_deref().unwrap_or_default()).await?;
     let grantee = req.grantee_principal.clone().unwrap_or_default();
-    let mut operations = req.operations.clone().unwrap_or_default();
-    operations.dedup();
+    let operations = distinct_operations(req.operations.as_deref().unwrap_or_default());
     let mut facts = Facts::new();
     facts.set("kms:GrantOperations", operations.clone());
     facts.set_one("kms:GranteePrincipal", grantee.clone());
@@ -162,4 +176,29 @@ pub async fn handle(
         grant_token: grant_token(key.id(), &grant_id),
         grant_id,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn an_operation_named_twice_is_allowed_once_in_the_order_first_named() {
+        assert_eq!(
+            distinct_operations(&ops(&["Encrypt", "Decrypt", "Encrypt"])),
+            ops(&["Encrypt", "Decrypt"])
+        );
+        assert_eq!(
+            distinct_operations(&ops(&["Decrypt", "Decrypt", "Sign", "Decrypt"])),
+            ops(&["Decrypt", "Sign"])
+        );
+        assert_eq!(
+            distinct_operations(&ops(&["Verify", "Sign"])),
+            ops(&["Verify", "Sign"])
+        );
+    }
 }
