@@ -263,12 +263,48 @@ pub fn lacks_unwrapping(
         .session
         .unwrap_key(&how.oaep(), unwrapper, &vec![0u8; modulus_len], &template)
     {
+        Ok(h) => s.session.destroy_session_object(h)?,
+        Err(e) if unsupported(&e) => return Ok(Some(how.oaep_name())),
+        Err(_) => {}
+    }
+    if matches!(how, Unwrapping::RsaAesSha1 | Unwrapping::RsaAesSha256) && lacks_kwp(s)? {
+        return Ok(Some("CKM_AES_KEY_WRAP_PAD"));
+    }
+    Ok(None)
+}
+
+/// Whether the token lacks CKM_AES_KEY_WRAP_PAD, the second step of
+/// RSA_AES_KEY_WRAP (Kryoptic 1.5 names RFC 5649 CKM_AES_KEY_WRAP_KWP): a
+/// probe unwrap of zeros under a session key of its own, refused for the
+/// bytes by a token that has the mechanism.
+fn lacks_kwp(s: &TokenSession) -> Result<bool, HsmError> {
+    let kek = s.session.generate_key(
+        &Mechanism::AesKeyGen,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(false),
+            Attribute::Unwrap(true),
+        ],
+    )?;
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(false),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+    ];
+    let probe = s
+        .session
+        .unwrap_key(&Mechanism::AesKeyWrapPad, kek, &[0u8; 40], &template);
+    let _ = s.session.destroy_session_object(kek);
+    match probe {
         Ok(h) => {
-            s.session.destroy_object(h)?;
-            Ok(None)
+            s.session.destroy_session_object(h)?;
+            Ok(false)
         }
-        Err(e) if unsupported(&e) => Ok(Some(how.oaep_name())),
-        Err(_) => Ok(None),
+        Err(e) => Ok(unsupported(&e)),
     }
 }
 
