@@ -343,7 +343,16 @@ pub fn list_master_keys(s: &TokenSession) -> Result<Vec<(String, MasterKeyVersio
     }
     let mut out = Vec::with_capacity(handles.len());
     for handle in handles {
-        let attrs = s.session.get_attributes(handle, &[AttributeType::Label])?;
+        let attrs = match s.session.get_attributes(handle, &[AttributeType::Label]) {
+            Ok(a) => a,
+            // Destroyed since the listing (another gateway's deletion or
+            // clean-up): not on the token any more.
+            Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::ObjectHandleInvalid,
+                _,
+            )) => continue,
+            Err(e) => return Err(e.into()),
+        };
         for a in attrs {
             if let Attribute::Label(l) = a {
                 out.push((

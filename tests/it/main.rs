@@ -36,6 +36,7 @@ mod import_asymmetric;
 mod iv_source;
 mod key_agreement;
 mod lifecycle;
+mod load_race;
 mod logs;
 mod metrics;
 mod missing_version;
