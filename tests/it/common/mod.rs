@@ -119,7 +119,7 @@ impl Token {
         // files, never on a command line.
         std::fs::write(root.join("pin"), PIN).unwrap();
         std::fs::write(root.join("so-pin"), "so-pin-0815").unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
+        let out = Command::new(kmsgate_bin())
             .env("SOFTHSM2_CONF", root.join("softhsm2.conf"))
             .env("KRYOPTIC_CONF", root.join("kryoptic.conf"))
             .arg("init-token")
@@ -205,7 +205,7 @@ allow = ["kms:*"]
     /// Runs the binary with `args` against this token and returns
     /// (success, stdout, stderr).
     pub fn run_cli(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
+        let out = Command::new(kmsgate_bin())
             .env("SOFTHSM2_CONF", self.softhsm_conf())
             .env("KRYOPTIC_CONF", self.kryoptic_conf())
             .env("KMSGATE_TEST_CLOCK_OFFSET_FILE", self.clock_file())
@@ -220,6 +220,15 @@ allow = ["kms:*"]
     }
 }
 
+/// The kmsgate binary the tests start: the one cargo built for them, or
+/// the one `KMSGATE_TEST_BIN` names (to run a suite, say the nemesis,
+/// against an older build: `scripts/nemesis --bin PATH`).
+pub fn kmsgate_bin() -> PathBuf {
+    std::env::var_os("KMSGATE_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kmsgate")))
+}
+
 /// Starts `kmsgate serve` on `token` on a free port with `args` added,
 /// its stderr to `log`, and waits up to `wait` for its "listening" line;
 /// returns the process and its endpoint, or panics with the log.
@@ -230,7 +239,7 @@ pub fn spawn_serve(
     log: &Path,
     wait: Duration,
 ) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
+    let mut child = Command::new(kmsgate_bin())
         .env("SOFTHSM2_CONF", token.softhsm_conf())
         .env("KRYOPTIC_CONF", token.kryoptic_conf())
         .env("KMSGATE_LOG", "info")

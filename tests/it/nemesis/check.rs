@@ -152,7 +152,7 @@ fn read_lines<T: serde::de::DeserializeOwned>(
 /// `kmsgate check-keys` on the run's config, with the fault module's
 /// environment (a nemesis token may be behind faulty-pkcs11).
 fn check_keys(info: &history::RunInfo, token: &Token, report: &mut Report) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kmsgate"))
+    let out = Command::new(crate::common::kmsgate_bin())
         .env("SOFTHSM2_CONF", token.softhsm_conf())
         .env("KRYOPTIC_CONF", token.kryoptic_conf())
         .env("KMSGATE_TEST_CLOCK_OFFSET_FILE", token.clock_file())
