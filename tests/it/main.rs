@@ -38,6 +38,7 @@ mod lifecycle;
 mod logs;
 mod metrics;
 mod missing_version;
+mod nemesis;
 mod policies;
 mod policy_alias;
 mod random_block;

@@ -40,24 +40,70 @@ pub enum Call {
     },
     /// Import (or re-import) of the given material (base64 of the 32 bytes,
     /// kept so that the checker knows which material a ciphertext needs).
-    ImportKeyMaterial { key_id: String, material_b64: String },
-    DeleteImportedKeyMaterial { key_id: String },
-    EnableKey { key_id: String },
-    DisableKey { key_id: String },
+    ImportKeyMaterial {
+        key_id: String,
+        material_b64: String,
+    },
+    DeleteImportedKeyMaterial {
+        key_id: String,
+    },
+    EnableKey {
+        key_id: String,
+    },
+    DisableKey {
+        key_id: String,
+    },
     /// `days` is PendingWindowInDays.
-    ScheduleKeyDeletion { key_id: String, days: u32 },
-    CancelKeyDeletion { key_id: String },
-    RotateKeyOnDemand { key_id: String },
-    EnableKeyRotation { key_id: String, period_days: u32 },
-    DisableKeyRotation { key_id: String },
-    TagResource { key_id: String, tag_key: String, tag_value: String },
-    UntagResource { key_id: String, tag_key: String },
-    PutKeyPolicy { key_id: String, policy: String },
-    CreateGrant { key_id: String, grantee: String, operations: Vec<String> },
-    RevokeGrant { key_id: String, grant_id: String },
-    CreateAlias { alias: String, key_id: String },
-    UpdateAlias { alias: String, key_id: String },
-    DeleteAlias { alias: String },
+    ScheduleKeyDeletion {
+        key_id: String,
+        days: u32,
+    },
+    CancelKeyDeletion {
+        key_id: String,
+    },
+    RotateKeyOnDemand {
+        key_id: String,
+    },
+    EnableKeyRotation {
+        key_id: String,
+        period_days: u32,
+    },
+    DisableKeyRotation {
+        key_id: String,
+    },
+    TagResource {
+        key_id: String,
+        tag_key: String,
+        tag_value: String,
+    },
+    UntagResource {
+        key_id: String,
+        tag_key: String,
+    },
+    PutKeyPolicy {
+        key_id: String,
+        policy: String,
+    },
+    CreateGrant {
+        key_id: String,
+        grantee: String,
+        operations: Vec<String>,
+    },
+    RevokeGrant {
+        key_id: String,
+        grant_id: String,
+    },
+    CreateAlias {
+        alias: String,
+        key_id: String,
+    },
+    UpdateAlias {
+        alias: String,
+        key_id: String,
+    },
+    DeleteAlias {
+        alias: String,
+    },
     /// `plaintext_b64` is what was encrypted; `context` the encryption
     /// context (kept so that the checker can decrypt).
     Encrypt {
@@ -65,9 +111,17 @@ pub enum Call {
         plaintext_b64: String,
         context: Vec<(String, String)>,
     },
-    GenerateDataKey { key_id: String, context: Vec<(String, String)> },
-    Decrypt { ciphertext_b64: String, context: Vec<(String, String)> },
-    DescribeKey { key_id: String },
+    GenerateDataKey {
+        key_id: String,
+        context: Vec<(String, String)>,
+    },
+    Decrypt {
+        ciphertext_b64: String,
+        context: Vec<(String, String)>,
+    },
+    DescribeKey {
+        key_id: String,
+    },
 }
 
 /// What the client was told.
