@@ -1,22 +1,192 @@
-//! The nemesis itself: faults at random moments, from its own seeded
-//! generator, each written to faults.jsonl with its time.
+//! The nemesis itself: one fault at a time, at random moments, every
+//! choice (the pause before it, its kind, its target, how long it lasts)
+//! from its own seeded generator, and each fault written to faults.jsonl
+//! with its start and end. Kinds:
+//!
+//! - processes: `kill-worker`, `stop-worker` (SIGSTOP, then SIGCONT),
+//!   `kill-supervisor` (its workers stop by themselves; the gateway is
+//!   started again on a new port a moment later), `stop-supervisor`,
+//!   `kill-readback` and `stop-readback` (a worker's read-back helper);
+//!
+//! The client hang-ups (`client-half-close`, `client-timeout`) are the
+//! clients' own (workload.rs).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Run;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 
-/// Runs the nemesis until `end_ms` (milliseconds since the run began).
-pub async fn nemesis(seed: u64, run: Arc<Run>, end_ms: u64) {
-    let _ = seed;
-    while run.rec.now_ms() < end_ms {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+use super::Run;
+use super::history::Fault;
+use crate::workers::kill;
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    KillWorker,
+    StopWorker,
+    KillSupervisor,
+    StopSupervisor,
+    KillReadback,
+    StopReadback,
+}
+
+const TABLE: &[(Kind, u64)] = &[
+    (Kind::KillWorker, 3),
+    (Kind::StopWorker, 2),
+    (Kind::KillSupervisor, 1),
+    (Kind::StopSupervisor, 1),
+    (Kind::KillReadback, 2),
+    (Kind::StopReadback, 1),
+];
+
+fn pick(r: u64) -> Kind {
+    let total: u64 = TABLE.iter().map(|(_, w)| w).sum();
+    let mut x = r % total;
+    for (kind, w) in TABLE {
+        if x < *w {
+            return *kind;
+        }
+        x -= w;
     }
+    Kind::KillWorker
+}
+
+/// Runs `f` off the async threads (signals, process starts, file
+/// systems).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// Runs the nemesis until `end_ms` (milliseconds since the run began): a
+/// pause of 0.5 to 3 s, a fault, and again.
+pub async fn nemesis(seed: u64, run: Arc<Run>, end_ms: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    // The clients make their first keys in peace.
+    sleep_ms(2_000).await;
+    loop {
+        let r: [u64; 6] = std::array::from_fn(|_| rng.random());
+        sleep_ms(500 + r[0] % 2_500).await;
+        if run.rec.now_ms() >= end_ms {
+            break;
+        }
+        let kind = pick(r[1]);
+        let g = (r[2] % u64::from(run.cluster.gateways())) as u32;
+        // How long a fault with a duration lasts: 0.3 to 3 s.
+        let hold = 300 + r[3] % 2_700;
+        let start_ms = run.rec.now_ms();
+        let done = match kind {
+            Kind::KillWorker => {
+                let workers = run.cluster.workers(g);
+                pick_pid(&workers, r[4]).map(|pid| {
+                    kill("KILL", pid);
+                    (
+                        "kill-worker",
+                        format!("gateway {g} worker {pid}"),
+                        String::new(),
+                    )
+                })
+            }
+            Kind::StopWorker => {
+                let workers = run.cluster.workers(g);
+                match pick_pid(&workers, r[4]) {
+                    Some(pid) => Some(stop_for(pid, hold, "stop-worker", g).await),
+                    None => None,
+                }
+            }
+            Kind::KillSupervisor => {
+                let down = 1_000 + r[4] % 3_000;
+                let cluster = run.cluster.clone();
+                let pid = blocking(move || cluster.kill_supervisor(g)).await;
+                match pid {
+                    Some(pid) => {
+                        sleep_ms(down).await;
+                        let cluster = run.cluster.clone();
+                        let endpoint = blocking(move || cluster.restart_if_down(g)).await;
+                        Some((
+                            "kill-supervisor",
+                            format!("gateway {g} supervisor {pid}"),
+                            format!(
+                                "down {down} ms, started again at {}",
+                                endpoint.unwrap_or_default()
+                            ),
+                        ))
+                    }
+                    None => None,
+                }
+            }
+            Kind::StopSupervisor => match run.cluster.supervisor(g) {
+                Some(pid) => Some(stop_for(pid, hold, "stop-supervisor", g).await),
+                None => None,
+            },
+            Kind::KillReadback | Kind::StopReadback => {
+                // The helpers of any gateway, starting with `g`.
+                let n = run.cluster.gateways();
+                let helpers: Vec<(u32, u32)> = (0..n)
+                    .map(|i| (g + i) % n)
+                    .flat_map(|g| run.cluster.helpers(g).into_iter().map(move |p| (g, p)))
+                    .collect();
+                match helpers.get((r[4] % helpers.len().max(1) as u64) as usize) {
+                    Some(&(g, pid)) if matches!(kind, Kind::KillReadback) => {
+                        kill("KILL", pid);
+                        Some((
+                            "kill-readback",
+                            format!("gateway {g} read-back helper {pid}"),
+                            String::new(),
+                        ))
+                    }
+                    Some(&(g, pid)) => Some(stop_for(pid, hold, "stop-readback", g).await),
+                    None => None,
+                }
+            }
+        };
+        match done {
+            Some((kind, target, detail)) => run.rec.fault(&Fault {
+                start_ms,
+                end_ms: run.rec.now_ms(),
+                kind: kind.into(),
+                target,
+                detail,
+            }),
+            None => run.note(format!(
+                "{kind:?} at {start_ms} ms not done: no such process (gateway {g})"
+            )),
+        }
+    }
+}
+
+fn pick_pid(pids: &[u32], r: u64) -> Option<u32> {
+    pids.get((r % pids.len().max(1) as u64) as usize).copied()
+}
+
+/// SIGSTOP, `ms` milliseconds, SIGCONT.
+async fn stop_for(pid: u32, ms: u64, kind: &'static str, g: u32) -> (&'static str, String, String) {
+    kill("STOP", pid);
+    sleep_ms(ms).await;
+    kill("CONT", pid);
+    (
+        kind,
+        format!("gateway {g} pid {pid}"),
+        format!("stopped {ms} ms"),
+    )
 }
 
 /// Ends every fault and starts every gateway that is down (blocking).
 pub fn stop_all(run: &Run) {
     for g in 0..run.cluster.gateways() {
+        for pid in run.cluster.workers(g) {
+            kill("CONT", pid);
+        }
+        for pid in run.cluster.helpers(g) {
+            kill("CONT", pid);
+        }
+        if let Some(pid) = run.cluster.supervisor(g) {
+            kill("CONT", pid);
+        }
         run.cluster.restart_if_down(g);
     }
 }
