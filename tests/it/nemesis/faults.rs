@@ -7,11 +7,24 @@
 //!   `kill-supervisor` (its workers stop by themselves; the gateway is
 //!   started again on a new port a moment later), `stop-supervisor`,
 //!   `kill-readback` and `stop-readback` (a worker's read-back helper);
+//! - the token, through faulty-pkcs11 (every process on the token obeys
+//!   the same control file; a `once` rule fires once in each):
+//!   `token-fault` (device errors, among them a `C_CreateObject` failure
+//!   between making a key object and writing its record) and `token-stall`,
+//!   each held 0.3 to 3 s and then cleared. faulty-pkcs11 cannot drop
+//!   objects, so that fault is not here;
+//! - `clock-jump`: the test clock 1 to 12 (or 30 to 60) days forward
+//!   (never back), so that deletions and rotations fall due during the
+//!   run. The file is replaced atomically: a gateway never reads it
+//!   half-written (and so as no offset). `Op::clock_days` is read at send,
+//!   so it may lag a jump that happens while the request is on its way;
+//!   the jump's fault record brackets it;
 //!
 //! The client hang-ups (`client-half-close`, `client-timeout`) are the
 //! clients' own (workload.rs).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -19,6 +32,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::Run;
 use super::history::Fault;
+use crate::common::Token;
 use crate::workers::kill;
 
 #[derive(Clone, Copy, Debug)]
@@ -29,6 +43,9 @@ enum Kind {
     StopSupervisor,
     KillReadback,
     StopReadback,
+    TokenFault,
+    TokenStall,
+    ClockJump,
 }
 
 const TABLE: &[(Kind, u64)] = &[
@@ -38,6 +55,39 @@ const TABLE: &[(Kind, u64)] = &[
     (Kind::StopSupervisor, 1),
     (Kind::KillReadback, 2),
     (Kind::StopReadback, 1),
+    (Kind::TokenFault, 4),
+    (Kind::TokenStall, 2),
+    (Kind::ClockJump, 4),
+];
+
+/// Device errors (CKR_DEVICE_ERROR, 0x30), in every step of a write: a
+/// key made and its record not written, a record revision not made, a
+/// marker not moved, an old revision not destroyed, a listing or a read
+/// failing, encryption and random numbers failing.
+const DEVICE_ERRORS: &[&str] = &[
+    "C_GenerateKey fail 0x30 once",
+    "C_CreateObject fail 0x30 once",
+    "C_CreateObject fail 0x30 for 1s",
+    "C_SetAttributeValue fail 0x30 once",
+    "C_DestroyObject fail 0x30 once",
+    "C_FindObjectsInit fail 0x30 once",
+    "C_FindObjects fail 0x30 once",
+    "C_GetAttributeValue fail 0x30 once",
+    "C_Encrypt fail 0x30 for 1s",
+    "C_Decrypt fail 0x30 once",
+    "C_GenerateRandom fail 0x30 once",
+    "C_UnwrapKey fail 0x30 once",
+    "* fail 0x30 for 500ms",
+];
+
+/// Stalls: the whole token, or one step of a write.
+const STALLS: &[&str] = &[
+    "* stall for 2s",
+    "C_CreateObject stall 1s once",
+    "C_DestroyObject stall 800ms forever",
+    "C_FindObjects stall 1500ms once",
+    "C_SetAttributeValue stall 1s once",
+    "C_Encrypt stall 300ms forever",
 ];
 
 fn pick(r: u64) -> Kind {
@@ -123,6 +173,40 @@ pub async fn nemesis(seed: u64, run: Arc<Run>, end_ms: u64) {
                 Some(pid) => Some(stop_for(pid, hold, "stop-supervisor", g).await),
                 None => None,
             },
+            Kind::TokenFault | Kind::TokenStall => {
+                let (kind, rules) = match kind {
+                    Kind::TokenFault => ("token-fault", DEVICE_ERRORS),
+                    _ => ("token-stall", STALLS),
+                };
+                let rule = rules[(r[4] % rules.len() as u64) as usize];
+                let faults = run.cluster.token.faults();
+                let set = faults.clone();
+                blocking(move || set.set(rule)).await;
+                sleep_ms(hold).await;
+                blocking(move || faults.clear()).await;
+                Some((
+                    kind,
+                    "the token".to_owned(),
+                    format!("{rule}, held {hold} ms"),
+                ))
+            }
+            Kind::ClockJump => {
+                // Mostly a few days (deletion windows end); now and then
+                // a month or two (rotation periods end).
+                let days = if r[5].is_multiple_of(4) {
+                    30 + r[4] % 31
+                } else {
+                    1 + r[4] % 12
+                };
+                let total = run.clock_days.load(Ordering::SeqCst) + days;
+                set_clock_days(&run.cluster.token, total);
+                run.clock_days.store(total, Ordering::SeqCst);
+                Some((
+                    "clock-jump",
+                    "the test clock".to_owned(),
+                    format!("+{days} days, now {total} days ahead"),
+                ))
+            }
             Kind::KillReadback | Kind::StopReadback => {
                 // The helpers of any gateway, starting with `g`.
                 let n = run.cluster.gateways();
@@ -175,8 +259,18 @@ async fn stop_for(pid: u32, ms: u64, kind: &'static str, g: u32) -> (&'static st
     )
 }
 
+/// Moves the test clock to `days` ahead of the system time, replacing its
+/// file atomically (Token::set_clock_days_ahead writes it in place).
+fn set_clock_days(token: &Token, days: u64) {
+    let file = token.clock_file();
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, (days * 86_400).to_string()).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+}
+
 /// Ends every fault and starts every gateway that is down (blocking).
 pub fn stop_all(run: &Run) {
+    run.cluster.token.faults().clear();
     for g in 0..run.cluster.gateways() {
         for pid in run.cluster.workers(g) {
             kill("CONT", pid);
