@@ -41,7 +41,6 @@ struct Member {
     orphans: Vec<u32>,
 }
 
-#[allow(dead_code)] // the faults (next commits) use the rest
 pub struct Cluster {
     members: Vec<Mutex<Member>>,
     /// The small file system under the token directory, if it mounted
@@ -56,7 +55,6 @@ pub struct Cluster {
     pub token: Arc<Token>,
 }
 
-#[allow(dead_code)]
 impl Cluster {
     /// A fresh token behind faulty-pkcs11 with `extra` config, its token
     /// directory on a tmpfs of `disk_kib` if that mounts, and `gateways`

@@ -19,10 +19,18 @@
 //!   half-written (and so as no offset). `Op::clock_days` is read at send,
 //!   so it may lag a jump that happens while the request is on its way;
 //!   the jump's fault record brackets it;
+//! - the token's storage: `token-dir-unreadable` (the token's directory
+//!   under `tokens/` chmod 000; where that does not stop its owner, i.e.
+//!   as root, an empty read-only tmpfs mounted over it instead, so that
+//!   nothing there can be read or written) and `disk-full` (the tmpfs the
+//!   token directory lives on filled to the last byte; not run, and said
+//!   so in notes.txt, where it did not mount), each for 0.3 to 3 s.
 //!
 //! The client hang-ups (`client-half-close`, `client-timeout`) are the
 //! clients' own (workload.rs).
 
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -33,6 +41,7 @@ use rand::{RngExt, SeedableRng};
 use super::Run;
 use super::history::Fault;
 use crate::common::Token;
+use crate::common::disk::free_bytes;
 use crate::workers::kill;
 
 #[derive(Clone, Copy, Debug)]
@@ -46,6 +55,8 @@ enum Kind {
     TokenFault,
     TokenStall,
     ClockJump,
+    DirUnreadable,
+    DiskFull,
 }
 
 const TABLE: &[(Kind, u64)] = &[
@@ -58,6 +69,8 @@ const TABLE: &[(Kind, u64)] = &[
     (Kind::TokenFault, 4),
     (Kind::TokenStall, 2),
     (Kind::ClockJump, 4),
+    (Kind::DirUnreadable, 1),
+    (Kind::DiskFull, 1),
 ];
 
 /// Device errors (CKR_DEVICE_ERROR, 0x30), in every step of a write: a
@@ -207,6 +220,56 @@ pub async fn nemesis(seed: u64, run: Arc<Run>, end_ms: u64) {
                     format!("+{days} days, now {total} days ahead"),
                 ))
             }
+            Kind::DirUnreadable => match run.cluster.token_subdir() {
+                Some(dir) => {
+                    let how = blocking({
+                        let dir = dir.clone();
+                        move || hide(&dir)
+                    })
+                    .await;
+                    if let Hidden::Not(why) = &how {
+                        run.note(format!("token-dir-unreadable: could not hide it: {why}"));
+                        None
+                    } else {
+                        sleep_ms(hold).await;
+                        let undone = blocking({
+                            let (dir, how) = (dir.clone(), how.clone());
+                            move || unhide(&dir, &how)
+                        })
+                        .await;
+                        Some((
+                            "token-dir-unreadable",
+                            dir.display().to_string(),
+                            format!("{how:?} for {hold} ms{undone}"),
+                        ))
+                    }
+                }
+                None => None,
+            },
+            Kind::DiskFull if run.cluster.disk.is_none() => None,
+            Kind::DiskFull => {
+                let cluster = run.cluster.clone();
+                let free = blocking(move || {
+                    if let Some(disk) = &cluster.disk {
+                        disk.fill();
+                    }
+                    free_bytes(&cluster.token.path().join("tokens"))
+                })
+                .await;
+                sleep_ms(hold).await;
+                let cluster = run.cluster.clone();
+                blocking(move || {
+                    if let Some(disk) = &cluster.disk {
+                        disk.free();
+                    }
+                })
+                .await;
+                Some((
+                    "disk-full",
+                    "the token's file system".to_owned(),
+                    format!("filled ({free} bytes left) for {hold} ms"),
+                ))
+            }
             Kind::KillReadback | Kind::StopReadback => {
                 // The helpers of any gateway, starting with `g`.
                 let n = run.cluster.gateways();
@@ -237,7 +300,7 @@ pub async fn nemesis(seed: u64, run: Arc<Run>, end_ms: u64) {
                 detail,
             }),
             None => run.note(format!(
-                "{kind:?} at {start_ms} ms not done: no such process (gateway {g})"
+                "{kind:?} at {start_ms} ms not done: no target (gateway {g})"
             )),
         }
     }
@@ -266,6 +329,63 @@ fn set_clock_days(token: &Token, days: u64) {
     let tmp = file.with_extension("tmp");
     std::fs::write(&tmp, (days * 86_400).to_string()).unwrap();
     std::fs::rename(&tmp, &file).unwrap();
+}
+
+/// How the token directory was hidden.
+#[derive(Clone, Debug)]
+enum Hidden {
+    /// chmod 000 (the old mode, to restore).
+    Chmod(u32),
+    /// An empty read-only tmpfs mounted over it.
+    Mounted,
+    /// Neither worked: why.
+    Not(String),
+}
+
+/// Makes `dir` unreadable and unwritable for the gateways.
+fn hide(dir: &Path) -> Hidden {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Hidden::Not("no such directory".into());
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o000)).is_ok() {
+        if std::fs::read_dir(dir).is_err() {
+            return Hidden::Chmod(mode);
+        }
+        // chmod does not stop root, whom the gateways run as here.
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode));
+    }
+    match Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=4k,mode=0000", "tmpfs"])
+        .arg(dir)
+        .output()
+    {
+        Ok(out) if out.status.success() => Hidden::Mounted,
+        Ok(out) => Hidden::Not(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        Err(e) => Hidden::Not(e.to_string()),
+    }
+}
+
+/// Undoes [`hide`]; returns what went wrong, if anything.
+fn unhide(dir: &Path, how: &Hidden) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let done = match how {
+        Hidden::Chmod(mode) => {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode)).is_ok()
+        }
+        Hidden::Mounted => Command::new("umount")
+            .arg("-l")
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success()),
+        Hidden::Not(_) => true,
+    };
+    if done {
+        String::new()
+    } else {
+        format!("; undoing {how:?} FAILED")
+    }
 }
 
 /// Ends every fault and starts every gateway that is down (blocking).
