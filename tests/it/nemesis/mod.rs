@@ -13,8 +13,9 @@
 //!
 //! The run's directory holds `run.json`, `history.jsonl` (sorted by `seq`
 //! at the end), `faults.jsonl` and `notes.txt`; `long` keeps it (with a
-//! copy of the token directory and the gateways' logs) and prints its
-//! path, `short` keeps it only when it fails.
+//! copy of the token directory, and in `logs/` the gateways' logs,
+//! faulty-pkcs11's, the config and the test clock) and prints its path,
+//! `short` keeps it only when it fails (or with `NEMESIS_KEEP=1`).
 
 mod check;
 mod cluster;
@@ -322,6 +323,9 @@ async fn run_async(s: &Settings, dir: &Path) -> Result<(), String> {
             }
         }
         let _ = std::fs::copy(cluster.token.faults().log_file(), logs.join("faults.log"));
+        for name in ["kmsgate.toml", "softhsm2.conf", "clock-offset"] {
+            let _ = std::fs::copy(cluster.token.path().join(name), logs.join(name));
+        }
         cluster::copy_dir(&cluster.token.path().join("tokens"), &dir.join("token"));
     }
     let cluster = run.cluster.clone();
