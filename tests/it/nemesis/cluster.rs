@@ -169,17 +169,36 @@ impl Cluster {
         Some(pid)
     }
 
-    /// Starts gateway `g` again if it is down; returns the new endpoint.
-    pub fn restart_if_down(&self, g: u32) -> Option<String> {
+    /// Starts gateway `g` again if it is down (up to three tries); returns
+    /// the new endpoint and the errors of the tries that failed, or, if it
+    /// did not start, the errors its logs show.
+    pub fn restart_if_down(&self, g: u32) -> Result<Option<(String, String)>, String> {
         if self.supervisor(g).is_some() {
-            return None;
+            return Ok(None);
         }
-        let (child, endpoint) = self.spawn(g);
-        let mut m = self.members[g as usize].lock().unwrap();
-        m.child = Some(child);
-        m.client = client_at(&endpoint, ACCESS_KEY, SECRET, REGION);
-        m.endpoint = endpoint.clone();
-        Some(endpoint)
+        let mut errors = String::new();
+        for attempt in 1..=3 {
+            let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.spawn(g)));
+            match started {
+                Ok((child, endpoint)) => {
+                    let mut m = self.members[g as usize].lock().unwrap();
+                    m.child = Some(child);
+                    m.client = client_at(&endpoint, ACCESS_KEY, SECRET, REGION);
+                    m.endpoint = endpoint.clone();
+                    return Ok(Some((endpoint, errors)));
+                }
+                Err(panic) => {
+                    let text = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+                    let lines: Vec<&str> = text
+                        .lines()
+                        .filter(|l| l.contains("ERROR") && !l.contains("audit: record"))
+                        .collect();
+                    errors.push_str(&format!("try {attempt}: {}\n", lines.join(" | ")));
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+        Err(errors)
     }
 
     /// Every log a supervisor of this cluster wrote so far.

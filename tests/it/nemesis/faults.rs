@@ -169,14 +169,30 @@ pub async fn nemesis(seed: u64, run: Arc<Run>, end_ms: u64) {
                     Some(pid) => {
                         sleep_ms(down).await;
                         let cluster = run.cluster.clone();
-                        let endpoint = blocking(move || cluster.restart_if_down(g)).await;
+                        let restarted = blocking(move || cluster.restart_if_down(g)).await;
+                        let detail = match restarted {
+                            Ok(started) => {
+                                let (endpoint, errors) = started.unwrap_or_default();
+                                if !errors.is_empty() {
+                                    run.note(format!(
+                                        "gateway {g} failed to start again after kill-supervisor \
+                                         at {start_ms} ms before it did:\n{errors}"
+                                    ));
+                                }
+                                format!("down {down} ms, started again at {endpoint}")
+                            }
+                            Err(errors) => {
+                                run.note(format!(
+                                    "FINDING: gateway {g} did not start again after \
+                                     kill-supervisor at {start_ms} ms:\n{errors}"
+                                ));
+                                format!("down {down} ms, did not start again")
+                            }
+                        };
                         Some((
                             "kill-supervisor",
                             format!("gateway {g} supervisor {pid}"),
-                            format!(
-                                "down {down} ms, started again at {}",
-                                endpoint.unwrap_or_default()
-                            ),
+                            detail,
                         ))
                     }
                     None => None,
@@ -401,6 +417,14 @@ pub fn stop_all(run: &Run) {
         if let Some(pid) = run.cluster.supervisor(g) {
             kill("CONT", pid);
         }
-        run.cluster.restart_if_down(g);
+        match run.cluster.restart_if_down(g) {
+            Err(errors) => run.note(format!(
+                "FINDING: gateway {g} did not start again at the end:\n{errors}"
+            )),
+            Ok(Some((_, errors))) if !errors.is_empty() => run.note(format!(
+                "gateway {g} failed to start again at the end before it did:\n{errors}"
+            )),
+            Ok(_) => {}
+        }
     }
 }

@@ -197,6 +197,7 @@ fn run(s: Settings) {
         s.seed, s.seconds, s.gateways, s.seed
     );
     let dir = run_dir(s.seed);
+    eprintln!("nemesis: seed {}, run directory {}", s.seed, dir.display());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -312,7 +313,18 @@ async fn run_async(s: &Settings, dir: &Path) -> Result<(), String> {
     }
     eprintln!("{summary}");
 
-    if s.keep || !report.violations.is_empty() {
+    // What the runner itself saw go wrong (a gateway that would not start
+    // again) counts as much as what the checker finds.
+    let mut violations = report.violations;
+    violations.extend(
+        run.notes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| n.starts_with("FINDING"))
+            .map(|n| format!("runner: {n}")),
+    );
+    if s.keep || !violations.is_empty() {
         // The logs and the token, for a look afterwards (the temp dir
         // goes with the test).
         let logs = dir.join("logs");
@@ -333,10 +345,10 @@ async fn run_async(s: &Settings, dir: &Path) -> Result<(), String> {
     tokio::task::spawn_blocking(move || cluster.stop())
         .await
         .unwrap();
-    if report.violations.is_empty() {
+    if violations.is_empty() {
         Ok(())
     } else {
-        Err(report.violations.join("\n"))
+        Err(violations.join("\n"))
     }
 }
 
