@@ -13,9 +13,10 @@
 //!   between making a key object and writing its record) and `token-stall`,
 //!   each held 0.3 to 3 s and then cleared. faulty-pkcs11 cannot drop
 //!   objects, so that fault is not here;
-//! - `clock-jump`: the test clock 1 to 12 (or 30 to 60) days forward
-//!   (never back), so that deletions and rotations fall due during the
-//!   run. The file is replaced atomically: a gateway never reads it
+//! - `clock-jump`: the test clock 1 to 12 (one time in three 40 to 100)
+//!   days forward (never back), so that deletions and rotations fall due
+//!   during the run, and 121 days once three quarters of the run have
+//!   passed, so that every rotation period has ended by then. The file is replaced atomically: a gateway never reads it
 //!   half-written (and so as no offset). `Op::clock_days` is read at send,
 //!   so it may lag a jump that happens while the request is on its way;
 //!   the jump's fault record brackets it;
@@ -68,7 +69,7 @@ const TABLE: &[(Kind, u64)] = &[
     (Kind::StopReadback, 1),
     (Kind::TokenFault, 4),
     (Kind::TokenStall, 2),
-    (Kind::ClockJump, 4),
+    (Kind::ClockJump, 6),
     (Kind::DirUnreadable, 1),
     (Kind::DiskFull, 1),
 ];
@@ -131,11 +132,29 @@ pub async fn nemesis(seed: u64, run: Arc<Run>, end_ms: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     // The clients make their first keys in peace.
     sleep_ms(2_000).await;
+    let mut planned_jump = true;
     loop {
         let r: [u64; 6] = std::array::from_fn(|_| rng.random());
         sleep_ms(500 + r[0] % 2_500).await;
         if run.rec.now_ms() >= end_ms {
             break;
+        }
+        // Whatever the draws, once the run is three quarters through, every
+        // rotation period (at most 120 days) the clients set has ended.
+        if planned_jump && run.rec.now_ms() >= end_ms / 4 * 3 {
+            planned_jump = false;
+            let start_ms = run.rec.now_ms();
+            let total = run.clock_days.load(Ordering::SeqCst) + 121;
+            set_clock_days(&run.cluster.token, total);
+            run.clock_days.store(total, Ordering::SeqCst);
+            run.rec.fault(&Fault {
+                start_ms,
+                end_ms: run.rec.now_ms(),
+                kind: "clock-jump".into(),
+                target: "the test clock".into(),
+                detail: format!("+121 days (planned at 3/4 of the run), now {total} days ahead"),
+            });
+            continue;
         }
         let kind = pick(r[1]);
         let g = (r[2] % u64::from(run.cluster.gateways())) as u32;
@@ -222,8 +241,8 @@ pub async fn nemesis(seed: u64, run: Arc<Run>, end_ms: u64) {
             Kind::ClockJump => {
                 // Mostly a few days (deletion windows end); now and then
                 // a month or two (rotation periods end).
-                let days = if r[5].is_multiple_of(4) {
-                    30 + r[4] % 31
+                let days = if r[5].is_multiple_of(3) {
+                    40 + r[4] % 61
                 } else {
                     1 + r[4] % 12
                 };

@@ -38,7 +38,7 @@ use history::{Fault, Op, RunInfo};
 
 /// Clients, each a tokio task owning its keys and aliases.
 const CLIENTS: u32 = 5;
-const GCM_USAGE_BOUND: u64 = 24;
+const GCM_USAGE_BOUND: u64 = 10;
 const SYNC_INTERVAL_MS: u64 = 200;
 const SCHEDULER_INTERVAL_MS: u64 = 300;
 /// After this long without faults every gateway gives the same answer
