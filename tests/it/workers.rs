@@ -131,7 +131,14 @@ pub(crate) fn kill(signal: &str, pid: u32) {
 
 /// The live (not zombie) processes whose parent is `parent` and whose
 /// command line names the worker subcommand.
-fn workers_of(parent: u32) -> Vec<u32> {
+pub(crate) fn workers_of(parent: u32) -> Vec<u32> {
+    children_of(parent, "__worker")
+}
+
+/// The live (not zombie) processes whose parent is `parent` and whose
+/// command line contains `needle` (a subcommand such as `__worker` or
+/// `__read-back-helper`).
+pub(crate) fn children_of(parent: u32, needle: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry
@@ -152,7 +159,7 @@ fn workers_of(parent: u32) -> Vec<u32> {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         if fields.get(1) == Some(&parent.to_string().as_str())
             && fields.first() != Some(&"Z")
-            && String::from_utf8_lossy(&cmdline).contains("__worker")
+            && String::from_utf8_lossy(&cmdline).contains(needle)
         {
             pids.push(pid);
         }
@@ -161,7 +168,7 @@ fn workers_of(parent: u32) -> Vec<u32> {
     pids
 }
 
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
         s.rsplit_once(')')
             .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))

@@ -434,51 +434,65 @@ policies = ['{policy}']
         signed_at: Option<SystemTime>,
         extra: &[(&str, &str)],
     ) -> Vec<u8> {
-        let mut headers: Vec<(String, String)> = vec![
-            ("host".into(), self.addr.clone()),
-            ("content-type".into(), "application/x-amz-json-1.1".into()),
-        ];
-        if let Some(t) = target {
-            headers.push(("x-amz-target".into(), t.into()));
-        }
-        for (k, v) in extra {
-            headers.push(((*k).into(), (*v).into()));
-        }
-        if let Some(time) = signed_at {
-            let identity = Credentials::new(ACCESS_KEY, SECRET, None, None, "test").into();
-            let params = SigningParams::builder()
-                .identity(&identity)
-                .region(REGION)
-                .name("kms")
-                .time(time)
-                .settings(SigningSettings::default())
-                .build()
-                .unwrap()
-                .into();
-            let signable = SignableRequest::new(
-                "POST",
-                format!("{}/", self.endpoint),
-                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                SignableBody::Bytes(body),
-            )
-            .unwrap();
-            let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-            for (k, v) in instructions.headers() {
-                headers.push((k.to_owned(), v.to_owned()));
-            }
-        }
-        let mut request = String::from("POST / HTTP/1.1\r\n");
-        for (k, v) in &headers {
-            request.push_str(&format!("{k}: {v}\r\n"));
-        }
-        request.push_str(&format!(
-            "content-length: {}\r\nconnection: close\r\n\r\n",
-            body.len()
-        ));
-        let mut bytes = request.into_bytes();
-        bytes.extend_from_slice(body);
-        bytes
+        request_bytes_at(&self.addr, &self.endpoint, target, body, signed_at, extra)
     }
+}
+
+/// The bytes of an HTTP/1.1 request (`connection: close`), head and body,
+/// to the gateway at `addr` (`endpoint` is its URL), signed as of
+/// `signed_at` with the test credential unless that is `None`.
+pub fn request_bytes_at(
+    addr: &str,
+    endpoint: &str,
+    target: Option<&str>,
+    body: &[u8],
+    signed_at: Option<SystemTime>,
+    extra: &[(&str, &str)],
+) -> Vec<u8> {
+    let mut headers: Vec<(String, String)> = vec![
+        ("host".into(), addr.to_owned()),
+        ("content-type".into(), "application/x-amz-json-1.1".into()),
+    ];
+    if let Some(t) = target {
+        headers.push(("x-amz-target".into(), t.into()));
+    }
+    for (k, v) in extra {
+        headers.push(((*k).into(), (*v).into()));
+    }
+    if let Some(time) = signed_at {
+        let identity = Credentials::new(ACCESS_KEY, SECRET, None, None, "test").into();
+        let params = SigningParams::builder()
+            .identity(&identity)
+            .region(REGION)
+            .name("kms")
+            .time(time)
+            .settings(SigningSettings::default())
+            .build()
+            .unwrap()
+            .into();
+        let signable = SignableRequest::new(
+            "POST",
+            format!("{endpoint}/"),
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            SignableBody::Bytes(body),
+        )
+        .unwrap();
+        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+        for (k, v) in instructions.headers() {
+            headers.push((k.to_owned(), v.to_owned()));
+        }
+    }
+    let mut request = String::from("POST / HTTP/1.1\r\n");
+    for (k, v) in &headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
 }
 
 impl Drop for Gateway {
