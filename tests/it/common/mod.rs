@@ -239,13 +239,26 @@ pub fn spawn_serve(
     log: &Path,
     wait: Duration,
 ) -> (Child, String) {
+    spawn_serve_with(token, &token.config(), args, env, log, wait)
+}
+
+/// As [`spawn_serve`], with the config file `config` instead of the
+/// token's own (one that differs per gateway, say in its audit path).
+pub fn spawn_serve_with(
+    token: &Token,
+    config: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &Path,
+    wait: Duration,
+) -> (Child, String) {
     let mut child = Command::new(kmsgate_bin())
         .env("SOFTHSM2_CONF", token.softhsm_conf())
         .env("KRYOPTIC_CONF", token.kryoptic_conf())
         .env("KMSGATE_LOG", "info")
         .env("KMSGATE_TEST_CLOCK_OFFSET_FILE", token.clock_file())
         .args(["serve", "--config"])
-        .arg(token.config())
+        .arg(config)
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .envs(env.iter().copied())

@@ -48,8 +48,7 @@ pub struct Cluster {
     pub disk: Option<SmallDisk>,
     /// Why it did not, if it did not.
     pub disk_error: Option<String>,
-    /// Every log a supervisor of this cluster wrote (its workers' too; with
-    /// no `[audit] path` the audit records are in it).
+    /// Every log a supervisor of this cluster wrote (its workers' too).
     logs: Mutex<Vec<PathBuf>>,
     starts: AtomicU32,
     pub token: Arc<Token>,
@@ -71,7 +70,19 @@ impl Cluster {
         let real = format!("module = \"{}\"", softhsm_module().display());
         assert!(config.contains(&real), "unexpected config:\n{config}");
         let faulty = format!("module = \"{}\"", faulty_module().display());
-        std::fs::write(token.config(), config.replacen(&real, &faulty, 1)).unwrap();
+        let config = config.replacen(&real, &faulty, 1);
+        std::fs::write(token.config(), &config).unwrap();
+        // Each gateway its own audit trail (its workers write P.w1, P.w2):
+        // one config for all would have them write the same files.
+        assert!(!config.contains("[audit]"), "unexpected config:\n{config}");
+        for g in 0..gateways {
+            let audit = Self::audit_path_in(token.path(), g);
+            std::fs::write(
+                Self::config_path_in(token.path(), g),
+                format!("{config}\n[audit]\npath = \"{}\"\n", audit.display()),
+            )
+            .unwrap();
+        }
         let mut cluster = Cluster {
             token,
             disk,
@@ -92,14 +103,28 @@ impl Cluster {
         cluster
     }
 
+    fn config_path_in(root: &Path, g: u32) -> PathBuf {
+        root.join(format!("gateway-{g}.toml"))
+    }
+
+    fn audit_path_in(root: &Path, g: u32) -> PathBuf {
+        root.join(format!("audit-gateway-{g}.log"))
+    }
+
+    /// Gateway `g`'s audit file (its workers add `.w1`, `.w2`).
+    pub fn audit_path(&self, g: u32) -> PathBuf {
+        Self::audit_path_in(self.token.path(), g)
+    }
+
     fn spawn(&self, g: u32) -> (Child, String) {
         let n = self.starts.fetch_add(1, Ordering::SeqCst);
         let log = self.token.path().join(format!("gateway-{g}-start-{n}.log"));
         self.logs.lock().unwrap().push(log.clone());
         let env = self.token.faulty_env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        spawn_serve(
+        spawn_serve_with(
             &self.token,
+            &Self::config_path_in(self.token.path(), g),
             &["--workers", "2"],
             &env,
             &log,

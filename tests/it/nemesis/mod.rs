@@ -285,10 +285,8 @@ async fn run_async(s: &Settings, dir: &Path) -> Result<(), String> {
         gcm_usage_bound: GCM_USAGE_BOUND,
         sync_bound_ms: SYNC_BOUND_MS,
         token_dir: cluster.token.path().join("tokens").display().to_string(),
-        audit_files: cluster
-            .logs()
-            .iter()
-            .map(|p| p.display().to_string())
+        audit_files: (0..cluster.gateways())
+            .map(|g| cluster.audit_path(g).display().to_string())
             .collect(),
         config: cluster.token.config().display().to_string(),
     };
