@@ -67,12 +67,12 @@ pub struct Trail {
     pub requests: BTreeMap<String, (String, u64)>,
     /// Key id -> CreateKey answered 200.
     pub created: BTreeMap<String, String>,
-    /// Key id -> RotateKeyOnDemand answered 200 (count).
+    /// Key id -> RotateKeyOnDemand answered 200 or 5xx (count).
     pub rotated_on_demand: BTreeMap<String, usize>,
     /// (eventName, key id) -> count of service events.
     pub service: BTreeMap<(String, String), usize>,
     /// Alias name -> the target keys of its CreateAlias/UpdateAlias
-    /// answered 200.
+    /// answered 200 or 5xx.
     pub alias_targets: BTreeMap<String, Vec<String>>,
     pub records: usize,
     pub files: usize,
@@ -104,7 +104,9 @@ impl Trail {
                 if let Some(id) = r["requestID"].as_str() {
                     t.requests.insert(id.to_owned(), (name.clone(), status));
                 }
-                if status != 200 {
+                // A 5xx answer may have taken effect (a commit whose outcome
+                // stayed open, say): its record is the change's evidence.
+                if status != 200 && status < 500 {
                     continue;
                 }
                 match name.as_str() {
