@@ -11,6 +11,13 @@
 //! A failed write or sync leaves the chain where it was: the bytes of the
 //! failed batch are cut off again before the next write, so the file only
 //! ever holds whole, linked lines.
+//!
+//! One process writes a chain at a time: the writer holds an exclusive
+//! `flock` on `PATH.lock` for as long as it lives. A worker started while
+//! its predecessor still finishes the requests it had begun (its
+//! supervisor was killed, DESIGN 22) waits for it, up to [`CLAIM_WAIT`];
+//! two writers would continue the chain from the same line and break it.
+//! The kernel releases the lock of a process that dies, even by `kill -9`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -21,9 +28,15 @@ use super::chain::ChainState;
 /// The most of a file's end read to find its last line.
 const TAIL_BYTES: u64 = 1 << 20;
 
+/// How long a new writer waits for the previous writer of a chain to end:
+/// longer than a gateway's shutdown grace (60 s).
+pub const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub struct ChainFile {
     path: PathBuf,
     file: File,
+    /// `PATH.lock`, locked exclusively while this writer lives.
+    _owner: File,
     /// Bytes of whole, written lines in the active file.
     size: u64,
     chain: ChainState,
@@ -38,8 +51,20 @@ pub struct ChainFile {
 
 impl ChainFile {
     pub fn open(path: &Path, max_bytes: u64, sync: bool) -> io::Result<ChainFile> {
+        Self::open_within(path, max_bytes, sync, CLAIM_WAIT)
+    }
+
+    /// As [`open`](Self::open), waiting at most `wait` for the chain's
+    /// previous writer.
+    pub fn open_within(
+        path: &Path,
+        max_bytes: u64,
+        sync: bool,
+        wait: std::time::Duration,
+    ) -> io::Result<ChainFile> {
         let dir = parent(path);
         std::fs::create_dir_all(&dir)?;
+        let owner = claim(path, wait)?;
         let next_index = rotated(path)?.last().map_or(1, |(n, _)| n + 1);
         let mut file = open_active(path)?;
         sync_dir(&dir)?;
@@ -81,6 +106,7 @@ impl ChainFile {
         Ok(ChainFile {
             path: path.to_owned(),
             file,
+            _owner: owner,
             size,
             chain,
             max_bytes,
@@ -165,6 +191,47 @@ impl ChainFile {
     }
 }
 
+/// The lock file `PATH.lock`, locked exclusively: waits up to `wait` for
+/// another process that holds it.
+fn claim(path: &Path, wait: std::time::Duration) -> io::Result<File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = PathBuf::from(name);
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock)?
+    };
+    let until = std::time::Instant::now() + wait;
+    let mut told = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+        }
+        if std::time::Instant::now() >= until {
+            return Err(io::Error::other(format!(
+                "the audit file {} is still written by another process after {} s \
+                 (a previous worker finishing its requests, or another gateway or \
+                 worker configured with the same [audit] path)",
+                path.display(),
+                wait.as_secs()
+            )));
+        }
+        if !told {
+            tracing::warn!(path = %path.display(), "the audit file's previous writer is still running; waiting for it to finish");
+            told = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn open_active(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
@@ -246,6 +313,25 @@ mod tests {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+
+    #[test]
+    fn one_process_writes_a_chain_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let first = ChainFile::open(&path, 1000, true).unwrap();
+        // Another open file of the lock, as another process has: refused
+        // while the first writer lives (flock locks belong to the open
+        // file, so this holds within one process too).
+        let e = ChainFile::open_within(&path, 1000, true, std::time::Duration::from_millis(300))
+            .err()
+            .expect("a second writer is refused");
+        assert!(
+            e.to_string().contains("still written by another process"),
+            "{e}"
+        );
+        drop(first);
+        ChainFile::open_within(&path, 1000, true, std::time::Duration::from_millis(300)).unwrap();
     }
 
     #[test]

@@ -324,9 +324,25 @@ path = "{}/audit.jsonl"
     assert!(missing.is_err());
     // A key made through a second gateway on the token: this one reloads
     // it at its next sync round.
-    let other = Gateway::start_on(token.clone());
-    create_key(&other.client()).await;
-    drop(other);
+    // Its own audit trail: one process writes a chain at a time.
+    let config = std::fs::read_to_string(token.config()).unwrap();
+    let other_config = dir.path().join("other.toml");
+    std::fs::write(
+        &other_config,
+        config.replace("/audit.jsonl\"", "/other-audit.jsonl\""),
+    )
+    .unwrap();
+    let (mut other, endpoint) = spawn_serve_with(
+        &token,
+        &other_config,
+        &[],
+        &[],
+        &dir.path().join("other.log"),
+        Duration::from_secs(30),
+    );
+    create_key(&client_at(&endpoint, ACCESS_KEY, SECRET, REGION)).await;
+    let _ = other.kill();
+    let _ = other.wait();
 
     // Load: four clients encrypting and decrypting while the endpoint is
     // scraped over and over.
