@@ -375,10 +375,22 @@ impl KeyStore {
                 let (confirm, pending) = (self.hsm.confirmer(), pending.clone());
                 move |s: &TokenSession| {
                     let made = companion.create(s, &confirm)?;
-                    let ours = match super::write::new_record_object(s, &confirm, &l, &value) {
+                    let ours = match super::write::try_new_record_object(s, &confirm, &l, &value) {
                         Ok(h) => h,
-                        Err(e) => {
+                        Err((e, None)) => {
                             C::destroy(s, made);
+                            return Err(e);
+                        }
+                        // Not confirmed, and not removed either: the
+                        // revision may stand, so the token decides
+                        // (`settle_open`), and the companion it may name
+                        // stays until then.
+                        Err((e, Some(ours))) => {
+                            *lock(&pending) = Some(Attempt {
+                                ours,
+                                made,
+                                companion,
+                            });
                             return Err(e);
                         }
                     };

@@ -80,10 +80,24 @@ pub(super) fn new_record_object(
     label: &str,
     value: &[u8],
 ) -> Result<DataHandle, HsmError> {
-    let handle = objects::create_data(s, label, value)?;
+    try_new_record_object(s, confirm, label, value).map_err(|(e, _)| e)
+}
+
+/// As [`new_record_object`], saying on error whether the record may still
+/// stand: `Some(handle)` when it could be neither confirmed nor removed
+/// (then nothing it names may be destroyed; the token decides later).
+pub(super) fn try_new_record_object(
+    s: &TokenSession,
+    confirm: &Confirmer,
+    label: &str,
+    value: &[u8],
+) -> Result<DataHandle, (HsmError, Option<DataHandle>)> {
+    let handle = objects::create_data(s, label, value).map_err(|e| (e, None))?;
     if let Err(e) = confirm.data_stored(s, label, value) {
-        let _ = objects::destroy_data(s, handle);
-        return Err(e);
+        return Err(match objects::destroy_data(s, handle) {
+            Ok(()) => (e, None),
+            Err(_) => (e, Some(handle)),
+        });
     }
     Ok(handle)
 }
@@ -286,12 +300,20 @@ impl KeyStore {
                 let value = serde_json::to_vec(&record)
                     .map_err(|_| HsmError::Unexpected("a key record does not serialise"))?;
                 let handle = new_version_object(s, &confirm, &id, 1, &label, (spec, usage), wrap)?;
-                match new_record_object(s, &confirm, &key_label(&id), &value) {
+                match try_new_record_object(s, &confirm, &key_label(&id), &value) {
                     Ok(meta) => Ok((meta, handle, record)),
-                    Err(e) => {
+                    Err((e, None)) => {
                         // Leave no orphan key object behind (best effort:
                         // one left here has a label no record names).
                         let _ = objects::destroy_master_key(s, handle);
+                        Err(e)
+                    }
+                    Err((e, Some(_))) => {
+                        // The record may stand (its removal failed too): a
+                        // key the client was told failed, which it may find
+                        // later, but never a record naming a missing
+                        // version (a nemesis finding).
+                        tracing::warn!(key_id = %id, error = %e, "a new key's record could be neither confirmed nor removed; its version is kept");
                         Err(e)
                     }
                 }
