@@ -115,7 +115,11 @@ pub async fn check(
 
     let snaps = gateways::settled_snapshots(&model, info, clients, &mut report).await;
     states::check_states(&model, &snaps[0], clock, &mut report);
-    audit::check_audit(info, &ops, &model, &snaps, &mut report);
+    let kills = faults
+        .iter()
+        .filter(|f| f.kind == "kill-worker" || f.kind == "kill-supervisor")
+        .count();
+    audit::check_audit(info, &ops, &model, &snaps, kills, &mut report);
     ciphertexts::check_ciphertexts(&model, &snaps[0], info, clients, &mut report).await;
     audit::verify_audit_chains(info, token, &mut report);
     check_keys(info, token, &mut report);

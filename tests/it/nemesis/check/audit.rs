@@ -76,6 +76,9 @@ pub struct Trail {
     pub alias_targets: BTreeMap<String, Vec<String>>,
     pub records: usize,
     pub files: usize,
+    /// CreateKey records answered 5xx (the key may stand; its id is not
+    /// in the record).
+    pub create_key_5xx: usize,
 }
 
 fn key_of_arn(v: &Value) -> Option<String> {
@@ -108,6 +111,9 @@ impl Trail {
                 // stayed open, say): its record is the change's evidence.
                 if status != 200 && status < 500 {
                     continue;
+                }
+                if name == "CreateKey" && status >= 500 {
+                    t.create_key_5xx += 1;
                 }
                 match name.as_str() {
                     "CreateKey" => {
@@ -158,6 +164,7 @@ pub fn check_audit(
     ops: &[Op],
     model: &Model,
     snaps: &[Snapshot],
+    kills: usize,
     report: &mut Report,
 ) {
     if info.audit_files.is_empty() {
@@ -200,7 +207,13 @@ pub fn check_audit(
 
     // Token changes: every key there was created by an audited request;
     // every key gone was destroyed by an audited service event; every
-    // rotation is an audited request or service event.
+    // rotation is an audited request or service event. One known gap is
+    // allowed, and counted: a gateway process SIGKILLed between a token
+    // write and its record (DESIGN 22 covers hang-ups and shutdown, not a
+    // killed process), at most one change per kill; and a key whose
+    // CreateKey answered 5xx (its record could be neither confirmed nor
+    // removed, so the key stands) has a record without its key id.
+    let mut unaudited: Vec<String> = Vec::new();
     let mut on_token: BTreeSet<&String> = BTreeSet::new();
     for s in snaps {
         if let Read::Ok(listed) = &s.listed {
@@ -209,7 +222,7 @@ pub fn check_audit(
     }
     for key in &on_token {
         if !trail.created.contains_key(*key) {
-            report.violation(format!(
+            unaudited.push(format!(
                 "key {key} is on the token but no audited CreateKey made it"
             ));
         }
@@ -219,7 +232,7 @@ pub fn check_audit(
     for key in model.keys.keys().filter(|k| snap.gone(k)) {
         destroyed += 1;
         if trail.service_events("DeleteKey", key) == 0 {
-            report.violation(format!(
+            unaudited.push(format!(
                 "key {key} was destroyed but the audit trail has no DeleteKey service event for it"
             ));
         }
@@ -230,10 +243,10 @@ pub fn check_audit(
             rotations += n;
             let explained = trail.rotated_on_demand.get(key).copied().unwrap_or(0)
                 + trail.service_events("RotateKey", key);
-            if n > explained {
-                report.violation(format!(
+            for _ in explained..n {
+                unaudited.push(format!(
                     "key {key} has {n} rotations but the audit trail explains {explained} \
-                     (RotateKeyOnDemand answered 200, RotateKey service events)"
+                     (RotateKeyOnDemand answered 200 or 5xx, RotateKey service events)"
                 ));
             }
         }
@@ -248,12 +261,34 @@ pub fn check_audit(
                 .as_ref()
                 .is_some_and(|t| audited.is_some_and(|a| a.contains(t)))
             {
-                report.violation(format!(
+                unaudited.push(format!(
                     "alias {name} names {target:?} but no audited CreateAlias or UpdateAlias set that \
                      (audited targets {audited:?})"
                 ));
             }
         }
+    }
+    let allowance = kills + trail.create_key_5xx;
+    if unaudited.len() > allowance {
+        for u in &unaudited {
+            report.violation(format!(
+                "{u} ({} such token changes, more than the {allowance} that {kills} SIGKILLs of \
+                 gateway processes and {} CreateKeys answered 5xx explain)",
+                unaudited.len(),
+                trail.create_key_5xx
+            ));
+        }
+    } else {
+        report.check(format!(
+            "{} token changes without an audit record of their own, within the {allowance} that \
+             {kills} SIGKILLs of gateway processes and {} CreateKeys answered 5xx explain{}",
+            unaudited.len(),
+            trail.create_key_5xx,
+            unaudited
+                .first()
+                .map(|u| format!(" (the first: {u})"))
+                .unwrap_or_default()
+        ));
     }
     report.check(format!(
         "{acked} acknowledged requests looked up in {} audit records ({} files, {} chains); {} keys \
