@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::error::{StoreError, lock_poisoned, token, unreadable};
 use super::record::{alias_label, key_label, version_label};
 use super::{
-    AliasEntry, AliasRecord, Key, KeyRecord, KeyStore, Latest, build_key, contested, latest,
+    AliasEntry, AliasRecord, Key, KeyRecord, KeyStore, Latest, build_key, latest_contested,
     read_records,
 };
 use crate::arn::KeyRef;
@@ -55,7 +55,7 @@ where
     Ok(found)
 }
 
-/// How often a read waits for a contested record ([`contested`]) to
+/// How often a read waits for a contested record ([`latest_contested`]) to
 /// settle before it takes the listing as it is. A commit settles in the
 /// job that wrote it, so one pause is nearly always enough; only a writer
 /// killed between writing and settling leaves the contest standing, until
@@ -147,16 +147,16 @@ impl KeyStore {
 
     /// A key's latest record and version handles, as one listing of the
     /// token has them.
-    /// `true` beside it if the listing was [`contested`].
+    /// `true` beside it if the listing was contested ([`latest_contested`]).
     async fn read_key(&self, id: &Uuid, label: &str) -> Result<(bool, Latest<Key>), StoreError> {
         let read_label = label.to_owned();
         let id = *id;
         self.hsm
             .pool()
             .run(move |s| {
-                let objs = read_records(s, &read_label)?;
-                let contested = contested::<KeyRecord>(&objs);
-                let (meta, record) = match latest::<KeyRecord>(objs) {
+                let (latest, contested) =
+                    latest_contested::<KeyRecord>(read_records(s, &read_label)?);
+                let (meta, record) = match latest {
                     Latest::Found(m, r) => (m, r),
                     Latest::Absent => return Ok((contested, Latest::Absent)),
                     Latest::Unreadable => return Ok((contested, Latest::Unreadable)),
@@ -234,8 +234,9 @@ impl KeyStore {
             self.hsm
                 .pool()
                 .run(move |s| {
-                    let objs = read_records(s, &read_label)?;
-                    Ok((contested::<AliasRecord>(&objs), latest::<AliasRecord>(objs)))
+                    let (latest, contested) =
+                        latest_contested::<AliasRecord>(read_records(s, &read_label)?);
+                    Ok((contested, latest))
                 })
                 .await
                 .map_err(token)

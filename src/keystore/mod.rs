@@ -467,30 +467,30 @@ impl<T> Latest<T> {
 /// The latest valid record among objects that share one label. Records
 /// that do not parse (a write cut short) are skipped in favour of the newest
 /// valid revision.
-/// Whether two objects of one record hold its latest revision: two
-/// commits of that revision are settling (one wins, the other is removed
-/// in a moment), so neither may be taken as the record yet.
-pub(crate) fn contested<T: Revisioned>(objs: &[objects::DataObject]) -> bool {
-    let revisions: Vec<u64> = objs
-        .iter()
-        .filter_map(|o| parse_record::<T>(o).map(|r| r.revision()))
-        .collect();
-    revisions
-        .iter()
-        .max()
-        .is_some_and(|top| revisions.iter().filter(|r| *r == top).count() > 1)
+pub(crate) fn latest<T: Revisioned>(objs: Vec<objects::DataObject>) -> Latest<T> {
+    latest_contested(objs).0
 }
 
-pub(crate) fn latest<T: Revisioned>(objs: Vec<objects::DataObject>) -> Latest<T> {
+/// [`latest`], and whether two objects of the record hold its latest
+/// revision: two commits of that revision are settling (one wins, the other
+/// is removed in a moment), so neither may be taken as the record yet.
+pub(crate) fn latest_contested<T: Revisioned>(objs: Vec<objects::DataObject>) -> (Latest<T>, bool) {
     if objs.is_empty() {
-        return Latest::Absent;
+        return (Latest::Absent, false);
     }
-    match objs
+    let parsed: Vec<(DataHandle, T)> = objs
         .iter()
         .filter_map(|o| parse_record::<T>(o).map(|r| (o.handle, r)))
-        .max_by_key(|(_, r)| r.revision())
-    {
+        .collect();
+    let top = parsed.iter().map(|(_, r)| r.revision()).max();
+    let contested = parsed
+        .iter()
+        .filter(|(_, r)| Some(r.revision()) == top)
+        .count()
+        > 1;
+    let found = match parsed.into_iter().max_by_key(|(_, r)| r.revision()) {
         Some((h, r)) => Latest::Found(h, r),
         None => Latest::Unreadable,
-    }
+    };
+    (found, contested)
 }
