@@ -294,6 +294,18 @@ pub fn data_handles(s: &TokenSession) -> Result<Vec<DataHandle>, HsmError> {
         .collect())
 }
 
+/// The answer of a read of an object listed a moment ago: `None` if the
+/// object was destroyed since (another gateway replaced or deleted it).
+fn unless_destroyed<T>(read: cryptoki::error::Result<T>) -> Result<Option<T>, HsmError> {
+    match read {
+        Ok(v) => Ok(Some(v)),
+        Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::ObjectHandleInvalid, _)) => {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Reads the label and value of data objects. One that vanished meanwhile
 /// (another gateway replaced it) is skipped.
 pub fn read_data_objects(
@@ -302,18 +314,12 @@ pub fn read_data_objects(
 ) -> Result<Vec<DataObject>, HsmError> {
     let mut out = Vec::with_capacity(handles.len());
     for &handle in handles {
-        let attrs = match s.session.get_attributes(
+        let Some(attrs) = unless_destroyed(s.session.get_attributes(
             handle.handle(s)?,
             &[AttributeType::Label, AttributeType::Value],
-        ) {
-            Ok(a) => a,
-            Err(cryptoki::error::Error::Pkcs11(
-                cryptoki::error::RvError::ObjectHandleInvalid,
-                _,
-            )) => {
-                continue;
-            }
-            Err(e) => return Err(e.into()),
+        ))?
+        else {
+            continue;
         };
         let mut label = String::new();
         let mut value = Vec::new();
@@ -343,15 +349,10 @@ pub fn list_master_keys(s: &TokenSession) -> Result<Vec<(String, MasterKeyVersio
     }
     let mut out = Vec::with_capacity(handles.len());
     for handle in handles {
-        let attrs = match s.session.get_attributes(handle, &[AttributeType::Label]) {
-            Ok(a) => a,
-            // Destroyed since the listing (another gateway's deletion or
-            // clean-up): not on the token any more.
-            Err(cryptoki::error::Error::Pkcs11(
-                cryptoki::error::RvError::ObjectHandleInvalid,
-                _,
-            )) => continue,
-            Err(e) => return Err(e.into()),
+        let Some(attrs) =
+            unless_destroyed(s.session.get_attributes(handle, &[AttributeType::Label]))?
+        else {
+            continue;
         };
         for a in attrs {
             if let Attribute::Label(l) = a {
