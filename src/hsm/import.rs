@@ -238,6 +238,18 @@ fn wrapping_modulus_len(s: &TokenSession, wrapping_label: &str) -> Result<usize,
     }
 }
 
+/// What a probe unwrap would make: a session AES key, sensitive and not
+/// extractable (the probes of the unwrapping mechanisms below).
+fn probe_target() -> [Attribute; 5] {
+    [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(false),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+    ]
+}
+
 /// Whether the token can unwrap with `how`'s OAEP: `Some(mechanism)` when
 /// it lacks it. A probe unwrap of a block of zeros, which a token that has
 /// the mechanism refuses for the block (or, absurdly, unwraps into a
@@ -252,17 +264,12 @@ pub fn lacks_unwrapping(
         return Err(HsmError::StaleGeneration);
     };
     let modulus_len = wrapping_modulus_len(s, wrapping_label)?;
-    let template = [
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
-        Attribute::Token(false),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-    ];
-    match s
-        .session
-        .unwrap_key(&how.oaep(), unwrapper, &vec![0u8; modulus_len], &template)
-    {
+    match s.session.unwrap_key(
+        &how.oaep(),
+        unwrapper,
+        &vec![0u8; modulus_len],
+        &probe_target(),
+    ) {
         Ok(h) => s.session.destroy_session_object(h)?,
         Err(e) if unsupported(&e) => return Ok(Some(how.oaep_name())),
         Err(_) => {}
@@ -288,16 +295,9 @@ fn lacks_kwp(s: &TokenSession) -> Result<bool, HsmError> {
             Attribute::Unwrap(true),
         ],
     )?;
-    let template = [
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
-        Attribute::Token(false),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-    ];
     let probe = s
         .session
-        .unwrap_key(&Mechanism::AesKeyWrapPad, kek, &[0u8; 40], &template);
+        .unwrap_key(&Mechanism::AesKeyWrapPad, kek, &[0u8; 40], &probe_target());
     let _ = s.session.destroy_session_object(kek);
     match probe {
         Ok(h) => {
