@@ -105,15 +105,7 @@ const STALLS: &[&str] = &[
 ];
 
 fn pick(r: u64) -> Kind {
-    let total: u64 = TABLE.iter().map(|(_, w)| w).sum();
-    let mut x = r % total;
-    for (kind, w) in TABLE {
-        if x < *w {
-            return *kind;
-        }
-        x -= w;
-    }
-    Kind::KillWorker
+    super::weighted(TABLE, r)
 }
 
 /// Runs `f` off the async threads (signals, process starts, file

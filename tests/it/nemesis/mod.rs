@@ -38,6 +38,20 @@ use rand::{RngExt, SeedableRng};
 use cluster::Cluster;
 use history::{Fault, Op, RunInfo};
 
+/// The entry of a weighted table (`(choice, weight)`, weights not all 0)
+/// that the random number `r` falls on.
+fn weighted<K: Copy>(table: &[(K, u64)], r: u64) -> K {
+    let total: u64 = table.iter().map(|(_, w)| w).sum();
+    let mut x = r % total;
+    for (kind, w) in table {
+        if x < *w {
+            return *kind;
+        }
+        x -= w;
+    }
+    table[0].0
+}
+
 /// Clients, each a tokio task owning its keys and aliases.
 const CLIENTS: u32 = 5;
 const GCM_USAGE_BOUND: u64 = 10;

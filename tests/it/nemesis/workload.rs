@@ -96,15 +96,7 @@ const TABLE: &[(Kind, u64)] = &[
 ];
 
 fn pick(r: u64) -> Kind {
-    let total: u64 = TABLE.iter().map(|(_, w)| w).sum();
-    let mut x = r % total;
-    for (kind, w) in TABLE {
-        if x < *w {
-            return *kind;
-        }
-        x -= w;
-    }
-    Kind::Describe
+    super::weighted(TABLE, r)
 }
 
 struct Key {
