@@ -311,3 +311,122 @@ async fn two_gateways_racing_writes_to_one_record_make_one_winner_per_revision()
         }
     }
 }
+
+/// `check-keys` on a token behind faulty-pkcs11 (with no rules left):
+/// whether it found every key version it names, and what it printed.
+fn check_keys_behind_faulty(token: &Token) -> (bool, String) {
+    let out = std::process::Command::new(kmsgate_bin())
+        .env("SOFTHSM2_CONF", token.softhsm_conf())
+        .envs(token.faulty_env())
+        .args(["check-keys", "--config"])
+        .arg(token.config())
+        .output()
+        .expect("kmsgate runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// CreateKey's record is made, then its confirmation fails with a device
+/// error and so does its removal: the record may stand, so the key's first
+/// version, which it names, must stay. The client is told CreateKey failed;
+/// the key it may find later must work, and the token must never hold a
+/// record that names a missing version (a nemesis finding: before the fix
+/// the version was destroyed, and a restarted gateway served a key whose
+/// every Encrypt failed).
+///
+/// Confirmation is through the writing session (`read_back = "session"`),
+/// so every call below is the gateway's own. In order: the record's
+/// C_CreateObject (held), the confirmation's C_FindObjectsInit (failed),
+/// the removal's C_DestroyObject (failed). Background listings are made
+/// rare so that they do not take the `once` rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_key_whose_record_can_be_neither_confirmed_nor_removed_keeps_its_version() {
+    let token = Token::with_faulty_hsm(
+        "read_back = \"session\"",
+        "[keys]\nsync_interval_ms = 600000\nscheduler_interval_ms = 600000\n",
+    );
+    let gw = Gateway::start_faulty_on(token);
+    let faults = gw.faults();
+    let kms = gw.client();
+    let before = create_key(&kms).await;
+
+    faults.set("C_CreateObject stall once");
+    let create = tokio::spawn({
+        let kms = kms.clone();
+        async move { kms.create_key().description("kept").send().await }
+    });
+    let f = faults.clone();
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(f.wait_for_count("stall C_CreateObject", 1, WAIT), 1);
+        // The gateway's retry, which would write the key again, fails.
+        f.set(
+            "C_FindObjectsInit fail 0x30 once\nC_DestroyObject fail 0x30 once\n\
+             C_GenerateKey fail 0x30 forever",
+        );
+        assert_eq!(f.wait_for_count("fail C_DestroyObject", 1, WAIT), 1);
+    })
+    .await
+    .unwrap();
+    let answer = create.await.unwrap();
+    faults.clear();
+    assert_failed(&faults, "fail C_FindObjectsInit 0x30");
+    assert_failed(&faults, "fail C_DestroyObject 0x30");
+    // The gateway may try again with a new key, and answer that one; the
+    // first key's record may stand all the same.
+    let answered = match answer {
+        Ok(out) => Some(out.key_metadata.unwrap().key_id),
+        Err(err) => {
+            let status = err.raw_response().map(|r| r.status().as_u16());
+            assert!(
+                status.is_some_and(|s| s >= 500),
+                "a retryable 5xx, not {status:?}: {err:?}"
+            );
+            None
+        }
+    };
+
+    // A ciphertext made now must decrypt whatever a later gateway picks.
+    let early = match &answered {
+        Some(id) => Some(encrypt(&kms, id, b"made before the restart").await),
+        None => None,
+    };
+
+    // Whatever the token holds now is what every gateway will serve.
+    let token = gw.stop();
+    let gw = Gateway::start_faulty_on(token);
+    let kms = gw.client();
+    let keys: Vec<String> = kms
+        .list_keys()
+        .send()
+        .await
+        .unwrap()
+        .keys
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|k| k.key_id)
+        .filter(|id| *id != before)
+        .collect();
+    // The record that could not be removed may stand: the retry wrote the
+    // same key again, so one key is listed, the one answered if any.
+    assert_eq!(keys.len(), 1, "answered {answered:?}, listed {keys:?}");
+    if let Some(id) = &answered {
+        assert_eq!(&keys[0], id);
+    }
+    if let Some(blob) = early {
+        assert_eq!(decrypt(&kms, blob).await, b"made before the restart");
+    }
+    for id in &keys {
+        let blob = encrypt(&kms, id, b"the kept key works").await;
+        assert_eq!(decrypt(&kms, blob).await, b"the kept key works");
+        assert_one_object_per_version(&gw.token, id, 1);
+    }
+    let blob = encrypt(&kms, &before, b"the other key too").await;
+    assert_eq!(decrypt(&kms, blob).await, b"the other key too");
+    let token = gw.stop();
+    let (clean, out) = check_keys_behind_faulty(&token);
+    assert!(clean, "check-keys: {out}");
+}

@@ -515,3 +515,97 @@ async fn a_change_through_one_worker_holds_on_the_next_request_whichever_worker_
         events(&w2, "DescribeKey")
     );
 }
+
+/// A supervisor is killed while its workers have requests in flight: the
+/// orphaned workers finish them and write their audit records, and the
+/// workers of a new supervisor, which audit to the same files, must not
+/// append to them until the old ones are gone. Each file stays one chain
+/// that `audit verify` accepts, and every Encrypt that was answered is in
+/// it. (A nemesis finding: both wrote the same files at once, and every
+/// chain of a 30-minute run broke as "reordered".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_of_a_new_supervisor_wait_for_orphaned_workers_before_continuing_their_audit_chains()
+ {
+    // Held calls must not meet the token deadline (5 s by default).
+    let token = Token::with_faulty_hsm("call_timeout_ms = 30000", "");
+    let audit = token.path().join("audit.jsonl");
+    let mut config = std::fs::read_to_string(token.config()).unwrap();
+    config.push_str(&format!("\n[audit]\npath = \"{}\"\n", audit.display()));
+    std::fs::write(token.config(), config).unwrap();
+    let env = token.faulty_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let faults = token.faults();
+
+    let mut old = Supervised::start_with_env(token.clone(), "2", &env);
+    let key = create_key(&old.client()).await;
+    let old_workers = old.workers();
+    // Encrypts held by the token for 4 s each, on connections of their
+    // own, so that both workers hold some.
+    faults.set("C_Encrypt stall 4s forever");
+    let mut in_flight = Vec::new();
+    for i in 0..6u8 {
+        let (kms, key) = (old.client(), key.clone());
+        in_flight.push(tokio::spawn(async move {
+            kms.encrypt()
+                .key_id(key)
+                .plaintext(aws_sdk_kms::primitives::Blob::new(vec![i; 8]))
+                .send()
+                .await
+        }));
+    }
+    let f = faults.clone();
+    tokio::task::spawn_blocking(move || {
+        assert!(f.wait_for_count("stall C_Encrypt", 2, Duration::from_secs(20)) >= 2);
+    })
+    .await
+    .unwrap();
+    assert!(
+        old.signal_and_wait("KILL", Duration::from_secs(5))
+            .is_some()
+    );
+    assert!(
+        old_workers.iter().all(|p| alive(*p)),
+        "the orphans still serve"
+    );
+
+    // The new supervisor's workers audit to the same two files.
+    let new = Supervised::start_with_env(token.clone(), "2", &env);
+    for _ in 0..20 {
+        new.client()
+            .describe_key()
+            .key_id(&key)
+            .send()
+            .await
+            .expect("DescribeKey through the new workers");
+    }
+    let mut answered = 0;
+    for request in in_flight {
+        if request.await.unwrap().is_ok() {
+            answered += 1;
+        }
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || old_workers
+            .iter()
+            .all(|p| !alive(*p))),
+        "the orphans stop"
+    );
+    drop(new);
+
+    let w1 = token.path().join("audit.jsonl.w1");
+    let w2 = token.path().join("audit.jsonl.w2");
+    assert_eq!(
+        events(&w1, "Encrypt") + events(&w2, "Encrypt"),
+        6,
+        "every Encrypt held in the orphans is audited ({answered} were answered)"
+    );
+    assert!(events(&w1, "DescribeKey") + events(&w2, "DescribeKey") >= 20);
+    for file in [&w1, &w2] {
+        let (ok, out, err) = token.run_cli(&["audit", "verify", file.to_str().unwrap()]);
+        assert!(
+            ok && out.starts_with("OK"),
+            "{}: {out}{err}",
+            file.display()
+        );
+    }
+}
