@@ -123,7 +123,45 @@ pub async fn check(
     ciphertexts::check_ciphertexts(&model, &snaps[0], info, clients, &mut report).await;
     audit::verify_audit_chains(info, token, &mut report);
     check_keys(info, token, &mut report);
+    key_objects_once_per_label(token, &mut report);
     report
+}
+
+/// Every key object on the token carries a label of its own: two with one
+/// label are a write made twice (a retry after a fault), and a restart may
+/// pick either, so that what one made no longer decrypts under the other.
+/// Read with pkcs11-tool, so that it does not depend on the build checked.
+fn key_objects_once_per_label(token: &Token, report: &mut Report) {
+    let listing = crate::common::list_objects(token);
+    // A key pair's halves share a label: count per kind of object.
+    let mut labels: BTreeMap<String, usize> = BTreeMap::new();
+    let mut kind = None;
+    for line in listing.lines() {
+        if !line.starts_with(' ') && !line.is_empty() {
+            kind = line
+                .contains("Key Object")
+                .then(|| line.split(';').next().unwrap_or(line).trim().to_owned());
+        } else if let Some(kind) = &kind
+            && let Some(label) = line.trim().strip_prefix("label:")
+        {
+            *labels
+                .entry(format!("{kind} {}", label.trim()))
+                .or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = labels.iter().filter(|(_, n)| **n > 1).collect();
+    if twice.is_empty() {
+        report.check(format!(
+            "{} key objects on the token, each with a label of its own",
+            labels.len()
+        ));
+    } else {
+        for (label, n) in twice {
+            report.violation(format!(
+                "{n} key objects labelled {label} (a write made twice: a restart may pick either)"
+            ));
+        }
+    }
 }
 
 /// One JSON value per line; a missing file is empty, a bad line a

@@ -77,13 +77,17 @@ const TABLE: &[(Kind, u64)] = &[
 /// Device errors (CKR_DEVICE_ERROR, 0x30), in every step of a write: a
 /// key made and its record not written, a record revision not made, a
 /// marker not moved, an old revision not destroyed, a listing or a read
-/// failing, encryption and random numbers failing.
+/// failing, encryption and random numbers failing. An entry may hold
+/// several rules, one per line.
 const DEVICE_ERRORS: &[&str] = &[
     "C_GenerateKey fail 0x30 once",
     "C_CreateObject fail 0x30 once",
     "C_CreateObject fail 0x30 for 1s",
     "C_SetAttributeValue fail 0x30 once",
     "C_DestroyObject fail 0x30 once",
+    // A write that fails after its key object was made, and the clean-up
+    // that would remove that object: the retry must not make it twice.
+    "C_CreateObject fail 0x30 once\nC_DestroyObject fail 0x30 once",
     "C_FindObjectsInit fail 0x30 once",
     "C_FindObjects fail 0x30 once",
     "C_GetAttributeValue fail 0x30 once",
@@ -227,7 +231,7 @@ pub async fn nemesis(seed: u64, run: Arc<Run>, end_ms: u64) {
                 Some((
                     kind,
                     "the token".to_owned(),
-                    format!("{rule}, held {hold} ms"),
+                    format!("{}, held {hold} ms", rule.replace('\n', "; ")),
                 ))
             }
             Kind::ClockJump => {

@@ -51,10 +51,15 @@ pub fn check_states(model: &Model, snap: &Snapshot, clock: Clock, report: &mut R
             report.violation(match seen {
                 None => format!(
                     "key {id} destroyed (DescribeKey NotFoundException{}) but its state should be {} \
-                     (test clock +{} days)",
+                     (test clock +{} days){}",
                     if in_list == Some(false) { ", gone from ListKeys" } else { "" },
                     key.state.expected(),
-                    clock.days
+                    clock.days,
+                    if key.state.last_ack.as_ref().is_some_and(|c| c.op == "CancelKeyDeletion") {
+                        ": destroyed after its deletion was cancelled (the cancel-versus-destroy race)"
+                    } else {
+                        ""
+                    }
                 ),
                 Some((state, date)) => format!(
                     "key {id}: KeyState {state} (DeletionDate {date:?}) where {} was expected",
