@@ -269,8 +269,8 @@ impl KeyStore {
         policy: Option<String>,
     ) -> Result<Arc<Key>, StoreError> {
         let _guard = self.writes.lock().await;
-        let id = Uuid::new_v4();
-        let mut record = KeyRecord::new(id, self.now(), description, tags, String::new());
+        let mut record =
+            KeyRecord::new(Uuid::new_v4(), self.now(), description, tags, String::new());
         record.policy = policy;
         record.key_spec = spec;
         record.key_usage = usage;
@@ -285,6 +285,10 @@ impl KeyStore {
             Duration::ZERO
         };
         let template = record;
+        // An attempt whose record could be neither confirmed nor removed
+        // may have made its key: the attempts after it make another key, so
+        // that no two records of one revision name different versions.
+        let stranded = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (meta, handle, record) = self
             .write_job_patient(patience, move |s| {
                 // Every attempt names its version afresh: a retry after a
@@ -292,6 +296,10 @@ impl KeyStore {
                 // the first attempt's label, and the read-back confirms
                 // this attempt's object.
                 let mut record = template.clone();
+                if stranded.load(std::sync::atomic::Ordering::SeqCst) {
+                    record.key_id = Uuid::new_v4();
+                }
+                let id = record.key_id;
                 let nonce = new_nonce();
                 let label = version_label(&id, 1, &nonce);
                 if let Some(v) = record.versions.first_mut() {
@@ -314,12 +322,14 @@ impl KeyStore {
                         // later, but never a record naming a missing
                         // version (a nemesis finding).
                         tracing::warn!(key_id = %id, error = %e, "a new key's record could be neither confirmed nor removed; its version is kept");
+                        stranded.store(true, std::sync::atomic::Ordering::SeqCst);
                         Err(e)
                     }
                 }
             })
             .await
             .map_err(token)?;
+        let id = record.key_id;
         let key = Arc::new(Key {
             policy: std::sync::OnceLock::new(),
             record,

@@ -332,19 +332,49 @@ fn check_keys_behind_faulty(token: &Token) -> (bool, String) {
 
 /// CreateKey's record is made, then its confirmation fails with a device
 /// error and so does its removal: the record may stand, so the key's first
-/// version, which it names, must stay. The client is told CreateKey failed;
-/// the key it may find later must work, and the token must never hold a
-/// record that names a missing version (a nemesis finding: before the fix
-/// the version was destroyed, and a restarted gateway served a key whose
-/// every Encrypt failed).
-///
-/// Confirmation is through the writing session (`read_back = "session"`),
-/// so every call below is the gateway's own. In order: the record's
-/// C_CreateObject (held), the confirmation's C_FindObjectsInit (failed),
-/// the removal's C_DestroyObject (failed). Background listings are made
-/// rare so that they do not take the `once` rules.
+/// version, which it names, must stay, and the key the token holds must
+/// work after a restart (a nemesis finding: before the fix the version was
+/// destroyed, and a restarted gateway answered KeyUnavailableException for
+/// that key). Here the gateway's retry fails too, so the client is told
+/// CreateKey failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_key_whose_record_can_be_neither_confirmed_nor_removed_keeps_its_version() {
+    let (answered, keys) = create_key_unconfirmed(true).await;
+    assert_eq!(answered, None);
+    assert_eq!(keys.len(), 1, "the record stands: {keys:?}");
+}
+
+/// As above, and the gateway's retry succeeds: it must make another key,
+/// not a second record of the first one's revision naming another version
+/// (readers would then pick either, and a ciphertext made under one would
+/// not decrypt under the other). Both keys work after a restart, each with
+/// one record, and the one answered is the one its ciphertexts need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_key_retried_after_an_unconfirmed_record_makes_a_key_of_its_own() {
+    let (answered, keys) = create_key_unconfirmed(false).await;
+    let answered = answered.expect("the retry succeeded");
+    assert_eq!(
+        keys.len(),
+        2,
+        "the stranded key and the answered one: {keys:?}"
+    );
+    assert!(
+        keys.contains(&answered),
+        "answered {answered}, listed {keys:?}"
+    );
+}
+
+/// The scenario of the two tests above. Confirmation is through the writing
+/// session (`read_back = "session"`), so every call below is the gateway's
+/// own. In order: the record's C_CreateObject (held), the confirmation's
+/// C_FindObjectsInit (failed), the removal's C_DestroyObject (failed); then,
+/// if `retry_fails`, every C_GenerateKey of the retries. Background
+/// listings are made rare so that they do not take the `once` rules.
+/// Returns the key id answered, if any, and the keys a restarted gateway
+/// lists besides an earlier one, after checking that each works, that the
+/// answered key decrypts what it encrypted before the restart, that each key
+/// has one record object, and that `check-keys` is clean.
+async fn create_key_unconfirmed(retry_fails: bool) -> (Option<String>, Vec<String>) {
     let token = Token::with_faulty_hsm(
         "read_back = \"session\"",
         "[keys]\nsync_interval_ms = 600000\nscheduler_interval_ms = 600000\n",
@@ -362,11 +392,12 @@ async fn a_new_key_whose_record_can_be_neither_confirmed_nor_removed_keeps_its_v
     let f = faults.clone();
     tokio::task::spawn_blocking(move || {
         assert_eq!(f.wait_for_count("stall C_CreateObject", 1, WAIT), 1);
-        // The gateway's retry, which would write the key again, fails.
-        f.set(
-            "C_FindObjectsInit fail 0x30 once\nC_DestroyObject fail 0x30 once\n\
-             C_GenerateKey fail 0x30 forever",
-        );
+        let mut rules =
+            "C_FindObjectsInit fail 0x30 once\nC_DestroyObject fail 0x30 once".to_owned();
+        if retry_fails {
+            rules.push_str("\nC_GenerateKey fail 0x30 forever");
+        }
+        f.set(&rules);
         assert_eq!(f.wait_for_count("fail C_DestroyObject", 1, WAIT), 1);
     })
     .await
@@ -375,8 +406,6 @@ async fn a_new_key_whose_record_can_be_neither_confirmed_nor_removed_keeps_its_v
     faults.clear();
     assert_failed(&faults, "fail C_FindObjectsInit 0x30");
     assert_failed(&faults, "fail C_DestroyObject 0x30");
-    // The gateway may try again with a new key, and answer that one; the
-    // first key's record may stand all the same.
     let answered = match answer {
         Ok(out) => Some(out.key_metadata.unwrap().key_id),
         Err(err) => {
@@ -388,7 +417,6 @@ async fn a_new_key_whose_record_can_be_neither_confirmed_nor_removed_keeps_its_v
             None
         }
     };
-
     // A ciphertext made now must decrypt whatever a later gateway picks.
     let early = match &answered {
         Some(id) => Some(encrypt(&kms, id, b"made before the restart").await),
@@ -410,23 +438,23 @@ async fn a_new_key_whose_record_can_be_neither_confirmed_nor_removed_keeps_its_v
         .filter_map(|k| k.key_id)
         .filter(|id| *id != before)
         .collect();
-    // The record that could not be removed may stand: the retry wrote the
-    // same key again, so one key is listed, the one answered if any.
-    assert_eq!(keys.len(), 1, "answered {answered:?}, listed {keys:?}");
-    if let Some(id) = &answered {
-        assert_eq!(&keys[0], id);
-    }
     if let Some(blob) = early {
         assert_eq!(decrypt(&kms, blob).await, b"made before the restart");
     }
     for id in &keys {
-        let blob = encrypt(&kms, id, b"the kept key works").await;
-        assert_eq!(decrypt(&kms, blob).await, b"the kept key works");
+        let blob = encrypt(&kms, id, b"the key works").await;
+        assert_eq!(decrypt(&kms, blob).await, b"the key works");
         assert_one_object_per_version(&gw.token, id, 1);
+        assert_eq!(
+            data_objects(&gw.token, &format!("kmsgate/key/{id}")),
+            1,
+            "one record object for key {id}"
+        );
     }
     let blob = encrypt(&kms, &before, b"the other key too").await;
     assert_eq!(decrypt(&kms, blob).await, b"the other key too");
     let token = gw.stop();
     let (clean, out) = check_keys_behind_faulty(&token);
     assert!(clean, "check-keys: {out}");
+    (answered, keys)
 }
