@@ -145,10 +145,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain of audit files, oldest first (`PATH.000001
-    /// PATH.000002 ... PATH`). Names the first line that was changed,
-    /// removed or reordered and exits non-zero; or prints one `OK` line
-    /// with the last line's hash, to keep for a later `--anchor`.
+    /// Check the hash chain of audit files, oldest first (the rotated
+    /// `PATH.<time>-<n>` files in name order, then `PATH`). Names the
+    /// first line that was changed, removed or reordered and exits
+    /// non-zero; or prints one `OK` line with the last line's hash, to
+    /// keep for a later `--anchor`.
     Verify {
         /// The audit files, oldest first.
         #[arg(required = true)]
