@@ -1,19 +1,28 @@
-//! `kmsgate doctor --config FILE`: checks a set-up before traffic arrives,
-//! one verdict per check, with what to do when it fails. Exit status 0
-//! only when no check fails (warnings do not fail). It reads the config,
-//! the PIN and the credentials' secrets as `serve` does, logs in to the
-//! token and writes nothing; no secret is ever printed.
+//! `kmsgate doctor --config FILE [--listen ADDR]`: checks a set-up before
+//! traffic arrives, one verdict per check, with what to do when it fails.
+//! Exit status 0 only when no check fails (warnings do not fail).
+//!
+//! It runs `serve`'s own start-up checks, the same functions
+//! ([`crate::preflight`], [`crate::server`]): the config, the transport for
+//! the address serve would listen on (`--listen` as serve takes it), the
+//! permissions serve refuses, the PIN, the credentials and their policy
+//! files, TLS. It is stricter than serve where a set-up works but exposes
+//! something (a secret others can read). Then it logs in to the token and
+//! probes it step by step, ending with a write that it removes
+//! ([`crate::hsm::probe`]). No secret is ever printed.
 
-use std::os::unix::fs::MetadataExt;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
 use crate::hsm::probe::{self, Finding, Verdict};
+use crate::preflight::{self, Exposure, FileMode, Role};
 use crate::server;
 
-/// Runs every check; returns the findings in order.
-pub fn run(config_path: &Path) -> Vec<Finding> {
+/// Runs every check, for serve listening on `listen` (None: the config's
+/// `listen`); returns the findings in order.
+pub fn run(config_path: &Path, listen: Option<SocketAddr>) -> Vec<Finding> {
     let mut out = Vec::new();
     let config = match Config::load(config_path) {
         Ok(c) => {
@@ -32,12 +41,8 @@ pub fn run(config_path: &Path) -> Vec<Finding> {
             return out;
         }
     };
-    out.push(file_mode(
-        "config permissions",
-        config_path,
-        0o022,
-        "chmod go-w",
-    ));
+    out.push(transport(&config, listen));
+    out.extend(preflight::file_modes(&config).iter().map(permissions));
     let pin = match server::user_pin(&config) {
         Ok(pin) => {
             let from = match (&config.hsm.pin_file, &config.hsm.pin_env) {
@@ -57,19 +62,6 @@ pub fn run(config_path: &Path) -> Vec<Finding> {
             None
         }
     };
-    if let Some(file) = &config.hsm.pin_file {
-        out.push(file_mode("PIN file permissions", file, 0o077, "chmod 600"));
-    }
-    for c in &config.auth.credentials {
-        if let Some(file) = &c.secret_file {
-            out.push(file_mode(
-                "secret file permissions",
-                file,
-                0o077,
-                "chmod 600",
-            ));
-        }
-    }
     out.push(match server::authorizer(&config).and_then(|_| server::verifier(&config)) {
         Ok(_) => Finding::pass(
             "credentials",
@@ -84,55 +76,82 @@ pub fn run(config_path: &Path) -> Vec<Finding> {
             "fix [[auth.credentials]] / [[auth.principals]] (secrets readable, policies valid JSON)",
         ),
     });
-    if config.tls.is_some() {
-        out.push(match server::tls(&config) {
-            Ok(_) => Finding::pass("TLS", "certificate chain and private key load"),
-            Err(e) => Finding::fail(
-                "TLS",
-                e.to_string(),
-                "point [tls] at readable PEM files: the chain (server certificate first) and its key",
-            ),
-        });
-    }
     out.push(clock());
     if let Some(pin) = pin {
-        out.extend(probe::probe(
-            &config.hsm.module,
-            &config.hsm.token(),
-            &pin,
-            config.hsm.iv_source,
-            config.hsm.use_wrap_when_available,
-        ));
+        out.extend(probe::probe(&server::hsm_settings_with_pin(&config, pin)));
     }
     out
 }
 
-/// Fails when `path` has any of the `forbidden` mode bits.
-fn file_mode(check: &'static str, path: &Path, forbidden: u32, fix: &str) -> Finding {
-    match std::fs::metadata(path) {
-        Ok(m) if m.mode() & forbidden != 0 => Finding::fail(
-            check,
+/// serve's transport check ([`preflight::transport`]) for `listen`: TLS
+/// with its files loaded, or plain HTTP where serve allows it (a warning
+/// off loopback, where the config opts in).
+fn transport(config: &Config, listen: Option<SocketAddr>) -> Finding {
+    const CHECK: &str = "transport";
+    match preflight::transport(config, listen) {
+        Ok(t) if t.tls.is_some() => Finding::pass(
+            CHECK,
             format!(
-                "{} is mode {:04o}: {}",
-                path.display(),
-                m.mode() & 0o7777,
-                if forbidden == 0o077 {
-                    "other users can read it"
-                } else {
-                    "other users can change it"
-                }
+                "TLS on {}: the certificate chain and private key load",
+                t.addr
             ),
-            format!("{fix} {}", path.display()),
         ),
-        Ok(m) => Finding::pass(
-            check,
-            format!("{} is mode {:04o}", path.display(), m.mode() & 0o7777),
+        Ok(t) if t.addr.ip().is_loopback() => {
+            Finding::pass(CHECK, format!("plain HTTP on {} (loopback)", t.addr))
+        }
+        Ok(t) => Finding::warn(
+            CHECK,
+            format!(
+                "plain HTTP on {}, which is not a loopback address (insecure_plain_http = true)",
+                t.addr
+            ),
+            "configure [tls]: requests, plaintexts and data keys cross the network unencrypted",
+        ),
+        Err(e) if config.tls.is_some() => Finding::fail(
+            CHECK,
+            e.to_string(),
+            "point [tls] at readable PEM files: the chain (server certificate first) and its key",
         ),
         Err(e) => Finding::fail(
-            check,
-            format!("{}: {e}", path.display()),
-            "create the file, or fix the path",
+            CHECK,
+            e.to_string(),
+            "configure [tls], or listen on a loopback address (listen, or serve --listen), or set insecure_plain_http = true",
         ),
+    }
+}
+
+/// A file's permissions: others must not change it (serve refuses that,
+/// except for the audit directory) and, for a secret, not read it.
+fn permissions(f: &FileMode) -> Finding {
+    let check = f.role.check();
+    let mode = match &f.mode {
+        Ok(m) => *m,
+        Err(e) => {
+            return Finding::fail(
+                check,
+                format!("{}: {e}", f.path.display()),
+                "create the file, or fix the path",
+            );
+        }
+    };
+    let shown = format!("{} is mode {mode:04o}", f.path.display());
+    match f.exposure() {
+        None => Finding::pass(check, shown),
+        Some(Exposure::Writable) => Finding::fail(
+            check,
+            format!(
+                "{shown}: other users can change it{}",
+                if f.role == Role::AuditDir {
+                    " (and remove or replace audit files)"
+                } else {
+                    " (serve refuses to start)"
+                }
+            ),
+            f.fix(),
+        ),
+        Some(Exposure::Readable) => {
+            Finding::fail(check, format!("{shown}: other users can read it"), f.fix())
+        }
     }
 }
 

@@ -47,6 +47,7 @@ pub mod keystore;
 pub mod logging;
 pub mod ops;
 pub mod policy;
+pub mod preflight;
 pub mod server;
 pub mod telemetry;
 pub mod workers;

@@ -80,14 +80,20 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Check a set-up before traffic arrives: the config, the PIN and
-    /// secret files' permissions, the credentials, TLS files, the clock,
+    /// Check a set-up before traffic arrives: serve's own start-up checks
+    /// (config, transport for the address serve would listen on, file
+    /// permissions, PIN, credentials and policies, TLS files), the clock,
     /// and the token (module, token, login, mechanisms, data key path, IV
-    /// source). One verdict per check; exits non-zero if one fails.
+    /// source, and a write it removes). One verdict per check; exits
+    /// non-zero if one fails.
     Doctor {
         /// The configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// The address serve will listen on, if `serve --listen` overrides
+        /// the config's `listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
     },
     /// Measure the token's raw ceiling for GenerateDataKey: the same
     /// PKCS#11 work (random bytes, AES-GCM under a master key version), on
@@ -139,10 +145,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain of audit files, oldest first (`PATH.000001
-    /// PATH.000002 ... PATH`). Names the first line that was changed,
-    /// removed or reordered and exits non-zero; or prints one `OK` line
-    /// with the last line's hash, to keep for a later `--anchor`.
+    /// Check the hash chain of audit files, oldest first (the rotated
+    /// `PATH.<time>-<n>` files in name order, then `PATH`). Names the
+    /// first line that was changed, removed or reordered and exits
+    /// non-zero; or prints one `OK` line with the last line's hash, to
+    /// keep for a later `--anchor`.
     Verify {
         /// The audit files, oldest first.
         #[arg(required = true)]
@@ -232,8 +239,8 @@ fn main() -> ExitCode {
             &config, index, &changes, workers,
         )),
         Command::CheckKeys { config } => runtime.block_on(check_keys(config)),
-        Command::Doctor { config } => {
-            let findings = kmsgate::doctor::run(&config);
+        Command::Doctor { config, listen } => {
+            let findings = kmsgate::doctor::run(&config, listen);
             match kmsgate::doctor::report(&findings, &mut std::io::stdout()) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::FAILURE,
@@ -293,9 +300,9 @@ async fn run(
 ) -> Result<(), server::StartError> {
     let config = Config::load(&config_path)?;
     kmsgate::logging::apply(config.log_level.as_deref(), "start-up");
-    let addr = listen.unwrap_or(config.listen);
-    config.check_transport(addr)?;
-    let tls = server::tls(&config)?;
+    kmsgate::preflight::refuse_exposed(&config)?;
+    let kmsgate::preflight::Transport { addr, tls } =
+        kmsgate::preflight::transport(&config, listen)?;
     let workers = workers.unwrap_or(config.workers).resolve();
     if workers > 1 {
         return supervise(

@@ -47,7 +47,7 @@ else
     config="$dev/kmsgate.toml"
 fi
 
-if ! "$bin" doctor --config "$config" >&2; then
+if ! "$bin" doctor --config "$config" --listen "$listen" >&2; then
     say "kmsgate doctor failed (above); not starting"
     exit 1
 fi

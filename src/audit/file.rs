@@ -2,11 +2,24 @@
 //! across restarts and rotations.
 //!
 //! The active file is `PATH`; when the next lines would take it past
-//! `max_file_bytes` it is synced and renamed `PATH.000001` (then
-//! `.000002`, ...), and a new `PATH` begins where the chain left off. At
-//! start-up the chain continues from the last line of `PATH` (or, if that
-//! is empty, of the newest rotated file). A last line without its newline
-//! is a write a crash cut short; it was never acknowledged and is removed.
+//! `max_file_bytes` it is synced and renamed `PATH.<UTC time>-<n>` (say
+//! `PATH.20261207T181500Z-000001`), and a new `PATH` begins where the chain
+//! left off. At start-up the chain continues from the last line of `PATH`
+//! (or, if that is empty, of the newest rotated file). A last line without
+//! its newline is a write a crash cut short; it was never acknowledged and
+//! is removed.
+//!
+//! Rotated names never repeat, even after an operator prunes every rotated
+//! file (an archive or a log shipper has seen the old names): each name
+//! sorts after every name used before it. It carries the time of the
+//! rotation to the second, and `n` orders rotations within one second; a
+//! name that would not sort after the last one (a clock set back) takes
+//! the last one's time with the next `n`. The last name is remembered in
+//! the existing rotated files and in `DIR/.NAME.rotated`, so neither a
+//! prune of the rotated files nor a clock set back brings an old name
+//! back. Names sort in chain order, so `ls` order is the order `kmsgate
+//! audit verify` wants. Files named `PATH.000001`, `PATH.000002`, ... by
+//! earlier versions sort before them.
 //!
 //! A failed write or sync leaves the chain where it was: the bytes of the
 //! failed batch are cut off again before the next write, so the file only
@@ -46,7 +59,8 @@ pub struct ChainFile {
     torn: bool,
     /// Rotation renamed the active file but opening a new one failed.
     reopen: bool,
-    next_index: u64,
+    /// The newest rotated name used so far (found or made).
+    last_rotated: Option<Rotated>,
 }
 
 impl ChainFile {
@@ -65,7 +79,7 @@ impl ChainFile {
         let dir = parent(path);
         std::fs::create_dir_all(&dir)?;
         let owner = claim(path, wait)?;
-        let next_index = rotated(path)?.last().map_or(1, |(n, _)| n + 1);
+        let last_rotated = rotated(path)?.pop().map(|(r, _)| r).max(remembered(path));
         let mut file = open_active(path)?;
         sync_dir(&dir)?;
         let (last, size) = last_line(&mut file)?;
@@ -113,7 +127,7 @@ impl ChainFile {
             sync,
             torn: false,
             reopen: false,
-            next_index,
+            last_rotated,
         })
     }
 
@@ -171,9 +185,13 @@ impl ChainFile {
 
     fn rotate(&mut self) -> io::Result<()> {
         self.file.sync_data()?;
-        let to = rotated_name(&self.path, self.next_index);
+        let name = Rotated::next(&now_stamp(), self.last_rotated.as_ref());
+        let to = name.path(&self.path);
+        // Remembered first: a crash after the rename must not let the
+        // name come back once the file is pruned.
+        remember(&self.path, &name)?;
         std::fs::rename(&self.path, &to)?;
-        self.next_index += 1;
+        self.last_rotated = Some(name);
         self.reopen = true;
         self.file = open_active(&self.path)?;
         sync_dir(&parent(&self.path))?;
@@ -252,15 +270,111 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// The name of the `n`th rotated file of `path`.
-pub fn rotated_name(path: &Path, n: u64) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{n:06}"));
-    PathBuf::from(name)
+/// The suffix of a rotated file's name, in the order the files were
+/// rotated: earlier versions' `NNNNNN` first, then `<UTC time>-<n>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rotated {
+    /// `PATH.000001`, ... (kmsgate before names carried the time).
+    Numbered(u64),
+    /// `PATH.20261207T181500Z-000001`: the time (`YYYYMMDDTHHMMSSZ`) and
+    /// the rotation's number within that second.
+    Stamped(String, u64),
+}
+
+impl Rotated {
+    /// The suffix of `name` after `PATH.`, if it is a rotated file's.
+    pub fn parse(suffix: &str) -> Option<Rotated> {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if suffix.len() == 6 && digits(suffix) {
+            return suffix.parse().ok().map(Rotated::Numbered);
+        }
+        let (stamp, n) = suffix.split_once('-')?;
+        let all_digits = |b: &[u8]| b.iter().all(u8::is_ascii_digit);
+        let b = stamp.as_bytes();
+        let stamp_ok = b.len() == 16
+            && b.get(8) == Some(&b'T')
+            && b.get(15) == Some(&b'Z')
+            && b.get(..8).is_some_and(all_digits)
+            && b.get(9..15).is_some_and(all_digits);
+        if !(stamp_ok && n.len() == 6 && digits(n)) {
+            return None;
+        }
+        Some(Rotated::Stamped(stamp.to_owned(), n.parse().ok()?))
+    }
+
+    /// The name for a rotation at `stamp` that sorts after `last`.
+    pub fn next(stamp: &str, last: Option<&Rotated>) -> Rotated {
+        let now = Rotated::Stamped(stamp.to_owned(), 1);
+        match last {
+            Some(Rotated::Stamped(s, n)) if last >= Some(&now) => {
+                Rotated::Stamped(s.clone(), n + 1)
+            }
+            _ => now,
+        }
+    }
+
+    fn suffix(&self) -> String {
+        match self {
+            Rotated::Numbered(n) => format!("{n:06}"),
+            Rotated::Stamped(stamp, n) => format!("{stamp}-{n:06}"),
+        }
+    }
+
+    /// The rotated file of `path` with this name.
+    pub fn path(&self, path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".{}", self.suffix()));
+        PathBuf::from(name)
+    }
+}
+
+/// The time now, as rotated names carry it.
+fn now_stamp() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Where the last rotated name of `path` is kept: `DIR/.NAME.rotated`, a
+/// hidden file, so that neither `PATH.*` (what an operator hands to
+/// `audit verify` or prunes) nor a prune of the rotated files takes it.
+fn memory(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    parent(path).join(format!(".{name}.rotated"))
+}
+
+/// The last rotated name of `path` as [`remember`] kept it (`None` if
+/// none was kept: no rotation yet, or by an earlier version).
+fn remembered(path: &Path) -> Option<Rotated> {
+    let text = std::fs::read_to_string(memory(path)).ok()?;
+    Rotated::parse(text.trim())
+}
+
+/// Keeps `name` as the last rotated name of `path`.
+fn remember(path: &Path, name: &Rotated) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(memory(path))?;
+    file.write_all(format!("{}\n", name.suffix()).as_bytes())?;
+    file.sync_data()
 }
 
 /// The rotated files of `path`, oldest first.
-pub fn rotated(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+pub fn rotated(path: &Path) -> io::Result<Vec<(Rotated, PathBuf)>> {
     let Some(base) = path.file_name().and_then(|n| n.to_str()) else {
         return Ok(Vec::new());
     };
@@ -268,15 +382,14 @@ pub fn rotated(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     for entry in std::fs::read_dir(parent(path))? {
         let entry = entry?;
         let name = entry.file_name();
-        let Some(n) = name
+        let Some(r) = name
             .to_str()
             .and_then(|n| n.strip_prefix(base)?.strip_prefix('.'))
-            .filter(|n| n.len() == 6)
-            .and_then(|n| n.parse::<u64>().ok())
+            .and_then(Rotated::parse)
         else {
             continue;
         };
-        found.push((n, entry.path()));
+        found.push((r, entry.path()));
     }
     found.sort();
     Ok(found)
@@ -345,7 +458,11 @@ mod tests {
         drop(f);
         let rotated: Vec<_> = rotated(&path).unwrap();
         assert!(rotated.len() >= 2, "{rotated:?}");
-        assert_eq!(rotated[0].1, rotated_name(&path, 1));
+        assert!(
+            matches!(&rotated[0].0, Rotated::Stamped(_, 1)),
+            "{rotated:?}"
+        );
+        assert_eq!(rotated[0].0.path(&path), rotated[0].1);
         // A crash in the middle of a write.
         std::fs::OpenOptions::new()
             .append(true)
@@ -373,6 +490,60 @@ mod tests {
                     l.previous_hash,
                     crate::audit::chain::sha256_hex(all[i - 1].as_bytes())
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn rotated_names_sort_after_every_earlier_one_and_never_repeat() {
+        let at = |s: &str, n| Rotated::Stamped(s.to_owned(), n);
+        let t1 = "20261207T181500Z";
+        let t2 = "20261207T181501Z";
+        assert_eq!(Rotated::next(t1, None), at(t1, 1));
+        assert_eq!(Rotated::next(t1, Some(&Rotated::Numbered(7))), at(t1, 1));
+        // Within one second, and with the clock set back.
+        assert_eq!(Rotated::next(t1, Some(&at(t1, 1))), at(t1, 2));
+        assert_eq!(Rotated::next(t1, Some(&at(t2, 4))), at(t2, 5));
+        assert_eq!(Rotated::next(t2, Some(&at(t1, 9))), at(t2, 1));
+        // Names parse back, and sort as they were made.
+        for r in [Rotated::Numbered(12), at(t1, 3)] {
+            let p = r.path(Path::new("/a/audit.log"));
+            let name = p.file_name().unwrap().to_str().unwrap();
+            assert_eq!(
+                Rotated::parse(name.strip_prefix("audit.log.").unwrap()),
+                Some(r)
+            );
+        }
+        assert!(Rotated::Numbered(999_999) < at(t1, 1));
+        assert!(at(t1, 2) < at(t2, 1));
+        for bad in [
+            "lock",
+            "w1",
+            "12345",
+            "20261207T181500Z",
+            "20261207X181500Z-000001",
+            // 16 bytes, not all ASCII: refused, never sliced mid-character.
+            "2026120é181500Z-000001",
+        ] {
+            assert_eq!(Rotated::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_do_not_come_back_after_every_rotated_file_is_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let record = format!("{{\"pad\":\"{}\"}}", "x".repeat(200));
+        let mut used = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            let mut f = ChainFile::open(&path, 1000, true).unwrap();
+            f.append(&vec![record.clone(); 9]).unwrap();
+            drop(f);
+            let now = rotated(&path).unwrap();
+            assert!(now.len() >= 2, "{now:?}");
+            for (_, p) in now {
+                assert!(used.insert(p.clone()), "{} used twice", p.display());
+                std::fs::remove_file(p).unwrap();
             }
         }
     }

@@ -40,8 +40,9 @@ pub struct AuditConfig {
     /// the responses; losses are counted and logged.
     #[serde(default)]
     pub durability: Durability,
-    /// The file is rotated (renamed `PATH.000001`, `PATH.000002`, ...)
-    /// before it would grow past this size; the chain continues.
+    /// The file is rotated (renamed `PATH.<UTC time>-<n>`, names that never
+    /// repeat, see `file`) before it would grow past this size; the chain
+    /// continues.
     #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: u64,
     /// Log encryption-context values too. Off: only the keys are logged.

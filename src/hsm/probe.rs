@@ -1,18 +1,21 @@
 //! The token checks of `kmsgate doctor`: each step of reaching the token
-//! on its own, so that a failure names the step that failed. Nothing here
-//! writes to the token.
-
-use std::path::Path;
+//! on its own, so that a failure names the step that failed. The last step
+//! writes: one data object, made, confirmed durable and destroyed as the
+//! key store makes, confirms and destroys its records (the token lock, the
+//! read-back), because a token that refuses writes cannot serve.
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::MechanismType;
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
-use super::IvSource;
-use super::select::TokenSelector;
+use super::metered::Metered;
+use super::objects;
+use super::random::RandomSource;
+use super::readback::Confirmer;
+use super::{HsmError, HsmSettings, IvSource, TokenSession};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,16 +93,12 @@ const OPTIONAL: &[(MechanismType, &str)] = &[
     (MechanismType::ECDH1_DERIVE, "DeriveSharedSecret"),
 ];
 
-/// Loads `module`, finds the token `token` names, logs in with `pin`,
-/// and checks the mechanisms kmsgate needs; stops at the first step that
-/// the next ones depend on. The library is finalised at the end.
-pub fn probe(
-    module: &Path,
-    token: &TokenSelector,
-    pin: &SecretString,
-    iv_source: IvSource,
-    use_wrap: bool,
-) -> Vec<Finding> {
+/// Loads the module, finds the token, logs in, checks the mechanisms
+/// kmsgate needs and writes a probe object, all as `serve` would with
+/// `settings`; stops at the first step that the next ones depend on. The
+/// library is finalised at the end.
+pub fn probe(settings: &HsmSettings) -> Vec<Finding> {
+    let module = &settings.module;
     let mut out = Vec::new();
     let pkcs11 = match Pkcs11::new(module) {
         Ok(p) => p,
@@ -124,6 +123,10 @@ pub fn probe(
         }
     }
     let info = pkcs11.get_library_info().ok();
+    if let Some(i) = &info {
+        // The token lock only where serve takes it (SoftHSM2).
+        super::token_lock::keep_only_for(i.manufacturer_id());
+    }
     out.push(Finding::pass(
         "module loads",
         match info {
@@ -137,18 +140,13 @@ pub fn probe(
             None => module.display().to_string(),
         },
     ));
-    out.extend(on_token(&pkcs11, token, pin, iv_source, use_wrap));
+    out.extend(on_token(&pkcs11, settings));
     let _ = pkcs11.finalize();
     out
 }
 
-fn on_token(
-    pkcs11: &Pkcs11,
-    token: &TokenSelector,
-    pin: &SecretString,
-    iv_source: IvSource,
-    use_wrap: bool,
-) -> Vec<Finding> {
+fn on_token(pkcs11: &Pkcs11, settings: &HsmSettings) -> Vec<Finding> {
+    let token = &settings.token;
     let mut out = Vec::new();
     let slot = match super::select::find_token(pkcs11, token) {
         Ok(slot) => {
@@ -196,7 +194,7 @@ fn on_token(
             return out;
         }
     };
-    let user_pin = AuthPin::new(pin.expose_secret().into());
+    let user_pin = AuthPin::new(settings.pin.expose_secret().into());
     match session.login(UserType::User, Some(&user_pin)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
             out.push(Finding::pass("login", "the user PIN is accepted"));
@@ -226,8 +224,14 @@ fn on_token(
             return out;
         }
     }
-    out.extend(mechanisms(pkcs11, slot, &token.label, iv_source, use_wrap));
-    out.push(super::iv_probe::finding(&session, iv_source));
+    out.extend(mechanisms(
+        pkcs11,
+        slot,
+        &token.label,
+        settings.iv_source,
+        settings.use_wrap_when_available,
+    ));
+    out.push(super::iv_probe::finding(&session, settings.iv_source));
     let mut bytes = [0u8; 16];
     out.push(match session.generate_random_slice(&mut bytes) {
         Ok(()) => Finding::pass("random bytes", "C_GenerateRandom works"),
@@ -237,8 +241,136 @@ fn on_token(
             "kmsgate takes every data key and IV from the token's RNG: this token cannot serve it",
         ),
     });
+    out.push(write_probe(pkcs11, slot, settings));
     let _ = session.logout();
     out
+}
+
+/// The label kind of the write probe's object. The key store reads only
+/// `kmsgate/key/` and `kmsgate/alias/` records (its load, its sync and its
+/// sweeps skip every other label), so no gateway on the token takes the
+/// object for a key, an alias or a damaged record.
+const PROBE_PREFIX: &str = "kmsgate/doctor/";
+
+/// Where a write probe failed.
+enum Step {
+    Create,
+    ReadBack,
+    Destroy,
+    Gone,
+}
+
+/// Makes a token data object as the key store makes a record, confirms it
+/// durable as `hsm.read_back` says, destroys it and confirms it gone.
+/// Whatever step fails, every object of the probe is destroyed before the
+/// verdict, and one that cannot be is named.
+fn write_probe(pkcs11: &Pkcs11, slot: cryptoki::slot::Slot, settings: &HsmSettings) -> Finding {
+    const CHECK: &str = "token write";
+    let session = match pkcs11.open_rw_session(slot) {
+        Ok(s) => s,
+        Err(e) => {
+            return Finding::fail(
+                CHECK,
+                format!(
+                    "cannot open a read-write session: {}",
+                    ckr(&HsmError::from(e))
+                ),
+                WRITABLE,
+            );
+        }
+    };
+    // No random bytes are drawn through it.
+    let random = RandomSource::new(0);
+    let s = TokenSession {
+        session: Metered(&session),
+        generation: 0,
+        random: &random,
+    };
+    let label = format!("{PROBE_PREFIX}{}", hex::encode(rand::random::<[u8; 8]>()));
+    let value = b"kmsgate doctor: a write probe, destroyed at once".as_slice();
+    let confirm = Confirmer::new(
+        settings.read_back,
+        &settings.module,
+        &settings.token,
+        settings.pin.clone(),
+        settings.secret_env.clone(),
+    );
+    let steps = || -> Result<(), (Step, HsmError)> {
+        let handle = objects::create_data(&s, &label, value).map_err(|e| (Step::Create, e))?;
+        confirm
+            .data_stored(&s, &label, value)
+            .map_err(|e| (Step::ReadBack, e))?;
+        objects::destroy_data(&s, handle).map_err(|e| (Step::Destroy, e))?;
+        confirm.data_gone(&s, &label).map_err(|e| (Step::Gone, e))
+    };
+    let Err((step, e)) = steps() else {
+        return Finding::pass(
+            CHECK,
+            format!(
+                "a token data object was created, read back and destroyed (read-back: {:?})",
+                settings.read_back
+            ),
+        );
+    };
+    let (what, remedy) = match step {
+        Step::Create => ("the token refused to create an object", WRITABLE),
+        Step::ReadBack => (
+            "the token accepted an object that does not read back",
+            "the token's storage lost the write (SoftHSM2 on a full or read-only disk answers CKR_OK and stores nothing): check its free space and permissions",
+        ),
+        Step::Destroy => ("the token refused to destroy an object", WRITABLE),
+        Step::Gone => (
+            "an object the token destroyed still reads back",
+            "the token's storage does not keep removals: check its free space and permissions",
+        ),
+    };
+    let mut detail = format!("{what}: {}", ckr(&e));
+    if let Some(left) = remove_probe(&s, &label) {
+        detail.push_str(&format!(
+            "; the probe object {label} could not be removed ({left}); no gateway reads it: remove it with the token's tool (pkcs11-tool --login --delete-object --type data --label {label})"
+        ));
+    }
+    Finding::fail(CHECK, detail, remedy)
+}
+
+/// What to do when the token refuses writes.
+const WRITABLE: &str = "kmsgate keeps every key and record on the token, so serve cannot work on a token that refuses writes: make it writable (SoftHSM2: the gateway's user must be able to write the token directory, directories.tokendir; an HSM: log in as a user of a read-write partition, not a read-only or backup role)";
+
+/// Destroys every object the probe may have left; `None` if none is left,
+/// else why.
+fn remove_probe(s: &TokenSession, label: &str) -> Option<String> {
+    let left = (|| {
+        for o in objects::read_data(s, Some(label))? {
+            objects::destroy_data(s, o.handle)?;
+        }
+        objects::read_data(s, Some(label))
+    })();
+    match left {
+        Ok(objects) if objects.is_empty() => None,
+        Ok(objects) => Some(format!("{} object(s)", objects.len())),
+        Err(e) => Some(ckr(&e)),
+    }
+}
+
+/// An error with the PKCS#11 name of its return code, where it has one
+/// (`CKR_TOKEN_WRITE_PROTECTED`), as operators and vendors' manuals name it.
+fn ckr(e: &HsmError) -> String {
+    let HsmError::Pkcs11(CkError::Pkcs11(rv, function)) = e else {
+        return e.to_string();
+    };
+    let debug = format!("{rv:?}");
+    if !debug.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        // A vendor's or an unknown code: the number matters.
+        return format!("C_{function:?}: {debug}");
+    }
+    let mut name = String::from("CKR");
+    for c in debug.chars() {
+        if c.is_ascii_uppercase() {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    format!("C_{function:?}: {name}")
 }
 
 fn mechanisms(
@@ -290,4 +422,27 @@ fn mechanisms(
         )
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptoki::context::Function;
+
+    #[test]
+    fn return_codes_are_named_as_pkcs11_names_them() {
+        let e = |rv, f| ckr(&HsmError::Pkcs11(CkError::Pkcs11(rv, f)));
+        assert_eq!(
+            e(RvError::TokenWriteProtected, Function::CreateObject),
+            "C_CreateObject: CKR_TOKEN_WRITE_PROTECTED"
+        );
+        assert_eq!(
+            e(RvError::DeviceError, Function::DestroyObject),
+            "C_DestroyObject: CKR_DEVICE_ERROR"
+        );
+        assert_eq!(
+            e(RvError::VendorDefined(0x8000_0001), Function::CreateObject),
+            "C_CreateObject: VendorDefined(2147483649)"
+        );
+    }
 }

@@ -805,3 +805,63 @@ fn b64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// The rotated audit files in `dir` (not the active file, not its lock),
+/// by name.
+fn rotated_files(dir: &Path) -> Vec<PathBuf> {
+    audit_files(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("audit.log.") && n != "audit.log.lock")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_names_never_repeat_after_the_documented_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = Token::with_config(&format!(
+        "[audit]\npath = \"{}\"\nmax_file_bytes = 3000\n",
+        dir.path().join("audit.log").display()
+    ));
+    let traffic = |gw: Gateway| async move {
+        let kms = gw.client();
+        let key = create_key(&kms).await;
+        for i in 0..10 {
+            encrypt(&kms, &key, format!("data {i}").as_bytes()).await;
+        }
+        gw.stop()
+    };
+    let token = traffic(Gateway::start_on(token)).await;
+    let shipped = rotated_files(dir.path());
+    assert!(shipped.len() >= 2, "no rotation: {shipped:?}");
+    // docs/operations.md: verify, keep the last hash, prune the rotated
+    // files (a log shipper has them).
+    let (ok, out) = verify(&shipped, &[]);
+    assert!(ok, "{out}");
+    let pruned_hash = out.trim().rsplit(' ').next().unwrap().to_owned();
+    let shipped_names: Vec<String> = shipped
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for f in &shipped {
+        std::fs::remove_file(f).unwrap();
+    }
+
+    traffic(Gateway::start_on(token)).await;
+    let later = rotated_files(dir.path());
+    assert!(later.len() >= 2, "no rotation after the prune: {later:?}");
+    for f in &later {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !shipped_names.contains(&name),
+            "{name} was used before the prune: {shipped_names:?}"
+        );
+    }
+    // In name order the files are in chain order, and they link to the
+    // pruned ones.
+    let (ok, out) = verify(&audit_files(dir.path()), &["--continues", &pruned_hash]);
+    assert!(ok, "{out}");
+}

@@ -1,14 +1,26 @@
 //! `kmsgate doctor`: one verdict per check, exit status 0 only when none
 //! fails, the failing check named with what to do, and never a secret in
-//! its output.
+//! its output. It runs `serve`'s own start-up checks (transport with the
+//! listen address serve would use, file permissions), and probes the token
+//! with a write that it removes.
 
 use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::common::*;
 
 /// Runs the doctor on `token`'s config: (passed, its stdout).
 fn doctor(token: &Token) -> (bool, String) {
-    let (ok, out, err) = token.run_cli(&["doctor", "--config", &token.config().to_string_lossy()]);
+    doctor_with(token, &[])
+}
+
+/// As [`doctor`], with `args` after `--config FILE`.
+fn doctor_with(token: &Token, args: &[&str]) -> (bool, String) {
+    let config = token.config().to_string_lossy().into_owned();
+    let mut all = vec!["doctor", "--config", &config];
+    all.extend_from_slice(args);
+    let (ok, out, err) = token.run_cli(&all);
     assert!(
         !out.contains(PIN) && !err.contains(PIN),
         "the PIN in the doctor's output"
@@ -34,13 +46,62 @@ fn edit_config(token: &Token, from: &str, to: &str) {
     std::fs::write(token.config(), config.replace(from, to)).unwrap();
 }
 
+/// Top-level `lines` put into the config (before its first table).
+fn top_level(token: &Token, lines: &str) {
+    edit_config(token, "[hsm]\n", &format!("{lines}\n[hsm]\n"));
+}
+
+/// The data objects on the token, as pkcs11-tool lists them.
+fn data_objects(token: &Token) -> usize {
+    list_objects(token)
+        .lines()
+        .filter(|l| l.starts_with("Data object"))
+        .count()
+}
+
+/// Runs `kmsgate serve --listen listen` on `token` and expects it to refuse
+/// to start: returns its stderr. Kills it if it serves.
+fn serve_refuses(token: &Token, listen: &str) -> String {
+    let log = token.path().join("refused-serve.log");
+    let mut child = Command::new(kmsgate_bin())
+        .env("SOFTHSM2_CONF", token.softhsm_conf())
+        .env("KRYOPTIC_CONF", token.kryoptic_conf())
+        .args(["serve", "--config"])
+        .arg(token.config())
+        .args(["--listen", listen])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "serve did not refuse ({status:?}):\n{err}"
+    );
+    err
+}
+
 #[test]
 fn a_healthy_set_up_passes_every_check() {
     let token = Token::new();
+    let objects_before = data_objects(&token);
     let (ok, out) = doctor(&token);
     assert!(ok, "{out}");
     for check in [
         "config",
+        "transport",
         "PIN file permissions",
         "credentials",
         "clock",
@@ -51,6 +112,7 @@ fn a_healthy_set_up_passes_every_check() {
         "data key path",
         "IV source",
         "random bytes",
+        "token write",
     ] {
         assert_eq!(verdict(&out, check), "PASS", "{check}:\n{out}");
     }
@@ -64,6 +126,15 @@ fn a_healthy_set_up_passes_every_check() {
         out.ends_with("kmsgate doctor: all checks passed\n"),
         "{out}"
     );
+    // The write probe wrote through the token and took its object away.
+    assert!(out.contains("created, read back and destroyed"), "{out}");
+    assert_eq!(
+        data_objects(&token),
+        objects_before,
+        "{}",
+        list_objects(&token)
+    );
+    assert!(!list_objects(&token).contains("kmsgate/doctor"));
 }
 
 #[test]
@@ -198,4 +269,155 @@ fn a_token_is_chosen_by_serial_and_slot_as_well_as_label() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let id = rt.block_on(create_key(&gw.client()));
     assert!(!id.is_empty());
+}
+
+#[test]
+fn plain_http_off_loopback_fails_as_serve_refuses_it() {
+    let token = Token::new();
+    // The listen address serve would use: the config's...
+    top_level(&token, "listen = \"0.0.0.0:8080\"");
+    let (ok, out) = doctor(&token);
+    assert!(!ok, "{out}");
+    assert_eq!(verdict(&out, "transport"), "FAIL", "{out}");
+    assert!(
+        out.contains("0.0.0.0:8080") && out.contains("insecure_plain_http"),
+        "{out}"
+    );
+    assert!(serve_refuses(&token, "0.0.0.0:0").contains("refusing to serve plain HTTP"));
+    // ... or the one --listen gives, as deploy/container/entrypoint.sh
+    // passes it to both.
+    edit_config(&token, "listen = \"0.0.0.0:8080\"\n", "");
+    let (ok, out) = doctor(&token);
+    assert!(ok, "{out}");
+    assert_eq!(verdict(&out, "transport"), "PASS", "{out}");
+    let (ok, out) = doctor_with(&token, &["--listen", "0.0.0.0:8080"]);
+    assert!(!ok, "{out}");
+    assert_eq!(verdict(&out, "transport"), "FAIL", "{out}");
+    // The opt-in serve accepts passes, with a warning.
+    top_level(&token, "insecure_plain_http = true");
+    let (ok, out) = doctor_with(&token, &["--listen", "0.0.0.0:8080"]);
+    assert!(ok, "{out}");
+    assert_eq!(verdict(&out, "transport"), "WARN", "{out}");
+}
+
+#[test]
+fn a_world_writable_policy_file_fails_and_serve_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("tester.json");
+    std::fs::write(
+        &policy,
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:*","Resource":"*"}]}"#,
+    )
+    .unwrap();
+    let token = Token::with_config(&format!(
+        "[[auth.principals]]\nname = \"reader\"\npolicy_files = [\"{}\"]\n",
+        policy.display()
+    ));
+    let (ok, out) = doctor(&token);
+    assert!(ok, "{out}");
+    assert_eq!(verdict(&out, "policy file permissions"), "PASS", "{out}");
+
+    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (ok, out) = doctor(&token);
+    assert!(!ok, "{out}");
+    assert_eq!(verdict(&out, "policy file permissions"), "FAIL", "{out}");
+    assert!(
+        out.contains("mode 0666") && out.contains("chmod go-w"),
+        "{out}"
+    );
+    let err = serve_refuses(&token, "127.0.0.1:0");
+    assert!(err.contains("tester.json") && err.contains("0666"), "{err}");
+
+    // Group-writable is refused too.
+    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let (ok, out) = doctor(&token);
+    assert!(!ok, "{out}");
+    assert_eq!(verdict(&out, "policy file permissions"), "FAIL", "{out}");
+}
+
+#[test]
+fn a_tls_key_others_can_change_or_read_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("chain.pem"), dir.path().join("key.pem"));
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token = Token::with_config(&format!(
+        "[tls]\ncert_chain_file = \"{}\"\nprivate_key_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    ));
+    // With TLS, any listen address is fine.
+    let (ok, out) = doctor_with(&token, &["--listen", "0.0.0.0:8443"]);
+    assert!(ok, "{out}");
+    assert_eq!(verdict(&out, "transport"), "PASS", "{out}");
+    assert_eq!(verdict(&out, "TLS key permissions"), "PASS", "{out}");
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (ok, out) = doctor(&token);
+    assert!(!ok, "{out}");
+    assert_eq!(verdict(&out, "TLS key permissions"), "FAIL", "{out}");
+    assert!(out.contains("other users can change it"), "{out}");
+    assert!(serve_refuses(&token, "127.0.0.1:0").contains("key.pem"));
+
+    // Readable by others: serve accepts it, the doctor does not.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (ok, out) = doctor(&token);
+    assert!(!ok, "{out}");
+    assert_eq!(verdict(&out, "TLS key permissions"), "FAIL", "{out}");
+    assert!(
+        out.contains("other users can read it") && out.contains("chmod 600"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_token_that_refuses_writes_fails_the_write_check() {
+    if implementation() != Implementation::SoftHsm2 {
+        eprintln!("faulty-pkcs11 forwards to SoftHSM2");
+        return;
+    }
+    let token = Token::faulty();
+    let faults = token.faults();
+    let run = || {
+        let out = Command::new(kmsgate_bin())
+            .env("SOFTHSM2_CONF", token.softhsm_conf())
+            .envs(token.faulty_env())
+            .args(["doctor", "--config"])
+            .arg(token.config())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let before = data_objects(&token);
+    let (ok, out) = run();
+    assert!(ok, "{out}");
+    assert_eq!(verdict(&out, "token write"), "PASS", "{out}");
+
+    // CKR_TOKEN_WRITE_PROTECTED: every read check still passes.
+    faults.set("C_CreateObject fail 0xE2 forever");
+    let (ok, out) = run();
+    assert!(!ok, "{out}");
+    assert_eq!(verdict(&out, "token write"), "FAIL", "{out}");
+    assert!(out.contains("CKR_TOKEN_WRITE_PROTECTED"), "{out}");
+    for check in ["login", "mechanisms", "random bytes"] {
+        assert_eq!(verdict(&out, check), "PASS", "{check}:\n{out}");
+    }
+    assert!(faults.count("fail C_CreateObject") >= 1);
+
+    // The object is made but cannot be destroyed: the doctor fails, and
+    // names the object left behind (which no gateway reads).
+    faults.set("C_DestroyObject fail 0x30 forever");
+    let (ok, out) = run();
+    assert!(!ok, "{out}");
+    assert_eq!(verdict(&out, "token write"), "FAIL", "{out}");
+    assert!(out.contains("kmsgate/doctor/"), "{out}");
+    faults.clear();
+    assert_eq!(data_objects(&token), before + 1, "{}", list_objects(&token));
+    let (ok, out) = run();
+    assert!(ok, "{out}");
 }

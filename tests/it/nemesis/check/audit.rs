@@ -1,6 +1,7 @@
 //! The audit trail as the checker reads it: every configured path `P`
 //! stands for the chains written under it (`P` itself, or a worker's
-//! `P.wN`), each with its rotated files (`….000001`, ...) before it.
+//! `P.wN`), each with its rotated files (`….000001` or
+//! `….20261207T181500Z-000001`, ...) before it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -26,9 +27,16 @@ pub fn chains(path: &Path) -> Vec<Vec<PathBuf>> {
                 .collect()
         })
         .unwrap_or_default();
+    // `….000001` (before names carried the time) or
+    // `….20261207T181500Z-000001`; either way they sort in chain order.
     let rotated = |n: &str| {
-        n.rsplit_once('.')
-            .is_some_and(|(_, tail)| tail.len() == 6 && tail.bytes().all(|b| b.is_ascii_digit()))
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        n.rsplit_once('.').is_some_and(|(_, tail)| {
+            (tail.len() == 6 && digits(tail))
+                || tail.split_once('-').is_some_and(|(stamp, n)| {
+                    stamp.len() == 16 && stamp.ends_with('Z') && n.len() == 6 && digits(n)
+                })
+        })
     };
     // A chain's newest file: P, or P.wN (not a rotated file).
     let mut bases: Vec<&String> = names

@@ -733,6 +733,9 @@ fn the_audit_chains_under_a_path_are_the_path_and_each_workers_file_with_their_r
         "audit.jsonl.w1.000002",
         "audit.jsonl.w1",
         "audit.jsonl.w1.000001",
+        "audit.jsonl.w1.20261207T181500Z-000002",
+        "audit.jsonl.w1.20261207T181500Z-000001",
+        ".audit.jsonl.w1.rotated",
         "audit.jsonl.w2",
         "audit.jsonl.w10",
         "audit.jsonl.w10.000001",
@@ -758,6 +761,8 @@ fn the_audit_chains_under_a_path_are_the_path_and_each_workers_file_with_their_r
             vec![
                 "audit.jsonl.w1.000001",
                 "audit.jsonl.w1.000002",
+                "audit.jsonl.w1.20261207T181500Z-000001",
+                "audit.jsonl.w1.20261207T181500Z-000002",
                 "audit.jsonl.w1"
             ],
             vec!["audit.jsonl.w10.000001", "audit.jsonl.w10"],
