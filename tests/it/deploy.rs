@@ -8,7 +8,7 @@ use std::process::Command;
 fn the_systemd_unit_verifies_without_a_warning() {
     let root = env!("CARGO_MANIFEST_DIR");
     let unit = std::fs::read_to_string(format!("{root}/deploy/systemd/kmsgate.service")).unwrap();
-    assert!(unit.contains("ExecStart=/usr/local/bin/kmsgate serve"));
+    assert!(unit.contains("ExecStart=/usr/bin/kmsgate serve"));
     for setting in [
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
@@ -25,7 +25,7 @@ fn the_systemd_unit_verifies_without_a_warning() {
     let copy = dir.path().join("kmsgate.service");
     std::fs::write(
         &copy,
-        unit.replace("/usr/local/bin/kmsgate", env!("CARGO_BIN_EXE_kmsgate")),
+        unit.replace("/usr/bin/kmsgate", env!("CARGO_BIN_EXE_kmsgate")),
     )
     .unwrap();
     let out = Command::new("systemd-analyze")
