@@ -183,6 +183,18 @@ pub fn backup(config_path: &Path, out: &Path) -> Result<()> {
     server::user_pin(&config)?;
     let token = identify(&config)?;
     let (_, conf_text, tokendir) = softhsm_store()?;
+    if let (Ok(live), Ok(parent)) = (
+        fs::canonicalize(&tokendir),
+        std::path::absolute(out).map(|o| o.parent().map(Path::to_path_buf).unwrap_or(o)),
+    ) && fs::canonicalize(&parent).is_ok_and(|p| p.starts_with(&live))
+    {
+        return Err(format!(
+            "{} is inside the token directory {}: put the backup elsewhere",
+            out.display(),
+            live.display()
+        )
+        .into());
+    }
     prepare_out(out)?;
     let copy = out.join(TOKENS);
     let started = Instant::now();
