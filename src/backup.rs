@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::hsm::{Hsm, select, token_lock};
+use crate::hsm::{Hsm, objects, select, token_lock};
 use crate::server::{self, StartError};
 
 /// The manifest's name in a backup directory.
@@ -95,6 +95,12 @@ pub struct Listing {
     pub aliases: BTreeMap<String, String>,
     /// Records without a valid revision (`check-keys` fails on them).
     pub lost_records: usize,
+    /// Labels of records whose latest revision two objects hold: a commit
+    /// that was settling when the copy was taken (one of them is removed a
+    /// moment later on the live token, and only then may the other have
+    /// been acknowledged).
+    #[serde(default)]
+    pub contested: Vec<String>,
 }
 
 type Result<T> = std::result::Result<T, StartError>;
@@ -197,61 +203,43 @@ pub fn backup(config_path: &Path, out: &Path) -> Result<()> {
     }
     prepare_out(out)?;
     let copy = out.join(TOKENS);
-    let started = Instant::now();
-    let time = now_rfc3339();
-    let mut held = Duration::ZERO;
-    let mut waited = Duration::ZERO;
-    let copied: Result<usize> = match token_lock::with_exclusive(&tokendir, || {
-        waited = started.elapsed();
-        let at = Instant::now();
-        let r = copy_tree(&tokendir, &copy, None, true);
-        held = at.elapsed();
-        r
-    }) {
-        Err(e) => Err(format!("cannot take the token lock in {}: {e}", tokendir.display()).into()),
-        Ok(Err(e)) => Err(format!("cannot copy {}: {e}", tokendir.display()).into()),
-        Ok(Ok(n)) => Ok(n),
-    };
-    // The copy's bytes were taken under the lock; making them durable
-    // needs no lock, and the manifest is written only after.
-    let copied = copied.and_then(|n| {
-        sync_tree(&copy)?;
-        File::open(out)?.sync_all()?;
-        Ok(n)
-    });
-    let done = copied.and_then(|_| {
-        let listing = list_copy(config_path, &conf_text, &copy, out)?;
-        remove_lock_files(&copy);
-        let hashes = hash_tree(out, &copy)?;
-        let manifest = Manifest {
-            kind: KIND.to_owned(),
-            format: FORMAT,
-            time,
-            kmsgate_version: env!("CARGO_PKG_VERSION").to_owned(),
-            token: token.clone(),
-            lock_wait_ms: millis(waited),
-            lock_held_ms: millis(held),
-            files: hashes,
-            keys: listing.keys,
-            aliases: listing.aliases,
-        };
-        write_manifest(out, &manifest)?;
-        Ok(manifest)
-    });
-    let manifest = match done {
-        Ok(d) => d,
-        Err(e) => {
-            // No manifest, no backup: leave nothing that looks like one.
-            let _ = fs::remove_dir_all(&copy);
-            let _ = fs::remove_file(out.join(MANIFEST));
-            return Err(e);
+    let mut attempt = 1;
+    let manifest = loop {
+        match copy_once(config_path, &conf_text, &tokendir, out, &token) {
+            Ok(Copied::Whole(manifest)) => break *manifest,
+            Ok(Copied::Settling(labels)) if attempt < ATTEMPTS => {
+                tracing::info!(
+                    ?labels,
+                    attempt,
+                    "a commit was settling in the copy; copying again"
+                );
+                let _ = fs::remove_dir_all(&copy);
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(Copied::Settling(labels)) => {
+                let _ = fs::remove_dir_all(&copy);
+                return Err(format!(
+                    "in each of {ATTEMPTS} copies a commit was still settling (two revisions of {}): \
+                     a gateway stopped between a write and its clean-up leaves that until the \
+                     record's next change; change the record (e.g. tag the key) and back up again",
+                    labels.join(", ")
+                )
+                .into());
+            }
+            Err(e) => {
+                // No manifest, no backup: leave nothing that looks like one.
+                let _ = fs::remove_dir_all(&copy);
+                let _ = fs::remove_file(out.join(MANIFEST));
+                return Err(e);
+            }
         }
     };
     let mut stdout = std::io::stdout();
     writeln!(
         stdout,
         "backup of token '{}' (serial {}) in {}: {} files, {} keys, {} aliases; \
-         waited {} ms for the token lock, held it {} ms",
+         waited {} ms for the token lock, held it {} ms (copy {attempt})",
         token.label,
         token.serial,
         out.display(),
@@ -263,6 +251,73 @@ pub fn backup(config_path: &Path, out: &Path) -> Result<()> {
     )?;
     stdout.flush()?;
     Ok(())
+}
+
+/// Copies before [`backup`] gives up on copies that caught a commit
+/// settling.
+const ATTEMPTS: u32 = 5;
+
+/// What one copy holds.
+enum Copied {
+    /// Whole writes only: its manifest is written.
+    Whole(Box<Manifest>),
+    /// A commit settling (these labels): to be copied again.
+    Settling(Vec<String>),
+}
+
+/// One copy of `tokendir` into `out`, and its manifest unless it caught a
+/// commit settling.
+fn copy_once(
+    config_path: &Path,
+    conf_text: &str,
+    tokendir: &Path,
+    out: &Path,
+    token: &TokenId,
+) -> Result<Copied> {
+    let copy = out.join(TOKENS);
+    let started = Instant::now();
+    let time = now_rfc3339();
+    let mut held = Duration::ZERO;
+    let mut waited = Duration::ZERO;
+    let n = match token_lock::with_exclusive(tokendir, || {
+        waited = started.elapsed();
+        let at = Instant::now();
+        let r = copy_tree(tokendir, &copy, None, true);
+        held = at.elapsed();
+        r
+    }) {
+        Err(e) => {
+            return Err(
+                format!("cannot take the token lock in {}: {e}", tokendir.display()).into(),
+            );
+        }
+        Ok(Err(e)) => return Err(format!("cannot copy {}: {e}", tokendir.display()).into()),
+        Ok(Ok(n)) => n,
+    };
+    // The copy's bytes were taken under the lock; making them durable
+    // needs no lock, and the manifest is written only after.
+    sync_tree(&copy)?;
+    File::open(out)?.sync_all()?;
+    tracing::debug!(files = n, "copied");
+    let listing = list_copy(config_path, conf_text, &copy, out)?;
+    if !listing.contested.is_empty() {
+        return Ok(Copied::Settling(listing.contested));
+    }
+    remove_lock_files(&copy);
+    let manifest = Manifest {
+        kind: KIND.to_owned(),
+        format: FORMAT,
+        time,
+        kmsgate_version: env!("CARGO_PKG_VERSION").to_owned(),
+        token: token.clone(),
+        lock_wait_ms: millis(waited),
+        lock_held_ms: millis(held),
+        files: hash_tree(out, &copy)?,
+        keys: listing.keys,
+        aliases: listing.aliases,
+    };
+    write_manifest(out, &manifest)?;
+    Ok(Copied::Whole(Box::new(manifest)))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -497,7 +552,14 @@ fn run_listing(config_path: &Path, env: &[(&str, &OsStr)], out: &Path) -> Result
 pub async fn list(config_path: &Path) -> Result<()> {
     let config = Config::load(config_path)?;
     let (state, hsm) = server::build_for_command(&config).await?;
+    let objects = hsm
+        .pool()
+        .run_within(Duration::from_secs(120), Duration::from_secs(600), |s| {
+            objects::read_data(s, None)
+        })
+        .await;
     let listing = (|| -> Result<Listing> {
+        let contested = contested(&objects?);
         let store = &state.store;
         let keys = store
             .all_keys()?
@@ -524,6 +586,7 @@ pub async fn list(config_path: &Path) -> Result<()> {
             keys,
             aliases,
             lost_records,
+            contested,
         })
     })();
     drop(state);
@@ -534,6 +597,34 @@ pub async fn list(config_path: &Path) -> Result<()> {
     writeln!(stdout)?;
     stdout.flush()?;
     Ok(())
+}
+
+/// The labels of kmsgate's records whose highest revision more than one
+/// object holds (records are JSON with a `revision`, absent meaning 0).
+fn contested(objects: &[objects::DataObject]) -> Vec<String> {
+    let mut top: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
+    for o in objects {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&o.value) else {
+            continue;
+        };
+        if !value.is_object() {
+            continue;
+        }
+        let revision = value
+            .get("revision")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        let entry = top.entry(o.label.as_str()).or_insert((revision, 0));
+        if revision > entry.0 {
+            *entry = (revision, 1);
+        } else if revision == entry.0 {
+            entry.1 += 1;
+        }
+    }
+    top.into_iter()
+        .filter(|(_, (_, n))| *n > 1)
+        .map(|(label, _)| label.to_owned())
+        .collect()
 }
 
 /// `kmsgate restore --from DIR --config FILE [--force]`.

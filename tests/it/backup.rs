@@ -609,3 +609,39 @@ fn restore_refuses_a_changed_backup_and_a_token_directory_in_use() {
         key
     );
 }
+
+/// Two objects holding one record's latest revision (a commit settling, or
+/// left so by a writer killed before its clean-up) are never copied as a
+/// backup: either may be the one a client was told of.
+#[test]
+fn backup_refuses_a_copy_with_a_commit_still_settling() {
+    if implementation() != Implementation::SoftHsm2 {
+        return;
+    }
+    let gateway = Gateway::start();
+    let token = gateway.token.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (one, two) = runtime.block_on(async {
+        let client = gateway.client();
+        (create_key(&client).await, create_key(&client).await)
+    });
+    let rival = |target: &str| {
+        (
+            "kmsgate/alias/settling".to_owned(),
+            serde_json::json!({
+                "format": 1, "revision": 7, "name": "alias/settling",
+                "target": target, "created": 1.0e9, "updated": 1.0e9,
+            })
+            .to_string()
+            .into_bytes(),
+        )
+    };
+    crate::unreadable::inject(&token, &[rival(&one), rival(&two)]);
+    let out = token.path().join("copy");
+    let refused = run_backup(&token, &token.config(), &out);
+    let said = text(&refused);
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("still settling"), "{said}");
+    assert!(said.contains("kmsgate/alias/settling"), "{said}");
+    assert!(!out.join("manifest.json").exists() && !out.join("tokens").exists());
+}
