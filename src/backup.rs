@@ -276,10 +276,11 @@ fn copy_once(
 ) -> Result<Copied> {
     let copy = out.join(TOKENS);
     let started = Instant::now();
-    let time = now_rfc3339();
+    let mut time = String::new();
     let mut held = Duration::ZERO;
     let mut waited = Duration::ZERO;
     let n = match token_lock::with_exclusive(tokendir, || {
+        time = now_rfc3339();
         waited = started.elapsed();
         let at = Instant::now();
         let r = copy_tree(tokendir, &copy, None, true);
