@@ -115,6 +115,13 @@ fn softhsm_store() -> Result<(PathBuf, String, PathBuf)> {
             conf.display()
         )
     })?;
+    let dir = file_store_dir(&conf, &text)?;
+    Ok((conf, text, dir))
+}
+
+/// The token directory a `softhsm2.conf` (at `conf`, holding `text`)
+/// names, if its object store is files.
+fn file_store_dir(conf: &Path, text: &str) -> Result<PathBuf> {
     let backend = text.lines().find_map(|line| {
         let line = line.split('#').next()?.trim();
         let (name, value) = line.split_once('=')?;
@@ -123,19 +130,19 @@ fn softhsm_store() -> Result<(PathBuf, String, PathBuf)> {
     if let Some(b) = backend.filter(|b| b != "file") {
         return Err(format!(
             "{} sets objectstore.backend = {b}: kmsgate backup copies only SoftHSM2's file store \
-             (its database store keeps a write-ahead log that a file copy can cut); \
+             (its database store is SQLite, whose files are not copied safely while it writes); \
              stop the gateways and copy the database with sqlite3's .backup",
             conf.display()
         )
         .into());
     }
-    let dir = token_lock::token_dir_in(&text).ok_or_else(|| {
+    let dir = token_lock::token_dir_in(text).ok_or_else(|| {
         format!(
             "{} names no directories.tokendir: cannot find the token's files",
             conf.display()
         )
     })?;
-    Ok((conf, text, dir))
+    Ok(dir)
 }
 
 /// The module's maker and the configured token's label and serial; refuses
@@ -898,5 +905,21 @@ mod tests {
         );
         assert_eq!(hashes.len(), 1);
         let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn only_softhsm2_file_store_is_copied() {
+        let conf = Path::new("/etc/softhsm/softhsm2.conf");
+        let files = "directories.tokendir = /var/lib/softhsm/tokens\nobjectstore.backend = file\n";
+        assert_eq!(
+            file_store_dir(conf, files).unwrap(),
+            PathBuf::from("/var/lib/softhsm/tokens")
+        );
+        // The default backend is files.
+        assert!(file_store_dir(conf, "directories.tokendir = /t\n").is_ok());
+        let db = "directories.tokendir = /t\nobjectstore.backend = db # sqlite\n";
+        let refused = file_store_dir(conf, db).unwrap_err().to_string();
+        assert!(refused.contains("objectstore.backend = db"), "{refused}");
+        assert!(file_store_dir(conf, "objectstore.backend = file\n").is_err());
     }
 }
