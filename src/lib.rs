@@ -36,6 +36,7 @@
 pub mod arn;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod bench;
 pub mod blob;
 pub mod config;

@@ -95,6 +95,39 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Copy a SoftHSM2 token's file store into DIR (new or empty) while
+    /// gateways serve: under the token lock, so the copy holds every write
+    /// acknowledged before it began and no record without its key
+    /// versions; then DIR/manifest.json (keys, aliases, SHA-256 of each
+    /// file), read from the copy. Refuses other modules.
+    Backup {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup directory (new or empty).
+        #[arg(long, required_unless_present = "list")]
+        out: Option<PathBuf>,
+        /// Internal: print the token's keys and aliases as JSON (run on
+        /// the copy by `backup` and on the restored token by `restore`).
+        #[arg(long, hide = true)]
+        list: bool,
+    },
+    /// Put a `kmsgate backup` in place as SoftHSM2's token directory (for
+    /// stopped gateways): checks the manifest's hashes, refuses while a
+    /// gateway uses the token directory or if it is not empty (unless
+    /// --force), then runs check-keys on the restored token.
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The configuration file (TOML) of the gateways that will use it.
+        #[arg(long)]
+        config: PathBuf,
+        /// Move what is in the token directory aside (into a sibling
+        /// directory) instead of refusing.
+        #[arg(long)]
+        force: bool,
+    },
     /// Measure the token's raw ceiling for GenerateDataKey: the same
     /// PKCS#11 work (random bytes, AES-GCM under a master key version), on
     /// THREADS threads with a session each, without HTTP. Prints one
@@ -247,6 +280,16 @@ fn main() -> ExitCode {
                 Err(e) => Err(e.into()),
             }
         }
+        Command::Backup { config, out, list } => match (list, out) {
+            (true, _) => runtime.block_on(kmsgate::backup::list(&config)),
+            (false, Some(out)) => kmsgate::backup::backup(&config, &out),
+            (false, None) => Err("--out DIR is required".into()),
+        },
+        Command::Restore {
+            from,
+            config,
+            force,
+        } => kmsgate::backup::restore(&from, &config, force),
         Command::BenchToken {
             config,
             op,

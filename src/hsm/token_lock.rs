@@ -69,15 +69,20 @@ struct Files {
 
 /// SoftHSM2's token directory, as its configuration file names it.
 fn softhsm_token_dir() -> Option<PathBuf> {
-    let conf = std::env::var_os("SOFTHSM2_CONF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/etc/softhsm/softhsm2.conf"));
-    let text = std::fs::read_to_string(conf).ok()?;
+    let text = std::fs::read_to_string(softhsm_conf()).ok()?;
     token_dir_in(&text)
 }
 
+/// The `softhsm2.conf` SoftHSM2 reads in this process: `SOFTHSM2_CONF`, or
+/// its default path.
+pub fn softhsm_conf() -> PathBuf {
+    std::env::var_os("SOFTHSM2_CONF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/softhsm/softhsm2.conf"))
+}
+
 /// `directories.tokendir` from the text of a `softhsm2.conf`.
-fn token_dir_in(conf: &str) -> Option<PathBuf> {
+pub fn token_dir_in(conf: &str) -> Option<PathBuf> {
     conf.lines().find_map(|line| {
         let line = line.split('#').next()?.trim();
         let (name, value) = line.split_once('=')?;
@@ -91,6 +96,17 @@ fn dir() -> Option<&'static Path> {
         return None;
     }
     DIR.get_or_init(softhsm_token_dir).as_deref()
+}
+
+/// Whether `name`, an entry of SoftHSM2's token directory, is one of this
+/// lock's files (not part of any token).
+pub fn is_lock_file(name: &std::ffi::OsStr) -> bool {
+    name == LOCK_FILE || name == TURNSTILE_FILE
+}
+
+/// The lock's file in the token directory `dir`.
+pub fn lock_file_in(dir: &Path) -> PathBuf {
+    dir.join(LOCK_FILE)
 }
 
 /// Keeps the lock only if `manufacturer` (C_GetInfo's) is SoftHSM2's.
@@ -223,6 +239,53 @@ impl Drop for Guard {
     }
 }
 
+/// The lock on the token directory `dir` taken exclusively, as a writer
+/// takes it, through files of its own (not this thread's): while it is
+/// held, no kmsgate process on the host is inside a PKCS#11 call on that
+/// token directory. Released when dropped, or by the kernel when the
+/// process dies. For `kmsgate backup` and `kmsgate restore`, which call no
+/// PKCS#11 function while they hold it (this process's own calls would
+/// wait for it).
+#[must_use]
+pub struct Held {
+    lock: File,
+    turnstile: File,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.lock.unlock();
+        let _ = self.turnstile.unlock();
+    }
+}
+
+/// Waits for the exclusive lock on the token directory `dir` (through the
+/// turnstile, so new readers queue behind it), runs `f` while holding it,
+/// and releases it.
+pub fn with_exclusive<T>(dir: &Path, f: impl FnOnce() -> T) -> std::io::Result<T> {
+    let (lock, turnstile) = (open(dir, LOCK_FILE)?, open(dir, TURNSTILE_FILE)?);
+    turnstile.lock()?;
+    let held = Held { lock, turnstile };
+    held.lock.lock()?;
+    let out = f();
+    drop(held);
+    Ok(out)
+}
+
+/// The exclusive lock on the token directory `dir` if no process holds or
+/// waits for it now; `None` otherwise. Never waits.
+pub fn try_exclusive(dir: &Path) -> std::io::Result<Option<Held>> {
+    let (lock, turnstile) = (open(dir, LOCK_FILE)?, open(dir, TURNSTILE_FILE)?);
+    if turnstile.try_lock().is_err() {
+        return Ok(None);
+    }
+    if lock.try_lock().is_err() {
+        let _ = turnstile.unlock();
+        return Ok(None);
+    }
+    Ok(Some(Held { lock, turnstile }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +321,26 @@ mod tests {
         writer.try_lock().unwrap();
         assert!(reader.lock.try_lock_shared().is_err());
         writer.unlock().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_exclusive_holder_keeps_readers_and_other_holders_out() {
+        let dir = std::env::temp_dir().join(format!("kmsgate-held-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let reader = open(&dir, LOCK_FILE).unwrap();
+        reader.lock_shared().unwrap();
+        // A reader inside a call: no exclusive lock without waiting.
+        assert!(try_exclusive(&dir).unwrap().is_none());
+        reader.unlock().unwrap();
+        let held = try_exclusive(&dir).unwrap().expect("free now");
+        assert!(reader.try_lock_shared().is_err());
+        assert!(try_exclusive(&dir).unwrap().is_none());
+        drop(held);
+        let seen = with_exclusive(&dir, || reader.try_lock_shared().is_err()).unwrap();
+        assert!(seen, "a reader got in while the lock was held");
+        reader.try_lock_shared().unwrap();
+        reader.unlock().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

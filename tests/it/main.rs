@@ -9,6 +9,7 @@ mod common;
 mod alias_race;
 mod asymmetric;
 mod audit;
+mod backup;
 mod bench_token;
 mod byok_bound;
 mod cli;
