@@ -24,6 +24,7 @@ mod divergences;
 mod doctor;
 mod durability;
 mod faults;
+mod forward_records;
 mod fuzz;
 mod gateway;
 mod grant_context_case;
