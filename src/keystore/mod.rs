@@ -609,3 +609,38 @@ pub(crate) fn latest_contested<T: Revisioned>(objs: Vec<objects::DataObject>) ->
     };
     (found, contested)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::record::{Foreign, Parsed};
+    use super::*;
+
+    fn alias(revision: u64) -> Parsed<AliasRecord> {
+        Parsed::Understood(AliasRecord {
+            format: AliasRecord::FORMAT,
+            revision,
+            name: "alias/a".into(),
+            target: Uuid::nil(),
+            created: 0.0,
+            updated: 0.0,
+        })
+    }
+
+    fn foreign(revision: u64) -> Parsed<AliasRecord> {
+        Parsed::Foreign(Foreign {
+            revision,
+            format: record::FORMAT + 1,
+            reason: "format 2".into(),
+        })
+    }
+
+    #[test]
+    fn a_foreign_revision_wins_over_lower_and_equal_understood_ones_only() {
+        assert!(supersedes(&foreign(3), &alias(2)));
+        assert!(supersedes(&foreign(3), &alias(3)));
+        assert!(!supersedes(&alias(3), &foreign(3)));
+        assert!(supersedes(&alias(4), &foreign(3)));
+        assert!(!supersedes(&foreign(2), &alias(3)));
+        assert!(supersedes(&alias(0), &Parsed::Unreadable(String::new())));
+    }
+}

@@ -187,12 +187,13 @@ async fn records_of_a_newer_gateway_are_never_rewritten_read_or_swept() {
     let field = create_key(&kms).await;
     let plain = create_key(&kms).await;
     let doomed = create_key(&kms).await;
+    let named = create_key(&kms).await;
     let foreign_keys = [&newer, &spec, &field];
     let mut sealed = BTreeMap::new();
     for k in foreign_keys {
         sealed.insert(k.clone(), encrypt(&kms, k, b"made before").await);
     }
-    for (alias, target) in [("alias/understood", &plain), ("alias/newer", &plain)] {
+    for (alias, target) in [("alias/understood", &plain), ("alias/newer", &named)] {
         kms.create_alias()
             .alias_name(alias)
             .target_key_id(target)
@@ -200,10 +201,11 @@ async fn records_of_a_newer_gateway_are_never_rewritten_read_or_swept() {
             .await
             .unwrap();
     }
-    // Due for destruction once the clock jumps: the newer-format key (which
-    // must survive the scheduler) and an understood one (which shows the
+    // Due for destruction once the clock jumps: the newer-format key and an
+    // understood key that the newer-format alias names (which must both
+    // survive the scheduler), and an understood one (which shows the
     // scheduler ran).
-    for k in [&newer, &doomed] {
+    for k in [&newer, &named, &doomed] {
         kms.schedule_key_deletion()
             .key_id(k)
             .pending_window_in_days(7)
@@ -404,7 +406,7 @@ async fn records_of_a_newer_gateway_are_never_rewritten_read_or_swept() {
             "{label} changed on the token"
         );
     }
-    for k in foreign_keys {
+    for k in foreign_keys.into_iter().chain([&named]) {
         let versions = injected.key_objects(&format!("kmsgate/key/{k}/"));
         assert!(!versions.is_empty(), "{k} has version objects");
         assert_eq!(
