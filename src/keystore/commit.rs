@@ -350,7 +350,9 @@ impl KeyStore {
                 }
                 // Never a revision on top of one this build does not
                 // understand (DESIGN.md decision 20).
-                Latest::Foreign(_, f) => return Err(self.foreign_met(label, &f).into()),
+                // The cache takes it too: reads refuse from now on, not
+                // only after the next sync.
+                Latest::Foreign(h, f) => return Err(self.keep_foreign(label, h, f)?.into()),
                 other => other.found(label)?,
             };
             if current.is_some() {

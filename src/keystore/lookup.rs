@@ -12,13 +12,13 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::error::{StoreError, lock_poisoned, token, unreadable};
-use super::record::{alias_label, key_label, version_label};
+use super::record::{Foreign, RecordKind, alias_label, key_label, record_kind, version_label};
 use super::{
     AliasEntry, AliasRecord, ForeignEntry, Key, KeyRecord, KeyStore, Latest, build_key,
     latest_contested, read_records,
 };
 use crate::arn::KeyRef;
-use crate::hsm::objects::{self, MasterKeyVersion};
+use crate::hsm::objects::{self, DataHandle, MasterKeyVersion};
 
 /// How long a gateway waits before it lists the token again when a key or
 /// alias it knows was missing from a listing ([`relisted`]).
@@ -151,17 +151,7 @@ impl KeyStore {
                 Ok(None)
             }
             Latest::Unreadable => Err(unreadable(&label)),
-            Latest::Foreign(handle, record) => {
-                let mut cache = self.cache.write().map_err(lock_poisoned)?;
-                cache.keys.remove(id);
-                let entry = ForeignEntry {
-                    handle,
-                    record: record.clone(),
-                };
-                cache.foreign_keys.insert(*id, entry);
-                drop(cache);
-                Err(self.foreign_met(&label, &record))
-            }
+            Latest::Foreign(handle, record) => Err(self.keep_foreign(&label, handle, record)?),
         }
     }
 
@@ -289,16 +279,36 @@ impl KeyStore {
             }
             Latest::Unreadable => Err(unreadable(&label)),
             Latest::Foreign(handle, record) => {
-                cache.aliases.remove(name);
-                let entry = ForeignEntry {
-                    handle,
-                    record: record.clone(),
-                };
-                cache.foreign_aliases.insert(name.to_owned(), entry);
                 drop(cache);
-                Err(self.foreign_met(&label, &record))
+                Err(self.keep_foreign(&label, handle, record)?)
             }
         }
+    }
+
+    /// Puts the foreign record found under `label` in the cache in place
+    /// of what the cache had, and answers the error for it
+    /// ([`KeyStore::foreign_met`]).
+    pub(super) fn keep_foreign(
+        &self,
+        label: &str,
+        handle: DataHandle,
+        record: Foreign,
+    ) -> Result<StoreError, StoreError> {
+        let error = self.foreign_met(label, &record);
+        let entry = ForeignEntry { handle, record };
+        let mut cache = self.cache.write().map_err(lock_poisoned)?;
+        match record_kind(label) {
+            RecordKind::Key(id) => {
+                cache.keys.remove(&id);
+                cache.foreign_keys.insert(id, entry);
+            }
+            RecordKind::Alias(name) => {
+                cache.aliases.remove(&name);
+                cache.foreign_aliases.insert(name, entry);
+            }
+            RecordKind::Other => {}
+        }
+        Ok(error)
     }
 
     fn is_absent(&self, label: &str) -> Result<bool, StoreError> {

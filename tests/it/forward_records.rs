@@ -521,3 +521,103 @@ async fn every_record_written_today_carries_its_format() {
     assert_eq!(kinds.get("key"), Some(&keys.len()), "{kinds:?}");
     assert_eq!(kinds.get("alias"), Some(&1), "{kinds:?}");
 }
+
+/// [`inject`] while gateways serve the token: holding the token lock that
+/// every kmsgate process takes around its SoftHSM2 calls
+/// (docs/operations.md, "Several gateways, one token"), so that no gateway
+/// reads a record file half-written.
+fn inject_while_serving(token: &Token, records: &[(String, Vec<u8>)]) {
+    let dir = token.path().join("tokens");
+    let open = |name: &str| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(name))
+            .unwrap()
+    };
+    let (turnstile, lock) = (
+        open(".kmsgate-token.turnstile"),
+        open(".kmsgate-token.lock"),
+    );
+    turnstile.lock().unwrap();
+    lock.lock().unwrap();
+    inject(token, records);
+    lock.unlock().unwrap();
+    turnstile.unlock().unwrap();
+}
+
+#[tokio::test]
+async fn a_serving_gateway_meets_a_newer_record_at_its_next_write_or_sync() {
+    let token = Token::with_config(FAST);
+    let gw = Gateway::start_on(token.clone());
+    let kms = gw.client();
+    let written_to = create_key(&kms).await;
+    let synced = create_key(&kms).await;
+    let sealed = encrypt(&kms, &synced, b"made before").await;
+    let written = dump(&token);
+    let labels = [
+        format!("kmsgate/key/{written_to}"),
+        format!("kmsgate/key/{synced}"),
+    ];
+    let newer: Vec<(String, Vec<u8>)> = labels
+        .iter()
+        .map(|l| newer_revision(&written, l, |v| v["format"] = 2.into()))
+        .collect();
+    inject_while_serving(&token, &newer);
+    let injected = dump(&token);
+
+    // The commit protocol reads the token, not the cache: the first write
+    // meets the newer revision, and the cache holds it from then on.
+    let tag = serde_json::json!({"KeyId": written_to, "Tags": [{"TagKey": "t", "TagValue": "v"}]});
+    assert_eq!(
+        answer(&gw, "TagResource", &tag),
+        (500, "KMSInternalException".to_owned())
+    );
+    let describe = |k: &str| serde_json::json!({"KeyId": k});
+    assert_eq!(
+        answer(&gw, "DescribeKey", &describe(&written_to)),
+        (500, "KMSInternalException".to_owned())
+    );
+    // A key nobody writes to: the sync finds its newer revision (the
+    // injection moved no change marker, so by the full sync that runs
+    // every 60 rounds regardless).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answer(&gw, "DescribeKey", &describe(&synced)).0 == 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the sync never took the newer record of {synced}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        answer(&gw, "DescribeKey", &describe(&synced)),
+        (500, "KMSInternalException".to_owned())
+    );
+    let b64 = base64::engine::general_purpose::STANDARD.encode(sealed.as_ref());
+    for (operation, body) in [
+        ("Decrypt", serde_json::json!({"CiphertextBlob": b64})),
+        ("DisableKey", describe(&synced)),
+        ("TagResource", tag),
+    ] {
+        assert_eq!(
+            answer(&gw, operation, &body),
+            (500, "KMSInternalException".to_owned()),
+            "{operation}"
+        );
+    }
+    let log = gw.log();
+    for label in &labels {
+        let lines = log
+            .lines()
+            .filter(|l| l.contains("written by a newer kmsgate") && l.contains(label.as_str()))
+            .count();
+        assert_eq!(lines, 1, "{label}:\n{log}");
+    }
+    let token = gw.stop();
+    let after = dump(&token);
+    for label in &labels {
+        assert_eq!(after.values(label), injected.values(label), "{label}");
+    }
+}
