@@ -453,6 +453,9 @@ impl From<StoreError> for KmsError {
             }
             StoreError::NoSuchVersion => KmsError::InvalidCiphertext,
             StoreError::Unreadable { .. } => KmsError::KeyUnavailable(STORE_UNAVAILABLE.into()),
+            StoreError::Foreign { .. } => KmsError::Internal(
+                "The key store holds a record written by a newer kmsgate, which this gateway neither reads nor changes. Retry the request.".into(),
+            ),
             StoreError::Conflict => KmsError::Internal(
                 "The key was being changed concurrently by another gateway. Retry the request."
                     .into(),

@@ -29,6 +29,14 @@ impl Committable for AliasRecord {
     }
 }
 
+/// Why DeleteAlias removed nothing.
+enum Kept {
+    /// The token's latest record names this key, not the one expected.
+    Moved(Uuid),
+    /// The token's latest record is foreign.
+    Foreign(super::record::Foreign),
+}
+
 /// Why a conditional alias change wrote nothing.
 enum Moved {
     /// The token's latest record names this key, not the one expected.
@@ -51,7 +59,7 @@ impl KeyStore {
                 arn: self.realm.alias_arn(alias_name),
             }),
             None => Ok(AliasRecord {
-                format: 1,
+                format: AliasRecord::FORMAT,
                 revision: 0,
                 name: alias_name.to_owned(),
                 target: *target,
@@ -141,10 +149,13 @@ impl KeyStore {
             .pool()
             .run(move |s| {
                 let all = read_records(s, &label)?;
-                if let Latest::Found(_, r) = latest::<AliasRecord>(all.clone())
-                    && r.target != from
-                {
-                    return Ok(Err(r.target));
+                match latest::<AliasRecord>(all.clone()) {
+                    Latest::Found(_, r) if r.target != from => {
+                        return Ok(Err(Kept::Moved(r.target)));
+                    }
+                    // Not this build's to remove (DESIGN.md decision 20).
+                    Latest::Foreign(_, f) => return Ok(Err(Kept::Foreign(f))),
+                    _ => {}
                 }
                 for o in &all {
                     let _ = objects::destroy_data(s, o.handle);
@@ -158,9 +169,12 @@ impl KeyStore {
             .map_err(token)?;
         let removed = match removed {
             Ok(removed) => removed,
-            Err(now) => {
+            Err(Kept::Moved(now)) => {
                 self.reload_alias(alias_name).await?;
                 return Ok(Some(now));
+            }
+            Err(Kept::Foreign(f)) => {
+                return Err(self.foreign_met(&alias_label(alias_name), &f));
             }
         };
         self.cache

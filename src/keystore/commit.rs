@@ -32,7 +32,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::{StoreError, token, unreadable};
-use super::record::Revisioned;
+use super::record::{Revisioned, foreign};
 use super::write::{WRITE_RETRIES, retry_write, to_json};
 use super::{KeyStore, Latest, latest, read_records};
 use crate::hsm::objects::{self, DataHandle};
@@ -109,7 +109,12 @@ pub(super) fn settle(
         objects::destroy_data(s, ours)?;
         return Ok(Settled::Lost);
     }
-    for o in all.iter().filter(|o| o.handle != ours) {
+    // An older revision that this build does not understand stays: it is
+    // no rival, and only a build that understands it may remove it.
+    for o in all
+        .iter()
+        .filter(|o| o.handle != ours && foreign(label, &o.value).is_none())
+    {
         // Another gateway may have removed it already.
         let _ = objects::destroy_data(s, o.handle);
     }
@@ -343,6 +348,11 @@ impl KeyStore {
                     R::unreadable(label)?;
                     None
                 }
+                // Never a revision on top of one this build does not
+                // understand (DESIGN.md decision 20).
+                // The cache takes it too: reads refuse from now on, not
+                // only after the next sync.
+                Latest::Foreign(h, f) => return Err(self.keep_foreign(label, h, f)?.into()),
                 other => other.found(label)?,
             };
             if current.is_some() {

@@ -16,7 +16,7 @@
 use uuid::Uuid;
 
 use super::error::{StoreError, lock_poisoned, token};
-use super::record::{alias_label, key_label, version_label};
+use super::record::{Parsed, RecordKind, foreign, key_label, parse, record_kind, version_label};
 use super::write::Change;
 use super::{AliasRecord, KeyRecord, KeyState, KeyStore};
 use crate::hsm::objects;
@@ -42,17 +42,38 @@ impl KeyStore {
         let _guard = self.writes.lock().await;
         let key_id = *id;
         let confirm = self.hsm.confirmer();
-        self.hsm
+        let kept = self
+            .hsm
             .pool()
             .run(move |s| {
                 // Aliases first: an alias must never name a missing key.
+                // A record this build does not understand, of the key or
+                // of an alias that may name it (its text holds the key
+                // id), is not this build's to remove: then nothing is
+                // destroyed, and the key (marked, never usable again)
+                // waits for a gateway that understands it.
+                let label = key_label(&key_id);
+                let mut ours = Vec::new();
                 for o in objects::read_data(s, None)? {
-                    if o.label.starts_with(&alias_label("alias/"))
-                        && serde_json::from_slice::<AliasRecord>(&o.value)
-                            .is_ok_and(|a| a.target == key_id)
-                    {
-                        let _ = objects::destroy_data(s, o.handle);
+                    let mine = match record_kind(&o.label) {
+                        RecordKind::Key(id) => id == key_id,
+                        RecordKind::Alias(_) => names(&o.value, &key_id),
+                        RecordKind::Other => false,
+                    };
+                    if !mine {
+                        continue;
                     }
+                    if let Some(f) = foreign(&o.label, &o.value) {
+                        return Ok(Some((o.label, f)));
+                    }
+                    if let Parsed::Understood(a) = parse::<AliasRecord>(&o.value)
+                        && a.target == key_id
+                    {
+                        ours.push(o.handle);
+                    }
+                }
+                for h in ours {
+                    let _ = objects::destroy_data(s, h);
                 }
                 for v in &record.versions {
                     let l = version_label(&key_id, v.version, &v.nonce);
@@ -63,14 +84,16 @@ impl KeyStore {
                 if let Some(l) = super::import::wrapping_label(&record) {
                     crate::hsm::import::destroy_wrapping_pair(s, &l)?;
                 }
-                let label = key_label(&key_id);
                 for o in objects::read_data(s, Some(&label))? {
                     let _ = objects::destroy_data(s, o.handle);
                 }
-                confirm.data_gone(s, &label)
+                confirm.data_gone(s, &label).map(|()| None)
             })
             .await
             .map_err(token)?;
+        if let Some((label, f)) = kept {
+            return Err(self.foreign_met(&label, &f));
+        }
         {
             let mut cache = self.cache.write().map_err(lock_poisoned)?;
             cache.keys.remove(id);
@@ -117,4 +140,11 @@ impl KeyStore {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Whether a record's text holds key `id` (hyphenated or simple): a record
+/// this build cannot read may name the key only then.
+fn names(value: &[u8], id: &Uuid) -> bool {
+    let text = String::from_utf8_lossy(value);
+    text.contains(&id.hyphenated().to_string()) || text.contains(&id.simple().to_string())
 }

@@ -88,6 +88,12 @@ pub enum StoreError {
     /// the record is unavailable, never "not found".
     #[error("only unreadable revisions of {label} are on the token")]
     Unreadable { label: String },
+    /// The latest revision under `label` is a record this build does not
+    /// fully understand ([`super::record::Foreign`]: a newer format, an
+    /// unknown field or value): nothing reads its content and nothing
+    /// rewrites it. Retryable: an upgraded gateway serves it.
+    #[error("record {label} is of format {format} or holds what this build does not understand")]
+    Foreign { label: String, format: u32 },
     /// Another gateway kept changing the record; every attempt yielded.
     #[error("concurrent changes by another gateway; gave up")]
     Conflict,

@@ -78,6 +78,7 @@ impl WrappingAlgorithm {
 
 /// An EXTERNAL key's import state, in its record.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ImportRecord {
     /// The parameters of the latest GetParametersForImport.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,6 +98,7 @@ pub struct ImportRecord {
 
 /// What an import token stands for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PendingImport {
     /// Hex SHA-256 of the import token.
     pub token_digest: String,
@@ -111,6 +113,7 @@ pub struct PendingImport {
 
 /// Imported material on the token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ImportedMaterial {
     /// Epoch seconds.
     pub imported: f64,

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::error::{StoreError, lock_poisoned, token, unreadable};
-use super::record::{alias_label, key_label, version_label};
+use super::record::{Foreign, RecordKind, alias_label, key_label, record_kind, version_label};
 use super::{
-    AliasEntry, AliasRecord, Key, KeyRecord, KeyStore, Latest, build_key, latest_contested,
-    read_records,
+    AliasEntry, AliasRecord, ForeignEntry, Key, KeyRecord, KeyStore, Latest, build_key,
+    latest_contested, read_records,
 };
 use crate::arn::KeyRef;
-use crate::hsm::objects::{self, MasterKeyVersion};
+use crate::hsm::objects::{self, DataHandle, MasterKeyVersion};
 
 /// How long a gateway waits before it lists the token again when a key or
 /// alias it knows was missing from a listing ([`relisted`]).
@@ -87,14 +87,22 @@ where
 }
 
 impl KeyStore {
+    /// A key as the cache has it; [`StoreError::Foreign`] if its latest
+    /// record is foreign (until the sync sees it replaced).
     pub(super) fn cached_key(&self, id: &Uuid) -> Result<Option<Arc<Key>>, StoreError> {
-        Ok(self
-            .cache
-            .read()
-            .map_err(lock_poisoned)?
-            .keys
-            .get(id)
-            .cloned())
+        let cache = self.cache.read().map_err(lock_poisoned)?;
+        if let Some(f) = cache.foreign_keys.get(id) {
+            let record = f.record.clone();
+            drop(cache);
+            return Err(self.foreign_met(&key_label(id), &record));
+        }
+        Ok(cache.keys.get(id).cloned())
+    }
+
+    /// Whether the cache has key `id`, understood or foreign.
+    fn knows_key(&self, id: &Uuid) -> Result<bool, StoreError> {
+        let cache = self.cache.read().map_err(lock_poisoned)?;
+        Ok(cache.keys.contains_key(id) || cache.foreign_keys.contains_key(id))
     }
 
     /// A key by id: from the cache, else from the token (another gateway
@@ -122,26 +130,28 @@ impl KeyStore {
         }
         let found = relisted(
             || uncontested(&label, || self.read_key(id, &label)),
-            || Ok(self.cached_key(id)?.is_some()),
+            || self.knows_key(id),
             || self.hsm.pool().request_reread(),
         )
         .await?;
         match found {
             Latest::Found(_, key) => {
                 let key = Arc::new(key);
-                self.cache
-                    .write()
-                    .map_err(lock_poisoned)?
-                    .keys
-                    .insert(*id, key.clone());
+                let mut cache = self.cache.write().map_err(lock_poisoned)?;
+                cache.foreign_keys.remove(id);
+                cache.keys.insert(*id, key.clone());
                 Ok(Some(key))
             }
             Latest::Absent => {
-                self.cache.write().map_err(lock_poisoned)?.keys.remove(id);
+                let mut cache = self.cache.write().map_err(lock_poisoned)?;
+                cache.keys.remove(id);
+                cache.foreign_keys.remove(id);
+                drop(cache);
                 self.mark_absent(label)?;
                 Ok(None)
             }
             Latest::Unreadable => Err(unreadable(&label)),
+            Latest::Foreign(handle, record) => Err(self.keep_foreign(&label, handle, record)?),
         }
     }
 
@@ -160,6 +170,7 @@ impl KeyStore {
                     Latest::Found(m, r) => (m, r),
                     Latest::Absent => return Ok((contested, Latest::Absent)),
                     Latest::Unreadable => return Ok((contested, Latest::Unreadable)),
+                    Latest::Foreign(h, f) => return Ok((contested, Latest::Foreign(h, f))),
                 };
                 let mut handles = HashMap::new();
                 for v in &record.versions {
@@ -211,15 +222,16 @@ impl KeyStore {
     }
 
     async fn alias(&self, name: &str) -> Result<Option<AliasEntry>, StoreError> {
-        if let Some(a) = self
-            .cache
-            .read()
-            .map_err(lock_poisoned)?
-            .aliases
-            .get(name)
-            .cloned()
         {
-            return Ok(Some(a));
+            let cache = self.cache.read().map_err(lock_poisoned)?;
+            if let Some(f) = cache.foreign_aliases.get(name) {
+                let record = f.record.clone();
+                drop(cache);
+                return Err(self.foreign_met(&alias_label(name), &record));
+            }
+            if let Some(a) = cache.aliases.get(name).cloned() {
+                return Ok(Some(a));
+            }
         }
         self.reload_alias(name).await
     }
@@ -243,12 +255,8 @@ impl KeyStore {
         };
         let read = || uncontested(&label, read_once);
         let known = || {
-            Ok(self
-                .cache
-                .read()
-                .map_err(lock_poisoned)?
-                .aliases
-                .contains_key(name))
+            let cache = self.cache.read().map_err(lock_poisoned)?;
+            Ok(cache.aliases.contains_key(name) || cache.foreign_aliases.contains_key(name))
         };
         // No re-initialisation for an alias: DeleteAlias through another
         // worker or gateway is routine, and every other process would pay
@@ -258,17 +266,49 @@ impl KeyStore {
         match found {
             Latest::Found(handle, record) => {
                 let entry = AliasEntry { handle, record };
+                cache.foreign_aliases.remove(name);
                 cache.aliases.insert(name.to_owned(), entry.clone());
                 Ok(Some(entry))
             }
             Latest::Absent => {
                 cache.aliases.remove(name);
+                cache.foreign_aliases.remove(name);
                 drop(cache);
                 self.mark_absent(label)?;
                 Ok(None)
             }
             Latest::Unreadable => Err(unreadable(&label)),
+            Latest::Foreign(handle, record) => {
+                drop(cache);
+                Err(self.keep_foreign(&label, handle, record)?)
+            }
         }
+    }
+
+    /// Puts the foreign record found under `label` in the cache in place
+    /// of what the cache had, and answers the error for it
+    /// ([`KeyStore::foreign_met`]).
+    pub(super) fn keep_foreign(
+        &self,
+        label: &str,
+        handle: DataHandle,
+        record: Foreign,
+    ) -> Result<StoreError, StoreError> {
+        let error = self.foreign_met(label, &record);
+        let entry = ForeignEntry { handle, record };
+        let mut cache = self.cache.write().map_err(lock_poisoned)?;
+        match record_kind(label) {
+            RecordKind::Key(id) => {
+                cache.keys.remove(&id);
+                cache.foreign_keys.insert(id, entry);
+            }
+            RecordKind::Alias(name) => {
+                cache.aliases.remove(&name);
+                cache.foreign_aliases.insert(name, entry);
+            }
+            RecordKind::Other => {}
+        }
+        Ok(error)
     }
 
     fn is_absent(&self, label: &str) -> Result<bool, StoreError> {

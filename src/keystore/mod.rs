@@ -71,7 +71,7 @@ pub use record::{
     AliasRecord, GrantRecord, KeyRecord, KeyState, RotationSchedule, RotationType, Tag,
     VersionRecord, key_material_id,
 };
-use record::{LABEL_PREFIX, Revisioned, version_label};
+use record::{Foreign, LABEL_PREFIX, Parsed, RecordKind, Revisioned, record_kind, version_label};
 pub use rsa_encryption::EncryptionAlgorithm;
 pub use signing::{MessageType, SigningAlgorithm};
 pub use spec::{KeySpec, KeyUsage, MacAlgorithm};
@@ -167,10 +167,24 @@ struct AliasEntry {
     record: AliasRecord,
 }
 
+/// A record whose latest revision this build does not understand
+/// ([`Foreign`]), as the cache holds it in place of its content: requests
+/// that need it are refused ([`StoreError::Foreign`]), and the sync sees
+/// when its object is replaced or gone.
+#[derive(Debug, Clone)]
+struct ForeignEntry {
+    handle: DataHandle,
+    record: Foreign,
+}
+
 #[derive(Default)]
 struct Cache {
     keys: HashMap<Uuid, Arc<Key>>,
     aliases: BTreeMap<String, AliasEntry>,
+    /// Keys and aliases whose latest record is foreign; never also in
+    /// `keys` or `aliases`.
+    foreign_keys: HashMap<Uuid, ForeignEntry>,
+    foreign_aliases: BTreeMap<String, ForeignEntry>,
 }
 
 pub struct KeyStore {
@@ -210,6 +224,9 @@ pub struct KeyStore {
     peers: Option<peers::PeerChanges>,
     /// Where the store's service events go ([`events`]); `None`: only logged.
     events: Option<Arc<dyn events::EventSink>>,
+    /// Foreign records already logged, by label and revision: each is
+    /// logged once, not once per request.
+    foreign_logged: Mutex<std::collections::HashSet<(String, u64)>>,
 }
 
 /// Reads kmsgate's data objects with `label`. An empty answer is believed
@@ -261,25 +278,23 @@ impl KeyStore {
             )
             .await?;
         let handles: HashMap<String, MasterKeyVersion> = keys.into_iter().collect();
-        let mut records: HashMap<Uuid, (DataHandle, KeyRecord)> = HashMap::new();
-        let mut aliases: HashMap<String, (DataHandle, AliasRecord)> = HashMap::new();
+        let mut records: HashMap<Uuid, (DataHandle, Parsed<KeyRecord>)> = HashMap::new();
+        let mut aliases: HashMap<String, (DataHandle, Parsed<AliasRecord>)> = HashMap::new();
         let seen = data.iter().map(|o| o.handle).collect();
         let mut valid_labels = std::collections::HashSet::new();
         let mut unreadable_labels = Vec::new();
         for obj in data {
-            let Some(rest) = obj.label.strip_prefix(LABEL_PREFIX) else {
-                continue;
+            // By the label: a foreign record's content is not read.
+            let valid = match record_kind(&obj.label) {
+                RecordKind::Key(id) => {
+                    keep_latest(&mut records, id, obj.handle, parse_record(&obj))
+                }
+                RecordKind::Alias(name) => {
+                    keep_latest(&mut aliases, name, obj.handle, parse_record(&obj))
+                }
+                RecordKind::Other => continue,
             };
-            let parsed = if rest.starts_with("key/") {
-                parse_record::<KeyRecord>(&obj)
-                    .map(|r| keep_latest(&mut records, r.key_id, obj.handle, r))
-            } else if rest.starts_with("alias/") {
-                parse_record::<AliasRecord>(&obj)
-                    .map(|r| keep_latest(&mut aliases, r.name.clone(), obj.handle, r))
-            } else {
-                continue;
-            };
-            if parsed.is_some() {
+            if valid {
                 valid_labels.insert(obj.label);
             } else {
                 unreadable_labels.push(obj.label);
@@ -303,7 +318,25 @@ impl KeyStore {
             .map(String::as_str)
             .filter(|l| l.starts_with(&key_prefix))
             .collect();
+        let mut foreign_logged = std::collections::HashSet::new();
         for (id, (meta, record)) in records {
+            let record = match record {
+                Parsed::Understood(r) => r,
+                Parsed::Foreign(f) => {
+                    // Its versions are named by what this build cannot
+                    // read: they are its, never orphans.
+                    let own = format!("{}/", record::key_label(&id));
+                    unclaimed.retain(|l| !l.starts_with(&own));
+                    log_foreign(&mut foreign_logged, &record::key_label(&id), &f);
+                    let entry = ForeignEntry {
+                        handle: meta,
+                        record: f,
+                    };
+                    cache.foreign_keys.insert(id, entry);
+                    continue;
+                }
+                Parsed::Unreadable(_) => continue,
+            };
             let key = build_key(record, meta, |l| {
                 unclaimed.remove(l);
                 handles.get(l).copied()
@@ -313,11 +346,22 @@ impl KeyStore {
         let mut orphans: Vec<String> = unclaimed.into_iter().map(str::to_owned).collect();
         orphans.sort();
         for (name, (handle, record)) in aliases {
-            cache.aliases.insert(name, AliasEntry { handle, record });
+            match record {
+                Parsed::Understood(record) => {
+                    cache.aliases.insert(name, AliasEntry { handle, record });
+                }
+                Parsed::Foreign(record) => {
+                    log_foreign(&mut foreign_logged, &record::alias_label(&name), &record);
+                    let entry = ForeignEntry { handle, record };
+                    cache.foreign_aliases.insert(name, entry);
+                }
+                Parsed::Unreadable(_) => {}
+            }
         }
         tracing::info!(
             keys = cache.keys.len(),
             aliases = cache.aliases.len(),
+            foreign = cache.foreign_keys.len() + cache.foreign_aliases.len(),
             "key store loaded from the token"
         );
         Ok(KeyStore {
@@ -338,6 +382,7 @@ impl KeyStore {
             rounds: tokio::sync::Mutex::new(()),
             peers: None,
             events: None,
+            foreign_logged: Mutex::new(foreign_logged),
         })
     }
 
@@ -369,10 +414,38 @@ impl KeyStore {
         Ok(keys)
     }
 
-    /// Every alias, ordered by name.
+    /// Ids of the keys whose latest record is foreign ([`Foreign`]): they
+    /// exist, but nothing else of them can be told.
+    pub fn foreign_key_ids(&self) -> Result<Vec<Uuid>, StoreError> {
+        let cache = self.cache.read().map_err(lock_poisoned)?;
+        let mut ids: Vec<Uuid> = cache.foreign_keys.keys().copied().collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Every alias, ordered by name. [`StoreError::Foreign`] while an
+    /// alias record is foreign: its target is unknown, so no list of
+    /// aliases (or of a key's aliases) can be told.
     pub fn all_aliases(&self) -> Result<Vec<AliasRecord>, StoreError> {
         let cache = self.cache.read().map_err(lock_poisoned)?;
+        if let Some((name, f)) = cache.foreign_aliases.iter().next() {
+            let (label, record) = (record::alias_label(name), f.record.clone());
+            drop(cache);
+            return Err(self.foreign_met(&label, &record));
+        }
         Ok(cache.aliases.values().map(|a| a.record.clone()).collect())
+    }
+
+    /// The error for a foreign record under `label`; logs it the first
+    /// time this gateway meets this revision of it.
+    pub(crate) fn foreign_met(&self, label: &str, f: &Foreign) -> StoreError {
+        if let Ok(mut logged) = self.foreign_logged.lock() {
+            log_foreign(&mut logged, label, f);
+        }
+        StoreError::Foreign {
+            label: label.to_owned(),
+            format: f.format,
+        }
     }
 
     /// Records found at start-up that do not parse, for `kmsgate check-keys`.
@@ -417,29 +490,57 @@ fn build_key(
     }
 }
 
-fn parse_record<T: Revisioned>(obj: &objects::DataObject) -> Option<T> {
-    match serde_json::from_slice::<T>(&obj.value) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            tracing::warn!(label = %obj.label, error = %e, "unreadable record skipped");
-            None
-        }
+/// Logs a foreign record once per label and revision (`logged` holds
+/// those already logged): what it is, what this build met in it, and which
+/// format this build understands.
+fn log_foreign(logged: &mut std::collections::HashSet<(String, u64)>, label: &str, f: &Foreign) {
+    if logged.len() < 10_000 && logged.insert((label.to_owned(), f.revision)) {
+        tracing::warn!(
+            label,
+            revision = f.revision,
+            format = f.format,
+            met = %f.reason,
+            understands = record::FORMAT,
+            "record written by a newer kmsgate (or holding what this build does not understand): left as it is; requests that need it answer a retryable error until this gateway is upgraded"
+        );
     }
 }
 
-/// Keeps the record with the highest revision under each name.
+/// A record object's value, read in two steps ([`record::parse`]); an
+/// unreadable one is logged.
+fn parse_record<T: Revisioned>(obj: &objects::DataObject) -> Parsed<T> {
+    let parsed = record::parse::<T>(&obj.value);
+    if let Parsed::Unreadable(e) = &parsed {
+        tracing::warn!(label = %obj.label, error = %e, "unreadable record skipped");
+    }
+    parsed
+}
+
+/// Keeps the record with the highest revision under each name, understood
+/// or foreign (a foreign revision wins a tie: it is never overruled by
+/// what this build understands); false for an unreadable record, which
+/// is not kept.
 fn keep_latest<K: Eq + std::hash::Hash, T: Revisioned>(
-    map: &mut HashMap<K, (DataHandle, T)>,
+    map: &mut HashMap<K, (DataHandle, Parsed<T>)>,
     name: K,
     handle: DataHandle,
-    record: T,
-) {
-    if map
-        .get(&name)
-        .is_none_or(|(_, r)| r.revision() < record.revision())
-    {
+    record: Parsed<T>,
+) -> bool {
+    if record.revision().is_none() {
+        return false;
+    }
+    if map.get(&name).is_none_or(|(_, r)| supersedes(&record, r)) {
         map.insert(name, (handle, record));
     }
+    true
+}
+
+/// `record` is a later revision than `than` (both have headers), or the
+/// same revision and foreign: a foreign revision is never overruled by
+/// what this build understands.
+fn supersedes<T: Revisioned>(record: &Parsed<T>, than: &Parsed<T>) -> bool {
+    let (ours, theirs) = (record.revision(), than.revision());
+    ours > theirs || (ours == theirs && matches!(record, Parsed::Foreign(_)))
 }
 
 /// What the objects that share one label hold.
@@ -451,6 +552,9 @@ pub(crate) enum Latest<T> {
     Absent,
     /// Objects, but none parses: never to be read as "absent".
     Unreadable,
+    /// The highest revision is a record this build does not understand
+    /// ([`Foreign`]): never read, never rewritten, never "absent".
+    Foreign(DataHandle, Foreign),
 }
 
 impl<T> Latest<T> {
@@ -460,6 +564,10 @@ impl<T> Latest<T> {
             Latest::Found(h, t) => Ok(Some((h, t))),
             Latest::Absent => Ok(None),
             Latest::Unreadable => Err(unreadable(label)),
+            Latest::Foreign(_, f) => Err(StoreError::Foreign {
+                label: label.to_owned(),
+                format: f.format,
+            }),
         }
     }
 }
@@ -478,19 +586,61 @@ pub(crate) fn latest_contested<T: Revisioned>(objs: Vec<objects::DataObject>) ->
     if objs.is_empty() {
         return (Latest::Absent, false);
     }
-    let parsed: Vec<(DataHandle, T)> = objs
+    let parsed: Vec<(DataHandle, Parsed<T>)> = objs
         .iter()
-        .filter_map(|o| parse_record::<T>(o).map(|r| (o.handle, r)))
+        .map(|o| (o.handle, parse_record::<T>(o)))
         .collect();
-    let top = parsed.iter().map(|(_, r)| r.revision()).max();
+    let top = parsed.iter().filter_map(|(_, r)| r.revision()).max();
     let contested = parsed
         .iter()
-        .filter(|(_, r)| Some(r.revision()) == top)
+        .filter(|(_, r)| r.revision().is_some() && r.revision() == top)
         .count()
         > 1;
-    let found = match parsed.into_iter().max_by_key(|(_, r)| r.revision()) {
-        Some((h, r)) => Latest::Found(h, r),
-        None => Latest::Unreadable,
+    let mut best: Option<(DataHandle, Parsed<T>)> = None;
+    for (h, r) in parsed {
+        if r.revision().is_some() && best.as_ref().is_none_or(|(_, b)| supersedes(&r, b)) {
+            best = Some((h, r));
+        }
+    }
+    let found = match best {
+        Some((h, Parsed::Understood(r))) => Latest::Found(h, r),
+        Some((h, Parsed::Foreign(f))) => Latest::Foreign(h, f),
+        Some((_, Parsed::Unreadable(_))) | None => Latest::Unreadable,
     };
     (found, contested)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::record::{Foreign, Parsed};
+    use super::*;
+
+    fn alias(revision: u64) -> Parsed<AliasRecord> {
+        Parsed::Understood(AliasRecord {
+            format: AliasRecord::FORMAT,
+            revision,
+            name: "alias/a".into(),
+            target: Uuid::nil(),
+            created: 0.0,
+            updated: 0.0,
+        })
+    }
+
+    fn foreign(revision: u64) -> Parsed<AliasRecord> {
+        Parsed::Foreign(Foreign {
+            revision,
+            format: record::FORMAT + 1,
+            reason: "format 2".into(),
+        })
+    }
+
+    #[test]
+    fn a_foreign_revision_wins_over_lower_and_equal_understood_ones_only() {
+        assert!(supersedes(&foreign(3), &alias(2)));
+        assert!(supersedes(&foreign(3), &alias(3)));
+        assert!(!supersedes(&alias(3), &foreign(3)));
+        assert!(supersedes(&alias(4), &foreign(3)));
+        assert!(!supersedes(&foreign(2), &alias(3)));
+        assert!(supersedes(&alias(0), &Parsed::Unreadable(String::new())));
+    }
 }

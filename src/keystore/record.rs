@@ -3,6 +3,17 @@
 //! Records are JSON in the `CKA_VALUE` of a private data object. JSON keeps
 //! them readable with any PKCS#11 tool when an operator must look, and the
 //! `format` field lets a later version change the layout knowingly.
+//!
+//! Old and new gateways share a token during a rolling upgrade, so a
+//! gateway must never rewrite what it does not fully understand (DESIGN.md
+//! decision 20). Every record struct denies unknown fields and every enum
+//! unknown values, and a record is read in two steps ([`parse`]): first
+//! its [`Header`] (format and revision, whatever else it holds), then the
+//! whole record. One that is complete JSON with a header but of a newer
+//! [`FORMAT`], or that the full read refuses, is [`Foreign`]: it keeps its
+//! revision in the commit protocol, nothing reads its content, and no
+//! write or sweep of this gateway touches it. Only a record whose header
+//! does not parse (a write cut short) is unreadable.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +26,135 @@ use super::spec::{KeySpec, KeyUsage};
 
 /// Label prefix of every object kmsgate creates.
 pub const LABEL_PREFIX: &str = "kmsgate/";
+
+/// The record layout this build writes and reads, for every kind of record
+/// (keys, aliases). A record of a higher format is [`Foreign`]. Bumping it
+/// is this one line, once a layout change makes older builds misread a
+/// record; a newer build still reads every lower format.
+pub const FORMAT: u32 = 1;
+
+/// What kind of record a data object's label names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordKind {
+    /// `kmsgate/key/<uuid>`: a key's record.
+    Key(Uuid),
+    /// `kmsgate/alias/...`: an alias record; the name with its `alias/`
+    /// prefix.
+    Alias(String),
+    /// Anything else (another program's object, or a kind of record a
+    /// newer kmsgate writes): left alone by every read, write and sweep.
+    Other,
+}
+
+pub fn record_kind(label: &str) -> RecordKind {
+    let Some(rest) = label.strip_prefix(LABEL_PREFIX) else {
+        return RecordKind::Other;
+    };
+    if let Some(id) = rest.strip_prefix("key/") {
+        // Exactly a key id: `key/<uuid>/...` is no key record.
+        return match Uuid::try_parse(id) {
+            Ok(id) if key_label(&id) == label => RecordKind::Key(id),
+            _ => RecordKind::Other,
+        };
+    }
+    if rest.starts_with("alias/") {
+        return RecordKind::Alias(rest.to_owned());
+    }
+    RecordKind::Other
+}
+
+/// What every record holds, read without knowing the rest of it.
+#[derive(Debug, Deserialize)]
+struct Header {
+    format: u32,
+    #[serde(default)]
+    revision: u64,
+}
+
+/// A record this build does not fully understand: a newer format, an
+/// unknown field or enum value. It is never rewritten and never read as
+/// absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Foreign {
+    pub revision: u64,
+    pub format: u32,
+    /// What this build met, briefly (`format 2`, ``unknown field `x` ``).
+    pub reason: String,
+}
+
+/// A record object's value as this build reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed<T> {
+    Understood(T),
+    Foreign(Foreign),
+    /// Not a complete record with a header (a write cut short).
+    Unreadable(String),
+}
+
+impl<T> Parsed<T> {
+    /// The record's revision, if it has a header.
+    pub fn revision(&self) -> Option<u64>
+    where
+        T: Revisioned,
+    {
+        match self {
+            Parsed::Understood(r) => Some(r.revision()),
+            Parsed::Foreign(f) => Some(f.revision),
+            Parsed::Unreadable(_) => None,
+        }
+    }
+}
+
+/// Reads a record in two steps: its header, then all of it.
+pub fn parse<T: Revisioned>(value: &[u8]) -> Parsed<T> {
+    let header = match serde_json::from_slice::<Header>(value) {
+        Ok(h) => h,
+        Err(e) => return Parsed::Unreadable(e.to_string()),
+    };
+    let foreign = |reason: String| {
+        Parsed::Foreign(Foreign {
+            revision: header.revision,
+            format: header.format,
+            reason,
+        })
+    };
+    if header.format > FORMAT {
+        return foreign(format!("format {}", header.format));
+    }
+    match serde_json::from_slice::<T>(value) {
+        Ok(r) => Parsed::Understood(r),
+        Err(e) => foreign(brief(&e)),
+    }
+}
+
+/// A serde error without the list of what was expected (every field name)
+/// and the position, at most 120 characters.
+fn brief(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(", expected").next().unwrap_or(&text);
+    let text = text.split(" at line ").next().unwrap_or(text);
+    text.chars().take(120).collect()
+}
+
+/// The record a data object holds is foreign ([`Foreign`]), by its label's
+/// kind; `None` for an understood or unreadable record and for objects of
+/// other kinds.
+pub fn foreign(label: &str, value: &[u8]) -> Option<Foreign> {
+    match record_kind(label) {
+        RecordKind::Key(_) => parse::<KeyRecord>(value).foreign(),
+        RecordKind::Alias(_) => parse::<AliasRecord>(value).foreign(),
+        RecordKind::Other => None,
+    }
+}
+
+impl<T> Parsed<T> {
+    fn foreign(self) -> Option<Foreign> {
+        match self {
+            Parsed::Foreign(f) => Some(f),
+            _ => None,
+        }
+    }
+}
 
 pub fn key_label(id: &Uuid) -> String {
     format!("{LABEL_PREFIX}key/{id}")
@@ -65,6 +205,7 @@ impl KeyState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Tag {
     pub key: String,
     pub value: String,
@@ -89,6 +230,7 @@ impl RotationType {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VersionRecord {
     pub version: u32,
     /// Part of the token object's label (see [`version_label`]); empty for
@@ -109,6 +251,7 @@ pub struct VersionRecord {
 
 /// Automatic rotation settings, present while rotation is enabled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RotationSchedule {
     pub period_days: u32,
     /// Epoch seconds.
@@ -116,6 +259,7 @@ pub struct RotationSchedule {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KeyRecord {
     pub format: u32,
     /// Incremented by every change; the highest revision on the token wins.
@@ -169,6 +313,7 @@ pub struct KeyRecord {
 /// A grant: a principal may do some operations with a key, optionally only
 /// with a given encryption context.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GrantRecord {
     /// 64 lowercase hex characters.
     pub grant_id: String,
@@ -191,7 +336,7 @@ pub struct GrantRecord {
 }
 
 impl KeyRecord {
-    pub const FORMAT: u32 = 1;
+    pub const FORMAT: u32 = FORMAT;
 
     pub fn new(
         key_id: Uuid,
@@ -252,6 +397,7 @@ impl KeyRecord {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AliasRecord {
     pub format: u32,
     /// Incremented by every change; the highest revision on the token wins.
@@ -262,6 +408,10 @@ pub struct AliasRecord {
     pub target: Uuid,
     pub created: f64,
     pub updated: f64,
+}
+
+impl AliasRecord {
+    pub const FORMAT: u32 = FORMAT;
 }
 
 /// The `KeyMaterialId` of a key version: 64 lowercase hex characters, as
@@ -360,6 +510,173 @@ mod tests {
         assert!(text.contains(r#""destroying":true"#), "{text}");
         let back: KeyRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(r, back);
+    }
+
+    /// A record as this build writes it, as JSON to edit.
+    fn written() -> serde_json::Value {
+        let mut r = KeyRecord::new(Uuid::new_v4(), 1.5, "d".into(), vec![], "ab".into());
+        r.revision = 7;
+        r.tags.push(Tag {
+            key: "k".into(),
+            value: "v".into(),
+        });
+        r.rotation = Some(RotationSchedule {
+            period_days: 90,
+            next_rotation: 2.0,
+        });
+        r.grants.push(GrantRecord {
+            grant_id: "g".into(),
+            name: None,
+            grantee: "arn".into(),
+            retiring: None,
+            operations: vec!["Decrypt".into()],
+            context_equals: None,
+            context_subset: None,
+            issuer: "arn".into(),
+            created: 1.0,
+        });
+        r.import = Some(ImportRecord::default());
+        serde_json::to_value(&r).unwrap()
+    }
+
+    fn parsed(v: &serde_json::Value) -> Parsed<KeyRecord> {
+        parse::<KeyRecord>(&serde_json::to_vec(v).unwrap())
+    }
+
+    fn foreign_reason(v: &serde_json::Value) -> String {
+        match parsed(v) {
+            Parsed::Foreign(f) => {
+                assert_eq!(f.revision, 7, "a foreign record keeps its revision");
+                f.reason
+            }
+            other => panic!("not foreign: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_record_is_written_with_the_format_this_build_reads() {
+        let v = written();
+        assert_eq!(v["format"], FORMAT);
+        assert_eq!(KeyRecord::FORMAT, FORMAT);
+        assert_eq!(AliasRecord::FORMAT, FORMAT);
+        assert!(matches!(parsed(&v), Parsed::Understood(r) if r.revision == 7));
+    }
+
+    #[test]
+    fn a_record_of_the_next_format_is_foreign_and_one_of_this_format_is_read() {
+        let mut v = written();
+        v["format"] = (FORMAT + 1).into();
+        assert_eq!(foreign_reason(&v), format!("format {}", FORMAT + 1));
+        match parsed(&v) {
+            Parsed::Foreign(f) => assert_eq!(f.format, FORMAT + 1),
+            other => panic!("{other:?}"),
+        }
+        v["format"] = FORMAT.into();
+        assert!(matches!(parsed(&v), Parsed::Understood(_)));
+    }
+
+    #[test]
+    fn unknown_enum_values_make_a_record_foreign() {
+        for (field, value) in [
+            ("key_spec", "ML_DSA_65"),
+            ("key_usage", "WRAP_UNWRAP"),
+            ("state", "Creating"),
+            ("origin", "EXTERNAL_KEY_STORE"),
+        ] {
+            let mut v = written();
+            v[field] = value.into();
+            let reason = foreign_reason(&v);
+            assert!(reason.contains(value), "{field}: {reason}");
+            assert!(!reason.contains("expected"), "brief: {reason}");
+        }
+        let mut v = written();
+        v["versions"][0]["rotation"] = "ON_SCHEDULE".into();
+        assert!(foreign_reason(&v).contains("ON_SCHEDULE"));
+    }
+
+    #[test]
+    fn an_unknown_field_at_any_level_makes_a_record_foreign() {
+        let mut cases: Vec<fn(&mut serde_json::Value)> = Vec::new();
+        cases.push(|v| v["multi_region"] = true.into());
+        cases.push(|v| v["versions"][0]["hsm"] = "b".into());
+        cases.push(|v| v["tags"][0]["kind"] = "x".into());
+        cases.push(|v| v["rotation"]["jitter"] = 1.into());
+        cases.push(|v| v["grants"][0]["constraints"] = 1.into());
+        cases.push(|v| v["import"]["origin_hsm"] = 1.into());
+        cases.push(|v| {
+            v["import"]["material"] = serde_json::json!({"imported": 1.0, "valid_to": null, "x": 1})
+        });
+        cases.push(|v| {
+            v["import"]["pending"] = serde_json::json!({"token_digest": "d", "wrapping_label": null,
+                "algorithm": "RSAES_OAEP_SHA_256", "wrapping_bits": 2048, "valid_to": 1.0, "x": 1})
+        });
+        for (i, edit) in cases.into_iter().enumerate() {
+            let mut v = written();
+            edit(&mut v);
+            let reason = foreign_reason(&v);
+            assert!(reason.starts_with("unknown field"), "case {i}: {reason}");
+        }
+    }
+
+    #[test]
+    fn a_record_cut_short_is_unreadable_not_foreign() {
+        let text = serde_json::to_vec(&written()).unwrap();
+        for cut in [0, 1, 20, text.len() / 2, text.len() - 1] {
+            assert!(
+                matches!(parse::<KeyRecord>(&text[..cut]), Parsed::Unreadable(_)),
+                "cut at {cut}"
+            );
+        }
+        // Complete JSON without a format is no record either.
+        assert!(matches!(
+            parse::<KeyRecord>(br#"{"revision":3}"#),
+            Parsed::Unreadable(_)
+        ));
+    }
+
+    #[test]
+    fn alias_records_follow_the_same_rules() {
+        let a = AliasRecord {
+            format: AliasRecord::FORMAT,
+            revision: 2,
+            name: "alias/a".into(),
+            target: Uuid::new_v4(),
+            created: 1.0,
+            updated: 1.0,
+        };
+        let mut v = serde_json::to_value(&a).unwrap();
+        let label = alias_label("alias/a");
+        let bytes = |v: &serde_json::Value| serde_json::to_vec(v).unwrap();
+        assert_eq!(parse::<AliasRecord>(&bytes(&v)), Parsed::Understood(a));
+        assert_eq!(foreign(&label, &bytes(&v)), None);
+        v["format"] = (FORMAT + 1).into();
+        let f = foreign(&label, &bytes(&v)).unwrap();
+        assert_eq!((f.revision, f.format), (2, FORMAT + 1));
+        v["format"] = FORMAT.into();
+        v["targets"] = serde_json::json!([]);
+        assert!(foreign(&label, &bytes(&v)).is_some());
+        // Objects of another kind are never judged.
+        assert_eq!(foreign("kmsgate/xks/a", &bytes(&v)), None);
+    }
+
+    #[test]
+    fn a_label_names_a_record_kind_exactly() {
+        let id = Uuid::new_v4();
+        assert_eq!(record_kind(&key_label(&id)), RecordKind::Key(id));
+        assert_eq!(
+            record_kind(&alias_label("alias/a/b")),
+            RecordKind::Alias("alias/a/b".into())
+        );
+        for other in [
+            format!("kmsgate/key/{id}/v1/n"),
+            format!("kmsgate/key/{}", id.simple()),
+            format!("kmsgate/import/{id}/n"),
+            "kmsgate/changes/x".to_owned(),
+            "kmsgate/peers/1".to_owned(),
+            format!("other/key/{id}"),
+        ] {
+            assert_eq!(record_kind(&other), RecordKind::Other, "{other}");
+        }
     }
 
     #[test]

@@ -35,8 +35,8 @@ use std::sync::atomic::Ordering;
 use crate::hsm::TokenSession;
 
 use super::error::{StoreError, lock_poisoned, token};
-use super::record::AliasRecord;
-use super::{KeyRecord, KeyStore, LABEL_PREFIX, parse_record, prove_listing};
+use super::record::{AliasRecord, Parsed, RecordKind, record_kind};
+use super::{KeyRecord, KeyStore, parse_record, prove_listing};
 use crate::hsm::objects::{self, DataHandle};
 
 /// Rounds between full syncs when the marker has not moved.
@@ -316,29 +316,42 @@ impl KeyStore {
         let mut aliases = HashSet::new();
         {
             let cache = self.cache.read().map_err(lock_poisoned)?;
+            // By the label, and the revision of the record's header: a
+            // foreign record is reloaded (and so kept) like any other.
             for o in &objs {
-                let Some(rest) = o.label.strip_prefix(LABEL_PREFIX) else {
-                    continue;
-                };
-                if rest.starts_with("key/") {
-                    if let Some(r) = parse_record::<KeyRecord>(o) {
-                        let stale = cache
-                            .keys
-                            .get(&r.key_id)
-                            .is_none_or(|k| k.record.revision < r.revision);
-                        if stale {
-                            keys.insert(r.key_id);
+                match record_kind(&o.label) {
+                    RecordKind::Key(id) => {
+                        let Some(revision) = parse_record::<KeyRecord>(o).revision() else {
+                            continue;
+                        };
+                        let cached = cache.keys.get(&id).map(|k| k.record.revision);
+                        let foreign = cache.foreign_keys.get(&id).map(|f| f.record.revision);
+                        if cached.or(foreign).is_none_or(|r| r < revision) {
+                            keys.insert(id);
                         }
                     }
-                } else if rest.starts_with("alias/")
-                    && let Some(r) = parse_record::<AliasRecord>(o)
-                {
-                    let stale = cache.aliases.get(&r.name).is_none_or(|a| {
-                        a.record.revision < r.revision || a.record.target != r.target
-                    });
-                    if stale {
-                        aliases.insert(r.name);
+                    RecordKind::Alias(name) => {
+                        let parsed = parse_record::<AliasRecord>(o);
+                        let Some(revision) = parsed.revision() else {
+                            continue;
+                        };
+                        let target = match &parsed {
+                            Parsed::Understood(r) => Some(r.target),
+                            _ => None,
+                        };
+                        let stale =
+                            match (cache.aliases.get(&name), cache.foreign_aliases.get(&name)) {
+                                (Some(a), _) => {
+                                    a.record.revision < revision || Some(a.record.target) != target
+                                }
+                                (None, Some(f)) => f.record.revision < revision,
+                                (None, None) => true,
+                            };
+                        if stale {
+                            aliases.insert(name);
+                        }
                     }
+                    RecordKind::Other => {}
                 }
             }
             // Removed (or replaced) elsewhere: the cached handle is gone.
@@ -347,8 +360,18 @@ impl KeyStore {
                     keys.insert(*id);
                 }
             }
+            for (id, f) in &cache.foreign_keys {
+                if !current.contains(&f.handle) {
+                    keys.insert(*id);
+                }
+            }
             for (name, a) in &cache.aliases {
                 if !current.contains(&a.handle) {
+                    aliases.insert(name.clone());
+                }
+            }
+            for (name, f) in &cache.foreign_aliases {
+                if !current.contains(&f.handle) {
                     aliases.insert(name.clone());
                 }
             }
@@ -357,11 +380,18 @@ impl KeyStore {
             keys_reloaded: keys.len(),
             aliases_reloaded: aliases.len(),
         };
+        // A foreign record is kept as such by its reload (and logged).
         for id in keys {
-            self.reload_key(&id).await?;
+            match self.reload_key(&id).await {
+                Ok(_) | Err(StoreError::Foreign { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         for name in aliases {
-            self.reload_alias(&name).await?;
+            match self.reload_alias(&name).await {
+                Ok(_) | Err(StoreError::Foreign { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         *self.seen.lock().map_err(lock_poisoned)? = current;
         if report != SyncReport::default() {

@@ -495,8 +495,14 @@ impl KeyStore {
         created: Option<(u32, MasterKeyVersion)>,
     ) -> Result<Arc<Key>, StoreError> {
         let id = record.key_id;
+        // Straight from the cache: a foreign revision the sync found is
+        // superseded by the one just committed.
         let mut versions = self
-            .cached_key(&id)?
+            .cache
+            .read()
+            .map_err(lock_poisoned)?
+            .keys
+            .get(&id)
             .map(|k| k.versions.clone())
             .unwrap_or_default();
         if let Some((v, h)) = created {
@@ -535,11 +541,9 @@ impl KeyStore {
             meta,
             versions,
         });
-        self.cache
-            .write()
-            .map_err(lock_poisoned)?
-            .keys
-            .insert(id, key.clone());
+        let mut cache = self.cache.write().map_err(lock_poisoned)?;
+        cache.foreign_keys.remove(&id);
+        cache.keys.insert(id, key.clone());
         Ok(key)
     }
 }

@@ -230,6 +230,12 @@ impl Ctx<'_> {
                 .identity
                 .iter()
                 .any(|p| p.tests(RESOURCE_ALIASES));
+        if wants_aliases {
+            // Not decidable while an alias record is of a newer kmsgate
+            // (its target unknown): a retryable error, never a verdict
+            // on a partial list.
+            self.store.all_aliases()?;
+        }
         self.request_facts(&key, &u, operation, wants_aliases, &mut facts);
         let request = policy::Request {
             principal_arn: &self.caller.arn,

@@ -38,10 +38,14 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: ListKeysRequest) -> Result<ListKeysR
     v.finish()?;
     let limit = req.limit.unwrap_or(DEFAULT_LIMIT) as usize;
     let realm = ctx.store.realm();
-    let all = ctx.store.all_keys()?;
+    // A key whose record is of a newer kmsgate is listed too: it exists,
+    // only its content is not this gateway's to tell.
+    let mut all: Vec<uuid::Uuid> = ctx.store.all_keys()?.iter().map(|k| *k.id()).collect();
+    all.extend(ctx.store.foreign_key_ids()?);
+    all.sort();
     // The marker is the key id the next page starts at.
     let start = match &req.marker {
-        Some(m) => all.partition_point(|k| k.id().to_string().as_str() < m.as_str()),
+        Some(m) => all.partition_point(|k| k.to_string().as_str() < m.as_str()),
         None => 0,
     };
     let page = &all[start..];
@@ -50,13 +54,13 @@ pub async fn handle(ctx: &mut Ctx<'_>, req: ListKeysRequest) -> Result<ListKeysR
         .iter()
         .take(limit)
         .map(|k| KeyListEntry {
-            key_id: k.id().to_string(),
-            key_arn: realm.key_arn(k.id()),
+            key_id: k.to_string(),
+            key_arn: realm.key_arn(k),
         })
         .collect();
     Ok(ListKeysResponse {
         keys,
-        next_marker: truncated.then(|| page[limit].id().to_string()),
+        next_marker: truncated.then(|| page[limit].to_string()),
         truncated,
     })
 }

@@ -25,6 +25,7 @@ mod divergences;
 mod doctor;
 mod durability;
 mod faults;
+mod forward_records;
 mod fuzz;
 mod gateway;
 mod grant_context_case;
