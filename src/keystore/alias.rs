@@ -53,6 +53,7 @@ impl KeyStore {
             None => Ok(AliasRecord {
                 format: 1,
                 revision: 0,
+                lineage: Vec::new(),
                 name: alias_name.to_owned(),
                 target: *target,
                 created: now,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::error::{StoreError, lock_poisoned, token, unreadable};
-use super::record::{alias_label, key_label, version_label};
+use super::record::{LABEL_PREFIX, alias_label, key_label, version_label};
 use super::{
     AliasEntry, AliasRecord, Key, KeyRecord, KeyStore, Latest, build_key, latest_contested,
     read_records,
@@ -35,7 +35,7 @@ const RELIST_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 /// afresh. So `reread` asks for a re-initialisation (at most one per 5 s,
 /// see `Pool::request_reread`) and a third listing, after it, decides.
 /// Unknown names never pause, so random ids cannot stall anyone.
-async fn relisted<T, Fut>(
+pub(super) async fn relisted<T, Fut>(
     read: impl Fn() -> Fut,
     known: impl FnOnce() -> Result<bool, StoreError>,
     reread: impl FnOnce() -> bool,
@@ -269,6 +269,23 @@ impl KeyStore {
             }
             Latest::Unreadable => Err(unreadable(&label)),
         }
+    }
+
+    /// Whether the cache holds the record labelled `label`, and whether a
+    /// listing that misses it may ask for a re-initialisation (keys only,
+    /// as in [`reload_key`](Self::reload_key) and
+    /// [`reload_alias`](Self::reload_alias)).
+    pub(super) fn knows(&self, label: &str) -> Result<(bool, bool), StoreError> {
+        let cache = self.cache.read().map_err(lock_poisoned)?;
+        if let Some(id) = label
+            .strip_prefix(LABEL_PREFIX)
+            .and_then(|l| l.strip_prefix("key/"))
+            .and_then(|id| Uuid::parse_str(id).ok())
+        {
+            return Ok((cache.keys.contains_key(&id), true));
+        }
+        let alias = label.strip_prefix(LABEL_PREFIX).unwrap_or(label);
+        Ok((cache.aliases.contains_key(alias), false))
     }
 
     fn is_absent(&self, label: &str) -> Result<bool, StoreError> {

@@ -121,6 +121,12 @@ pub struct KeyRecord {
     /// Incremented by every change; the highest revision on the token wins.
     #[serde(default)]
     pub revision: u64,
+    /// This revision's random id, then those of the revisions it was made
+    /// from, newest first (at most [`LINEAGE`]): a writer whose revision
+    /// another process built on before it settled finds its change carried
+    /// ([`super::commit`]). Set by the commit, never by a change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<String>,
     pub key_id: Uuid,
     /// Epoch seconds.
     pub created: f64,
@@ -203,6 +209,7 @@ impl KeyRecord {
         KeyRecord {
             format: Self::FORMAT,
             revision: 0,
+            lineage: Vec::new(),
             key_id,
             created,
             key_spec: KeySpec::SymmetricDefault,
@@ -257,6 +264,12 @@ pub struct AliasRecord {
     /// Incremented by every change; the highest revision on the token wins.
     #[serde(default)]
     pub revision: u64,
+    /// This revision's random id, then those of the revisions it was made
+    /// from, newest first (at most [`LINEAGE`]): a writer whose revision
+    /// another process built on before it settled finds its change carried
+    /// ([`super::commit`]). Set by the commit, never by a change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<String>,
     /// Includes the `alias/` prefix.
     pub name: String,
     pub target: Uuid,
@@ -273,10 +286,15 @@ pub fn key_material_id(id: &Uuid, version: u32) -> String {
     hex::encode(h.finalize())
 }
 
+/// How many revision ids a record's `lineage` keeps.
+pub const LINEAGE: usize = 8;
+
 /// A record that is replaced, never modified, on the token.
 pub trait Revisioned: serde::de::DeserializeOwned {
     fn revision(&self) -> u64;
     fn set_revision(&mut self, revision: u64);
+    fn lineage(&self) -> &[String];
+    fn set_lineage(&mut self, lineage: Vec<String>);
 }
 
 impl Revisioned for KeyRecord {
@@ -287,6 +305,14 @@ impl Revisioned for KeyRecord {
     fn set_revision(&mut self, revision: u64) {
         self.revision = revision;
     }
+
+    fn lineage(&self) -> &[String] {
+        &self.lineage
+    }
+
+    fn set_lineage(&mut self, lineage: Vec<String>) {
+        self.lineage = lineage;
+    }
 }
 
 impl Revisioned for AliasRecord {
@@ -296,6 +322,14 @@ impl Revisioned for AliasRecord {
 
     fn set_revision(&mut self, revision: u64) {
         self.revision = revision;
+    }
+
+    fn lineage(&self) -> &[String] {
+        &self.lineage
+    }
+
+    fn set_lineage(&mut self, lineage: Vec<String>) {
+        self.lineage = lineage;
     }
 }
 
