@@ -61,6 +61,7 @@ impl KeyStore {
             None => Ok(AliasRecord {
                 format: AliasRecord::FORMAT,
                 revision: 0,
+                lineage: Vec::new(),
                 name: alias_name.to_owned(),
                 target: *target,
                 created: now,

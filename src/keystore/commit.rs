@@ -30,9 +30,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::error::{StoreError, token, unreadable};
-use super::record::{Revisioned, foreign};
+use super::lookup::relisted;
+use super::record::{LINEAGE, Revisioned, foreign};
 use super::write::{WRITE_RETRIES, retry_write, to_json};
 use super::{KeyStore, Latest, latest, read_records};
 use crate::hsm::objects::{self, DataHandle};
@@ -46,6 +48,22 @@ pub(super) const MAX_ATTEMPTS: u32 = 8;
 struct Revision {
     #[serde(default)]
     revision: u64,
+    #[serde(default)]
+    lineage: Vec<String>,
+}
+
+/// Whether the record object `value` was made from the revision whose
+/// value is `ours` (or from one made from it): `ours`' id is in its
+/// lineage. Then it carries our change, even if it removed our object.
+fn carries(value: &[u8], ours: &[u8]) -> bool {
+    let parse = |v: &[u8]| serde_json::from_slice::<Revision>(v).ok();
+    match (
+        parse(value),
+        parse(ours).and_then(|o| o.lineage.into_iter().next()),
+    ) {
+        (Some(r), Some(id)) => r.lineage.iter().skip(1).any(|l| *l == id),
+        _ => false,
+    }
 }
 
 /// The revision a record object holds; `None` for one that does not parse
@@ -90,14 +108,29 @@ pub(super) fn settle(
             o.value == value
         }
     };
-    if let Some(carrier) = all
+    // Another process may have read our revision before we settled it and
+    // made its own on top: our change is then in force inside it once that
+    // revision has won. It is a commit of its own, which a rival may still
+    // beat; its winning is seen in its clean-up, which removes our object
+    // (a winner removes every other object of the record). Until then the
+    // outcome is open, and is read again ([`KeyStore::settle_open`]).
+    let carrier = all
         .iter()
-        .filter(|o| !mine(o) && names_companion(&o.value))
-        .max_by_key(|o| revision_of(&o.value))
-    {
-        return Ok(Settled::Carried(carrier.handle, carrier.value.clone()));
+        .filter(|o| !mine(o) && (names_companion(&o.value) || carries(&o.value, value)))
+        .max_by_key(|o| revision_of(&o.value));
+    let ours = all.iter().find(|o| mine(o)).map(|o| o.handle);
+    match (ours, carrier) {
+        (None, Some(carrier)) => {
+            return Ok(Settled::Carried(carrier.handle, carrier.value.clone()));
+        }
+        (Some(_), Some(_)) => {
+            return Err(HsmError::NotDurable(
+                "a later revision made on top of this one has not settled yet".into(),
+            ));
+        }
+        _ => {}
     }
-    let Some(ours) = all.iter().find(|o| mine(o)).map(|o| o.handle) else {
+    let Some(ours) = ours else {
         // Gone: never stored, or removed by a later revision that does not
         // carry our change.
         return Ok(Settled::Lost);
@@ -336,13 +369,27 @@ impl KeyStore {
     {
         let mut write_retries = 0;
         for attempt in 0..MAX_ATTEMPTS {
-            let read_label = label.to_owned();
-            let latest_on_token = self
-                .hsm
-                .pool()
-                .run(move |s| Ok(latest::<R>(read_records(s, &read_label)?)))
-                .await
-                .map_err(token)?;
+            // A record this gateway knows that one listing misses is listed
+            // again before the change is told it is gone (lookup.rs,
+            // `relisted`): a write must not answer NotFoundException where
+            // a read would find the record (DESIGN.md decision 13).
+            let read = || {
+                let read_label = label.to_owned();
+                async move {
+                    self.hsm
+                        .pool()
+                        .run(move |s| Ok(latest::<R>(read_records(s, &read_label)?)))
+                        .await
+                        .map_err(token)
+                }
+            };
+            let (known, reread) = self.knows(label)?;
+            let latest_on_token = relisted(
+                read,
+                || Ok(known),
+                || reread && self.hsm.pool().request_reread(),
+            )
+            .await?;
             let current = match latest_on_token {
                 Latest::Unreadable => {
                     R::unreadable(label)?;
@@ -377,6 +424,11 @@ impl KeyStore {
                 Next::Write(record, companion) => (record, companion),
             };
             record.set_revision(current.as_ref().map_or(0, |(_, r)| r.revision() + 1));
+            let mut lineage = vec![Uuid::new_v4().simple().to_string()[..16].to_owned()];
+            if let Some((_, base)) = &current {
+                lineage.extend(base.lineage().iter().take(LINEAGE - 1).cloned());
+            }
+            record.set_lineage(lineage);
             let value = to_json(&record)?;
             let revision = record.revision();
             let pending: Pending<C> = Arc::new(Mutex::new(None));

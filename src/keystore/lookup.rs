@@ -35,7 +35,7 @@ const RELIST_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 /// afresh. So `reread` asks for a re-initialisation (at most one per 5 s,
 /// see `Pool::request_reread`) and a third listing, after it, decides.
 /// Unknown names never pause, so random ids cannot stall anyone.
-async fn relisted<T, Fut>(
+pub(super) async fn relisted<T, Fut>(
     read: impl Fn() -> Fut,
     known: impl FnOnce() -> Result<bool, StoreError>,
     reread: impl FnOnce() -> bool,
@@ -309,6 +309,19 @@ impl KeyStore {
             RecordKind::Other => {}
         }
         Ok(error)
+    }
+
+    /// Whether the cache holds the record labelled `label`, and whether a
+    /// listing that misses it may ask for a re-initialisation (keys only,
+    /// as in [`reload_key`](Self::reload_key) and
+    /// [`reload_alias`](Self::reload_alias)).
+    pub(super) fn knows(&self, label: &str) -> Result<(bool, bool), StoreError> {
+        let cache = self.cache.read().map_err(lock_poisoned)?;
+        Ok(match record_kind(label) {
+            RecordKind::Key(id) => (cache.keys.contains_key(&id), true),
+            RecordKind::Alias(name) => (cache.aliases.contains_key(&name), false),
+            RecordKind::Other => (false, false),
+        })
     }
 
     fn is_absent(&self, label: &str) -> Result<bool, StoreError> {

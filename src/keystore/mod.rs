@@ -623,6 +623,7 @@ mod tests {
             target: Uuid::nil(),
             created: 0.0,
             updated: 0.0,
+            lineage: Vec::new(),
         })
     }
 

@@ -265,6 +265,12 @@ pub struct KeyRecord {
     /// Incremented by every change; the highest revision on the token wins.
     #[serde(default)]
     pub revision: u64,
+    /// This revision's random id, then those of the revisions it was made
+    /// from, newest first (at most [`LINEAGE`]): a writer whose revision
+    /// another process built on before it settled finds its change carried
+    /// ([`super::commit`]). Set by the commit, never by a change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<String>,
     pub key_id: Uuid,
     /// Epoch seconds.
     pub created: f64,
@@ -348,6 +354,7 @@ impl KeyRecord {
         KeyRecord {
             format: Self::FORMAT,
             revision: 0,
+            lineage: Vec::new(),
             key_id,
             created,
             key_spec: KeySpec::SymmetricDefault,
@@ -403,6 +410,12 @@ pub struct AliasRecord {
     /// Incremented by every change; the highest revision on the token wins.
     #[serde(default)]
     pub revision: u64,
+    /// This revision's random id, then those of the revisions it was made
+    /// from, newest first (at most [`LINEAGE`]): a writer whose revision
+    /// another process built on before it settled finds its change carried
+    /// ([`super::commit`]). Set by the commit, never by a change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<String>,
     /// Includes the `alias/` prefix.
     pub name: String,
     pub target: Uuid,
@@ -423,10 +436,15 @@ pub fn key_material_id(id: &Uuid, version: u32) -> String {
     hex::encode(h.finalize())
 }
 
+/// How many revision ids a record's `lineage` keeps.
+pub const LINEAGE: usize = 8;
+
 /// A record that is replaced, never modified, on the token.
 pub trait Revisioned: serde::de::DeserializeOwned {
     fn revision(&self) -> u64;
     fn set_revision(&mut self, revision: u64);
+    fn lineage(&self) -> &[String];
+    fn set_lineage(&mut self, lineage: Vec<String>);
 }
 
 impl Revisioned for KeyRecord {
@@ -437,6 +455,14 @@ impl Revisioned for KeyRecord {
     fn set_revision(&mut self, revision: u64) {
         self.revision = revision;
     }
+
+    fn lineage(&self) -> &[String] {
+        &self.lineage
+    }
+
+    fn set_lineage(&mut self, lineage: Vec<String>) {
+        self.lineage = lineage;
+    }
 }
 
 impl Revisioned for AliasRecord {
@@ -446,6 +472,14 @@ impl Revisioned for AliasRecord {
 
     fn set_revision(&mut self, revision: u64) {
         self.revision = revision;
+    }
+
+    fn lineage(&self) -> &[String] {
+        &self.lineage
+    }
+
+    fn set_lineage(&mut self, lineage: Vec<String>) {
+        self.lineage = lineage;
     }
 }
 
@@ -643,6 +677,7 @@ mod tests {
             target: Uuid::new_v4(),
             created: 1.0,
             updated: 1.0,
+            lineage: Vec::new(),
         };
         let mut v = serde_json::to_value(&a).unwrap();
         let label = alias_label("alias/a");

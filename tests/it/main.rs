@@ -43,6 +43,7 @@ mod logs;
 mod metrics;
 mod missing_version;
 mod nemesis;
+mod nemesis_findings;
 mod policies;
 mod policy_alias;
 mod random_block;

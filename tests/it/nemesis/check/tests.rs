@@ -695,15 +695,142 @@ fn the_model_keeps_both_outcomes_of_an_unknown_write_and_none_of_a_refused_one()
         states(&[create.clone(), op(1, disable(), refused)]),
         [KeyState::Enabled]
     );
-    // An acknowledged write after an unknown one decides again; the
-    // history is folded in seq order whatever the file's order.
+    // An acknowledged write sent long enough after an unknown one decides
+    // again (the unknown one may land up to LINGER_MS after it was sent);
+    // the history is folded in seq order whatever the file's order.
+    let mut enable = op(2, Call::EnableKey { key_id: key.into() }, ok("r2"));
+    enable.start_ms = super::model::LINGER_MS + 1;
     assert_eq!(
         states(&[
-            op(2, Call::EnableKey { key_id: key.into() }, ok("r2")),
+            enable,
             op(1, disable(), Outcome::Unknown { why: "cut".into() }),
             create,
         ]),
         [KeyState::Enabled]
+    );
+}
+
+/// Issue 19, findings 3 and 4: a DisableKey and an UpdateAlias that timed
+/// out (no answer within 10 s) landed about two minutes later, after their
+/// owner's next acknowledged EnableKey and UpdateAlias; the model folded
+/// them in seq order only and reported a lost write.
+#[test]
+fn an_unanswered_write_may_land_after_later_acknowledged_writes_for_a_while() {
+    use super::model::{Clock, KeyState, LINGER_MS, Model};
+    let key = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
+    let other = "6fa459ea-ee8a-3ca4-894e-db77e160355e";
+    let clock = Clock {
+        now_s: 0.0,
+        days: 0,
+    };
+    let created = |seq, id: &str| {
+        op(
+            seq,
+            Call::CreateKey {
+                origin: "AWS_KMS".into(),
+            },
+            Outcome::Ok {
+                request_id: format!("r{seq}"),
+                result: Result_ {
+                    key_id: Some(id.into()),
+                    ..Result_::default()
+                },
+            },
+        )
+    };
+    let at = |mut o: Op, ms: u64| {
+        o.start_ms = ms;
+        o.end_ms = ms + 10;
+        o
+    };
+    let unknown = || Outcome::Unknown {
+        why: "no answer within 10 s".into(),
+    };
+    let states = |ops: &[Op]| -> Vec<KeyState> {
+        Model::fold(ops, clock).keys[key]
+            .state
+            .may
+            .iter()
+            .cloned()
+            .collect()
+    };
+    let disable = at(
+        op(1, Call::DisableKey { key_id: key.into() }, unknown()),
+        1_000,
+    );
+    let enable = |ms| at(op(2, Call::EnableKey { key_id: key.into() }, ok("r2")), ms);
+    assert_eq!(
+        states(&[created(0, key), disable.clone(), enable(120_000)]),
+        [KeyState::Enabled, KeyState::Disabled]
+    );
+    // Past the bound, the acknowledged write decides alone.
+    assert_eq!(
+        states(&[
+            created(0, key),
+            disable.clone(),
+            enable(1_000 + LINGER_MS + 1)
+        ]),
+        [KeyState::Enabled]
+    );
+    // A write to another key does not bring it back.
+    let other_enable = at(
+        op(
+            2,
+            Call::EnableKey {
+                key_id: other.into(),
+            },
+            ok("r2"),
+        ),
+        120_000,
+    );
+    let m = Model::fold(
+        &[created(0, key), created(3, other), disable, other_enable],
+        clock,
+    );
+    assert_eq!(
+        m.keys[key].state.may.iter().cloned().collect::<Vec<_>>(),
+        [KeyState::Enabled, KeyState::Disabled]
+    );
+
+    // The alias the nemesis saw: an unanswered UpdateAlias, then an
+    // acknowledged one two minutes later; either target may be in force,
+    // and the message names the unanswered write.
+    let alias = "alias/nemesis-c1-21";
+    let update = |seq, target: &str, outcome| {
+        op(
+            seq,
+            Call::UpdateAlias {
+                alias: alias.into(),
+                key_id: target.into(),
+            },
+            outcome,
+        )
+    };
+    let create_alias = op(
+        10,
+        Call::CreateAlias {
+            alias: alias.into(),
+            key_id: key.into(),
+        },
+        ok("r10"),
+    );
+    let m = Model::fold(
+        &[
+            created(0, key),
+            created(3, other),
+            at(create_alias, 500),
+            at(update(11, other, unknown()), 1_000),
+            at(update(12, key, ok("r12")), 146_000),
+        ],
+        clock,
+    );
+    let attr = &m.aliases[alias];
+    assert!(attr.may.contains(&Some(other.to_owned())), "{attr:?}");
+    assert!(attr.may.contains(&Some(key.to_owned())), "{attr:?}");
+    assert!(
+        attr.expected().contains("unknown outcomes of seq [11]"),
+        "{}",
+        attr.expected()
     );
 }
 
