@@ -119,6 +119,12 @@ impl KeyStore {
             let (fresh, version, granted) = self.reserve(&id).await?;
             budget.set(version, granted);
             key = fresh;
+            // The version reserved under, even if another process has made
+            // a newer one primary since.
+            if budget.try_take(version) {
+                let (key, handle) = self.version_handle(&key, version).await?;
+                return Ok((key, version, handle));
+            }
         }
         Err(StoreError::UsageNotReserved)
     }
@@ -130,6 +136,7 @@ impl KeyStore {
         let bound = self.policy.gcm_usage_bound;
         let block = self.policy.gcm_reserve_block.clamp(1, bound.max(1));
         let mut granted = 0;
+        let mut under = 0;
         let mut rotated = false;
         let key = self
             .modify(id, |r| {
@@ -152,12 +159,14 @@ impl KeyStore {
                 rotated = left == 0;
                 if rotated {
                     granted = block;
+                    under = r.next_version();
                     return Ok(Change::Rotate(NewVersion {
                         rotation: RotationType::Automatic,
                         reserved: block,
                     }));
                 }
                 granted = left.min(block);
+                under = primary;
                 v.encryptions_reserved += granted;
                 Ok(Change::Edit)
             })
@@ -167,8 +176,11 @@ impl KeyStore {
             self.key_rotated(*id, super::events::RotationReason::GcmUsageBound)
                 .await;
         }
-        let version = key.record.primary_version;
-        Ok((key, version, granted))
+        // The block is granted under the version it was reserved under.
+        // The record that committed may be a later revision another
+        // process made on top of ours (it carries our reservation), whose
+        // primary version may be a newer one: its blocks are not ours.
+        Ok((key, under, granted))
     }
 }
 
