@@ -408,7 +408,9 @@ pub async fn serve(
 /// start-up was reading them. The stream is tokio's: its handler is
 /// replaced by the default on exec, so children (workers, the read-back
 /// helper) start with SIGHUP as the system leaves it, and catch it
-/// themselves.
+/// themselves. (Tokio installs the handler a moment before the stream
+/// listens: a SIGHUP in between is caught but not seen, which is harmless,
+/// since nothing has been read yet.)
 pub struct Hangups(Option<tokio::signal::unix::Signal>);
 
 impl Hangups {

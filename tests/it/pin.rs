@@ -21,18 +21,30 @@ use crate::workers::{kill, workers_of};
 
 /// The status `/readyz` answers at `endpoint` (0: no answer).
 fn readyz(endpoint: &str) -> u16 {
+    readyz_answer(endpoint).0
+}
+
+/// The status and body `/readyz` answers at `endpoint`.
+fn readyz_answer(endpoint: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let addr = endpoint.trim_start_matches("http://");
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return 0;
+        return (0, String::new());
     };
     let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    out.split_whitespace()
+    let status = out
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default(),
+    )
 }
 
 /// GenerateDataKey on a connection of its own: Ok, or the error's name.
@@ -89,7 +101,12 @@ async fn a_refused_pin_is_tried_once_per_operator_action_across_workers() {
         gw.log()
     );
     assert_eq!(faults.count(LOGIN), 1, "one login in all: {}", faults.log());
-    assert_eq!(readyz(&endpoint), 503);
+    let (status, body) = readyz_answer(&endpoint);
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("the token refused the PIN (CKR_PIN_INCORRECT)"),
+        "/readyz says why: {body}"
+    );
     assert_eq!(
         data_key(&endpoint, &key).await,
         Err("KeyUnavailableException".to_owned())

@@ -145,6 +145,10 @@ fn spawn_in(
             module_loaded: maps.contains("softhsm") || maps.contains("kryoptic"),
             logged: std::fs::metadata(log).map_or(0, |m| m.len()),
         });
+        // Tokio installs its handler a moment before its stream listens:
+        // a SIGHUP in between is caught but not seen, harmlessly (nothing
+        // has been read yet), and so not the reload this test looks for.
+        std::thread::sleep(Duration::from_millis(2));
         send(child.id(), Signal::HUP);
     }
     let stdout = child.stdout.take().unwrap();
