@@ -221,6 +221,36 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(kmsgate::hsm::readback::helper_main()).unwrap_or(1));
     }
     let cli = Cli::parse();
+    // `serve` and a worker catch SIGHUP before anything else (its default
+    // action ends the process, and `systemctl reload` may come at any
+    // moment of a start-up that takes seconds on a big token). Tokio's
+    // signal handling needs its runtime, so that comes first; a SIGHUP
+    // that arrives during start-up is kept and acted on once serving
+    // (kmsgate::server::Hangups).
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Worker { threads, .. } = &cli.command {
+        runtime.worker_threads((*threads).max(1));
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kmsgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let hangups = match &cli.command {
+        Command::Serve { .. } | Command::Worker { .. } => {
+            let _in = runtime.enter();
+            match server::Hangups::catch() {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("kmsgate: cannot handle SIGHUP: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => server::Hangups::none(),
+    };
     let filter = EnvFilter::try_from_env("KMSGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Every request writes an audit record. A logging thread writes them in
     // batches (one write per burst, not per record) so that request threads
@@ -245,23 +275,12 @@ fn main() -> ExitCode {
         reload_with(builder.reload_handle());
         builder.init();
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Worker { threads, .. } = &cli.command {
-        runtime.worker_threads((*threads).max(1));
-    }
-    let runtime = match runtime.enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("kmsgate: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let result = match cli.command {
         Command::Serve {
             config,
             listen,
             workers,
-        } => runtime.block_on(run(config, listen, workers, &cli.log_format)),
+        } => runtime.block_on(run(config, listen, workers, &cli.log_format, hangups)),
         Command::Worker {
             config,
             index,
@@ -269,7 +288,7 @@ fn main() -> ExitCode {
             workers,
             ..
         } => runtime.block_on(kmsgate::workers::worker::run(
-            &config, index, &changes, workers,
+            &config, index, &changes, workers, hangups,
         )),
         Command::CheckKeys { config } => runtime.block_on(check_keys(config)),
         Command::Doctor { config, listen } => {
@@ -325,7 +344,11 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("kmsgate: {e}");
-            ExitCode::FAILURE
+            if kmsgate::hsm::is_pin_refusal(e.as_ref()) {
+                ExitCode::from(kmsgate::hsm::PIN_REFUSED_EXIT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     };
     // Every command has finished its token work and joined its threads by
@@ -340,6 +363,7 @@ async fn run(
     listen: Option<SocketAddr>,
     workers: Option<Workers>,
     log_format: &str,
+    hangups: server::Hangups,
 ) -> Result<(), server::StartError> {
     let config = Config::load(&config_path)?;
     kmsgate::logging::apply(config.log_level.as_deref(), "start-up");
@@ -355,6 +379,7 @@ async fn run(
             tls.is_some(),
             workers,
             log_format,
+            hangups,
         )
         .await;
     }
@@ -373,7 +398,7 @@ async fn run(
     let mut out = std::io::stdout();
     writeln!(out, "kmsgate listening on {scheme}://{local}")?;
     out.flush()?;
-    server::run(&config, listener, state, hsm, tls).await
+    server::run(&config, listener, state, hsm, tls, hangups).await
 }
 
 /// `[metrics] listen`, bound, with this process's recorder installed
@@ -399,6 +424,7 @@ async fn supervise(
     tls: bool,
     workers: usize,
     log_format: &str,
+    hangups: server::Hangups,
 ) -> Result<(), server::StartError> {
     let pin = server::user_pin(config)?;
     let metrics = metrics_endpoint(config, false).await?;
@@ -418,6 +444,7 @@ async fn supervise(
         pin,
         pin_env: config.hsm.pin_env.clone(),
         announce: format!("kmsgate listening on {scheme}://{local}"),
+        hangups,
         // A worker's drain grace, its background work's 5 s and its
         // token shutdown's 5 s, and some slack.
         stop_timeout: Duration::from_millis(config.http.shutdown_grace_ms)

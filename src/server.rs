@@ -60,6 +60,7 @@ pub fn hsm_settings_with_pin(config: &Config, pin: SecretString) -> HsmSettings 
         read_back: config.hsm.read_back,
         secret_env: config.secret_env(),
         random_block_bytes: config.hsm.random_block_bytes,
+        pin_marker: None,
     }
 }
 
@@ -133,8 +134,9 @@ pub async fn build_worker(
     audit: &AuditConfig,
     pin: SecretString,
     peers: PeerChanges,
+    pin_marker: PathBuf,
 ) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
-    build_with_audit(config, audit, pin, Some(peers)).await
+    build_with_audit(config, audit, pin, Some((peers, pin_marker))).await
 }
 
 /// As [`build`], for a command that serves no requests: the audit file is
@@ -147,8 +149,9 @@ async fn build_with_audit(
     config: &Config,
     audit: &AuditConfig,
     pin: SecretString,
-    peers: Option<PeerChanges>,
+    worker: Option<(PeerChanges, PathBuf)>,
 ) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
+    let (peers, pin_marker) = worker.unzip();
     let audit_realm = crate::audit::Realm {
         partition: config.partition.clone(),
         region: config.region.clone(),
@@ -164,7 +167,8 @@ async fn build_with_audit(
                 .display()
         )
     })?);
-    let settings = hsm_settings_with_pin(config, pin);
+    let mut settings = hsm_settings_with_pin(config, pin);
+    settings.pin_marker = pin_marker;
     let authorizer = authorizer(config)?;
     let verifier = verifier(config)?;
     if config.auth.allow_anonymous {
@@ -397,6 +401,42 @@ pub async fn serve(
     crate::http::serve::serve(listener, router(state), settings, audit, shutdown).await
 }
 
+/// SIGHUP, caught by `main` before anything else of `serve` or of a
+/// worker runs (its default action ends the process). A SIGHUP that
+/// arrives during start-up is kept, and acted on once the gateway serves:
+/// one reload, which also picks up a change made to the files while the
+/// start-up was reading them. The stream is tokio's: its handler is
+/// replaced by the default on exec, so children (workers, the read-back
+/// helper) start with SIGHUP as the system leaves it, and catch it
+/// themselves. (Tokio installs the handler a moment before the stream
+/// listens: a SIGHUP in between is caught but not seen, which is harmless,
+/// since nothing has been read yet.)
+pub struct Hangups(Option<tokio::signal::unix::Signal>);
+
+impl Hangups {
+    /// Starts catching SIGHUP. Inside the runtime.
+    pub fn catch() -> std::io::Result<Hangups> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Hangups(Some(signal(SignalKind::hangup())?)))
+    }
+
+    /// For commands that leave SIGHUP alone: never completes.
+    pub fn none() -> Hangups {
+        Hangups(None)
+    }
+
+    /// The next SIGHUP (one that arrived since the last, or since
+    /// [`catch`](Self::catch)).
+    pub async fn recv(&mut self) {
+        match &mut self.0 {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// The life of a serving gateway after start-up: background work, serving
 /// until SIGTERM or SIGINT (SIGHUP reloads the TLS files), draining,
 /// stopping the background work, and closing the token's sessions and
@@ -407,8 +447,18 @@ pub async fn run(
     state: Arc<AppState>,
     hsm: Arc<Hsm>,
     tls: Option<Arc<Tls>>,
+    hangups: Hangups,
 ) -> Result<(), StartError> {
-    run_until(config, listener, state, hsm, tls, shutdown_signal()).await
+    run_until(
+        config,
+        listener,
+        state,
+        hsm,
+        tls,
+        hangups,
+        shutdown_signal(),
+    )
+    .await
 }
 
 /// As [`run`], stopping when `shutdown` completes (a worker also stops
@@ -419,6 +469,7 @@ pub async fn run_until(
     state: Arc<AppState>,
     hsm: Arc<Hsm>,
     tls: Option<Arc<Tls>>,
+    hangups: Hangups,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StartError> {
     let background = spawn_background(
@@ -426,7 +477,12 @@ pub async fn run_until(
         Duration::from_millis(config.keys.sync_interval_ms),
         Duration::from_millis(config.keys.scheduler_interval_ms),
     );
-    let reloader = tokio::spawn(reload_on_sighup(config.path.clone(), tls.clone()));
+    let reloader = tokio::spawn(reload_on_sighup(
+        config.path.clone(),
+        tls.clone(),
+        hsm.clone(),
+        hangups,
+    ));
     serve(
         listener,
         state.clone(),
@@ -469,50 +525,66 @@ pub async fn run_until(
     Ok(())
 }
 
-/// Re-reads the TLS files on every SIGHUP; new connections use them, open
-/// ones keep what they had. A file that does not load keeps the old
-/// configuration. Without TLS, SIGHUP is logged and ignored (rather than
-/// ending the process, its default).
-async fn reload_on_sighup(config_path: PathBuf, tls: Option<Arc<Tls>>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot handle SIGHUP: TLS files are not reloadable");
-            return;
-        };
-        while hup.recv().await.is_some() {
-            reread_log_level(&config_path);
-            let Some(tls) = &tls else {
-                tracing::info!("SIGHUP: no [tls] configured, nothing to reload");
-                continue;
-            };
-            match tls.reload() {
-                Ok(()) => tracing::info!(
-                    cert_chain_file = %tls.files().cert_chain_file.display(),
-                    "SIGHUP: TLS certificate and key reloaded; new connections use them"
-                ),
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "SIGHUP: TLS reload failed; keeping the certificate and key in use"
-                ),
+/// Re-reads the TLS files on every SIGHUP (one that came during start-up
+/// included); new connections use them, open ones keep what they had. A
+/// file that does not load keeps the old configuration. Without TLS,
+/// SIGHUP is logged and ignored (rather than ending the process, its
+/// default). The user PIN is read again too: after the token refused it,
+/// this is the one new login attempt (`hsm::link::PinGate`).
+async fn reload_on_sighup(
+    config_path: PathBuf,
+    tls: Option<Arc<Tls>>,
+    hsm: Arc<Hsm>,
+    mut hangups: Hangups,
+) {
+    loop {
+        hangups.recv().await;
+        let config = reread_log_level(&config_path);
+        // A worker's environment has no `hsm.pin_env`: it keeps the PIN
+        // its supervisor gave it unless the PIN is in a file.
+        let pin = config.as_ref().and_then(|c| user_pin(c).ok());
+        let refused = hsm.pin_refused();
+        let token = hsm.clone();
+        match tokio::task::spawn_blocking(move || token.retry_pin(pin)).await {
+            Ok(true) if refused.is_some() => {
+                tracing::info!("SIGHUP: the token took the PIN; ready again")
             }
+            Ok(false) if refused.is_some() => {
+                tracing::warn!("SIGHUP: the login failed; the gateway is not ready")
+            }
+            _ => {}
+        }
+        let Some(tls) = &tls else {
+            tracing::info!("SIGHUP: no [tls] configured, nothing to reload");
+            continue;
+        };
+        match tls.reload() {
+            Ok(()) => tracing::info!(
+                cert_chain_file = %tls.files().cert_chain_file.display(),
+                "SIGHUP: TLS certificate and key reloaded; new connections use them"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                "SIGHUP: TLS reload failed; keeping the certificate and key in use"
+            ),
         }
     }
-    #[cfg(not(unix))]
-    let _ = (config_path, tls);
 }
 
 /// On SIGHUP: the config's `log_level` is read again and applied (the rest
-/// of the config needs a restart).
-pub fn reread_log_level(config_path: &Path) {
+/// of the config needs a restart, but for the PIN); returns the config.
+pub fn reread_log_level(config_path: &Path) -> Option<Config> {
     if config_path.as_os_str().is_empty() {
-        return;
+        return None;
     }
     match Config::load(config_path) {
-        Ok(c) => crate::logging::apply(c.log_level.as_deref(), "SIGHUP"),
+        Ok(c) => {
+            crate::logging::apply(c.log_level.as_deref(), "SIGHUP");
+            Some(c)
+        }
         Err(e) => {
-            tracing::warn!(error = %e, "SIGHUP: the config does not load; log level unchanged")
+            tracing::warn!(error = %e, "SIGHUP: the config does not load; log level unchanged");
+            None
         }
     }
 }

@@ -51,6 +51,10 @@ pub enum HsmError {
     Unexpected(&'static str),
     #[error("token setup: {0}")]
     Setup(String),
+    /// The token refused the user PIN (the code's name): no login is
+    /// tried again until the operator signals a reload (`link::PinGate`).
+    #[error("the token refused the user PIN ({0}); fix the PIN and send SIGHUP")]
+    PinRefused(String),
     /// The pool has shut down.
     #[error("token session pool is closed")]
     Closed,
@@ -94,9 +98,10 @@ impl HsmError {
             HsmError::Busy => Fault::Busy,
             HsmError::QueueTimeout | HsmError::CallTimeout(_) => Fault::Timeout,
             HsmError::BadTag => Fault::BadInput,
-            HsmError::Unavailable(_) | HsmError::Closed | HsmError::IncompleteListing => {
-                Fault::Retryable
-            }
+            HsmError::Unavailable(_)
+            | HsmError::Closed
+            | HsmError::IncompleteListing
+            | HsmError::PinRefused(_) => Fault::Retryable,
             HsmError::StaleGeneration => Fault::StaleHandle,
             HsmError::Unexpected(_) => Fault::Retryable,
             HsmError::NotDurable(_) => Fault::NotDurable,
@@ -113,7 +118,10 @@ impl HsmError {
         matches!(self.fault(), Fault::Retryable | Fault::Fatal)
             && !matches!(
                 self,
-                HsmError::Unavailable(_) | HsmError::Closed | HsmError::IncompleteListing
+                HsmError::Unavailable(_)
+                    | HsmError::Closed
+                    | HsmError::IncompleteListing
+                    | HsmError::PinRefused(_)
             )
     }
 

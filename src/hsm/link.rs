@@ -3,8 +3,9 @@
 //! label, log in, with backoff and jitter between failed attempts. Each
 //! reset starts a new *generation* of object handles ([`super::pool`]).
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock, TryLockError};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -35,7 +36,10 @@ pub(super) struct LinkState {
 pub(super) struct Link {
     pkcs11: Pkcs11,
     selector: TokenSelector,
-    pub(super) pin: AuthPin,
+    /// Replaced on SIGHUP after a refusal ([`Link::retry_pin`]).
+    pin: RwLock<AuthPin>,
+    /// Whether a login may be tried ([`PinGate`]).
+    pub(super) gate: Arc<PinGate>,
     pub(super) state: RwLock<LinkState>,
     /// Holds the login for the process (closing a token's last session logs
     /// it out).
@@ -72,16 +76,18 @@ impl Link {
         pkcs11: Pkcs11,
         selector: TokenSelector,
         pin: AuthPin,
+        gate: Arc<PinGate>,
         workers: usize,
         random_block: usize,
     ) -> Result<Link, HsmError> {
         initialize(&pkcs11)?;
         let slot = find_token(&pkcs11, &selector)?;
-        let login = open_logged_in(&pkcs11, slot, &pin, 8)?;
+        let login = open_logged_in(&pkcs11, slot, &pin, &gate, 8)?;
         Ok(Link {
             pkcs11,
             selector,
-            pin,
+            pin: RwLock::new(pin),
+            gate,
             state: RwLock::new(LinkState {
                 slot: Some(slot),
                 generation: 1,
@@ -104,6 +110,28 @@ impl Link {
         &self.pkcs11
     }
 
+    pub(super) fn pin(&self) -> RwLockReadGuard<'_, AuthPin> {
+        self.pin.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After a refusal, a reload (SIGHUP): takes `pin` (the PIN file read
+    /// again; `None`: keep the one held) and makes exactly one attempt to
+    /// re-initialise and log in now. Returns whether the link is usable.
+    /// Without a refusal only the PIN is replaced, for the next login.
+    pub(super) fn retry_pin(&self, pin: Option<AuthPin>) -> bool {
+        if let Some(pin) = pin {
+            *self.pin.write().unwrap_or_else(|e| e.into_inner()) = pin;
+        }
+        if !self.gate.reopen() {
+            return self.is_healthy();
+        }
+        tracing::info!("reload: one login attempt with the PIN as it is now");
+        self.reset_needed.store(true, Ordering::SeqCst);
+        self.next_attempt.store(0, Ordering::SeqCst);
+        *lock(&self.backoff) = BACKOFF_MIN;
+        self.try_reset()
+    }
+
     pub(super) fn slot(&self) -> Result<(Slot, u64), HsmError> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         match state.slot {
@@ -113,7 +141,9 @@ impl Link {
     }
 
     pub(super) fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed) && !self.reset_needed.load(Ordering::Relaxed)
+        self.healthy.load(Ordering::Relaxed)
+            && !self.reset_needed.load(Ordering::Relaxed)
+            && self.gate.refused().is_none()
     }
 
     /// Counts one CKR_GENERAL_ERROR; returns how many the current window
@@ -169,6 +199,10 @@ impl Link {
         if !self.reset_needed.load(Ordering::SeqCst) {
             return true;
         }
+        // A refused PIN is not tried again until a reload ([`PinGate`]).
+        if self.gate.refused().is_some() {
+            return false;
+        }
         let Ok(_one) = self.resetting.try_lock() else {
             return false;
         };
@@ -204,7 +238,7 @@ impl Link {
         }
         let reconnected = initialize(&self.pkcs11).and_then(|()| {
             let slot = find_token(&self.pkcs11, &self.selector)?;
-            let login = open_logged_in(&self.pkcs11, slot, &self.pin, 2)?;
+            let login = open_logged_in(&self.pkcs11, slot, &self.pin(), &self.gate, 2)?;
             Ok((slot, login))
         });
         match reconnected {
@@ -276,13 +310,16 @@ fn initialize(pkcs11: &Pkcs11) -> Result<(), HsmError> {
 /// Opens a read-write session and logs the user in, retrying with backoff
 /// and jitter up to `attempts` times: concurrent logins from several
 /// processes sometimes fail with CKR_GENERAL_ERROR on SoftHSM2.
-/// CKR_USER_ALREADY_LOGGED_IN is success.
+/// CKR_USER_ALREADY_LOGGED_IN is success. A PIN the token refuses is never
+/// retried, and once refused no login is tried until a reload ([`PinGate`]).
 pub(super) fn open_logged_in(
     pkcs11: &Pkcs11,
     slot: Slot,
     pin: &AuthPin,
+    gate: &PinGate,
     attempts: u32,
 ) -> Result<Session, HsmError> {
+    let _turn = gate.turn()?;
     let mut delay = Duration::from_millis(20);
     let mut attempt = 0;
     loop {
@@ -297,8 +334,8 @@ pub(super) fn open_logged_in(
         });
         match result {
             Ok(session) => return Ok(session),
-            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
-                return Err(HsmError::Setup("the token rejected the user PIN".into()));
+            Err(CkError::Pkcs11(rv, _)) if pin_refusal(rv).is_some() => {
+                return Err(gate.refuse(rv));
             }
             Err(e) if attempt < attempts => {
                 tracing::warn!(error = %e, attempt, "opening a logged-in session failed; retrying");
@@ -307,5 +344,126 @@ pub(super) fn open_logged_in(
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// The name of a code with which the token refuses the PIN itself, as
+/// opposed to a passing fault: the same PIN fails the same way again, and
+/// an HSM with a failure counter locks the user out after a few tries.
+/// CKR_PIN_INVALID and CKR_PIN_LEN_RANGE are meant for setting a PIN, but
+/// a token that answers them to C_Login will not take the PIN either.
+pub(crate) fn pin_refusal(rv: RvError) -> Option<&'static str> {
+    Some(match rv {
+        RvError::PinIncorrect => "CKR_PIN_INCORRECT",
+        RvError::PinLocked => "CKR_PIN_LOCKED",
+        RvError::PinExpired => "CKR_PIN_EXPIRED",
+        RvError::PinInvalid => "CKR_PIN_INVALID",
+        RvError::PinLenRange => "CKR_PIN_LEN_RANGE",
+        _ => return None,
+    })
+}
+
+/// The refusal [`pin_refusal`] names `code` (CKR_PIN_INCORRECT for a name
+/// it does not give).
+fn refusal_named(code: &str) -> RvError {
+    [
+        RvError::PinIncorrect,
+        RvError::PinLocked,
+        RvError::PinExpired,
+        RvError::PinInvalid,
+        RvError::PinLenRange,
+    ]
+    .into_iter()
+    .find(|rv| pin_refusal(*rv) == Some(code))
+    .unwrap_or(RvError::PinIncorrect)
+}
+
+/// One login attempt per operator action (start, each SIGHUP) with a PIN
+/// the token refuses, never a stream of them: an HSM with a failure
+/// counter would lock the user out. Once a login is refused, this process
+/// tries none (the link's re-initialisation, the pool's sessions, the
+/// read-back helper) until [`reopen`](Self::reopen), which a SIGHUP calls.
+///
+/// The workers of one supervisor share a marker file (`marker`): a
+/// refusal met by one is written there, and the others, restarted workers
+/// and their read-back helpers see it and do not try; a lock file next to
+/// it makes their logins one at a time, so two of them never both try a
+/// refused PIN. The supervisor removes the marker on SIGHUP.
+pub struct PinGate {
+    refused: Mutex<Option<&'static str>>,
+    marker: Option<PathBuf>,
+}
+
+impl PinGate {
+    pub fn new(marker: Option<PathBuf>) -> PinGate {
+        PinGate {
+            refused: Mutex::new(None),
+            marker,
+        }
+    }
+
+    /// The code the token refused the PIN with, while no login may be
+    /// tried.
+    pub fn refused(&self) -> Option<&'static str> {
+        *lock(&self.refused)
+    }
+
+    /// A turn to log in (held until the login's answer), or the refusal
+    /// that forbids it: this process's, or another worker's (the marker).
+    pub(super) fn turn(&self) -> Result<Option<std::fs::File>, HsmError> {
+        if let Some(code) = self.refused() {
+            return Err(HsmError::PinRefused(code.into()));
+        }
+        let Some(marker) = &self.marker else {
+            return Ok(None);
+        };
+        let mut lock_path = marker.clone().into_os_string();
+        lock_path.push(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&lock_path)
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(|e| HsmError::Setup(format!("the workers' login lock: {e}")))?;
+        if let Ok(code) = std::fs::read_to_string(marker) {
+            let code = pin_refusal(refusal_named(code.trim())).unwrap_or("CKR_PIN_INCORRECT");
+            self.latch(code, "another worker's login was refused");
+            return Err(HsmError::PinRefused(code.into()));
+        }
+        Ok(Some(file))
+    }
+
+    /// Records that the token refused the PIN with `rv`; returns the error.
+    pub(super) fn refuse(&self, rv: RvError) -> HsmError {
+        let code = pin_refusal(rv).unwrap_or("CKR_PIN_INCORRECT");
+        if let Some(marker) = &self.marker
+            && let Err(e) = std::fs::write(marker, code)
+        {
+            tracing::warn!(error = %e, "cannot tell the other workers of the refused PIN");
+        }
+        self.latch(code, "the token refused the user PIN");
+        HsmError::PinRefused(code.into())
+    }
+
+    /// Records a refusal from the read-back helper (`code`, as it named it).
+    pub(super) fn refuse_named(&self, code: &str) -> HsmError {
+        self.refuse(refusal_named(code))
+    }
+
+    fn latch(&self, code: &'static str, why: &str) {
+        let mut refused = lock(&self.refused);
+        if refused.is_none() {
+            tracing::error!(
+                code,
+                "{why}: no more login attempts, the gateway is not ready; fix the PIN (hsm.pin_file) and send SIGHUP (systemctl reload kmsgate), which tries once"
+            );
+        }
+        *refused = Some(code);
+    }
+
+    /// A reload: one more attempt is allowed. Returns whether a refusal
+    /// was in force.
+    pub(super) fn reopen(&self) -> bool {
+        lock(&self.refused).take().is_some()
     }
 }

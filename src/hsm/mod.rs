@@ -50,7 +50,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub use error::{Fault, HsmError};
-use link::Link;
+use link::{Link, PinGate};
 use pool::PoolSettings;
 pub use pool::{Pool, TokenSession};
 pub use readback::ReadBack;
@@ -138,6 +138,10 @@ pub struct HsmSettings {
     /// Random bytes drawn from the token this many at a time and handed
     /// out from a zeroizing buffer; 0: one C_GenerateRandom per use.
     pub random_block_bytes: usize,
+    /// The file in which the workers of one supervisor tell each other
+    /// that the token refused the PIN (`link::PinGate`); `None` for a
+    /// gateway on its own.
+    pub pin_marker: Option<PathBuf>,
 }
 
 /// The token, logged in, with its session pool.
@@ -154,10 +158,12 @@ impl Hsm {
     pub fn open(settings: HsmSettings) -> Result<Hsm, HsmError> {
         let pkcs11 = Pkcs11::new(&settings.module)?;
         let pin = AuthPin::new(settings.pin.expose_secret().into());
+        let gate = Arc::new(PinGate::new(settings.pin_marker.clone()));
         let link = Arc::new(Link::open(
             pkcs11.clone(),
             settings.token.clone(),
             pin,
+            gate.clone(),
             settings.sessions.max(1),
             settings.random_block_bytes,
         )?);
@@ -199,6 +205,7 @@ impl Hsm {
             &settings.token,
             settings.pin,
             settings.secret_env,
+            gate,
         ));
         let pool = Pool::start(
             link.clone(),
@@ -233,6 +240,23 @@ impl Hsm {
     /// Whether the token is usable as far as this process knows.
     pub fn is_healthy(&self) -> bool {
         self.pool.is_healthy()
+    }
+
+    /// The code the token refused the user PIN with, while no login is
+    /// tried (`link::PinGate`).
+    pub fn pin_refused(&self) -> Option<&'static str> {
+        self.link.gate.refused()
+    }
+
+    /// A reload (SIGHUP): the PIN as read again (`None`: the one held);
+    /// after a refusal, exactly one attempt to log in with it, now.
+    /// Returns whether the token is usable. Blocking.
+    pub fn retry_pin(&self, pin: Option<SecretString>) -> bool {
+        if let Some(pin) = &pin {
+            self.confirm.set_pin(pin.clone());
+        }
+        self.link
+            .retry_pin(pin.map(|p| AuthPin::new(p.expose_secret().into())))
     }
 
     /// Stops the workers, closes every session, logs out and finalises the
@@ -315,3 +339,16 @@ impl OwnedSession {
         }
     }
 }
+
+/// Whether `e` (a start-up's error) is the token's refusal of the PIN:
+/// `kmsgate serve` and a worker then exit with [`PIN_REFUSED_EXIT`].
+pub fn is_pin_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(e.downcast_ref::<HsmError>(), Some(HsmError::PinRefused(_)))
+}
+
+/// The exit status of a start-up that ended because the token refused
+/// the PIN (EX_CONFIG): a supervisor does not restart such a worker
+/// until SIGHUP, and a service manager can be told not to restart
+/// (systemd's `RestartPreventExitStatus=78`), since every start tries the
+/// PIN once more.
+pub const PIN_REFUSED_EXIT: u8 = 78;

@@ -116,7 +116,13 @@ impl Pool {
         let (slot, _) = link.slot()?;
         for n in 0..link.sessions.len() {
             // Open every session before serving, so a bad token fails start-up.
-            *lock(&link.sessions[n]) = Some(open_logged_in(link.pkcs11(), slot, &link.pin, 8)?);
+            *lock(&link.sessions[n]) = Some(open_logged_in(
+                link.pkcs11(),
+                slot,
+                &link.pin(),
+                &link.gate,
+                8,
+            )?);
             let worker = Worker {
                 n,
                 link: link.clone(),
@@ -353,10 +359,22 @@ impl Worker {
         };
         let mut session = lock(&self.link.sessions[self.n]);
         if session.is_none() {
-            match open_logged_in(self.link.pkcs11(), slot, &self.link.pin, 2) {
+            match open_logged_in(
+                self.link.pkcs11(),
+                slot,
+                &self.link.pin(),
+                &self.link.gate,
+                2,
+            ) {
                 Ok(s) => {
                     tracing::info!("token session re-opened");
                     *session = Some(s);
+                }
+                // Logged once, where it was refused.
+                Err(e @ HsmError::PinRefused(_)) => {
+                    self.link.healthy.store(false, Ordering::Relaxed);
+                    job(Err(e));
+                    return;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot re-open a token session");

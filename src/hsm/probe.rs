@@ -294,6 +294,7 @@ fn write_probe(pkcs11: &Pkcs11, slot: cryptoki::slot::Slot, settings: &HsmSettin
         &settings.token,
         settings.pin.clone(),
         settings.secret_env.clone(),
+        std::sync::Arc::new(super::link::PinGate::new(None)),
     );
     let steps = || -> Result<(), (Step, HsmError)> {
         let handle = objects::create_data(&s, &label, value).map_err(|e| (Step::Create, e))?;

@@ -27,7 +27,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
@@ -38,12 +38,17 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use super::link::PinGate;
 use super::objects::APPLICATION;
 use super::select::TokenSelector;
 use super::{HsmError, TokenSession};
 
 /// The first argument that makes the binary run as the read-back helper.
 pub const HELPER_ARG: &str = "__read-back-helper";
+
+/// What the helper answers instead of `ready` when the token refuses the
+/// PIN, followed by the code's name.
+const REFUSED: &str = "refused ";
 
 /// The longest first line the helper accepts (module path, token and PIN,
 /// hex-encoded).
@@ -161,7 +166,9 @@ pub struct Confirmer {
     exe: Option<PathBuf>,
     module: PathBuf,
     token: TokenSelector,
-    pin: SecretString,
+    pin: Mutex<SecretString>,
+    /// A helper logs in: not while the token refuses the PIN.
+    gate: Arc<PinGate>,
     /// Environment variables the helper does not inherit.
     env_remove: Vec<String>,
 }
@@ -190,6 +197,7 @@ impl Confirmer {
         token: &TokenSelector,
         pin: SecretString,
         env_remove: Vec<String>,
+        gate: Arc<PinGate>,
     ) -> Confirmer {
         Confirmer {
             mode,
@@ -197,8 +205,19 @@ impl Confirmer {
             exe: std::env::current_exe().ok(),
             module: module.to_owned(),
             token: token.clone(),
-            pin,
+            pin: Mutex::new(pin),
+            gate,
             env_remove,
+        }
+    }
+
+    /// The PIN read again on a reload: the next helper logs in with it.
+    pub(super) fn set_pin(&self, pin: SecretString) {
+        let mut held = self.pin.lock().unwrap_or_else(|e| e.into_inner());
+        if held.expose_secret() != pin.expose_secret() {
+            *held = pin;
+            drop(held);
+            self.restart_helper();
         }
     }
 
@@ -294,6 +313,8 @@ impl Confirmer {
     }
 
     fn spawn(&self) -> Result<Helper, HsmError> {
+        // The helper logs in: its turn is this process's (`PinGate`).
+        let _turn = self.gate.turn()?;
         let exe = self
             .exe
             .as_ref()
@@ -318,7 +339,11 @@ impl Confirmer {
         let hello = hello_line(&[
             self.module.as_os_str().as_encoded_bytes(),
             self.token.encode().as_bytes(),
-            self.pin.expose_secret().as_bytes(),
+            self.pin
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .expose_secret()
+                .as_bytes(),
         ]);
         let mut helper = Helper {
             child,
@@ -334,6 +359,9 @@ impl Confirmer {
         let mut ready = String::new();
         match helper.stdout.read_line(&mut ready) {
             Ok(n) if n > 0 && ready.trim() == "ready" => Ok(helper),
+            Ok(_) if ready.starts_with(REFUSED) => Err(self
+                .gate
+                .refuse_named(ready.trim_start_matches(REFUSED).trim())),
             _ => Err(not_durable(format!(
                 "read-back helper did not start: {}",
                 ready.trim()
@@ -472,6 +500,13 @@ pub fn helper_main() -> i32 {
     let mut input = BufReader::new(raw);
     let session = match helper_session(&module, &token, &pin) {
         Ok(s) => s,
+        Err(HsmError::Pkcs11(cryptoki::error::Error::Pkcs11(rv, _)))
+            if super::link::pin_refusal(rv).is_some() =>
+        {
+            let code = super::link::pin_refusal(rv).unwrap_or_default();
+            let _ = writeln!(out, "{REFUSED}{code}");
+            return 1;
+        }
         Err(e) => {
             let _ = writeln!(out, "error {e}");
             return 1;

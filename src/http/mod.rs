@@ -130,16 +130,22 @@ async fn healthz() -> Response {
     probe(StatusCode::OK, "ok")
 }
 
-/// The token is usable: 200, or 503 while it is not.
+/// The token is usable: 200, or 503 while it is not (saying so when the
+/// token refused the PIN, which only the operator can fix).
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.store.is_ready() {
         probe(StatusCode::OK, "ready")
+    } else if let Some(code) = state.store.pin_refused() {
+        probe(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the token refused the PIN ({code}); fix it and send SIGHUP"),
+        )
     } else {
         probe(StatusCode::SERVICE_UNAVAILABLE, "token unavailable")
     }
 }
 
-fn probe(status: StatusCode, text: &'static str) -> Response {
+fn probe(status: StatusCode, text: &str) -> Response {
     let body = serde_json::json!({ "status": text }).to_string();
     let mut response = (status, body).into_response();
     response.headers_mut().insert(

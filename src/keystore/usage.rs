@@ -215,6 +215,12 @@ impl KeyStore {
     pub fn token_healthy(&self) -> bool {
         self.hsm.is_healthy()
     }
+
+    /// The code the token refused the user PIN with, while no login is
+    /// tried (for `/readyz`).
+    pub fn pin_refused(&self) -> Option<&'static str> {
+        self.hsm.pin_refused()
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,24 @@ pub const WORKER_ARG: &str = "__worker";
 /// What a worker answers on its control channel once it serves.
 const READY: &str = "ready";
 
+/// The file in which the workers tell each other that the token refused
+/// the PIN (`hsm::link::PinGate`), next to their change counters file
+/// `changes`; its lock file is this with `.lock` appended. The supervisor
+/// removes both when it ends, and the marker on SIGHUP.
+pub fn pin_marker(changes: &std::path::Path) -> PathBuf {
+    changes.with_extension("pin-refused")
+}
+
+/// The files the workers of one supervisor share: the change counters
+/// file `changes`, the PIN marker and its lock file (removed when the
+/// supervisor ends, or by its workers when it was killed).
+fn shared_files(changes: &std::path::Path) -> [PathBuf; 3] {
+    let marker = pin_marker(changes);
+    let mut lock = marker.clone().into_os_string();
+    lock.push(".lock");
+    [changes.to_owned(), marker, lock.into()]
+}
+
 /// Worker `index`'s audit table: its own chain in its own file, the
 /// configured path with `.w{index}` appended (`audit.jsonl.w1`, ...), so
 /// each file verifies on its own. With no path configured every worker's

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, kill_process};
+use rustix::process::{Pid, Signal, WaitOptions, kill_process, waitpid};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
 use super::{READY, WORKER_ARG};
+use crate::hsm::{HsmError, PIN_REFUSED_EXIT};
 use crate::server::StartError;
 
 /// Time between two workers' start-ups at least: concurrent C_Login from
@@ -29,6 +30,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const HEALTHY: Duration = Duration::from_secs(10);
 /// How long a worker may take from start to `ready`.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often orphans are looked for without a SIGCHLD.
+const REAP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the supervisor needs to run its workers.
 pub struct Options {
@@ -52,20 +55,48 @@ pub struct Options {
     /// How long workers may take to stop on SIGTERM before they are
     /// killed (their drain grace and the token's shutdown).
     pub stop_timeout: Duration,
+    /// SIGHUP, caught since the first statements of `serve`.
+    pub hangups: crate::server::Hangups,
 }
 
 /// Shared by the supervisor and the slots: the live workers' pids, and
 /// whether the supervisor is stopping. One lock, so that a worker started
 /// during a stop is either signalled by the stop or sees it.
+///
+/// SIGHUP goes only to workers that said `ready`: one still starting may
+/// not catch it yet (between its exec and its first statements the
+/// default action would end it). `hangups` counts the SIGHUPs forwarded;
+/// a worker that becomes ready after one that came since it was started
+/// gets it then, so it reloads what it may have read before the change.
 #[derive(Default)]
 struct Live {
     stopping: bool,
     pids: Vec<Option<u32>>,
+    ready: Vec<bool>,
+    hangups: u64,
 }
 
 enum Event {
     Ready(usize),
-    Failed(usize, String),
+    /// Worker `.0` did not start, why, and whether the token refused the
+    /// PIN.
+    Failed(usize, String, bool),
+}
+
+/// Why a worker did not start.
+struct Failed {
+    why: String,
+    /// It exited with [`PIN_REFUSED_EXIT`]: not restarted until SIGHUP.
+    pin_refused: bool,
+}
+
+impl From<String> for Failed {
+    fn from(why: String) -> Failed {
+        Failed {
+            why,
+            pin_refused: false,
+        }
+    }
 }
 
 struct Shared {
@@ -79,6 +110,15 @@ struct Shared {
     starting: tokio::sync::Mutex<Option<Instant>>,
     /// The control channel of each serving worker (by index), for scrapes.
     controls: Vec<tokio::sync::Mutex<Option<BufReader<tokio::net::UnixStream>>>>,
+    /// The PIN the workers get, read again on SIGHUP.
+    pin: Mutex<SecretString>,
+    /// Where the workers say that the token refused the PIN
+    /// ([`super::pin_marker`]).
+    pin_marker: PathBuf,
+    /// Counts SIGHUPs (and the stop): a slot whose worker exited because
+    /// the token refused the PIN waits for the next before it starts one
+    /// again, so restarts never become a stream of logins.
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 /// The PIN line a worker reads first on its control channel (hex, then a
@@ -92,6 +132,30 @@ fn pin_line(pin: &SecretString) -> Zeroizing<Vec<u8>> {
         let _ = hex::encode_to_slice(pin, hex);
     }
     line
+}
+
+/// The pids of this process's children that have exited and wait to be
+/// reaped (state `Z` in /proc).
+fn zombie_children() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // "pid (comm) state ppid ...": comm may hold spaces.
+            let mut fields = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace())
+                .into_iter()
+                .flatten();
+            fields.next() == Some("Z") && fields.next() == Some(me.as_str())
+        })
+        .collect()
 }
 
 fn signal(pid: u32, sig: Signal) {
@@ -111,6 +175,44 @@ impl Shared {
             signal(pid, sig);
         }
         pids.len()
+    }
+
+    /// Forwards a SIGHUP to the ready workers (see [`Live`]); returns to
+    /// how many.
+    fn forward_hangup(&self) -> usize {
+        let mut live = self.live();
+        live.hangups += 1;
+        let mut sent = 0;
+        for (pid, ready) in live.pids.iter().zip(&live.ready) {
+            if let (Some(pid), true) = (pid, ready) {
+                signal(*pid, Signal::HUP);
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    /// Reaps every zombie child that is not a worker. As PID 1 (in a
+    /// container) the supervisor inherits every orphan of its namespace,
+    /// read-back helpers of killed workers among them, and nobody else
+    /// would wait for them. A worker is left to its slot, which waits for
+    /// it through tokio and logs its status: a pid in `live.pids` is never
+    /// waited for here, and a worker is registered under the same lock it
+    /// is spawned under, so none can be reaped before it is known.
+    fn reap_orphans(&self) -> usize {
+        let live = self.live();
+        let mut reaped = 0;
+        for pid in zombie_children() {
+            if live.pids.iter().flatten().any(|&p| p == pid) {
+                continue;
+            }
+            if let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw)
+                && matches!(waitpid(Some(p), WaitOptions::NOHANG), Ok(Some(_)))
+            {
+                reaped += 1;
+            }
+        }
+        reaped
     }
 
     /// Every process's metrics as one exposition: the supervisor's own
@@ -136,7 +238,7 @@ impl Shared {
 
     /// Starts worker `index` and waits until it says `ready`. The child
     /// is registered (and so reached by a stop) as soon as it exists.
-    async fn start(&self, index: usize) -> Result<(Child, tokio::net::UnixStream), String> {
+    async fn start(&self, index: usize) -> Result<(Child, tokio::net::UnixStream), Failed> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| format!("cannot make a control channel: {e}"))?;
         let listener = self
@@ -168,24 +270,26 @@ impl Shared {
         if let Some(var) = &self.options.pin_env {
             command.env_remove(var);
         }
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start a worker: {e}"))?;
-        drop(command);
-        let pid = child.id().unwrap_or(0);
-        {
+        // Spawned and registered under one lock: see `reap_orphans`.
+        let (mut child, pid, hangups) = {
             let mut live = self.live();
+            let child = command
+                .spawn()
+                .map_err(|e| format!("cannot start a worker: {e}"))?;
+            let pid = child.id().unwrap_or(0);
             live.pids[index] = Some(pid);
             if live.stopping {
                 signal(pid, Signal::TERM);
             }
-        }
+            (child, pid, live.hangups)
+        };
+        drop(command);
         ours.set_nonblocking(true)
             .map_err(|e| format!("control channel: {e}"))?;
         let ours =
             tokio::net::UnixStream::from_std(ours).map_err(|e| format!("control channel: {e}"))?;
         let mut control = BufReader::new(ours);
-        let greeting = pin_line(&self.options.pin);
+        let greeting = pin_line(&self.pin.lock().unwrap_or_else(|e| e.into_inner()));
         let handshake = async {
             control.get_mut().write_all(&greeting).await?;
             let mut line = String::new();
@@ -194,14 +298,34 @@ impl Shared {
         };
         let answer = tokio::time::timeout(START_TIMEOUT, handshake).await;
         match answer {
-            Ok(Ok(line)) if line.trim_end() == READY => Ok((child, control.into_inner())),
+            Ok(Ok(line)) if line.trim_end() == READY => {
+                let mut live = self.live();
+                live.ready[index] = true;
+                if live.hangups != hangups {
+                    signal(pid, Signal::HUP);
+                    tracing::info!(worker = index, "SIGHUP during its start-up forwarded");
+                }
+                drop(live);
+                Ok((child, control.into_inner()))
+            }
             other => {
+                // Its exit status says whether the token refused the PIN.
+                let exited = match &other {
+                    Ok(Ok(_)) => tokio::time::timeout(Duration::from_secs(5), child.wait())
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                    _ => None,
+                };
                 let _ = child.kill().await;
                 self.live().pids[index] = None;
-                Err(match other {
-                    Err(_) => format!("no answer within {START_TIMEOUT:?}"),
-                    Ok(Err(e)) => format!("control channel: {e}"),
-                    Ok(Ok(_)) => "it exited during start-up (its log says why)".to_owned(),
+                Err(Failed {
+                    pin_refused: exited.and_then(|s| s.code()) == Some(i32::from(PIN_REFUSED_EXIT)),
+                    why: match other {
+                        Err(_) => format!("no answer within {START_TIMEOUT:?}"),
+                        Ok(Err(e)) => format!("control channel: {e}"),
+                        Ok(Ok(_)) => "it exited during start-up (its log says why)".to_owned(),
+                    },
                 })
             }
         }
@@ -221,6 +345,7 @@ impl Shared {
                 return;
             }
             let started = Instant::now();
+            let reloads = *self.reloads.borrow();
             let result = self.start(index).await;
             *last = Some(Instant::now());
             drop(last);
@@ -235,6 +360,7 @@ impl Shared {
                     let stopping = {
                         let mut live = self.live();
                         live.pids[index] = None;
+                        live.ready[index] = false;
                         live.stopping
                     };
                     let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
@@ -254,17 +380,30 @@ impl Shared {
                         "worker exited; restarting"
                     );
                 }
-                Err(e) => {
+                Err(f) if f.pin_refused => {
+                    let _ = events.send(Event::Failed(index, f.why, true));
+                    tracing::error!(
+                        worker = index,
+                        "the token refused the PIN: the worker is not started again until SIGHUP"
+                    );
+                    let mut next = self.reloads.subscribe();
+                    if *next.borrow_and_update() == reloads {
+                        let _ = next.changed().await;
+                    }
+                    backoff = FIRST_BACKOFF;
+                    continue;
+                }
+                Err(f) => {
                     if self.live().stopping {
                         return;
                     }
                     tracing::error!(
                         worker = index,
-                        error = %e,
+                        error = %f.why,
                         restart_in_ms = backoff.as_millis() as u64,
                         "worker did not start"
                     );
-                    let _ = events.send(Event::Failed(index, e));
+                    let _ = events.send(Event::Failed(index, f.why, false));
                 }
             }
             tokio::time::sleep(backoff).await;
@@ -276,11 +415,13 @@ impl Shared {
 /// Runs the workers until SIGTERM or SIGINT, then stops them all (SIGTERM:
 /// each drains and closes its sessions) and returns. Fails, stopping what
 /// was started, if a worker does not come up at start-up.
-pub async fn run(options: Options) -> Result<(), StartError> {
+pub async fn run(mut options: Options) -> Result<(), StartError> {
+    // A SIGHUP during start-up waits in the stream and is acted on once
+    // every worker is ready.
+    let mut hup = std::mem::replace(&mut options.hangups, crate::server::Hangups::none());
     use tokio::signal::unix::{SignalKind, signal as on};
     let mut term = on(SignalKind::terminate())?;
     let mut int = on(SignalKind::interrupt())?;
-    let mut hup = on(SignalKind::hangup())?;
     let n = options.workers;
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the kmsgate binary: {e}"))?;
@@ -293,16 +434,22 @@ pub async fn run(options: Options) -> Result<(), StartError> {
     ));
     crate::keystore::peers::create(&changes, n)
         .map_err(|e| format!("cannot create {}: {e}", changes.display()))?;
-    let _remove = RemoveOnDrop(changes.clone());
+    let pin_marker = super::pin_marker(&changes);
+    let _remove = super::shared_files(&changes).map(RemoveOnDrop);
     let mut shared = Arc::new(Shared {
         exe,
         changes,
         live: Mutex::new(Live {
             stopping: false,
             pids: vec![None; n + 1],
+            ready: vec![false; n + 1],
+            hangups: 0,
         }),
         starting: tokio::sync::Mutex::new(None),
         controls: (0..=n).map(|_| tokio::sync::Mutex::new(None)).collect(),
+        pin: Mutex::new(options.pin.clone()),
+        pin_marker,
+        reloads: tokio::sync::watch::Sender::new(0),
         options,
     });
     let metrics = Arc::get_mut(&mut shared)
@@ -317,6 +464,24 @@ pub async fn run(options: Options) -> Result<(), StartError> {
                 }),
             ))
         });
+    // Orphans are reaped on every SIGCHLD, and every few seconds in case
+    // one was missed.
+    let mut chld = on(SignalKind::child())?;
+    let reaper = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = chld.recv() => {}
+                    () = tokio::time::sleep(REAP_INTERVAL) => {}
+                }
+                let reaped = shared.reap_orphans();
+                if reaped > 0 {
+                    tracing::debug!(reaped, "orphaned processes reaped");
+                }
+            }
+        })
+    };
     let (events, mut ready) = mpsc::unbounded_channel();
     let slots: Vec<_> = (1..=n)
         .map(|i| tokio::spawn(shared.clone().slot(i, events.clone())))
@@ -325,6 +490,7 @@ pub async fn run(options: Options) -> Result<(), StartError> {
     tracing::info!(workers = n, "supervisor starting workers");
 
     let mut up = vec![false; n + 1];
+    let mut pin_refused = false;
     let started = loop {
         tokio::select! {
             event = ready.recv() => match event {
@@ -334,7 +500,10 @@ pub async fn run(options: Options) -> Result<(), StartError> {
                         break Ok(());
                     }
                 }
-                Some(Event::Failed(i, e)) => break Err(format!("worker {i} did not start: {e}")),
+                Some(Event::Failed(i, e, refused)) => {
+                    pin_refused = refused;
+                    break Err(format!("worker {i} did not start: {e}"));
+                }
                 None => break Err("the workers ended".to_owned()),
             },
             _ = term.recv() => break Err("stopped during start-up".to_owned()),
@@ -351,9 +520,16 @@ pub async fn run(options: Options) -> Result<(), StartError> {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => {
-                    crate::server::reread_log_level(&shared.options.config);
-                    let sent = shared.signal_all(Signal::HUP);
+                () = hup.recv() => {
+                    let config = crate::server::reread_log_level(&shared.options.config);
+                    // The PIN as it is now, for the workers started from
+                    // here on; and a refusal is tried once more.
+                    if let Some(pin) = config.as_ref().and_then(|c| crate::server::user_pin(c).ok()) {
+                        *shared.pin.lock().unwrap_or_else(|e| e.into_inner()) = pin;
+                    }
+                    let _ = std::fs::remove_file(&shared.pin_marker);
+                    let sent = shared.forward_hangup();
+                    shared.reloads.send_modify(|n| *n += 1);
                     tracing::info!(workers = sent, "SIGHUP forwarded to the workers");
                 }
                 // Later events are logged by the slots themselves.
@@ -362,10 +538,17 @@ pub async fn run(options: Options) -> Result<(), StartError> {
         }
     }
     stop(&shared, slots).await;
+    reaper.abort();
     if let Some(m) = metrics {
         m.abort();
     }
-    started.map_err(Into::into)
+    started.map_err(|e| {
+        if pin_refused {
+            Box::new(HsmError::PinRefused(e)) as StartError
+        } else {
+            e.into()
+        }
+    })
 }
 
 /// Removes a file when dropped.
@@ -386,6 +569,8 @@ async fn stop(shared: &Shared, slots: Vec<tokio::task::JoinHandle<()>>) {
         drop(live);
         shared.signal_all(Signal::TERM)
     };
+    // Wakes the slots that wait for a SIGHUP: they see the stop.
+    shared.reloads.send_modify(|n| *n += 1);
     tracing::info!(workers = sent, "stopping the workers");
     let deadline = tokio::time::Instant::now() + shared.options.stop_timeout;
     for mut slot in slots {

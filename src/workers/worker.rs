@@ -23,6 +23,7 @@ pub async fn run(
     index: usize,
     changes: &Path,
     workers: usize,
+    hangups: server::Hangups,
 ) -> Result<(), StartError> {
     let listener = std::net::TcpListener::from(std::io::stdin().as_fd().try_clone_to_owned()?);
     // Fails unless standard input is a socket.
@@ -49,8 +50,14 @@ pub async fn run(
         // Workers are numbered from 1; their counter slots from 0.
         let peers = PeerChanges::open(changes, index.saturating_sub(1), workers)
             .map_err(|e| format!("worker {index}: cannot open {}: {e}", changes.display()))?;
-        let (state, hsm) =
-            server::build_worker(&config, &audit_config(&config.audit, index), pin, peers).await?;
+        let (state, hsm) = server::build_worker(
+            &config,
+            &audit_config(&config.audit, index),
+            pin,
+            peers,
+            super::pin_marker(changes),
+        )
+        .await?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         control
             .get_mut()
@@ -90,11 +97,14 @@ pub async fn run(
                 () = supervisor_gone => {}
             }
         };
-        let served = server::run_until(&config, listener, state, hsm, tls, shutdown).await;
-        // A supervisor that was killed could not remove the counters file;
-        // its workers do (whichever comes first; the others find it gone).
+        let served = server::run_until(&config, listener, state, hsm, tls, hangups, shutdown).await;
+        // A supervisor that was killed could not remove the counters file
+        // and the PIN marker's files; its workers do (whichever comes
+        // first; the others find them gone).
         if orphaned.load(std::sync::atomic::Ordering::SeqCst) {
-            let _ = std::fs::remove_file(changes);
+            for file in super::shared_files(changes) {
+                let _ = std::fs::remove_file(file);
+            }
         }
         served
     }
