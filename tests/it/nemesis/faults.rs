@@ -38,7 +38,9 @@
 //! stalled 300 to 1000 ms, then the clock 7 days forward, onto the
 //! deletion dates of the clients' 7-day deletions, held 1.5 to 3 s: a
 //! scheduler that has decided to destroy takes long to do it while the
-//! clients cancel), plain 7-day clock jumps, and kills.
+//! clients cancel; the jump is announced in `Run::jump_at_ms`, so that
+//! waiting clients may cancel just before it), plain 7-day clock jumps,
+//! and kills.
 
 use std::path::Path;
 use std::process::Command;
@@ -282,11 +284,15 @@ pub async fn nemesis(seed: u64, run: Arc<Run>, end_ms: u64) {
                 let faults = run.cluster.token.faults();
                 let set = faults.clone();
                 blocking(move || set.set(&rule)).await;
-                // Every process reloads the plan within ~100 ms of a call.
+                // Every process reloads the plan within ~100 ms of a call;
+                // clients waiting for the jump may cancel just before it.
+                run.jump_at_ms
+                    .store(run.rec.now_ms() + 150, Ordering::SeqCst);
                 sleep_ms(150).await;
                 let total = run.clock_days.load(Ordering::SeqCst) + 7;
                 set_clock_days(&run.cluster.token, total);
                 run.clock_days.store(total, Ordering::SeqCst);
+                run.jump_at_ms.store(0, Ordering::SeqCst);
                 sleep_ms(held).await;
                 blocking(move || faults.clear()).await;
                 Some((

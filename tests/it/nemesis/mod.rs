@@ -134,6 +134,9 @@ pub struct Run {
     pub clock_days: AtomicU64,
     /// Which mix the clients and the nemesis use.
     pub focus: Focus,
+    /// Focus mode: when (ms since the run began) the nemesis's next
+    /// `deletion-due` clock jump lands, 0 if none is announced.
+    pub jump_at_ms: AtomicU64,
     stop: AtomicBool,
     notes: Mutex<Vec<String>>,
 }
@@ -280,6 +283,7 @@ async fn run_async(s: &Settings, dir: &Path) -> Result<(), String> {
         rec: Recorder::new(dir),
         clock_days: AtomicU64::new(0),
         focus: s.focus,
+        jump_at_ms: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         notes: Mutex::new(Vec::new()),
     });

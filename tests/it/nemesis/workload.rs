@@ -414,7 +414,8 @@ impl Client {
                 let near_due = self.keys[k]
                     .deletion
                     .is_some_and(|(at, days)| now + 3 >= at + u64::from(days));
-                if !near_due && !r[4].is_multiple_of(3) {
+                // (The focus mix always sends it: cancel_when_due chose it.)
+                if !near_due && !r[4].is_multiple_of(3) && self.run.focus == Focus::All {
                     self.describe(&kms, gateway, &key, how).await
                 } else {
                     let fut = kms.cancel_key_deletion().key_id(&key).send();
@@ -674,22 +675,34 @@ impl Client {
     /// through another gateway than the one that scheduled it (whose
     /// scheduler may be destroying the key right now); one time in three
     /// with a deletion pending and none due, first waits up to 3 s for the
-    /// clock to move. Returns whether it sent a cancel.
+    /// clock to move, and half of those times cancels 0 to 40 ms before an
+    /// announced jump lands instead (the cancel then commits while
+    /// schedulers that read the moved clock decide to destroy). Returns
+    /// whether it sent a cancel.
     async fn cancel_when_due(&mut self, r: [u64; 8]) -> bool {
         let mut due = self.due_key();
         if due.is_none()
             && self.keys.iter().any(|k| k.deletion.is_some())
             && (r[3] / 1000).is_multiple_of(3)
         {
+            let early = (r[3] / 3000).is_multiple_of(2).then_some(r[6] % 40);
             let before = self.run.clock_days.load(Ordering::SeqCst);
             let waited = std::time::Instant::now();
             while self.run.clock_days.load(Ordering::SeqCst) == before
                 && waited.elapsed() < Duration::from_secs(3)
                 && !self.run.stopping()
             {
+                let jump_at = self.run.jump_at_ms.load(Ordering::SeqCst);
+                if let Some(ms) = early
+                    && jump_at != 0
+                    && self.run.rec.now_ms() + ms >= jump_at
+                {
+                    due = self.keys.iter().position(|k| k.deletion.is_some());
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            due = self.due_key();
+            due = due.or_else(|| self.due_key());
         }
         let Some(k) = due else {
             return false;
