@@ -29,6 +29,18 @@
 //!
 //! The client hang-ups (`client-half-close`, `client-timeout`) are the
 //! clients' own (workload.rs).
+//!
+//! With `NEMESIS_FOCUS=races` ([`super::Focus::Races`]) the pauses are
+//! shorter (0.3 to 1.5 s) and the kinds are [`FOCUS_TABLE`]'s: the token
+//! fault is always the combined `C_CreateObject` + `C_DestroyObject`
+//! device error (held 0.3 to 1.5 s, so that each process meets it in a
+//! CreateKey or a rotation), `deletion-due` (every `C_DestroyObject`
+//! stalled 300 to 1000 ms, then the clock 7 days forward, onto the
+//! deletion dates of the clients' 7-day deletions, held 1.5 to 3 s: a
+//! scheduler that has decided to destroy takes long to do it while the
+//! clients cancel; the jump is announced in `Run::jump_at_ms`, so that
+//! waiting clients may cancel just before it), plain 7-day clock jumps,
+//! and kills.
 
 use std::path::Path;
 use std::process::Command;
@@ -39,8 +51,8 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::Run;
 use super::history::Fault;
+use super::{Focus, Run};
 use crate::common::Token;
 use crate::common::disk::free_bytes;
 use crate::workers::kill;
@@ -58,6 +70,9 @@ enum Kind {
     ClockJump,
     DirUnreadable,
     DiskFull,
+    /// Focus only: destroy calls stalled, then the clock onto the
+    /// deletion dates.
+    DeletionDue,
 }
 
 const TABLE: &[(Kind, u64)] = &[
@@ -73,6 +88,19 @@ const TABLE: &[(Kind, u64)] = &[
     (Kind::DirUnreadable, 1),
     (Kind::DiskFull, 1),
 ];
+
+/// `NEMESIS_FOCUS=races`.
+const FOCUS_TABLE: &[(Kind, u64)] = &[
+    (Kind::KillWorker, 2),
+    (Kind::KillSupervisor, 1),
+    (Kind::TokenFault, 6),
+    (Kind::ClockJump, 2),
+    (Kind::DeletionDue, 4),
+];
+
+/// The token fault of the focus mix: a write that fails after its key
+/// object was made, and the clean-up that would remove that object.
+const CREATE_THEN_DESTROY: &str = "C_CreateObject fail 0x30 once\nC_DestroyObject fail 0x30 once";
 
 /// Device errors (CKR_DEVICE_ERROR, 0x30), in every step of a write: a
 /// key made and its record not written, a record revision not made, a
@@ -108,8 +136,11 @@ const STALLS: &[&str] = &[
     "C_Encrypt stall 300ms forever",
 ];
 
-fn pick(r: u64) -> Kind {
-    super::weighted(TABLE, r)
+fn pick(focus: Focus, r: u64) -> Kind {
+    match focus {
+        Focus::All => super::weighted(TABLE, r),
+        Focus::Races => super::weighted(FOCUS_TABLE, r),
+    }
 }
 
 /// Runs `f` off the async threads (signals, process starts, file
@@ -131,7 +162,12 @@ pub async fn nemesis(seed: u64, run: Arc<Run>, end_ms: u64) {
     let mut planned_jump = true;
     loop {
         let r: [u64; 6] = std::array::from_fn(|_| rng.random());
-        sleep_ms(500 + r[0] % 2_500).await;
+        let focus = run.focus;
+        sleep_ms(match focus {
+            Focus::All => 500 + r[0] % 2_500,
+            Focus::Races => 300 + r[0] % 1_200,
+        })
+        .await;
         if run.rec.now_ms() >= end_ms {
             break;
         }
@@ -152,10 +188,14 @@ pub async fn nemesis(seed: u64, run: Arc<Run>, end_ms: u64) {
             });
             continue;
         }
-        let kind = pick(r[1]);
+        let kind = pick(focus, r[1]);
         let g = (r[2] % u64::from(run.cluster.gateways())) as u32;
-        // How long a fault with a duration lasts: 0.3 to 3 s.
-        let hold = 300 + r[3] % 2_700;
+        // How long a fault with a duration lasts: 0.3 to 3 s (focus: 0.3
+        // to 1.5 s).
+        let hold = match focus {
+            Focus::All => 300 + r[3] % 2_700,
+            Focus::Races => 300 + r[3] % 1_200,
+        };
         let start_ms = run.rec.now_ms();
         let done = match kind {
             Kind::KillWorker => {
@@ -222,7 +262,10 @@ pub async fn nemesis(seed: u64, run: Arc<Run>, end_ms: u64) {
                     Kind::TokenFault => ("token-fault", DEVICE_ERRORS),
                     _ => ("token-stall", STALLS),
                 };
-                let rule = rules[(r[4] % rules.len() as u64) as usize];
+                let rule = match (kind, focus) {
+                    ("token-fault", Focus::Races) => CREATE_THEN_DESTROY,
+                    _ => rules[(r[4] % rules.len() as u64) as usize],
+                };
                 let faults = run.cluster.token.faults();
                 let set = faults.clone();
                 blocking(move || set.set(rule)).await;
@@ -232,6 +275,44 @@ pub async fn nemesis(seed: u64, run: Arc<Run>, end_ms: u64) {
                     kind,
                     "the token".to_owned(),
                     format!("{}, held {hold} ms", rule.replace('\n', "; ")),
+                ))
+            }
+            Kind::DeletionDue => {
+                let stall = 300 + r[4] % 700;
+                let held = 1_500 + r[5] % 1_500;
+                let rule = format!("C_DestroyObject stall {stall}ms forever");
+                let faults = run.cluster.token.faults();
+                let set = faults.clone();
+                blocking(move || set.set(&rule)).await;
+                // Every process reloads the plan within ~100 ms of a call;
+                // clients waiting for the jump may cancel just before it.
+                run.jump_at_ms
+                    .store(run.rec.now_ms() + 150, Ordering::SeqCst);
+                sleep_ms(150).await;
+                let total = run.clock_days.load(Ordering::SeqCst) + 7;
+                set_clock_days(&run.cluster.token, total);
+                run.clock_days.store(total, Ordering::SeqCst);
+                run.jump_at_ms.store(0, Ordering::SeqCst);
+                sleep_ms(held).await;
+                blocking(move || faults.clear()).await;
+                Some((
+                    "deletion-due",
+                    "the token and the test clock".to_owned(),
+                    format!(
+                        "C_DestroyObject stall {stall}ms forever, then +7 days (now {total} days \
+                         ahead) 150 ms later, held {held} ms"
+                    ),
+                ))
+            }
+            Kind::ClockJump if focus == Focus::Races => {
+                // Onto the deletion dates of the clients' 7-day deletions.
+                let total = run.clock_days.load(Ordering::SeqCst) + 7;
+                set_clock_days(&run.cluster.token, total);
+                run.clock_days.store(total, Ordering::SeqCst);
+                Some((
+                    "clock-jump",
+                    "the test clock".to_owned(),
+                    format!("+7 days, now {total} days ahead"),
                 ))
             }
             Kind::ClockJump => {

@@ -16,6 +16,14 @@
 //! copy of the token directory, and in `logs/` the gateways' logs,
 //! faulty-pkcs11's, the config and the test clock) and prints its path,
 //! `short` keeps it only when it fails (or with `NEMESIS_KEEP=1`).
+//!
+//! `NEMESIS_FOCUS=races` (`scripts/nemesis --focus races`) keeps the same
+//! cluster, clients and checker but changes the mix so that two known
+//! windows are hit often: the combined `C_CreateObject` + `C_DestroyObject`
+//! device error under many CreateKey and RotateKeyOnDemand (a retried write
+//! that makes a key object twice), and 7-day deletions whose date the clock
+//! jumps just past while destroy calls stall, cancelled at once through
+//! another gateway (the cancel-versus-destroy race). See [`Focus`].
 
 mod check;
 mod cluster;
@@ -124,6 +132,11 @@ pub struct Run {
     pub rec: Recorder,
     /// The test clock's offset in days (forward only).
     pub clock_days: AtomicU64,
+    /// Which mix the clients and the nemesis use.
+    pub focus: Focus,
+    /// Focus mode: when (ms since the run began) the nemesis's next
+    /// `deletion-due` clock jump lands, 0 if none is announced.
+    pub jump_at_ms: AtomicU64,
     stop: AtomicBool,
     notes: Mutex<Vec<String>>,
 }
@@ -140,6 +153,28 @@ impl Run {
     }
 }
 
+/// The mix of operations and faults (`NEMESIS_FOCUS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Focus {
+    /// Every kind of write and fault (workload.rs, faults.rs tables).
+    All,
+    /// `races`: many CreateKey, RotateKeyOnDemand and 7-day deletions,
+    /// cancels sent at once when the clock passes a deletion date, to
+    /// another gateway than the one that scheduled it; mostly the
+    /// combined create-then-destroy device error, clock jumps landing on
+    /// deletion dates while destroy calls stall, and kills.
+    Races,
+}
+
+fn focus_from_env() -> Focus {
+    match std::env::var("NEMESIS_FOCUS") {
+        Ok(s) if s == "races" => Focus::Races,
+        Ok(s) if s.is_empty() || s == "all" => Focus::All,
+        Ok(s) => panic!("NEMESIS_FOCUS={s}: races or all"),
+        Err(_) => Focus::All,
+    }
+}
+
 struct Settings {
     seconds: u64,
     seed: u64,
@@ -149,6 +184,7 @@ struct Settings {
     /// Keep the run's directory even when the run passes.
     keep: bool,
     faults: bool,
+    focus: Focus,
 }
 
 fn seed_from_env() -> u64 {
@@ -177,6 +213,7 @@ fn short() {
         disk_kib: 32 * 1024,
         keep: std::env::var("NEMESIS_KEEP").is_ok(),
         faults: std::env::var("NEMESIS_NO_FAULTS").is_err(),
+        focus: Focus::All,
     });
 }
 
@@ -192,6 +229,7 @@ fn long() {
         disk_kib: 128 * 1024,
         keep: true,
         faults: std::env::var("NEMESIS_NO_FAULTS").is_err(),
+        focus: focus_from_env(),
     });
 }
 
@@ -209,8 +247,8 @@ fn run_dir(seed: u64) -> PathBuf {
 
 fn run(s: Settings) {
     eprintln!(
-        "nemesis: seed {} ({} s, {} gateways; replay with NEMESIS_SEED={})",
-        s.seed, s.seconds, s.gateways, s.seed
+        "nemesis: seed {} ({} s, {} gateways, focus {:?}; replay with NEMESIS_SEED={})",
+        s.seed, s.seconds, s.gateways, s.focus, s.seed
     );
     let dir = run_dir(s.seed);
     eprintln!("nemesis: seed {}, run directory {}", s.seed, dir.display());
@@ -244,9 +282,17 @@ async fn run_async(s: &Settings, dir: &Path) -> Result<(), String> {
         cluster: cluster.clone(),
         rec: Recorder::new(dir),
         clock_days: AtomicU64::new(0),
+        focus: s.focus,
+        jump_at_ms: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         notes: Mutex::new(Vec::new()),
     });
+    if s.focus != Focus::All {
+        run.note(format!(
+            "focus {:?}: the mix of NEMESIS_FOCUS (mod.rs, Focus)",
+            s.focus
+        ));
+    }
     if let Some(e) = &cluster.disk_error {
         run.note(format!(
             "disk-full not run: the token directory's tmpfs did not mount: {}",
@@ -310,7 +356,10 @@ async fn run_async(s: &Settings, dir: &Path) -> Result<(), String> {
 
     let ops = run.rec.ops.lock().unwrap().clone();
     let faults = run.rec.fault_kinds.lock().unwrap().clone();
-    let mut summary = format!("nemesis: seed {}\nfaults done:\n", s.seed);
+    let mut summary = format!(
+        "nemesis: seed {} (focus {:?})\nfaults done:\n",
+        s.seed, s.focus
+    );
     for (kind, n) in &faults {
         summary.push_str(&format!("  {kind}: {n}\n"));
     }

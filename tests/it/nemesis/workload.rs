@@ -14,6 +14,14 @@
 //! answer (`client-half-close`), or gives up after a few milliseconds
 //! (`client-timeout`). Both are logged as faults, and the request as an
 //! operation with outcome Unknown.
+//!
+//! With `NEMESIS_FOCUS=races` ([`Focus::Races`]) the clients choose from
+//! [`FOCUS_TABLE`] (many CreateKey, RotateKeyOnDemand and 7-day
+//! ScheduleKeyDeletion, few reads; AWS_KMS keys only) and, before each
+//! choice, cancel at once any deletion whose date the test clock has
+//! reached, through another gateway than the one that scheduled it; a
+//! client with a deletion pending now and then waits (up to 3 s, polling
+//! every 2 ms) for the clock to move, and cancels the moment it does.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -32,8 +40,8 @@ use base64::Engine;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::Run;
 use super::history::{Call, Fault, Op, Outcome, Result_};
+use super::{Focus, Run};
 use crate::common::{ACCOUNT, request_bytes_at};
 
 /// Every request's deadline: past it the outcome is Unknown.
@@ -95,8 +103,26 @@ const TABLE: &[(Kind, u64)] = &[
     (Kind::Describe, 3),
 ];
 
-fn pick(r: u64) -> Kind {
-    super::weighted(TABLE, r)
+/// `NEMESIS_FOCUS=races`: writes that make key objects, and deletions.
+const FOCUS_TABLE: &[(Kind, u64)] = &[
+    (Kind::CreateKey, 8),
+    (Kind::Rotate, 6),
+    (Kind::Schedule, 5),
+    (Kind::Cancel, 1),
+    (Kind::Enable, 3),
+    (Kind::Disable, 1),
+    (Kind::CreateAlias, 1),
+    (Kind::Encrypt, 4),
+    (Kind::DataKey, 1),
+    (Kind::Decrypt, 2),
+    (Kind::Describe, 1),
+];
+
+fn pick(focus: Focus, r: u64) -> Kind {
+    match focus {
+        Focus::All => super::weighted(TABLE, r),
+        Focus::Races => super::weighted(FOCUS_TABLE, r),
+    }
 }
 
 struct Key {
@@ -106,6 +132,8 @@ struct Key {
     material: [u8; 32],
     /// (clock days when ScheduleKeyDeletion was sent, its window).
     deletion: Option<(u64, u32)>,
+    /// The gateway the last ScheduleKeyDeletion went to.
+    scheduled_via: u32,
     grants: Vec<String>,
 }
 
@@ -171,7 +199,11 @@ impl Client {
         let r: [u64; 8] = std::array::from_fn(|_| self.rng.random());
         let pause = r[7] % 20;
         let gateway = (r[0] % u64::from(self.run.cluster.gateways())) as u32;
-        let mut kind = pick(r[1]);
+        let focus = self.run.focus;
+        if focus == Focus::Races && self.cancel_when_due(r).await {
+            return;
+        }
+        let mut kind = pick(focus, r[1]);
         let send = match r[3] % 1000 {
             0..15 => How::Impatient(1 + r[6] % 150),
             _ => How::Normal,
@@ -180,6 +212,8 @@ impl Client {
         if self.keys.len() < 2 || (kind == Kind::CreateKey && self.keys.len() >= MAX_KEYS) {
             kind = if self.keys.len() < MAX_KEYS {
                 Kind::CreateKey
+            } else if focus == Focus::Races {
+                Kind::Rotate
             } else {
                 Kind::Encrypt
             };
@@ -274,7 +308,7 @@ impl Client {
     async fn act(&mut self, gateway: u32, kind: Kind, k: usize, r: [u64; 8], how: How) {
         let kms = self.run.cluster.client(gateway);
         if kind == Kind::CreateKey {
-            let external = r[4].is_multiple_of(4);
+            let external = r[4].is_multiple_of(4) && self.run.focus == Focus::All;
             let origin = if external { "EXTERNAL" } else { "AWS_KMS" };
             let mut req = kms.create_key();
             if external {
@@ -306,6 +340,7 @@ impl Client {
                     external,
                     material,
                     deletion: None,
+                    scheduled_via: 0,
                     grants: Vec::new(),
                 });
             }
@@ -346,7 +381,10 @@ impl Client {
                     .1
             }
             Kind::Schedule => {
-                let days = 7 + (r[4] % 24) as u32;
+                let days = match self.run.focus {
+                    Focus::All => 7 + (r[4] % 24) as u32,
+                    Focus::Races => 7,
+                };
                 let sent_at = self.run.clock_days.load(Ordering::SeqCst);
                 let fut = kms
                     .schedule_key_deletion()
@@ -367,6 +405,7 @@ impl Client {
                     .await;
                 if out.is_some() || matches!(outcome, Outcome::Unknown { .. }) {
                     self.keys[k].deletion = Some((sent_at, days));
+                    self.keys[k].scheduled_via = gateway;
                 }
                 outcome
             }
@@ -375,7 +414,8 @@ impl Client {
                 let near_due = self.keys[k]
                     .deletion
                     .is_some_and(|(at, days)| now + 3 >= at + u64::from(days));
-                if !near_due && !r[4].is_multiple_of(3) {
+                // (The focus mix always sends it: cancel_when_due chose it.)
+                if !near_due && !r[4].is_multiple_of(3) && self.run.focus == Focus::All {
                     self.describe(&kms, gateway, &key, how).await
                 } else {
                     let fut = kms.cancel_key_deletion().key_id(&key).send();
@@ -619,6 +659,69 @@ impl Client {
         {
             self.keys.remove(k);
         }
+    }
+
+    /// The first key whose deletion date the test clock has reached (by
+    /// the client's estimate).
+    fn due_key(&self) -> Option<usize> {
+        let now = self.run.clock_days.load(Ordering::SeqCst);
+        self.keys.iter().position(|k| {
+            k.deletion
+                .is_some_and(|(at, days)| now >= at + u64::from(days))
+        })
+    }
+
+    /// Focus mode: cancels a deletion as soon as its date has come,
+    /// through another gateway than the one that scheduled it (whose
+    /// scheduler may be destroying the key right now); one time in three
+    /// with a deletion pending and none due, first waits up to 3 s for the
+    /// clock to move, and half of those times cancels 0 to 40 ms before an
+    /// announced jump lands instead (the cancel then commits while
+    /// schedulers that read the moved clock decide to destroy). Returns
+    /// whether it sent a cancel.
+    async fn cancel_when_due(&mut self, r: [u64; 8]) -> bool {
+        let mut due = self.due_key();
+        if due.is_none()
+            && self.keys.iter().any(|k| k.deletion.is_some())
+            && (r[3] / 1000).is_multiple_of(3)
+        {
+            let early = (r[3] / 3000).is_multiple_of(2).then_some(r[6] % 40);
+            let before = self.run.clock_days.load(Ordering::SeqCst);
+            let waited = std::time::Instant::now();
+            while self.run.clock_days.load(Ordering::SeqCst) == before
+                && waited.elapsed() < Duration::from_secs(3)
+                && !self.run.stopping()
+            {
+                let jump_at = self.run.jump_at_ms.load(Ordering::SeqCst);
+                if let Some(ms) = early
+                    && jump_at != 0
+                    && self.run.rec.now_ms() + ms >= jump_at
+                {
+                    due = self.keys.iter().position(|k| k.deletion.is_some());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            due = due.or_else(|| self.due_key());
+        }
+        let Some(k) = due else {
+            return false;
+        };
+        let n = self.run.cluster.gateways();
+        let via = self.keys[k].scheduled_via;
+        let gateway = if n > 1 {
+            (via + 1 + (r[0] % u64::from(n - 1)) as u32) % n
+        } else {
+            via
+        };
+        let id = self.keys[k].id.clone();
+        self.act(gateway, Kind::Cancel, k, r, How::Normal).await;
+        // Refused (past its date) or unknown: not cancelled again; the
+        // key's next request tells (NotFound drops it).
+        if let Some(key) = self.keys.iter_mut().find(|key| key.id == id) {
+            key.deletion = None;
+        }
+        true
     }
 
     fn keep(&mut self, blob: Vec<u8>, context: Context) {

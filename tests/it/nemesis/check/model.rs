@@ -206,6 +206,11 @@ pub struct KeyModel {
     pub unknown_grants: usize,
     /// Materials imported (acknowledged or maybe), oldest first.
     pub materials: Vec<Vec<u8>>,
+    /// The acknowledged CancelKeyDeletion that was the key's last
+    /// acknowledged state change when a request found it missing (that
+    /// request's seq): if it is gone at the end too, it was destroyed
+    /// after its deletion was cancelled (states.rs).
+    pub missing_after_cancel: Option<(Cause, u64)>,
 }
 
 /// What the whole history says should be.
@@ -459,6 +464,7 @@ impl Model {
                             grants: BTreeMap::new(),
                             unknown_grants: 0,
                             materials: Vec::new(),
+                            missing_after_cancel: None,
                         },
                     );
                 }
@@ -576,6 +582,11 @@ impl Model {
             && names_only_a_key(&op.call).is_some_and(|k| key_id_of(k).is_some())
         {
             if !key.state.may.iter().any(|s| s.may_be_gone(clock)) {
+                if let Some(c) = &key.state.last_ack
+                    && c.op == "CancelKeyDeletion"
+                {
+                    key.missing_after_cancel = Some((c.clone(), op.seq));
+                }
                 self.violations.push(format!(
                     "key {key_id} was missing (NotFoundException) for {name} seq {} (request {}, gateway {}), \
                      but its state was {}",

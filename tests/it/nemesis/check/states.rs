@@ -67,6 +67,19 @@ pub fn check_states(model: &Model, snap: &Snapshot, clock: Clock, report: &mut R
                 ),
             });
         }
+        // Missing mid-run after an acknowledged cancel (model.rs reports
+        // that), and gone for good: the cancel was acknowledged and the key
+        // destroyed anyway.
+        if let (None, Some((cancel, missing_seq))) = (seen, &key.missing_after_cancel) {
+            report.violation(format!(
+                "key {id} destroyed (DescribeKey NotFoundException{}) after CancelKeyDeletion seq {} \
+                 (request {}) was acknowledged; missing from seq {missing_seq} on: destroyed after \
+                 its deletion was cancelled (the cancel-versus-destroy race)",
+                if in_list == Some(false) { ", gone from ListKeys" } else { "" },
+                cancel.seq,
+                cancel.request_id,
+            ));
+        }
         let Some(d) = described else {
             continue;
         };

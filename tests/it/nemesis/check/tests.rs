@@ -593,6 +593,34 @@ async fn the_checker_passes_a_true_history_and_reports_each_doctored_one() {
         ),
     );
 
+    // An acknowledged CancelKeyDeletion between the deletion and the
+    // request that found the key missing: destroyed after its deletion
+    // was cancelled, mid-run and for good at the end.
+    let mut ops: Vec<Op> = s.ops.clone();
+    let missing = ops.iter().position(|o| o.seq == s.missing_seq).unwrap();
+    ops[missing].seq += 1;
+    let cancel = op(
+        s.missing_seq,
+        Call::CancelKeyDeletion {
+            key_id: s.doomed.clone(),
+        },
+        ok("00000000-0000-4000-8000-00000000cance"),
+    );
+    ops.insert(missing, cancel);
+    let report = check_history(&s, &ops, &s.info).await;
+    expect(
+        "destroyed after an acknowledged cancel",
+        report,
+        &format!(
+            "key {} destroyed (DescribeKey NotFoundException, gone from ListKeys) after CancelKeyDeletion seq {} \
+             (request 00000000-0000-4000-8000-00000000cance) was acknowledged; missing from seq {} \
+             on: destroyed after its deletion was cancelled (the cancel-versus-destroy race)",
+            s.doomed,
+            s.missing_seq,
+            s.missing_seq + 1
+        ),
+    );
+
     // A tampered audit file: one record's operation changed.
     let copy = tempfile::tempdir().unwrap();
     let tampered = copy.path().join("audit.jsonl");
