@@ -14,13 +14,10 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, OriginType};
 use base64::Engine;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-use cryptoki::session::UserType;
-use cryptoki::types::AuthPin;
 
 use crate::common::*;
-use crate::unreadable::inject;
+use crate::unreadable::{inject, user_session};
 
 const FAST: &str = "[keys]\nsync_interval_ms = 100\nscheduler_interval_ms = 100\n";
 
@@ -95,20 +92,7 @@ fn dump(token: &Token) -> Dump {
 #[test]
 #[ignore = "run by dump(), in a process of its own"]
 fn dump_child() {
-    let pkcs11 = Pkcs11::new(softhsm_module()).unwrap();
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .unwrap();
-    let slot = pkcs11
-        .get_slots_with_initialized_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| pkcs11.get_token_info(*s).unwrap().label().trim() == "kmsgate")
-        .unwrap();
-    let session = pkcs11.open_ro_session(slot).unwrap();
-    session
-        .login(UserType::User, Some(&AuthPin::new(PIN.into())))
-        .unwrap();
+    let (pkcs11, session) = user_session(false);
     let label_of = |attrs: &[Attribute]| {
         attrs.iter().find_map(|a| match a {
             Attribute::Label(l) => Some(String::from_utf8_lossy(l).into_owned()),
@@ -348,16 +332,7 @@ async fn records_of_a_newer_gateway_are_never_rewritten_read_or_swept() {
     // What this gateway understands it still serves, and a foreign key
     // still exists.
     assert_eq!(key_metadata(&kms, "alias/understood").await.key_id, plain);
-    let listed: Vec<String> = kms
-        .list_keys()
-        .send()
-        .await
-        .unwrap()
-        .keys
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|k| k.key_id)
-        .collect();
+    let listed = list_key_ids(&kms).await;
     for k in foreign_keys {
         assert!(listed.contains(k), "ListKeys lists {k}: {listed:?}");
     }

@@ -13,7 +13,7 @@ use aws_sdk_kms::error::ProvideErrorMetadata;
 use aws_sdk_kms::primitives::Blob;
 
 /// Every object file of the token, with when it was last written.
-fn object_files(dir: &Path) -> HashMap<PathBuf, SystemTime> {
+pub(crate) fn object_files(dir: &Path) -> HashMap<PathBuf, SystemTime> {
     let mut out = HashMap::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();

@@ -4,24 +4,14 @@
 //! whose listing misses a record this gateway knows is never answered
 //! NotFoundException.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::*;
+use crate::missing_version::object_files;
 use aws_sdk_kms::error::ProvideErrorMetadata;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// How many token objects carry exactly `label` (pkcs11-tool, which reads
-/// the token's storage in a process of its own).
-fn objects_labelled(token: &Token, label: &str) -> usize {
-    list_objects(token)
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("label:"))
-        .filter(|l| l.trim().trim_matches('\'') == label)
-        .count()
-}
 
 /// The HTTP status of a failed request.
 fn status<E>(
@@ -133,21 +123,6 @@ async fn a_change_another_gateway_built_on_before_it_settled_is_acknowledged() {
         "{}",
         list_objects(&token)
     );
-}
-
-/// Every object file of the token, with when it was last written.
-fn object_files(dir: &Path) -> HashMap<PathBuf, SystemTime> {
-    let mut out = HashMap::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(object_files(&path));
-        } else if path.extension().is_some_and(|e| e == "object") {
-            let written = std::fs::metadata(&path).unwrap().modified().unwrap();
-            out.insert(path, written);
-        }
-    }
-    out
 }
 
 /// Issue 19, finding 2: a worker's SoftHSM2 missed a key's record for a

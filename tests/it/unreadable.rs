@@ -8,7 +8,7 @@
 use crate::common::*;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, ObjectClass};
-use cryptoki::session::UserType;
+use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 
 /// Creates kmsgate data objects with these labels and values on the token.
@@ -40,14 +40,10 @@ pub(crate) fn inject(token: &Token, records: &[(String, Vec<u8>)]) {
     );
 }
 
-/// What [`inject`] passes to its child: the records, as JSON.
-const INJECT: &str = "KMSGATE_TEST_INJECT_RECORDS";
-
-#[test]
-#[ignore = "run by unreadable_records_are_skipped_reported_and_never_read_as_no_key, in a process of its own"]
-fn inject_child() {
-    let records: Vec<(String, String)> =
-        serde_json::from_str(&std::env::var(INJECT).expect("run by inject()")).unwrap();
+/// A session on the test token "kmsgate" through SoftHSM2, logged in as
+/// its user (read-write if `rw`), for a child process that reads or writes
+/// the token beside the gateway; with the library it came from.
+pub(crate) fn user_session(rw: bool) -> (Pkcs11, Session) {
     let pkcs11 = Pkcs11::new(softhsm_module()).unwrap();
     pkcs11
         .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
@@ -58,10 +54,27 @@ fn inject_child() {
         .into_iter()
         .find(|s| pkcs11.get_token_info(*s).unwrap().label().trim() == "kmsgate")
         .unwrap();
-    let session = pkcs11.open_rw_session(slot).unwrap();
+    let session = if rw {
+        pkcs11.open_rw_session(slot)
+    } else {
+        pkcs11.open_ro_session(slot)
+    }
+    .unwrap();
     session
         .login(UserType::User, Some(&AuthPin::new(PIN.into())))
         .unwrap();
+    (pkcs11, session)
+}
+
+/// What [`inject`] passes to its child: the records, as JSON.
+const INJECT: &str = "KMSGATE_TEST_INJECT_RECORDS";
+
+#[test]
+#[ignore = "run by unreadable_records_are_skipped_reported_and_never_read_as_no_key, in a process of its own"]
+fn inject_child() {
+    let records: Vec<(String, String)> =
+        serde_json::from_str(&std::env::var(INJECT).expect("run by inject()")).unwrap();
+    let (pkcs11, session) = user_session(true);
     for (label, value) in records {
         session
             .create_object(&[

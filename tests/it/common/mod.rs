@@ -617,6 +617,20 @@ pub fn key_arn(id: &str) -> String {
     format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/{id}")
 }
 
+/// The key ids of the first page of ListKeys.
+pub async fn list_key_ids(client: &aws_sdk_kms::Client) -> Vec<String> {
+    client
+        .list_keys()
+        .send()
+        .await
+        .unwrap()
+        .keys
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|k| k.key_id)
+        .collect()
+}
+
 /// Creates a symmetric key with no options and returns its key id.
 pub async fn create_key(client: &aws_sdk_kms::Client) -> String {
     client
@@ -772,6 +786,17 @@ impl Gateway {
             .map(|d| d.count())
             .unwrap_or(0)
     }
+}
+
+/// How many token objects carry exactly `label`, as pkcs11-tool lists
+/// them (in a process of its own, from the token's storage).
+pub fn objects_labelled(token: &Token, label: &str) -> usize {
+    list_objects(token)
+        .lines()
+        // pkcs11-tool quotes a data object's label.
+        .filter_map(|l| l.trim().strip_prefix("label:"))
+        .filter(|l| l.trim().trim_matches('\'') == label)
+        .count()
 }
 
 /// The token's objects as OpenSC's `pkcs11-tool --list-objects` shows
