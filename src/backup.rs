@@ -122,12 +122,8 @@ fn softhsm_store() -> Result<(PathBuf, String, PathBuf)> {
 /// The token directory a `softhsm2.conf` (at `conf`, holding `text`)
 /// names, if its object store is files.
 fn file_store_dir(conf: &Path, text: &str) -> Result<PathBuf> {
-    let backend = text.lines().find_map(|line| {
-        let line = line.split('#').next()?.trim();
-        let (name, value) = line.split_once('=')?;
-        (name.trim() == "objectstore.backend").then(|| value.trim().to_owned())
-    });
-    if let Some(b) = backend.filter(|b| b != "file") {
+    let backend = token_lock::conf_values(text, "objectstore.backend").next();
+    if let Some(b) = backend.filter(|b| *b != "file") {
         return Err(format!(
             "{} sets objectstore.backend = {b}: kmsgate backup copies only SoftHSM2's file store \
              (its database store is SQLite, whose files are not copied safely while it writes); \

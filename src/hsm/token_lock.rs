@@ -81,14 +81,21 @@ pub fn softhsm_conf() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/etc/softhsm/softhsm2.conf"))
 }
 
+/// The values given to the setting `name` in the text of a
+/// `softhsm2.conf`, in order, trimmed, comments left out.
+pub fn conf_values<'a>(conf: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    conf.lines().filter_map(move |line| {
+        let line = line.split('#').next()?.trim();
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == name).then(|| value.trim())
+    })
+}
+
 /// `directories.tokendir` from the text of a `softhsm2.conf`.
 pub fn token_dir_in(conf: &str) -> Option<PathBuf> {
-    conf.lines().find_map(|line| {
-        let line = line.split('#').next()?.trim();
-        let (name, value) = line.split_once('=')?;
-        (name.trim() == "directories.tokendir" && !value.trim().is_empty())
-            .then(|| PathBuf::from(value.trim()))
-    })
+    conf_values(conf, "directories.tokendir")
+        .find(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 fn dir() -> Option<&'static Path> {
