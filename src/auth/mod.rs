@@ -9,6 +9,7 @@
 
 pub mod authz;
 pub mod sigv4;
+pub mod xks;
 
 pub use authz::{Authorizer, Denied};
 pub use sigv4::{Credential, Principal, Verifier};

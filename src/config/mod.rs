@@ -17,11 +17,17 @@ mod http;
 #[cfg(test)]
 mod reference;
 mod workers;
+mod xks;
 
 pub use crate::hsm::{IvSource, ReadBack};
 pub use auth::{AuthConfig, CredentialConfig, PrincipalConfig, valid_user_name};
 pub use http::{HttpConfig, MetricsConfig, TlsConfig};
 pub use workers::{MAX_WORKERS, WorkerThreads, Workers};
+pub use xks::{
+    XksConfig, XksCredentialConfig, XksEffect, XksKeyConfig, XksMtlsConfig, XksRuleConfig,
+    XksStoreConfig, XksUsage, valid_external_key_id, valid_prefix, valid_xks_access_key_id,
+    valid_xks_secret,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -88,6 +94,10 @@ pub struct Config {
     pub audit: crate::audit::AuditConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// kmsgate as an XKS proxy for AWS KMS external key stores; off unless
+    /// a store is configured.
+    #[serde(default)]
+    pub xks: XksConfig,
 }
 
 /// Key lifecycle, GCM usage and multi-gateway settings.
@@ -354,6 +364,7 @@ impl Config {
             }
         }
         self.validate_principals()?;
+        self.validate_xks()?;
         if self.auth.credentials.is_empty() && !self.auth.allow_anonymous {
             return Err(ConfigError::Invalid(
                 "no [[auth.credentials]] and allow_anonymous is false: no request could succeed"
@@ -366,7 +377,7 @@ impl Config {
 
 impl Config {
     /// The environment variables this config reads secrets from:
-    /// `hsm.pin_env` and every credential's `secret_env`.
+    /// `hsm.pin_env` and every credential's `secret_env`, XKS stores' too.
     pub fn secret_env(&self) -> Vec<String> {
         self.hsm
             .pin_env
@@ -375,6 +386,13 @@ impl Config {
                 self.auth
                     .credentials
                     .iter()
+                    .filter_map(|c| c.secret_env.as_ref()),
+            )
+            .chain(
+                self.xks
+                    .stores
+                    .iter()
+                    .flat_map(|s| &s.credentials)
                     .filter_map(|c| c.secret_env.as_ref()),
             )
             .cloned()

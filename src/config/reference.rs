@@ -15,6 +15,10 @@ token_label = "kmsgate"
 pin_file = "/dev/null"
 "#;
 
+/// One XKS store with its one credential: the base of the `[[xks.stores]]`
+/// probes.
+const XKS_STORE: &str = "[[xks.stores]]\nname = \"s\"\npath_prefix = \"\"\nregion = \"us-east-1\"\n[[xks.stores.credentials]]\naccess_key_id = \"AAAAAAAAAAAAAAAAAAAA\"\nsecret_env = \"S\"\n";
+
 /// The tables of the reference, by the name their heading gives them
 /// (`""` is the top level).
 fn documented() -> BTreeMap<String, BTreeSet<String>> {
@@ -61,6 +65,19 @@ fn with(table: &str, line: &str) -> String {
         "tls" => {
             format!("{BASE}\n[tls]\ncert_chain_file = \"/c\"\nprivate_key_file = \"/k\"\n{line}\n")
         }
+        "xks.stores" => {
+            format!("{BASE}\n{XKS_STORE}").replacen("region = ", &format!("{line}\nregion = "), 1)
+        }
+        "xks.stores.credentials" => format!("{BASE}\n{XKS_STORE}{line}\n"),
+        "xks.stores.keys" => {
+            format!("{BASE}\n{XKS_STORE}[[xks.stores.keys]]\nkey = \"k\"\n{line}\n")
+        }
+        "xks.stores.mtls" => format!(
+            "{BASE}\n{XKS_STORE}[xks.stores.mtls]\nclient_ca_file = \"/c\"\nsubject = \"s\"\n{line}\n"
+        ),
+        "xks.stores.authorization" => format!(
+            "{BASE}\n{XKS_STORE}[[xks.stores.authorization]]\nname = \"r\"\neffect = \"deny\"\n{line}\n"
+        ),
         t => format!("{BASE}\n[{t}]\n{line}\n"),
     }
 }
@@ -100,6 +117,12 @@ fn every_documented_key_exists_and_every_key_is_documented() {
         "tls",
         "audit",
         "metrics",
+        "xks",
+        "xks.stores",
+        "xks.stores.credentials",
+        "xks.stores.keys",
+        "xks.stores.mtls",
+        "xks.stores.authorization",
     ];
     // Every table the reference documents is checked here, so a new one
     // cannot be left out (as `[metrics]` was).

@@ -106,6 +106,7 @@ pub(super) fn payload_hash(
 
 /// The SigV4 canonical request, as bytes because header values may hold
 /// non-UTF-8 octets that the client signed as they are.
+#[allow(clippy::too_many_arguments)] // each is one input of the canonical request
 pub(super) fn canonical_request(
     method: &Method,
     uri: &Uri,
@@ -114,12 +115,18 @@ pub(super) fn canonical_request(
     signed: &[String],
     params: &AuthParams,
     payload_hash: &str,
+    path_as_sent: bool,
 ) -> Vec<u8> {
     let presigned = params.date_source == DateSource::Query;
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b'\n');
-    out.extend_from_slice(canonical_uri(uri.path()).as_bytes());
+    let path = if path_as_sent {
+        encoded_as_sent(uri.path())
+    } else {
+        canonical_uri(uri.path())
+    };
+    out.extend_from_slice(path.as_bytes());
     out.push(b'\n');
     out.extend_from_slice(canonical_query(query, presigned).as_bytes());
     out.push(b'\n');
@@ -198,6 +205,18 @@ fn canonical_uri(path: &str) -> String {
     out
 }
 
+/// The path as sent, each segment encoded once more, no segment removed
+/// (the XKS proxy API's canonical URI).
+fn encoded_as_sent(path: &str) -> String {
+    if path.is_empty() {
+        return "/".to_owned();
+    }
+    path.split('/')
+        .map(|segment| percent_encode(segment.as_bytes(), SIGV4_ENCODE).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The canonical query string: every parameter (except the signature of a
 /// presigned request) decoded, re-encoded strictly and sorted.
 fn canonical_query(query: &Query, presigned: bool) -> String {
@@ -237,6 +256,12 @@ mod tests {
         assert_eq!(canonical_uri("/a/./b/../c/"), "/a/c/");
         assert_eq!(canonical_uri("//a//b"), "/a/b");
         assert_eq!(canonical_uri("/~a-b_c.d"), "/~a-b_c.d");
+        // The XKS proxy API signs the path as sent.
+        assert_eq!(
+            encoded_as_sent("//kms/xks/v1/health"),
+            "//kms/xks/v1/health"
+        );
+        assert_eq!(encoded_as_sent("/p/./a%20b"), "/p/./a%2520b");
     }
 
     #[test]

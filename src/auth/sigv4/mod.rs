@@ -57,6 +57,7 @@ use params::{DateSource, header_params, parse_query, query_params};
 use verify::hmac_sha256;
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+/// The service a TrentService request is signed for.
 const SERVICE: &str = "kms";
 const TERMINATOR: &str = "aws4_request";
 const X_AMZ_DATE: &str = "x-amz-date";
@@ -109,6 +110,14 @@ type SigningKey = Zeroizing<[u8; 32]>;
 pub struct Verifier {
     credentials: HashMap<String, Credential>,
     region: String,
+    /// The service of the credential scope: `kms`, or `kms-xks-proxy` for
+    /// the XKS proxy API.
+    service: String,
+    /// The canonical URI is the path exactly as received (each segment
+    /// encoded once more, but no empty or dot segment removed), as the XKS
+    /// spec's Appendix A requires: an empty prefix is sent, and signed, as
+    /// `//kms/xks/v1/...`.
+    path_as_sent: bool,
     max_skew: Duration,
     allow_anonymous: bool,
     /// Whether the presigned form (authentication in the query string) is
@@ -131,6 +140,7 @@ impl fmt::Debug for Verifier {
         f.debug_struct("Verifier")
             .field("access_key_ids", &ids)
             .field("region", &self.region)
+            .field("service", &self.service)
             .field("max_skew", &self.max_skew)
             .field("allow_anonymous", &self.allow_anonymous)
             .field("allow_presigned_urls", &self.allow_presigned_urls)
@@ -158,11 +168,26 @@ impl Verifier {
         Verifier {
             credentials: by_id,
             region,
+            service: SERVICE.to_owned(),
+            path_as_sent: false,
             max_skew,
             allow_anonymous,
             allow_presigned_urls: false,
             signing_keys: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Verifies signatures scoped to `service` instead of `kms`.
+    pub fn for_service(mut self, service: &str) -> Verifier {
+        self.service = service.to_owned();
+        self
+    }
+
+    /// Takes the canonical URI as the path was sent, without removing
+    /// empty or dot segments (the XKS proxy API).
+    pub fn path_as_sent(mut self) -> Verifier {
+        self.path_as_sent = true;
+        self
     }
 
     /// Accepts the presigned form (authentication in the query string) as
@@ -251,8 +276,9 @@ impl Verifier {
             &signed,
             &params,
             &payload_hash,
+            self.path_as_sent,
         );
-        let scope = format!("{scope_date}/{}/{SERVICE}/{TERMINATOR}", self.region);
+        let scope = format!("{scope_date}/{}/{}/{TERMINATOR}", self.region, self.service);
         let string_to_sign = format!(
             "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
             hex::encode(Sha256::digest(&canonical))

@@ -9,8 +9,7 @@ use zeroize::Zeroizing;
 
 use super::dates::format_amz_date;
 use super::{
-    Credential, DateMismatch, SERVICE, ScopeMismatch, SignatureError, SigningKey, TERMINATOR,
-    Verifier,
+    Credential, DateMismatch, ScopeMismatch, SignatureError, SigningKey, TERMINATOR, Verifier,
 };
 
 type HmacSha256 = Hmac<Sha256>;
@@ -61,7 +60,7 @@ impl Verifier {
         let request_day = amz_date.get(..8).unwrap_or(amz_date);
         let mismatch = ScopeMismatch {
             region: region != self.region,
-            service: service != SERVICE,
+            service: service != self.service,
             terminator: (terminator != TERMINATOR).then(|| terminator.to_owned()),
             date: (date != request_day).then(|| DateMismatch {
                 scope: date.to_owned(),
@@ -105,7 +104,7 @@ impl Verifier {
         seed.extend_from_slice(credential.secret.expose_secret().as_bytes());
         let k_date = Zeroizing::new(hmac_sha256(&seed, scope_date.as_bytes())?);
         let k_region = Zeroizing::new(hmac_sha256(k_date.as_slice(), self.region.as_bytes())?);
-        let k_service = Zeroizing::new(hmac_sha256(k_region.as_slice(), SERVICE.as_bytes())?);
+        let k_service = Zeroizing::new(hmac_sha256(k_region.as_slice(), self.service.as_bytes())?);
         let key = Zeroizing::new(hmac_sha256(k_service.as_slice(), TERMINATOR.as_bytes())?);
 
         let mut cache = self.signing_keys.lock().unwrap_or_else(|e| e.into_inner());
