@@ -174,6 +174,30 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// kmsgate as an XKS proxy for AWS KMS external key stores.
+    Xks {
+        #[command(subcommand)]
+        command: XksCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum XksCommand {
+    /// Print what the AWS KMS console and CreateCustomKeyStore ask for to
+    /// connect an external key store to STORE: XksProxyUriEndpoint,
+    /// XksProxyUriPath, the access key ids and the exposed XksKeyIds. Reads
+    /// the config only (no token, no PIN).
+    Show {
+        /// The store's `name` in `[[xks.stores]]`.
+        store: String,
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Print instead the console's JSON proxy configuration file, with
+        /// the store's first credential and its secret.
+        #[arg(long)]
+        secret: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -338,6 +362,14 @@ fn main() -> ExitCode {
                 continues,
             },
         ),
+        Command::Xks {
+            command:
+                XksCommand::Show {
+                    store,
+                    config,
+                    secret,
+                },
+        } => xks_show(&config, &store, secret),
     };
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -584,6 +616,12 @@ fn audit_verify(files: &[PathBuf], options: verify::Options) -> Result<(), serve
             Err(format!("the audit chain is broken at {}", problem.at).into())
         }
     }
+}
+
+/// `kmsgate xks show`.
+fn xks_show(config_path: &Path, store: &str, secret: bool) -> Result<(), server::StartError> {
+    let config = Config::load(config_path)?;
+    kmsgate::xks_show::show(&config, store, secret, &mut std::io::stdout())
 }
 
 fn bench_token(
