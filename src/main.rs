@@ -150,6 +150,33 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         bytes: usize,
     },
+    /// scripts/bench's XKS encrypt workload: sign one XKS encrypt request
+    /// as AWS KMS does (store STORE's first credential, now), check that
+    /// the gateway at ENDPOINT answers it 200, and write a wrk script that
+    /// sends it unchanged (valid for the 5 minutes of allowed clock skew).
+    #[command(hide = true)]
+    BenchXksRequest {
+        /// The configuration file (TOML) with the store.
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        store: String,
+        /// The externalKeyId to encrypt under.
+        #[arg(long)]
+        external_key_id: String,
+        /// The gateway, `http://HOST:PORT`.
+        #[arg(long)]
+        endpoint: String,
+        /// Plaintext length in bytes.
+        #[arg(long, default_value_t = 32)]
+        bytes: usize,
+        /// AAD length in bytes (0: none).
+        #[arg(long, default_value_t = 32)]
+        aad_bytes: usize,
+        /// Where to write the wrk script.
+        #[arg(long)]
+        lua: PathBuf,
+    },
     /// Initialise a free token of a PKCS#11 module (e.g. SoftHSM2's) and set
     /// its user PIN. The PINs are read from files, never taken on the
     /// command line (where every process list shows them). Refuses, and
@@ -340,6 +367,29 @@ fn main() -> ExitCode {
             seconds,
             bytes,
         } => bench_token(config, op, threads, seconds, bytes),
+        Command::BenchXksRequest {
+            config,
+            store,
+            external_key_id,
+            endpoint,
+            bytes,
+            aad_bytes,
+            lua,
+        } => Config::load(&config)
+            .map_err(Into::into)
+            .and_then(|config| {
+                bench::xks::prepare(
+                    &config,
+                    &bench::xks::RequestOptions {
+                        store,
+                        external_key_id,
+                        endpoint,
+                        bytes,
+                        aad_bytes,
+                    },
+                    &lua,
+                )
+            }),
         Command::InitToken {
             module,
             label,
