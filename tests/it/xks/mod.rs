@@ -8,7 +8,12 @@
 
 pub mod client;
 
+mod audit;
+mod crypto;
+mod errors;
+mod health;
 mod ops;
+mod rotation;
 
 use std::sync::Arc;
 
