@@ -14,8 +14,9 @@
 //! (reloadable, optionally with client certificates); [`authn`] is SigV4
 //! as a layer, reading bodies within the [`budget`] of what
 //! unauthenticated clients may make the gateway hold; [`refusal`] answers and audits what is refused before an
-//! operation runs; `/healthz` and `/readyz` are here, unsigned and
-//! unaudited.
+//! operation runs; [`xks`] answers the XKS proxy API (AWS KMS external key
+//! stores) in front of the TrentService routes; `/healthz` and `/readyz`
+//! are here, unsigned and unaudited.
 
 mod audit;
 mod authn;

@@ -12,6 +12,7 @@ mod audit;
 mod crypto;
 mod errors;
 mod health;
+mod metrics;
 mod ops;
 mod rotation;
 
