@@ -2,8 +2,10 @@
 //! ciphertext integrity value recomputed with an independent SHA-256 from
 //! Appendix C (the function is first checked against the spec's own
 //! example), a change to any one of ciphertext, IV, tag, AAD or metadata
-//! refused as InvalidCiphertextException, and the AAD's length prefixes
-//! telling AAD and metadata apart (the spec's note on Encrypt).
+//! refused as InvalidCiphertextException, and, with a key whose material
+//! the test imported, kmsgate's ciphertexts opened (and ciphertexts made
+//! for it) with an independent AES-GCM (the aes-gcm crate) and the AAD
+//! construction written here from the spec.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -119,7 +121,7 @@ async fn changing_any_one_part_is_an_invalid_ciphertext() {
 }
 
 #[tokio::test]
-async fn aad_and_metadata_are_length_prefixed_so_they_cannot_trade_places() {
+async fn metadata_moved_into_the_aad_is_refused() {
     let (_gw, c, _) = usual().await;
     // Encrypted with no AAD; then the metadata passed as AAD and no
     // metadata: the same bytes in a row, but not the same AAD.
@@ -133,5 +135,104 @@ async fn aad_and_metadata_are_length_prefixed_so_they_cannot_trade_places() {
     assert_eq!(
         c.post("/keys/ek-both/decrypt", &body).bytes("plaintext"),
         b"swap"
+    );
+}
+
+/// The spec's AAD for the token, written here from the spec's text
+/// (Encrypt, `ciphertextMetadata`): 2-byte big-endian length of the AAD,
+/// the AAD, 1-byte length of the metadata, the metadata.
+fn spec_aad(aad: &[u8], metadata: &[u8]) -> Vec<u8> {
+    let mut out = (aad.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(aad);
+    out.push(metadata.len() as u8);
+    out.extend_from_slice(metadata);
+    out
+}
+
+/// Only a key whose material the test imported can be checked with an
+/// independent AES-GCM: kmsgate's ciphertext opens with the spec's AAD
+/// under that material, and a ciphertext sealed here the spec's way
+/// (kmsgate's metadata format: 1, key id, version) decrypts through XKS.
+#[tokio::test]
+async fn an_imported_keys_ciphertexts_are_aes_gcm_with_the_specs_aad() {
+    use aes_gcm::Aes256Gcm;
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+
+    let gw = start(&store_toml(
+        "byok",
+        "/byok",
+        &[("imported", "alias/imported", "encrypt_decrypt")],
+    ));
+    let kms = gw.client();
+    let key = crate::import::create_external(&kms).await;
+    let material: [u8; 32] = rand::random();
+    crate::import::import_material(&kms, &key, &material).await;
+    kms.create_alias()
+        .alias_name("alias/imported")
+        .target_key_id(&key)
+        .send()
+        .await
+        .unwrap();
+    let c = client(&gw, "/byok");
+    let cipher = Aes256Gcm::new_from_slice(&material).unwrap();
+
+    for aad in [&b"project=nile,department=marketing"[..], b""] {
+        let sealed = Sealed::of(&c.encrypt("imported", b"Hello World!", Some(aad), false));
+        let iv: [u8; 12] = sealed.iv.clone().try_into().unwrap();
+        let opened = cipher
+            .decrypt(
+                &iv.into(),
+                Payload {
+                    msg: &[&sealed.ciphertext[..], &sealed.tag[..]].concat(),
+                    aad: &spec_aad(aad, &sealed.metadata),
+                },
+            )
+            .expect("kmsgate's ciphertext opens with the spec's AAD");
+        assert_eq!(opened, b"Hello World!");
+        // Not with the AAD alone, nor with SHA-256(AAD) (what AWS's sample
+        // proxy feeds its HSM).
+        for wrong in [aad.to_vec(), Sha256::digest(aad).to_vec()] {
+            assert!(
+                cipher
+                    .decrypt(
+                        &iv.into(),
+                        Payload {
+                            msg: &[&sealed.ciphertext[..], &sealed.tag[..]].concat(),
+                            aad: &wrong,
+                        },
+                    )
+                    .is_err()
+            );
+        }
+    }
+
+    // Sealed here, opened by kmsgate.
+    let id = uuid::Uuid::parse_str(&key).unwrap();
+    let mut metadata = vec![1u8];
+    metadata.extend_from_slice(id.as_bytes());
+    metadata.extend_from_slice(&[0, 0, 1]);
+    let iv: [u8; 12] = rand::random();
+    let aad = b"sealed outside";
+    let sealed = cipher
+        .encrypt(
+            &iv.into(),
+            Payload {
+                msg: b"from outside",
+                aad: &spec_aad(aad, &metadata),
+            },
+        )
+        .unwrap();
+    let (ct, tag) = sealed.split_at(sealed.len() - 16);
+    let outside = Sealed {
+        ciphertext: ct.to_vec(),
+        metadata,
+        iv: iv.to_vec(),
+        tag: tag.to_vec(),
+        integrity: None,
+    };
+    assert_eq!(
+        c.decrypt("imported", &outside, Some(aad))
+            .bytes("plaintext"),
+        b"from outside"
     );
 }
