@@ -206,7 +206,7 @@ async fn handle(
         .map_err(|e| auth_error(e, record))?;
     record.access_key_id = Some(access_key_id);
     xks.auth
-        .check_client_cert(&store_name, None)
+        .check_client_cert(&store_name, client_chain(parts))
         .map_err(|e| auth_error(e, record))?;
     let request = ops_xks::parse(op, body)?;
     record.metadata = Some(request.metadata.clone());
@@ -251,6 +251,17 @@ async fn handle(
         &mut record.trail,
     )
     .await
+}
+
+/// The TLS client certificate chain the connection presented, leaf
+/// first, for the store's mTLS check. The TLS layer keeps only the
+/// subject's CN of a verified client certificate
+/// ([`super::tls::ClientCert`]) so far; the chain comes with the XKS mTLS
+/// work of issue 21.
+fn client_chain(
+    _parts: &http::request::Parts,
+) -> Option<&[rustls_pki_types::CertificateDer<'static>]> {
+    None
 }
 
 /// An authentication or authorization refusal as the spec names it; a

@@ -266,3 +266,31 @@ async fn a_failing_token_is_a_5xx_never_a_4xx() {
         b"kept"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_token_is_dependency_timeout_503_within_the_deadline() {
+    let token = Token::with_faulty_hsm(
+        "call_timeout_ms = 1000\nqueue_timeout_ms = 1000",
+        &usual_store(),
+    );
+    let gw = Gateway::start_faulty_on_with_env(token, &[(XKS_SECRET_ENV, XKS_SECRET)]);
+    key_with_alias(&gw.client(), "alias/xks-both").await;
+    let c = client(&gw, "/xks");
+    let sealed = Sealed::of(&c.encrypt("ek-both", b"kept", None, false));
+    let faults = gw.faults();
+    faults.set("C_Encrypt stall forever");
+    let started = std::time::Instant::now();
+    let r = c.encrypt("ek-both", b"x", None, false);
+    let waited = started.elapsed();
+    r.assert_error(503, "DependencyTimeoutException");
+    // The deadline is 1 s; allow for a loaded machine, never a hang.
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+    faults.clear();
+    assert_eq!(
+        c.decrypt("ek-both", &sealed, None).bytes("plaintext"),
+        b"kept"
+    );
+}
