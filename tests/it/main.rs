@@ -59,4 +59,5 @@ mod test_script;
 mod tls;
 mod unreadable;
 mod workers;
+mod xks;
 mod xks_show;
