@@ -58,4 +58,5 @@ mod tags;
 mod test_script;
 mod tls;
 mod unreadable;
+mod unreadable_load;
 mod workers;
