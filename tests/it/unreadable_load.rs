@@ -13,8 +13,11 @@
 //! for anything (the change marker is not found either, and cannot be made
 //! on the hidden directory); stalling the first C_GetAttributeValue hides
 //! it after the change marker was found, so only the listing of records
-//! and keys comes back empty: the window the nemesis hit (keys=0). A
-//! SoftHSM2 directory trick, so the Kryoptic run leaves this module out.
+//! and keys comes back empty: the window the nemesis hit (keys=0). The
+//! same rule holds for a serving gateway's sync, whose directory is
+//! replaced by an empty one. SoftHSM2 directory tricks, so the Kryoptic
+//! run leaves this module out (it is not in scripts/test's
+//! `kryoptic_modules`).
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -256,4 +259,80 @@ async fn restart_with_the_directory_hidden(stalled: &str) {
     let r = gw.raw(Some("TrentService.ListAliases"), b"{}", true);
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.body.to_string().contains(alias), "{r:?}");
+}
+
+/// A serving gateway whose token directory is replaced by an empty,
+/// writable one (storage that did not come back as it was): its sync lists
+/// nothing, not even the change marker, and must neither make a marker
+/// there (which would let the empty listing pass for a healthy one) nor
+/// take every key as gone. It is not ready meanwhile; nothing that exists
+/// is answered as missing or free; and with the directory back it serves
+/// everything again.
+#[tokio::test]
+async fn a_sync_that_lists_nothing_drops_no_key_and_makes_no_marker() {
+    let gw = Gateway::start();
+    let kms = gw.client();
+    let keys = vec![create_key(&kms).await, create_key(&kms).await];
+    let alias = "alias/kept";
+    kms.create_alias()
+        .alias_name(alias)
+        .target_key_id(&keys[0])
+        .send()
+        .await
+        .unwrap();
+    let dir = token_subdir(&gw.token);
+    let Some(empty) = disk::SmallDisk::mount_or_opt_out(&dir, 1024) else {
+        return;
+    };
+
+    // Sync rounds (one a second) meet the empty directory: not ready.
+    let start = Instant::now();
+    while crate::recovery::readyz(&gw) != 503 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "/readyz never answered 503 with the token directory empty:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Full syncs are due then (the marker's label cannot be read), and
+    // would drop what they do not find.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_nothing_missing(&gw, &keys, alias, &keys[1]);
+    // No object made there (SoftHSM2 may keep its `generation` file).
+    let made: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".object"))
+        .collect();
+    assert!(
+        made.is_empty(),
+        "the gateway made an object in the empty token directory: {made:?}"
+    );
+
+    drop(empty);
+    let start = Instant::now();
+    loop {
+        let r = describe(&gw, &keys[0]);
+        if r.status == 200 && crate::recovery::readyz(&gw) == 200 {
+            break;
+        }
+        assert!(
+            r.status >= 500 && start.elapsed() < Duration::from_secs(60) || r.status == 200,
+            "DescribeKey after the directory came back: {r:?}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not served and ready within 60 s of the directory coming back:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut listed = list_key_ids(&kms).await;
+    listed.sort();
+    let mut expected = keys.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert_eq!(key_metadata(&kms, alias).await.key_id, keys[0]);
 }
