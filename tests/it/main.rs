@@ -58,5 +58,6 @@ mod tags;
 mod test_script;
 mod tls;
 mod unreadable;
+mod unreadable_load;
 mod workers;
 mod xks;
