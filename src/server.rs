@@ -123,7 +123,7 @@ pub fn authorizer(config: &Config) -> Result<Authorizer, StartError> {
 /// Opens the audit log and the token, loads the key store and prepares
 /// the verifier: a gateway about to serve.
 pub async fn build(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
-    build_with_audit(config, &config.audit, user_pin(config)?, None).await
+    build_with_audit(config, &config.audit, user_pin(config)?, None, 1).await
 }
 
 /// As [`build`], for a worker process of `serve --workers N`: the PIN
@@ -136,14 +136,15 @@ pub async fn build_worker(
     pin: SecretString,
     peers: PeerChanges,
     pin_marker: PathBuf,
+    workers: usize,
 ) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
-    build_with_audit(config, audit, pin, Some((peers, pin_marker))).await
+    build_with_audit(config, audit, pin, Some((peers, pin_marker)), workers).await
 }
 
 /// As [`build`], for a command that serves no requests: the audit file is
 /// left alone (a gateway may be writing it); the process log stands in.
 pub async fn build_for_command(config: &Config) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
-    build_with_audit(config, &AuditConfig::default(), user_pin(config)?, None).await
+    build_with_audit(config, &AuditConfig::default(), user_pin(config)?, None, 1).await
 }
 
 async fn build_with_audit(
@@ -151,6 +152,7 @@ async fn build_with_audit(
     audit: &AuditConfig,
     pin: SecretString,
     worker: Option<(PeerChanges, PathBuf)>,
+    fleet_size: usize,
 ) -> Result<(Arc<AppState>, Arc<Hsm>), StartError> {
     let (peers, pin_marker) = worker.unzip();
     let audit_realm = crate::audit::Realm {
@@ -172,6 +174,8 @@ async fn build_with_audit(
     settings.pin_marker = pin_marker;
     let authorizer = authorizer(config)?;
     let verifier = verifier(config)?;
+    // XKS credentials are read with the others, before the token opens.
+    let xks = crate::http::xks::from_config(config, fleet_size)?;
     if config.auth.allow_anonymous {
         tracing::warn!("allow_anonymous is set: unsigned requests are accepted");
     }
@@ -207,6 +211,7 @@ async fn build_with_audit(
         panic_operation: test_panic_from_env(),
         audit,
         detached: tokio_util::task::TaskTracker::new(),
+        xks,
     });
     Ok((state, hsm))
 }

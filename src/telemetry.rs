@@ -50,6 +50,8 @@ pub const CONNECTIONS: &str = "kmsgate_connections_open";
 pub const WORKERS_UP: &str = "kmsgate_workers_up";
 pub const WORKER_RESTARTS: &str = "kmsgate_worker_restarts_total";
 pub const BUILD_INFO: &str = "kmsgate_build_info";
+pub const XKS_REQUESTS: &str = "kmsgate_xks_requests_total";
+pub const XKS_REQUEST_SECONDS: &str = "kmsgate_xks_request_duration_seconds";
 
 /// Latency buckets, in seconds: 100 µs (a SoftHSM2 call) to 10 s (an RSA
 /// key pair on a software token).
@@ -201,6 +203,15 @@ fn describe() {
     describe_gauge!(WORKERS_UP, "Worker processes serving (supervisor)");
     describe_counter!(WORKER_RESTARTS, "Worker processes restarted (supervisor)");
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label");
+    describe_counter!(
+        XKS_REQUESTS,
+        "XKS proxy API requests answered, by store, operation and outcome (ok or the XKS error name)"
+    );
+    describe_histogram!(
+        XKS_REQUEST_SECONDS,
+        Unit::Seconds,
+        "Time from an XKS request's arrival to its answer, audit record included"
+    );
 }
 
 /// A KMS request answered: `operation` is a TrentService operation name
@@ -209,6 +220,17 @@ fn describe() {
 pub fn request(operation: &'static str, outcome: &'static str, elapsed: Duration) {
     counter!(REQUESTS, "operation" => operation, "outcome" => outcome).increment(1);
     histogram!(REQUEST_SECONDS, "operation" => operation).record(elapsed);
+}
+
+/// An XKS proxy API request answered: `store` is a configured store's name
+/// (or `unknown` for a path no store has), `operation` one of
+/// metadata/encrypt/decrypt/health (or `unknown`), `outcome` `ok` or an
+/// XKS error name: a bounded label set whatever clients send.
+pub fn xks_request(store: &str, operation: &'static str, outcome: &'static str, elapsed: Duration) {
+    let store = store.to_owned();
+    counter!(XKS_REQUESTS, "store" => store.clone(), "operation" => operation, "outcome" => outcome)
+        .increment(1);
+    histogram!(XKS_REQUEST_SECONDS, "store" => store, "operation" => operation).record(elapsed);
 }
 
 /// Why work was refused for load.

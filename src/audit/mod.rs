@@ -25,7 +25,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use record::{Event, Identity, Realm, ServiceEvent};
+pub use record::{Event, Identity, Realm, ServiceEvent, XksEvent};
 pub use writer::{AuditLog, Unaudited};
 
 /// The `[audit]` config table.

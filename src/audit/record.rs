@@ -336,6 +336,153 @@ pub fn render_service(event: &ServiceEvent<'_>, realm: &Realm) -> String {
     serde_json::to_string(&record).unwrap_or_else(|_| "{\"invalidRecord\":true}".to_owned())
 }
 
+/// What the HTTP layer knows about a finished (or refused) XKS proxy API
+/// request (AWS KMS calling an external key store). Never a plaintext, an
+/// AAD or a ciphertext metadata value.
+#[derive(Debug)]
+pub struct XksEvent<'a> {
+    pub request_id: &'a str,
+    /// The spec's API name (`Encrypt`, `GetHealthStatus`, ...), or empty
+    /// for a path that names none.
+    pub operation: &'a str,
+    /// The logical key store, if the path named one.
+    pub store: Option<&'a str>,
+    /// The store's region (the SigV4 scope AWS KMS signs with).
+    pub region: Option<&'a str>,
+    /// The XKS access key id that signed, once verified.
+    pub access_key_id: Option<&'a str>,
+    pub source_ip: Option<IpAddr>,
+    pub user_agent: Option<&'a str>,
+    pub external_key_id: Option<&'a str>,
+    pub kms_request_id: Option<&'a str>,
+    pub kms_operation: Option<&'a str>,
+    pub aws_principal_arn: Option<&'a str>,
+    pub kms_key_arn: Option<&'a str>,
+    pub kms_via_service: Option<&'a str>,
+    pub aws_source_vpc: Option<&'a str>,
+    pub aws_source_vpce: Option<&'a str>,
+    /// The kmsgate key the external key is, and the version that
+    /// encrypted or decrypted.
+    pub key_id: Option<String>,
+    pub key_arn: Option<&'a str>,
+    pub key_version: Option<u32>,
+    pub http_status: u16,
+    pub error_code: Option<&'a str>,
+    pub error_message: Option<&'a str>,
+    /// The secondary authorization rule that denied the request.
+    pub denied_by_rule: Option<&'a str>,
+    pub started: Instant,
+}
+
+/// The `eventSource` of XKS proxy API records.
+pub const XKS_EVENT_SOURCE: &str = "kms-xks-proxy";
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct XksRecord<'a> {
+    event_version: &'static str,
+    user_identity: Option<XksIdentity<'a>>,
+    event_time: String,
+    event_source: &'static str,
+    event_name: &'a str,
+    aws_region: &'a str,
+    #[serde(rename = "sourceIPAddress")]
+    source_ip_address: Option<String>,
+    user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_message: Option<&'a str>,
+    request_parameters: Map<String, Value>,
+    additional_event_data: Map<String, Value>,
+    #[serde(rename = "requestID")]
+    request_id: &'a str,
+    #[serde(rename = "eventID")]
+    event_id: String,
+    read_only: bool,
+    resources: Vec<Resource<'a>>,
+    event_type: &'static str,
+    recipient_account_id: &'a str,
+    event_category: &'static str,
+    http_status: u16,
+    duration_micros: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct XksIdentity<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    access_key_id: &'a str,
+}
+
+/// The record of an XKS request as one line of JSON (no chain fields).
+pub fn render_xks(event: &XksEvent<'_>, realm: &Realm) -> String {
+    let mut params = Map::new();
+    let mut put = |name: &str, v: Option<&str>| {
+        if let Some(v) = v {
+            params.insert(name.to_owned(), Value::String(capped(v).to_owned()));
+        }
+    };
+    put("xksStore", event.store);
+    put("externalKeyId", event.external_key_id);
+    put("kmsRequestId", event.kms_request_id);
+    put("kmsOperation", event.kms_operation);
+    put("awsPrincipalArn", event.aws_principal_arn);
+    put("kmsKeyArn", event.kms_key_arn);
+    put("kmsViaService", event.kms_via_service);
+    put("awsSourceVpc", event.aws_source_vpc);
+    put("awsSourceVpce", event.aws_source_vpce);
+    let mut additional = Map::new();
+    if let Some(id) = &event.key_id {
+        additional.insert("keyId".into(), Value::String(id.clone()));
+    }
+    if let Some(v) = event.key_version {
+        additional.insert("keyVersion".into(), v.into());
+    }
+    if let Some(rule) = event.denied_by_rule {
+        additional.insert(
+            "deniedByRule".into(),
+            Value::String(capped(rule).to_owned()),
+        );
+    }
+    let record = XksRecord {
+        event_version: EVENT_VERSION,
+        user_identity: event.access_key_id.map(|access_key_id| XksIdentity {
+            kind: "XksProxyCredential",
+            access_key_id,
+        }),
+        event_time: event_time(),
+        event_source: XKS_EVENT_SOURCE,
+        event_name: event.operation,
+        aws_region: event.region.unwrap_or(&realm.region),
+        source_ip_address: event.source_ip.map(|ip| ip.to_canonical().to_string()),
+        user_agent: event.user_agent.map(|a| capped(a).to_owned()),
+        error_code: event.error_code,
+        error_message: event.error_message,
+        request_parameters: params,
+        additional_event_data: additional,
+        request_id: event.request_id,
+        event_id: uuid::Uuid::new_v4().to_string(),
+        read_only: event.operation != "Encrypt" && event.operation != "Decrypt",
+        resources: event
+            .key_arn
+            .map(|arn| Resource {
+                arn,
+                kind: "AWS::KMS::Key",
+                account_id: &realm.account_id,
+            })
+            .into_iter()
+            .collect(),
+        event_type: "AwsApiCall",
+        recipient_account_id: &realm.account_id,
+        event_category: "Data",
+        http_status: event.http_status,
+        duration_micros: u64::try_from(event.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    };
+    serde_json::to_string(&record).unwrap_or_else(|_| "{\"invalidRecord\":true}".to_owned())
+}
+
 fn user_identity(id: Identity<'_>, realm: &Realm) -> UserIdentity {
     let anonymous = id.access_key_id.is_empty();
     UserIdentity {

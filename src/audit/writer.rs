@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 
 use super::chain::{ChainStart, ChainState};
 use super::file::ChainFile;
-use super::record::{self, Event, Realm, ServiceEvent};
+use super::record::{self, Event, Realm, ServiceEvent, XksEvent};
 use super::{AuditConfig, Durability};
 use crate::telemetry;
 
@@ -151,6 +151,13 @@ impl AuditLog {
     /// requests'; returns as [`AuditLog::commit`] does.
     pub async fn commit_service(&self, event: &ServiceEvent<'_>) -> Result<(), Unaudited> {
         let record = record::render_service(event, &self.realm);
+        self.commit_record(record).await
+    }
+
+    /// Writes the record of an XKS proxy API request, in the same chain;
+    /// returns as [`AuditLog::commit`] does.
+    pub async fn commit_xks(&self, event: &XksEvent<'_>) -> Result<(), Unaudited> {
+        let record = record::render_xks(event, &self.realm);
         self.commit_record(record).await
     }
 

@@ -25,7 +25,7 @@ use super::{HsmError, IvSource, TokenSession};
 
 pub const IV_LEN: usize = 12;
 const TAG_BITS: u64 = 128;
-const TAG_LEN: usize = 16;
+pub const TAG_LEN: usize = 16;
 
 /// The hash of an HMAC (CKM_SHA*_HMAC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,6 +421,12 @@ fn failed_at_the_tag(e: &HsmError) -> bool {
 /// for the probe and destroys after it, never under a key version: a key
 /// version's GCM encryptions are counted against the usage bound (DESIGN.md
 /// decision 5), and the one that failed to decrypt may be past it.
+/// The XKS health check's deep probe (and decrypt's self-test): [`gcm_works`]
+/// under a session key made for it, never a customer key.
+pub fn gcm_self_test(s: &TokenSession, iv_source: IvSource) -> bool {
+    gcm_works(s, iv_source)
+}
+
 fn gcm_works(s: &TokenSession, iv_source: IvSource) -> bool {
     const AAD: &[u8] = b"kmsgate decrypt self-test";
     let template = [

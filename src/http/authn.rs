@@ -133,7 +133,7 @@ async fn read_and_verify(
 /// serving loop gives every request one), the declared body is reserved
 /// from it first; a request that cannot reserve it is refused with
 /// ThrottlingException without reading any of it.
-async fn read_body(
+pub(super) async fn read_body(
     mut body: Body,
     headers: &http::HeaderMap,
     limit: usize,

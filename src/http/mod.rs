@@ -14,8 +14,9 @@
 //! (reloadable, optionally with client certificates); [`authn`] is SigV4
 //! as a layer, reading bodies within the [`budget`] of what
 //! unauthenticated clients may make the gateway hold; [`refusal`] answers and audits what is refused before an
-//! operation runs; `/healthz` and `/readyz` are here, unsigned and
-//! unaudited.
+//! operation runs; [`xks`] answers the XKS proxy API (AWS KMS external key
+//! stores) in front of the TrentService routes; `/healthz` and `/readyz`
+//! are here, unsigned and unaudited.
 
 mod audit;
 mod authn;
@@ -27,6 +28,7 @@ pub mod metrics;
 mod refusal;
 pub mod serve;
 pub mod tls;
+pub mod xks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +82,8 @@ pub struct AppState {
     /// runs on. Shutdown waits for these tasks before the token and the
     /// audit log close.
     pub detached: tokio_util::task::TaskTracker,
+    /// The XKS proxy API (`[xks]`), if any store is configured.
+    pub xks: Option<Arc<xks::Xks>>,
 }
 
 /// The operation a test asks to panic, from [`TEST_PANIC_ENV`]; warns when
@@ -118,6 +122,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .fallback(refusal::unknown_path)
         .method_not_allowed_fallback(refusal::wrong_method)
+        // XKS paths are answered before the TrentService routes see them
+        // (axum's router does not match `//kms/...`).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            xks::intercept,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             refusal::check_head,

@@ -49,6 +49,7 @@ pub mod spec;
 pub mod sync;
 mod usage;
 mod write;
+pub mod xks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};

@@ -66,6 +66,7 @@ pub mod update_key_description;
 pub mod validate;
 pub mod verify;
 pub mod verify_mac;
+pub mod xks;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

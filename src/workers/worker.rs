@@ -56,6 +56,7 @@ pub async fn run(
             pin,
             peers,
             super::pin_marker(changes),
+            workers,
         )
         .await?;
         let listener = tokio::net::TcpListener::from_std(listener)?;

@@ -59,3 +59,4 @@ mod test_script;
 mod tls;
 mod unreadable;
 mod workers;
+mod xks;

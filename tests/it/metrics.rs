@@ -198,7 +198,7 @@ fn family_problems(body: &str, f: &Family, extra: &[&str]) -> Vec<String> {
 }
 
 /// Checks the families called `names` in `body` (see [`family_problems`]).
-fn assert_families(body: &str, names: &[&str], extra: &[&str]) {
+pub(crate) fn assert_families(body: &str, names: &[&str], extra: &[&str]) {
     let problems: Vec<String> = names
         .iter()
         .flat_map(|n| {
@@ -245,12 +245,17 @@ const AFTER_FAULTS: &[&str] = &[
 /// The supervisor's own families
 /// ([`under_a_supervisor_one_scrape_sees_every_worker_with_each_family_declared_once`]).
 const SUPERVISOR: &[&str] = &["kmsgate_workers_up", "kmsgate_worker_restarts_total"];
+/// The XKS proxy API's families (`xks::metrics`).
+pub(crate) const XKS: &[&str] = &[
+    "kmsgate_xks_requests_total",
+    "kmsgate_xks_request_duration_seconds",
+];
 
 #[test]
 fn every_family_docs_operations_md_lists_is_checked_and_every_family_the_code_names_is_listed() {
     let listed: std::collections::BTreeSet<String> =
         documented().into_iter().map(|f| f.name).collect();
-    let checked: std::collections::BTreeSet<String> = [UNDER_LOAD, AFTER_FAULTS, SUPERVISOR]
+    let checked: std::collections::BTreeSet<String> = [UNDER_LOAD, AFTER_FAULTS, SUPERVISOR, XKS]
         .concat()
         .into_iter()
         .map(str::to_owned)

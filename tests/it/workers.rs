@@ -15,7 +15,7 @@ use crate::lifecycle::{ROUND_LOG, rounds_ended, whole_rounds_since};
 /// when dropped.
 pub(crate) struct Supervised {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
     log: PathBuf,
     /// Kept so the token outlives the processes using it.
     _token: Arc<Token>,
