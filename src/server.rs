@@ -14,7 +14,6 @@ use tracing::Instrument;
 
 use crate::arn::Realm;
 use crate::audit::{AuditConfig, AuditLog};
-use crate::auth::xks::XksAuth;
 use crate::auth::{Authorizer, Credential, Verifier};
 use crate::config::{Config, read_secret};
 use crate::hsm::{Hsm, HsmSettings};
@@ -506,7 +505,7 @@ pub async fn run_until(
         config.path.clone(),
         tls.clone(),
         hsm.clone(),
-        None,
+        state.xks.clone(),
         hangups,
     ));
     serve(
@@ -566,7 +565,7 @@ async fn reload_on_sighup(
     config_path: PathBuf,
     tls: Option<Arc<Tls>>,
     hsm: Arc<Hsm>,
-    xks: Option<Arc<XksAuth>>,
+    xks: Option<Arc<crate::http::xks::Xks>>,
     mut hangups: Hangups,
 ) {
     loop {
@@ -574,7 +573,7 @@ async fn reload_on_sighup(
         let config = reread_log_level(&config_path);
         if let Some(xks) = &xks {
             match &config {
-                Some(c) => match xks.reload(c) {
+                Some(c) => match xks.auth.reload(c) {
                     Ok(()) => tracing::info!(
                         stores = c.xks.stores.len(),
                         "SIGHUP: XKS credentials, mTLS CAs and authorization rules reloaded"

@@ -60,3 +60,4 @@ mod tls;
 mod unreadable;
 mod workers;
 mod xks;
+mod xks_auth;
