@@ -698,6 +698,63 @@ fn mtls_gateway(server: &Ca, right: &Ca, other: &Ca) -> Gateway {
     Gateway::start_on(token)
 }
 
+/// Health on store `prefix` over TLS trusting `server`, presenting
+/// `identity`; `Err` when the connection (the handshake) fails.
+async fn mtls_health(
+    endpoint: &str,
+    server: &Ca,
+    identity: Option<pki::Leaf>,
+    prefix: &str,
+) -> Result<Answer, String> {
+    let config = client_tls(&[server], identity.as_ref(), &[b"http/1.1"]);
+    send(
+        endpoint,
+        Some(config),
+        &format!("{prefix}/kms/xks/v1/health"),
+        &health_body(),
+        &Sig::default(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_stores_client_ca() {
+    let server = Ca::new("xks server CA");
+    let right = Ca::new("xks right client CA");
+    let other = Ca::new("xks other client CA");
+    let next = Ca::new("xks next client CA");
+    let gw = mtls_gateway(&server, &right, &other);
+    let ep = gw.endpoint.as_str();
+    let ok = mtls_health(ep, &server, Some(right.client(AWS_SUBJECT)), "/m").await;
+    assert!(matches!(&ok, Ok(a) if a.status == 200), "{ok:?}");
+    let before = mtls_health(ep, &server, Some(next.client(AWS_SUBJECT)), "/m").await;
+    assert!(before.is_err(), "{before:?}");
+
+    // The store's CA file now holds another CA.
+    std::fs::write(gw.token.path().join("right-ca.pem"), &next.pem).unwrap();
+    sighup(gw.pid());
+    let started = Instant::now();
+    let mut now = before;
+    while started.elapsed() < Duration::from_secs(30) {
+        now = mtls_health(ep, &server, Some(next.client(AWS_SUBJECT)), "/m").await;
+        if matches!(&now, Ok(a) if a.status == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        matches!(&now, Ok(a) if a.status == 200),
+        "{now:?}\n{}",
+        gw.log()
+    );
+    // The old CA is gone from the handshake and from the store.
+    let old = mtls_health(ep, &server, Some(right.client(AWS_SUBJECT)), "/m").await;
+    assert!(old.is_err(), "{old:?}");
+    // The other store is untouched.
+    let o = mtls_health(ep, &server, Some(other.client("someone.example.com")), "/o").await;
+    assert!(matches!(&o, Ok(a) if a.status == 200), "{o:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_needs_the_stores_ca_and_subject_and_only_for_that_store() {
     let server = Ca::new("xks server CA");
@@ -707,19 +764,7 @@ async fn mtls_needs_the_stores_ca_and_subject_and_only_for_that_store() {
     let gw = mtls_gateway(&server, &right, &other);
     assert!(gw.endpoint.starts_with("https://"), "{}", gw.endpoint);
     let ep = gw.endpoint.as_str();
-    let call = |identity: Option<pki::Leaf>, prefix: &'static str| {
-        let config = client_tls(&[&server], identity.as_ref(), &[b"http/1.1"]);
-        async move {
-            send(
-                ep,
-                Some(config),
-                &format!("{prefix}/kms/xks/v1/health"),
-                &health_body(),
-                &Sig::default(),
-            )
-            .await
-        }
-    };
+    let call = |identity, prefix| mtls_health(ep, &server, identity, prefix);
     let unauthenticated = |a: &Result<Answer, String>| matches!(a, Ok(a) if a.is(401, "AuthenticationFailedException"));
 
     let ok = call(Some(right.client(AWS_SUBJECT)), "/m").await;
