@@ -109,3 +109,64 @@ async fn accepted_and_refused_xks_requests_are_audited_without_secrets() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// DESIGN.md decision 22: a request that has reached the token finishes,
+/// and is audited, whatever the client does. Here AWS KMS's connection
+/// goes away while the token is still encrypting.
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_encrypt_still_gets_its_request_audited() {
+    let token = Token::with_faulty_config(&usual_store());
+    let audit = token.path().join("audit.jsonl");
+    let mut config = std::fs::read_to_string(token.config()).unwrap();
+    config.push_str(&format!("\n[audit]\npath = \"{}\"\n", audit.display()));
+    std::fs::write(token.config(), config).unwrap();
+    let gw = Gateway::start_faulty_on_with_env(token.clone(), &[(XKS_SECRET_ENV, XKS_SECRET)]);
+    key_with_alias(&gw.client(), "alias/xks-both").await;
+    let c = client(&gw, "/xks");
+    let faults = gw.faults();
+    faults.set("C_Encrypt stall forever");
+    let mut body = XksClient::encrypt_body(b"abandoned", None, false);
+    body["requestMetadata"]["kmsRequestId"] = "kms-request-abandoned".into();
+    let hung = {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            // A read timeout far shorter than the stall: the client gives
+            // up and closes its connection.
+            c.post_with_timeout(
+                "/keys/ek-both/encrypt",
+                &body,
+                std::time::Duration::from_millis(300),
+            )
+        })
+    };
+    assert!(faults.wait_for_count("stall C_Encrypt", 1, std::time::Duration::from_secs(20)) >= 1);
+    let answered = hung.join().unwrap();
+    assert_eq!(answered.status, 0, "the client left before the answer");
+    faults.clear();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let record = loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("kms-request-abandoned")) {
+            break serde_json::from_str::<Value>(line).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no record of the abandoned request"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(record["eventName"], "Encrypt");
+    assert_eq!(record["httpStatus"], 200, "{record}");
+    assert_eq!(record["additionalEventData"]["keyVersion"], 1);
+    drop(gw);
+    let out = std::process::Command::new(kmsgate_bin())
+        .args(["audit", "verify"])
+        .arg(&audit)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

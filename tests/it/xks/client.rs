@@ -232,6 +232,24 @@ impl XksClient {
         self.send("POST", &self.path(rest), &body, Some(SystemTime::now()))
     }
 
+    /// As [`post`](Self::post), giving up (and closing the connection)
+    /// when no answer came within `timeout`: status 0 then.
+    pub fn post_with_timeout(
+        &self,
+        rest: &str,
+        body: &Value,
+        timeout: std::time::Duration,
+    ) -> XksResponse {
+        let body = serde_json::to_vec(body).unwrap();
+        self.send_within(
+            "POST",
+            &self.path(rest),
+            &body,
+            Some(SystemTime::now()),
+            timeout,
+        )
+    }
+
     /// Sends `method path` with `body`, signed as of `signed_at` (unsigned
     /// with `None`).
     pub fn send(
@@ -240,6 +258,23 @@ impl XksClient {
         path: &str,
         body: &[u8],
         signed_at: Option<SystemTime>,
+    ) -> XksResponse {
+        self.send_within(
+            method,
+            path,
+            body,
+            signed_at,
+            std::time::Duration::from_secs(60),
+        )
+    }
+
+    fn send_within(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        signed_at: Option<SystemTime>,
+        timeout: std::time::Duration,
     ) -> XksResponse {
         let mut headers: Vec<(String, String)> = vec![("host".into(), self.addr.clone())];
         if let Some(time) = signed_at {
@@ -281,9 +316,7 @@ impl XksClient {
         let mut bytes = request.into_bytes();
         bytes.extend_from_slice(body);
         let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(60)))
-            .unwrap();
+        stream.set_read_timeout(Some(timeout)).unwrap();
         let _ = stream.write_all(&bytes);
         let mut response = Vec::new();
         let _ = stream.read_to_end(&mut response);

@@ -90,3 +90,38 @@ async fn a_cached_health_answer_is_reused_within_its_time() {
     assert_eq!(faults.count("fail C_GenerateKey"), before);
     faults.clear();
 }
+
+#[tokio::test]
+async fn health_is_degraded_while_the_token_encrypts_but_the_gateway_is_not_ready() {
+    let token = Token::with_faulty_config(&format!(
+        "[keys]\nsync_interval_ms = 100\n\n[xks]\nhealth_cache_secs = 0\n{}",
+        usual_store()
+    ));
+    let gw = Gateway::start_faulty_on_with_env(token, &[(XKS_SECRET_ENV, XKS_SECRET)]);
+    let c = client(&gw, "/xks");
+    let status = || {
+        c.health().body["ekmFleetDetails"][0]["healthStatus"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(status(), "ACTIVE");
+    // Listing the token fails, so the sync with it does (the gateway is
+    // not ready), while AES-GCM on a session key still works.
+    let faults = gw.faults();
+    faults.set("C_FindObjectsInit fail 0x30 forever");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = status();
+    while seen != "DEGRADED" && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        seen = status();
+    }
+    assert_eq!(seen, "DEGRADED");
+    faults.clear();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while seen != "ACTIVE" && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        seen = status();
+    }
+    assert_eq!(seen, "ACTIVE");
+}
