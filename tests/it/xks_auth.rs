@@ -640,8 +640,10 @@ async fn a_store_over_its_rate_is_throttled_and_recovers_and_others_are_not() {
         .filter(|a| a.is(429, "ThrottlingException"))
         .count();
     assert_eq!(ok + throttled, 50, "{slow:?}");
+    // 5 a second with a burst of 5: most of 50 sent at once are refused,
+    // even on a loaded machine that takes seconds to send them.
     assert!(
-        ok >= 1 && throttled >= 20,
+        ok >= 1 && throttled >= 10,
         "{ok} served, {throttled} throttled"
     );
 
