@@ -655,10 +655,10 @@ async fn a_store_over_its_rate_is_throttled_and_recovers_and_others_are_not() {
     assert_eq!(again.status, 200, "{again:?}");
 }
 
-/// A gateway serving TLS with no `tls.client_ca_file`, and three stores:
-/// `/m` with mTLS to `right` (subject [`AWS_SUBJECT`]), `/o` with mTLS to
-/// `other` and `/p` without mTLS.
-fn mtls_gateway(server: &Ca, right: &Ca, other: &Ca) -> Gateway {
+/// A gateway serving TLS (with `tls.client_ca_file` = `required`, if
+/// any), and three stores: `/m` with mTLS to `right` (subject
+/// [`AWS_SUBJECT`]), `/o` with mTLS to `other` and `/p` without mTLS.
+fn mtls_gateway(server: &Ca, right: &Ca, other: &Ca, required: Option<&Ca>) -> Gateway {
     let token = Token::new();
     let dir = token.path();
     let leaf = server.server("kmsgate-xks");
@@ -676,11 +676,17 @@ fn mtls_gateway(server: &Ca, right: &Ca, other: &Ca) -> Gateway {
             path.display()
         )
     };
-    let tls = format!(
+    let mut tls = format!(
         "[tls]\ncert_chain_file = \"{}\"\nprivate_key_file = \"{}\"\n",
         cert.display(),
         key.display()
     );
+    if let Some(ca) = required {
+        tls += &format!(
+            "client_ca_file = \"{}\"\n",
+            ca_file("tls-client-ca.pem", ca).display()
+        );
+    }
     let stores = store(
         dir,
         "m",
@@ -725,7 +731,7 @@ async fn sighup_reloads_a_stores_client_ca() {
     let right = Ca::new("xks right client CA");
     let other = Ca::new("xks other client CA");
     let next = Ca::new("xks next client CA");
-    let gw = mtls_gateway(&server, &right, &other);
+    let gw = mtls_gateway(&server, &right, &other, None);
     let ep = gw.endpoint.as_str();
     let ok = mtls_health(ep, &server, Some(right.client(AWS_SUBJECT)), "/m").await;
     assert!(matches!(&ok, Ok(a) if a.status == 200), "{ok:?}");
@@ -763,7 +769,7 @@ async fn mtls_needs_the_stores_ca_and_subject_and_only_for_that_store() {
     let right = Ca::new("xks right client CA");
     let other = Ca::new("xks other client CA");
     let stranger = Ca::new("xks unknown CA");
-    let gw = mtls_gateway(&server, &right, &other);
+    let gw = mtls_gateway(&server, &right, &other, None);
     assert!(gw.endpoint.starts_with("https://"), "{}", gw.endpoint);
     let ep = gw.endpoint.as_str();
     let call = |identity, prefix| mtls_health(ep, &server, identity, prefix);
@@ -827,4 +833,28 @@ fn mtls_without_tls_is_refused_at_start_with_the_reason() {
         stderr.contains("xks store 'm' has [mtls], which needs [tls]"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_client_ca_file_a_certificate_is_required_and_the_store_cas_join_it() {
+    let server = Ca::new("xks server CA");
+    let right = Ca::new("xks right client CA");
+    let other = Ca::new("xks other client CA");
+    let listener = Ca::new("tls client CA");
+    let gw = mtls_gateway(&server, &right, &other, Some(&listener));
+    let ep = gw.endpoint.as_str();
+    // tls.client_ca_file makes a certificate required at the handshake.
+    let none = mtls_health(ep, &server, None, "/p").await;
+    assert!(none.is_err(), "{none:?}");
+    // Its CA's certificates serve stores without [mtls], not the mTLS store.
+    let plain = mtls_health(ep, &server, Some(listener.client("app")), "/p").await;
+    assert!(matches!(&plain, Ok(a) if a.status == 200), "{plain:?}");
+    let m = mtls_health(ep, &server, Some(listener.client(AWS_SUBJECT)), "/m").await;
+    assert!(
+        matches!(&m, Ok(a) if a.is(401, "AuthenticationFailedException")),
+        "{m:?}"
+    );
+    // The store's CA is accepted at the handshake too, and by its store.
+    let ok = mtls_health(ep, &server, Some(right.client(AWS_SUBJECT)), "/m").await;
+    assert!(matches!(&ok, Ok(a) if a.status == 200), "{ok:?}");
 }
