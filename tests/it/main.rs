@@ -61,3 +61,4 @@ mod unreadable;
 mod unreadable_load;
 mod workers;
 mod xks;
+mod xks_auth;
