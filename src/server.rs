@@ -345,18 +345,37 @@ pub fn spawn_background(
 }
 
 /// The listener's TLS from the `[tls]` config table (none: plain HTTP).
-/// Reads the PEM files now, so that a bad one stops the start-up.
+/// Reads the PEM files now, so that a bad one stops the start-up. An XKS
+/// store's `[mtls]` needs `[tls]`: its CA is accepted at the handshake.
 pub fn tls(config: &Config) -> Result<Option<Arc<Tls>>, StartError> {
     let Some(t) = &config.tls else {
+        if let Some(s) = config.xks.stores.iter().find(|s| s.mtls.is_some()) {
+            return Err(format!(
+                "xks store '{}' has [mtls], which needs [tls]: client certificates are only asked for over TLS",
+                s.name
+            )
+            .into());
+        }
         return Ok(None);
     };
     let tls = Tls::load(TlsFiles {
         cert_chain_file: t.cert_chain_file.clone(),
         private_key_file: t.private_key_file.clone(),
         client_ca_file: t.client_ca_file.clone(),
+        store_client_ca_files: store_client_ca_files(config),
     })
     .map_err(|e| format!("tls: {e}"))?;
     Ok(Some(Arc::new(tls)))
+}
+
+/// The CA files of the XKS stores with `[mtls]`.
+fn store_client_ca_files(config: &Config) -> Vec<PathBuf> {
+    config
+        .xks
+        .stores
+        .iter()
+        .filter_map(|s| s.mtls.as_ref().map(|m| m.client_ca_file.clone()))
+        .collect()
 }
 
 /// The serving loop's settings from the `[http]` config table, with the
@@ -486,6 +505,7 @@ pub async fn run_until(
         config.path.clone(),
         tls.clone(),
         hsm.clone(),
+        state.xks.clone(),
         hangups,
     ));
     serve(
@@ -535,16 +555,39 @@ pub async fn run_until(
 /// file that does not load keeps the old configuration. Without TLS,
 /// SIGHUP is logged and ignored (rather than ending the process, its
 /// default). The user PIN is read again too: after the token refused it,
-/// this is the one new login attempt (`hsm::link::PinGate`).
+/// this is the one new login attempt (`hsm::link::PinGate`). So are the
+/// XKS stores' credentials, mTLS CAs and authorization rules (and rate
+/// limits), from the config as it is now: a config that does not load, or
+/// a secret or CA file that does not, keeps the ones in use. Each worker
+/// of `serve --workers N` gets the SIGHUP from its supervisor and reloads
+/// its own.
 async fn reload_on_sighup(
     config_path: PathBuf,
     tls: Option<Arc<Tls>>,
     hsm: Arc<Hsm>,
+    xks: Option<Arc<crate::http::xks::Xks>>,
     mut hangups: Hangups,
 ) {
     loop {
         hangups.recv().await;
         let config = reread_log_level(&config_path);
+        if let Some(xks) = &xks {
+            match &config {
+                Some(c) => match xks.auth.reload(c) {
+                    Ok(()) => tracing::info!(
+                        stores = c.xks.stores.len(),
+                        "SIGHUP: XKS credentials, mTLS CAs and authorization rules reloaded"
+                    ),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "SIGHUP: XKS reload failed; keeping the credentials in use"
+                    ),
+                },
+                None => tracing::error!(
+                    "SIGHUP: the config does not load; keeping the XKS credentials in use"
+                ),
+            }
+        }
         // A worker's environment has no `hsm.pin_env`: it keeps the PIN
         // its supervisor gave it unless the PIN is in a file.
         let pin = config.as_ref().and_then(|c| user_pin(c).ok());
@@ -563,7 +606,11 @@ async fn reload_on_sighup(
             tracing::info!("SIGHUP: no [tls] configured, nothing to reload");
             continue;
         };
-        match tls.reload() {
+        let reloaded = match &config {
+            Some(c) => tls.reload_with_store_cas(store_client_ca_files(c)),
+            None => tls.reload(),
+        };
+        match reloaded {
             Ok(()) => tracing::info!(
                 cert_chain_file = %tls.files().cert_chain_file.display(),
                 "SIGHUP: TLS certificate and key reloaded; new connections use them"

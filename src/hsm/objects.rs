@@ -341,11 +341,16 @@ pub fn read_data_objects(
 
 /// Every secret and private key on the token with its label, read in one
 /// search per class: one C_FindObjects for all keys beats one per key when
-/// thousands exist.
-pub fn list_master_keys(s: &TokenSession) -> Result<Vec<(String, MasterKeyVersion)>, HsmError> {
+/// thousands exist. `prove` runs right after each search: a search that
+/// cannot prove itself (the caller's proof fails) fails the listing.
+pub fn list_master_keys(
+    s: &TokenSession,
+    prove: impl Fn(&TokenSession) -> Result<(), HsmError>,
+) -> Result<Vec<(String, MasterKeyVersion)>, HsmError> {
     let mut handles = Vec::new();
     for class in KEY_CLASSES {
         handles.extend(s.session.find_objects(&[Attribute::Class(class)])?);
+        prove(s)?;
     }
     let mut out = Vec::with_capacity(handles.len());
     for handle in handles {

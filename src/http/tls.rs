@@ -8,9 +8,16 @@
 //! configuration in place.
 //!
 //! With a client CA bundle every client must present a certificate that
-//! chains to it (mTLS). Its subject CN is handed to the request as a
-//! [`ClientCert`] extension, so that the wire layer can require it to name
-//! the principal that signed the request.
+//! chains to it (mTLS). Its subject CN and the chain it presented are
+//! handed to the request as a [`ClientCert`] extension, so that the wire
+//! layer can require it to name the principal that signed the request, or
+//! an XKS store can check it against its own CA and subject.
+//!
+//! XKS stores with `[mtls]` add their CAs to those the handshake accepts.
+//! Without `tls.client_ca_file`, a certificate stays optional at the
+//! handshake (TrentService clients without one still connect); the store
+//! requires one, and checks it against its CA alone, per request
+//! (`auth::xks`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -30,6 +37,9 @@ pub struct TlsFiles {
     pub private_key_file: PathBuf,
     /// Client certificates are required and verified against this bundle.
     pub client_ca_file: Option<PathBuf>,
+    /// The CAs of the XKS stores with `[mtls]`: accepted at the handshake
+    /// as well; on their own, a client certificate is optional.
+    pub store_client_ca_files: Vec<PathBuf>,
 }
 
 /// Why a TLS configuration could not be built. Names files, never key
@@ -52,18 +62,22 @@ pub enum TlsError {
 pub struct ClientCert {
     /// The first common name of the certificate's subject, if it has one.
     pub subject_cn: Option<String>,
+    /// The chain the client presented, leaf first (shared by the
+    /// connection's requests).
+    pub chain: Arc<[CertificateDer<'static>]>,
 }
 
 /// The server's TLS configuration, reloadable.
 pub struct Tls {
-    files: TlsFiles,
+    /// The files; the store CAs among them are replaced by a reload.
+    files: RwLock<TlsFiles>,
     /// A std lock: held only to clone or replace the `Arc`.
     current: RwLock<Arc<ServerConfig>>,
 }
 
 impl fmt::Debug for Tls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tls").field("files", &self.files).finish()
+        f.debug_struct("Tls").field("files", &self.files()).finish()
     }
 }
 
@@ -72,7 +86,7 @@ impl Tls {
     pub fn load(files: TlsFiles) -> Result<Tls, TlsError> {
         let config = build(&files)?;
         Ok(Tls {
-            files,
+            files: RwLock::new(files),
             current: RwLock::new(config),
         })
     }
@@ -80,8 +94,23 @@ impl Tls {
     /// Reads the files again; new connections use what they hold from now
     /// on. On error the configuration in use stays.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = build(&self.files)?;
+        let files = self.files();
+        self.reload_with_store_cas(files.store_client_ca_files)
+    }
+
+    /// As [`reload`](Self::reload), with the XKS stores' CA files as the
+    /// config now names them.
+    pub fn reload_with_store_cas(
+        &self,
+        store_client_ca_files: Vec<PathBuf>,
+    ) -> Result<(), TlsError> {
+        let files = TlsFiles {
+            store_client_ca_files,
+            ..self.files()
+        };
+        let config = build(&files)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
+        *self.files.write().unwrap_or_else(|p| p.into_inner()) = files;
         Ok(())
     }
 
@@ -95,14 +124,15 @@ impl Tls {
         )
     }
 
-    pub fn files(&self) -> &TlsFiles {
-        &self.files
+    pub fn files(&self) -> TlsFiles {
+        self.files.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
 /// The client certificate of an established connection (mTLS only).
 pub fn client_cert_of(conn: &ServerConnection) -> Option<ClientCert> {
-    let cert = conn.peer_certificates()?.first()?;
+    let chain = conn.peer_certificates()?;
+    let cert = chain.first()?;
     let subject_cn = x509_parser::parse_x509_certificate(cert.as_ref())
         .ok()
         .and_then(|(_, c)| {
@@ -112,7 +142,14 @@ pub fn client_cert_of(conn: &ServerConnection) -> Option<ClientCert> {
                 .and_then(|cn| cn.as_str().ok())
                 .map(str::to_owned)
         });
-    Some(ClientCert { subject_cn })
+    Some(ClientCert {
+        subject_cn,
+        chain: chain
+            .iter()
+            .map(|c| c.clone().into_owned())
+            .collect::<Vec<_>>()
+            .into(),
+    })
 }
 
 fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
@@ -128,9 +165,10 @@ fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?;
-    let builder = match &files.client_ca_file {
-        Some(path) => builder.with_client_cert_verifier(client_verifier(path, provider)?),
-        None => builder.with_no_client_auth(),
+    let builder = if files.client_ca_file.is_none() && files.store_client_ca_files.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        builder.with_client_cert_verifier(client_verifier(files, provider)?)
     };
     let mut config = builder
         .with_single_cert(chain, key)
@@ -156,24 +194,39 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// Requires a client certificate that chains to a CA in `path`.
+/// Accepts a client certificate that chains to a CA in any of the client
+/// CA files: required with `tls.client_ca_file`, else optional.
 fn client_verifier(
-    path: &Path,
+    files: &TlsFiles,
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in certificates(path)? {
-        roots.add(cert).map_err(|e| TlsError::ClientCa {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+    let paths = files
+        .client_ca_file
+        .iter()
+        .chain(files.store_client_ca_files.iter());
+    for path in paths.clone() {
+        for cert in certificates(path)? {
+            roots.add(cert).map_err(|e| TlsError::ClientCa {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        }
     }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .map_err(|e| TlsError::ClientCa {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+    let named = paths
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let builder = if files.client_ca_file.is_some() {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    builder.build().map_err(|e| TlsError::ClientCa {
+        path: PathBuf::from(named),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -189,6 +242,7 @@ mod tests {
             cert_chain_file: empty.clone(),
             private_key_file: dir.path().join("missing.pem"),
             client_ca_file: None,
+            store_client_ca_files: Vec::new(),
         };
         let err = Tls::load(files).unwrap_err().to_string();
         assert!(err.contains("empty.pem"), "{err}");

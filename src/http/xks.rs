@@ -254,14 +254,15 @@ async fn handle(
 }
 
 /// The TLS client certificate chain the connection presented, leaf
-/// first, for the store's mTLS check. The TLS layer keeps only the
-/// subject's CN of a verified client certificate
-/// ([`super::tls::ClientCert`]) so far; the chain comes with the XKS mTLS
-/// work of issue 21.
+/// first ([`super::tls::ClientCert`]), for the store's mTLS check; `None`
+/// over plain HTTP or without a certificate.
 fn client_chain(
-    _parts: &http::request::Parts,
+    parts: &http::request::Parts,
 ) -> Option<&[rustls_pki_types::CertificateDer<'static>]> {
-    None
+    parts
+        .extensions
+        .get::<super::tls::ClientCert>()
+        .map(|c| &*c.chain)
 }
 
 /// An authentication or authorization refusal as the spec names it; a
@@ -386,7 +387,7 @@ pub fn from_config(
         return Ok(None);
     }
     Ok(Some(Arc::new(Xks {
-        auth: XksAuth::from_config(config)?,
+        auth: XksAuth::for_workers(config, fleet_size)?,
         stores,
         health: HealthCheck::new(std::time::Duration::from_secs(config.xks.health_cache_secs)),
         fleet_size,

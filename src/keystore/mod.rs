@@ -255,29 +255,88 @@ pub(crate) fn prove_listing(s: &TokenSession) -> Result<(), HsmError> {
     Ok(())
 }
 
-impl KeyStore {
-    /// Reads every kmsgate object on the token into the cache.
-    pub async fn load(
-        hsm: Arc<Hsm>,
-        realm: Realm,
-        policy: KeyPolicy,
-        clock: Box<dyn Clock>,
-    ) -> Result<KeyStore, HsmError> {
-        let (data, keys, markers) = hsm
+/// How long [`KeyStore::load`] keeps trying to read the token before it
+/// gives up (and the process exits, to be restarted).
+const LOAD_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Every kmsgate data object and every key object on the token, with the
+/// change markers, for [`KeyStore::load`]. Each search is proven right
+/// after it is made, and once more after the objects it found were read
+/// (a read skips an object that vanished meanwhile): a token whose storage
+/// is unreadable (SoftHSM2's directory hidden or out of reach) lists
+/// nothing, and that must never load as "no keys" (DESIGN.md decision 13).
+/// A listing that cannot prove itself, like any other token fault, is
+/// tried again with backoff for up to [`LOAD_RETRY_FOR`]: the process
+/// does not serve (nor say it is ready) until the store has loaded.
+async fn read_everything(
+    hsm: &Hsm,
+) -> Result<
+    (
+        Vec<objects::DataObject>,
+        Vec<(String, MasterKeyVersion)>,
+        sync::Markers,
+    ),
+    HsmError,
+> {
+    let started = std::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        let result = hsm
             .pool()
             .run_within(
                 std::time::Duration::from_secs(120),
                 std::time::Duration::from_secs(600),
                 |s| {
                     let markers = sync::Markers::find_or_create(s)?;
-                    Ok((
-                        objects::read_data(s, None)?,
-                        objects::list_master_keys(s)?,
-                        markers,
-                    ))
+                    let handles = objects::data_handles(s)?;
+                    prove_listing(s)?;
+                    let data = objects::read_data_objects(s, &handles)?;
+                    let keys = objects::list_master_keys(s, prove_listing)?;
+                    prove_listing(s)?;
+                    Ok((data, keys, markers))
                 },
             )
-            .await?;
+            .await;
+        match result {
+            Ok(found) => return Ok(found),
+            Err(e) if load_may_retry(&e) && started.elapsed() < LOAD_RETRY_FOR => {
+                // SoftHSM2 sees objects it failed to read again only once
+                // initialised anew (at most once per 5 s).
+                if matches!(e, HsmError::IncompleteListing) {
+                    hsm.pool().request_reread();
+                }
+                tracing::warn!(
+                    error = %e,
+                    retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    "cannot load the key store from the token yet (a token fault, or a listing that cannot prove itself): not serving until it loads"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A load that failed with `e` may succeed later: a token fault, not a
+/// refused PIN (tried once per operator action), a closed pool or a
+/// setup error.
+fn load_may_retry(e: &HsmError) -> bool {
+    use crate::hsm::Fault;
+    !matches!(e, HsmError::PinRefused(_) | HsmError::Closed)
+        && !matches!(e.fault(), Fault::BadInput | Fault::Setup)
+}
+
+impl KeyStore {
+    /// Reads every kmsgate object on the token into the cache
+    /// ([`read_everything`]).
+    pub async fn load(
+        hsm: Arc<Hsm>,
+        realm: Realm,
+        policy: KeyPolicy,
+        clock: Box<dyn Clock>,
+    ) -> Result<KeyStore, HsmError> {
+        let (data, keys, markers) = read_everything(&hsm).await?;
         let handles: HashMap<String, MasterKeyVersion> = keys.into_iter().collect();
         let mut records: HashMap<Uuid, (DataHandle, Parsed<KeyRecord>)> = HashMap::new();
         let mut aliases: HashMap<String, (DataHandle, Parsed<AliasRecord>)> = HashMap::new();
@@ -634,6 +693,20 @@ mod tests {
             format: record::FORMAT + 1,
             reason: "format 2".into(),
         })
+    }
+
+    #[test]
+    fn a_load_is_tried_again_after_token_faults_only() {
+        assert!(load_may_retry(&HsmError::IncompleteListing));
+        assert!(load_may_retry(&HsmError::Unavailable(
+            "reconnecting".into()
+        )));
+        assert!(load_may_retry(&HsmError::QueueTimeout));
+        assert!(!load_may_retry(&HsmError::PinRefused(
+            "CKR_PIN_INCORRECT".into()
+        )));
+        assert!(!load_may_retry(&HsmError::Setup("no token".into())));
+        assert!(!load_may_retry(&HsmError::Closed));
     }
 
     #[test]

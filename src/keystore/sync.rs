@@ -72,6 +72,24 @@ impl Markers {
         })
     }
 
+    /// Finds the token's change markers, which are always there once the
+    /// store has loaded: none found is a listing that cannot prove itself
+    /// (the token's storage unreadable), never a reason to make one, which
+    /// would let a listing that lost every record pass for a healthy one.
+    fn find(s: &TokenSession) -> Result<Markers, crate::hsm::HsmError> {
+        let handles = objects::find_markers(s)?;
+        if handles.is_empty() {
+            return Err(crate::hsm::HsmError::IncompleteListing);
+        }
+        let labels = read_labels(s, &handles)?;
+        Ok(Markers {
+            handles,
+            labels,
+            rounds: 0,
+            unannounced: false,
+        })
+    }
+
     /// Takes the markers and labels a full sync found, keeping whether a
     /// move is still owed.
     fn replace(&mut self, found: Markers) {
@@ -266,17 +284,31 @@ impl KeyStore {
         // kept only once the round has read what changed: a round that
         // fails half-way leaves the old labels, so the next round sees the
         // marker moved and tries again, instead of the change waiting for
-        // the next due full sync.
+        // the next due full sync. None found is a fault, never a reason
+        // to make one ([`Markers::find`]): the store loaded with one.
         let markers = self
             .hsm
             .pool()
-            .run(Markers::find_or_create)
+            .run(Markers::find)
             .await
-            .map_err(token)?;
+            .map_err(|e| self.listing_failed(e))?;
         self.absent.lock().map_err(lock_poisoned)?.clear();
         let report = self.full_sync().await?;
         self.markers.lock().map_err(lock_poisoned)?.replace(markers);
         Ok(report)
+    }
+
+    /// The error of a sync listing that failed with `e`. One that could
+    /// not prove itself (the change markers, always on the token, not
+    /// found) also asks for the module to read its storage afresh (at most
+    /// once per 5 s, `Pool::request_reread`): SoftHSM2 drops the objects
+    /// it failed to read while its directory was out of reach and sees
+    /// them again only once initialised anew.
+    fn listing_failed(&self, e: crate::hsm::HsmError) -> StoreError {
+        if matches!(e, crate::hsm::HsmError::IncompleteListing) {
+            self.hsm.pool().request_reread();
+        }
+        token(e)
     }
 
     /// Re-reads every record whose object is new or gone since the last
@@ -295,7 +327,7 @@ impl KeyStore {
                 Ok(handles)
             })
             .await
-            .map_err(token)?
+            .map_err(|e| self.listing_failed(e))?
             .into_iter()
             .collect();
         let new: Vec<DataHandle> = {

@@ -58,6 +58,8 @@ mod tags;
 mod test_script;
 mod tls;
 mod unreadable;
+mod unreadable_load;
 mod workers;
 mod xks;
+mod xks_auth;
 mod xks_show;

@@ -250,7 +250,7 @@ async fn a_fatal_error_reinitialises_the_library_and_service_resumes() {
 }
 
 /// The status `/readyz` answers.
-fn readyz(gw: &Gateway) -> u16 {
+pub(crate) fn readyz(gw: &Gateway) -> u16 {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(&gw.addr).unwrap();
     s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")

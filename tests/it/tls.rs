@@ -7,7 +7,7 @@
 //! dir.
 
 #[path = "tls/pki.rs"]
-mod pki;
+pub(crate) mod pki;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -64,6 +64,11 @@ impl Supervised {
         workers_of(self.child.id())
     }
 
+    /// The supervisor's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A client of its own (a connection pool of its own).
     pub(crate) fn client(&self) -> aws_sdk_kms::Client {
         client_at(&self.endpoint, ACCESS_KEY, SECRET, REGION)

@@ -13,12 +13,16 @@ use std::process::Command;
 /// The opt-out: `KMSGATE_TEST_NO_MOUNT=1`.
 pub const NO_MOUNT: &str = "KMSGATE_TEST_NO_MOUNT";
 
-/// The tests that mount a [`SmallDisk`]; scripts/test names the same ones
+/// The tests that mount a [`SmallDisk`] (or hide the token directory
+/// under a tmpfs); scripts/test names the same ones
 /// when [`NO_MOUNT`] is set (tests/it/durability.rs checks both lists).
-pub const FULL_DISK_TESTS: [&str; 3] = [
+pub const FULL_DISK_TESTS: [&str; 6] = [
     "durability::a_full_disk_never_loses_an_acknowledged_write",
     "durability::a_nearly_full_disk_never_loses_an_acknowledged_write",
     "audit::with_the_audit_disk_full_requests_fail_and_nothing_acknowledged_is_missing",
+    "unreadable_load::a_gateway_whose_listing_comes_back_empty_while_the_directory_is_hidden_waits_for_it",
+    "unreadable_load::a_gateway_that_finds_no_change_marker_while_the_directory_is_hidden_waits_for_it",
+    "unreadable_load::a_sync_that_lists_nothing_drops_no_key_and_makes_no_marker",
 ];
 
 /// Whether [`NO_MOUNT`] is set to 1.

@@ -445,7 +445,7 @@ fn set_clock_days(token: &Token, days: u64) {
 
 /// How the token directory was hidden.
 #[derive(Clone, Debug)]
-enum Hidden {
+pub(crate) enum Hidden {
     /// chmod 000 (the old mode, to restore).
     Chmod(u32),
     /// An empty read-only tmpfs mounted over it.
@@ -455,7 +455,7 @@ enum Hidden {
 }
 
 /// Makes `dir` unreadable and unwritable for the gateways.
-fn hide(dir: &Path) -> Hidden {
+pub(crate) fn hide(dir: &Path) -> Hidden {
     use std::os::unix::fs::PermissionsExt;
     let Ok(meta) = std::fs::metadata(dir) else {
         return Hidden::Not("no such directory".into());
@@ -480,7 +480,7 @@ fn hide(dir: &Path) -> Hidden {
 }
 
 /// Undoes [`hide`]; returns what went wrong, if anything.
-fn unhide(dir: &Path, how: &Hidden) -> String {
+pub(crate) fn unhide(dir: &Path, how: &Hidden) -> String {
     use std::os::unix::fs::PermissionsExt;
     let done = match how {
         Hidden::Chmod(mode) => {

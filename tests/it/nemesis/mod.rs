@@ -27,7 +27,7 @@
 
 mod check;
 mod cluster;
-mod faults;
+pub(crate) mod faults;
 // The runner writes every field; the checker reads only some.
 #[allow(dead_code)]
 pub mod history;
