@@ -394,3 +394,332 @@ impl Gate {
         }
     }
 }
+
+/// `kmsgate bench-xks-request`: scripts/bench's XKS encrypt workload, one
+/// request signed once as AWS KMS signs it (SigV4, service
+/// `kms-xks-proxy`, the store's region, signed headers exactly
+/// `host;x-amz-date`, the body's SHA-256) and sent unchanged by wrk on every
+/// connection. The gateway accepts the signature for 5 minutes, longer than
+/// a workload runs. `content-type` is added after signing, as AWS KMS does.
+pub mod xks {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::path::Path;
+    use std::time::{Duration, SystemTime};
+
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use hmac::{Hmac, KeyInit, Mac};
+    use secrecy::ExposeSecret;
+    use sha2::{Digest, Sha256};
+
+    use crate::config::{Config, read_secret};
+    use crate::server::StartError;
+
+    /// What to sign and where to send it.
+    #[derive(Debug, Clone)]
+    pub struct RequestOptions {
+        /// The `[[xks.stores]]` name; its first credential signs.
+        pub store: String,
+        /// The `externalKeyId` to encrypt under.
+        pub external_key_id: String,
+        /// The gateway's plain-HTTP address, `http://HOST:PORT`.
+        pub endpoint: String,
+        /// Plaintext length (AWS KMS sends its own ciphertext of a data
+        /// key, a few dozen bytes; at most 4,300).
+        pub bytes: usize,
+        /// AAD length (AWS KMS sends an encryption context's digest).
+        pub aad_bytes: usize,
+    }
+
+    /// A signed request: its path, headers (Host first) and body.
+    #[derive(Debug, Clone)]
+    pub struct SignedRequest {
+        pub path: String,
+        pub headers: Vec<(String, String)>,
+        pub body: Vec<u8>,
+    }
+
+    fn hmac(key: &[u8], data: &[u8]) -> Result<Vec<u8>, StartError> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+            .map_err(|_| "HMAC key of a bad length")?;
+        mac.update(data);
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+
+    /// SigV4 over `host;x-amz-date` and the body, as AWS KMS signs XKS
+    /// calls (the spec's Appendix A).
+    pub fn sign(
+        access_key_id: &str,
+        secret: &str,
+        region: &str,
+        host: &str,
+        path: &str,
+        body: &[u8],
+        at: SystemTime,
+    ) -> Result<Vec<(String, String)>, StartError> {
+        let t = time::OffsetDateTime::from(at);
+        let amz_date = t.format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))?;
+        let day = &amz_date[..8];
+        let canonical = format!(
+            "POST\n{path}\n\nhost:{host}\nx-amz-date:{amz_date}\n\nhost;x-amz-date\n{}",
+            hex::encode(Sha256::digest(body))
+        );
+        let scope = format!("{day}/{region}/kms-xks-proxy/aws4_request");
+        let to_sign = format!(
+            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+            hex::encode(Sha256::digest(canonical.as_bytes()))
+        );
+        let mut key = hmac(format!("AWS4{secret}").as_bytes(), day.as_bytes())?;
+        for part in [region, "kms-xks-proxy", "aws4_request"] {
+            key = hmac(&key, part.as_bytes())?;
+        }
+        let signature = hex::encode(hmac(&key, to_sign.as_bytes())?);
+        Ok(vec![
+            ("Host".to_owned(), host.to_owned()),
+            ("X-Amz-Date".to_owned(), amz_date),
+            (
+                "Authorization".to_owned(),
+                format!(
+                    "AWS4-HMAC-SHA256 Credential={access_key_id}/{scope}, SignedHeaders=host;x-amz-date, Signature={signature}"
+                ),
+            ),
+            ("Content-Type".to_owned(), "application/json".to_owned()),
+        ])
+    }
+
+    /// The encrypt request of `options`, signed now with the store's first
+    /// credential. The plaintext and AAD are random bytes from `rand`
+    /// (test data, not key material).
+    pub fn encrypt_request(
+        config: &Config,
+        options: &RequestOptions,
+    ) -> Result<SignedRequest, StartError> {
+        let store = config
+            .xks
+            .stores
+            .iter()
+            .find(|s| s.name == options.store)
+            .ok_or_else(|| format!("no XKS store '{}' in the config", options.store))?;
+        let credential = store
+            .credentials
+            .first()
+            .ok_or_else(|| format!("XKS store '{}' has no credential", store.name))?;
+        let secret = read_secret(
+            credential.secret_file.as_deref(),
+            credential.secret_env.as_deref(),
+        )?;
+        if !(1..=4300).contains(&options.bytes) || options.aad_bytes > 8192 {
+            return Err("--bytes must be 1-4300 and --aad-bytes at most 8192".into());
+        }
+        let host = options
+            .endpoint
+            .strip_prefix("http://")
+            .ok_or("--endpoint must be http://HOST:PORT")?
+            .trim_end_matches('/')
+            .to_owned();
+        let path = format!(
+            "{}/kms/xks/v1/keys/{}/encrypt",
+            store.path_prefix, options.external_key_id
+        );
+        let random = |n: usize| {
+            let mut b = vec![0u8; n];
+            rand::fill(&mut b[..]);
+            STANDARD.encode(b)
+        };
+        let mut body = serde_json::json!({
+            "requestMetadata": {
+                "awsPrincipalArn": format!("arn:aws:iam::{}:role/kmsgate-bench", config.account_id),
+                "kmsKeyArn": format!("arn:aws:kms:{}:{}:key/{}", store.region, config.account_id, uuid::Uuid::new_v4()),
+                "kmsOperation": "Encrypt",
+                "kmsRequestId": uuid::Uuid::new_v4().to_string(),
+                "kmsViaService": "ebs",
+            },
+            "plaintext": random(options.bytes),
+            "encryptionAlgorithm": "AES_GCM",
+        });
+        if options.aad_bytes > 0 {
+            body["additionalAuthenticatedData"] = random(options.aad_bytes).into();
+        }
+        let body = serde_json::to_vec(&body)?;
+        let headers = sign(
+            &credential.access_key_id,
+            secret.expose_secret(),
+            &store.region,
+            &host,
+            &path,
+            &body,
+            SystemTime::now(),
+        )?;
+        Ok(SignedRequest {
+            path,
+            headers,
+            body,
+        })
+    }
+
+    /// Sends `request` once to `endpoint` (plain HTTP/1.1, a connection of
+    /// its own) and returns the status and body.
+    pub fn send_once(request: &SignedRequest) -> Result<(u16, String), StartError> {
+        let host = request
+            .headers
+            .iter()
+            .find(|(n, _)| n == "Host")
+            .map(|(_, v)| v.clone())
+            .ok_or("no Host header")?;
+        let mut stream = TcpStream::connect(&host)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut head = format!("POST {} HTTP/1.1\r\n", request.path);
+        for (n, v) in &request.headers {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+        head.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            request.body.len()
+        ));
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(&request.body)?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer)?;
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("not an HTTP answer: {text:.200}"))?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map_or(String::new(), |(_, b)| b.to_owned());
+        Ok((status, body))
+    }
+
+    /// A Lua string literal holding exactly `data`.
+    fn lua_string(data: &[u8]) -> String {
+        let mut out = String::from("\"");
+        for &b in data {
+            if (32..127).contains(&b) && b != b'"' && b != b'\\' {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("\\{b:03}"));
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    /// The wrk script: this request on every connection, and one `BENCH`
+    /// line from its done() hook in the format scripts/bench_kms.py's
+    /// scripts print (scripts/bench reads both the same way).
+    pub fn wrk_script(request: &SignedRequest) -> String {
+        let mut lua = String::from(
+            "-- Written by `kmsgate bench-xks-request`: one signed XKS encrypt request,\n-- sent unchanged on every connection.\nwrk.method = \"POST\"\n",
+        );
+        lua.push_str(&format!(
+            "wrk.path = {}\nwrk.body = {}\n",
+            lua_string(request.path.as_bytes()),
+            lua_string(&request.body)
+        ));
+        for (n, v) in &request.headers {
+            lua.push_str(&format!(
+                "wrk.headers[{}] = {}\n",
+                lua_string(n.as_bytes()),
+                lua_string(v.as_bytes())
+            ));
+        }
+        lua.push_str(
+            r#"
+function done(summary, latency, requests)
+   local e = summary.errors
+   io.write(string.format(
+      "BENCH requests=%.0f duration_us=%.0f bytes=%.0f status_errors=%.0f connect_errors=%.0f read_errors=%.0f write_errors=%.0f timeout_errors=%.0f p50_us=%.0f p90_us=%.0f p99_us=%.0f p999_us=%.0f max_us=%.0f\n",
+      summary.requests, summary.duration, summary.bytes, e.status, e.connect, e.read, e.write, e.timeout,
+      latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9), latency.max))
+end
+"#,
+        );
+        lua
+    }
+
+    /// Signs the request, checks that the gateway answers it 200 with a
+    /// ciphertext, and writes the wrk script to `lua`.
+    pub fn prepare(
+        config: &Config,
+        options: &RequestOptions,
+        lua: &Path,
+    ) -> Result<(), StartError> {
+        let request = encrypt_request(config, options)?;
+        let (status, body) = send_once(&request)?;
+        if status != 200 || !body.contains("\"ciphertext\"") {
+            return Err(
+                format!("the signed XKS encrypt request got HTTP {status}: {body:.300}").into(),
+            );
+        }
+        std::fs::write(lua, wrk_script(&request))?;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::auth::sigv4::{Credential, Verifier};
+
+        /// The signer agrees with kmsgate's own verifier for XKS (service
+        /// `kms-xks-proxy`, path as sent), and the verifier sees exactly
+        /// `host;x-amz-date` signed.
+        #[test]
+        fn a_bench_request_verifies_as_aws_kms_signs_it() {
+            let secret = "benchSecret0123456789abcdefghijklmnopqrstuvw=";
+            let body = br#"{"plaintext":"AAAA"}"#;
+            let path = "//kms/xks/v1/keys/k1/encrypt";
+            let now = SystemTime::now();
+            let headers = sign(
+                "KMSGATEBENCHXKSKEY22",
+                secret,
+                "eu-west-1",
+                "127.0.0.1:8080",
+                path,
+                body,
+                now,
+            )
+            .unwrap();
+            let mut map = http::HeaderMap::new();
+            for (n, v) in &headers {
+                map.insert(
+                    http::header::HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes())
+                        .unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            let verifier = Verifier::new(
+                vec![Credential {
+                    access_key_id: "KMSGATEBENCHXKSKEY22".into(),
+                    secret: secret.into(),
+                    principal: "bench".into(),
+                }],
+                "eu-west-1".into(),
+                Duration::from_secs(300),
+                false,
+            )
+            .for_service("kms-xks-proxy")
+            .path_as_sent();
+            let uri: http::Uri = path.parse().unwrap();
+            verifier
+                .verify(&http::Method::POST, &uri, &map, body, now)
+                .unwrap();
+            let mut tampered = body.to_vec();
+            tampered[2] ^= 1;
+            assert!(
+                verifier
+                    .verify(&http::Method::POST, &uri, &map, &tampered, now)
+                    .is_err()
+            );
+        }
+
+        #[test]
+        fn lua_strings_escape_quotes_backslashes_and_control_bytes() {
+            assert_eq!(lua_string(b"a\"b\\c\n"), "\"a\\034b\\092c\\010\"");
+        }
+    }
+}

@@ -52,3 +52,4 @@ pub mod preflight;
 pub mod server;
 pub mod telemetry;
 pub mod workers;
+pub mod xks_show;

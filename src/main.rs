@@ -150,6 +150,33 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         bytes: usize,
     },
+    /// scripts/bench's XKS encrypt workload: sign one XKS encrypt request
+    /// as AWS KMS does (store STORE's first credential, now), check that
+    /// the gateway at ENDPOINT answers it 200, and write a wrk script that
+    /// sends it unchanged (valid for the 5 minutes of allowed clock skew).
+    #[command(hide = true)]
+    BenchXksRequest {
+        /// The configuration file (TOML) with the store.
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        store: String,
+        /// The externalKeyId to encrypt under.
+        #[arg(long)]
+        external_key_id: String,
+        /// The gateway, `http://HOST:PORT`.
+        #[arg(long)]
+        endpoint: String,
+        /// Plaintext length in bytes.
+        #[arg(long, default_value_t = 32)]
+        bytes: usize,
+        /// AAD length in bytes (0: none).
+        #[arg(long, default_value_t = 32)]
+        aad_bytes: usize,
+        /// Where to write the wrk script.
+        #[arg(long)]
+        lua: PathBuf,
+    },
     /// Initialise a free token of a PKCS#11 module (e.g. SoftHSM2's) and set
     /// its user PIN. The PINs are read from files, never taken on the
     /// command line (where every process list shows them). Refuses, and
@@ -173,6 +200,30 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// kmsgate as an XKS proxy for AWS KMS external key stores.
+    Xks {
+        #[command(subcommand)]
+        command: XksCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum XksCommand {
+    /// Print what the AWS KMS console and CreateCustomKeyStore ask for to
+    /// connect an external key store to STORE: XksProxyUriEndpoint,
+    /// XksProxyUriPath, the access key ids and the exposed XksKeyIds. Reads
+    /// the config only (no token, no PIN).
+    Show {
+        /// The store's `name` in `[[xks.stores]]`.
+        store: String,
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Print instead the console's JSON proxy configuration file, with
+        /// the store's first credential and its secret.
+        #[arg(long)]
+        secret: bool,
     },
 }
 
@@ -316,6 +367,29 @@ fn main() -> ExitCode {
             seconds,
             bytes,
         } => bench_token(config, op, threads, seconds, bytes),
+        Command::BenchXksRequest {
+            config,
+            store,
+            external_key_id,
+            endpoint,
+            bytes,
+            aad_bytes,
+            lua,
+        } => Config::load(&config)
+            .map_err(Into::into)
+            .and_then(|config| {
+                bench::xks::prepare(
+                    &config,
+                    &bench::xks::RequestOptions {
+                        store,
+                        external_key_id,
+                        endpoint,
+                        bytes,
+                        aad_bytes,
+                    },
+                    &lua,
+                )
+            }),
         Command::InitToken {
             module,
             label,
@@ -338,6 +412,14 @@ fn main() -> ExitCode {
                 continues,
             },
         ),
+        Command::Xks {
+            command:
+                XksCommand::Show {
+                    store,
+                    config,
+                    secret,
+                },
+        } => xks_show(&config, &store, secret),
     };
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -584,6 +666,12 @@ fn audit_verify(files: &[PathBuf], options: verify::Options) -> Result<(), serve
             Err(format!("the audit chain is broken at {}", problem.at).into())
         }
     }
+}
+
+/// `kmsgate xks show`.
+fn xks_show(config_path: &Path, store: &str, secret: bool) -> Result<(), server::StartError> {
+    let config = Config::load(config_path)?;
+    kmsgate::xks_show::show(&config, store, secret, &mut std::io::stdout())
 }
 
 fn bench_token(

@@ -194,3 +194,124 @@ async fn bench_token_refuses_bad_arguments_and_touches_nothing() {
     assert!(err.contains("/nonexistent/kmsgate.toml"), "{err}");
     assert_eq!(objects(&token), before, "a refused bench changed the token");
 }
+
+// ---------------------------------------------------- bench-xks-request
+
+/// The bytes of a Lua string literal as `kmsgate bench-xks-request` writes
+/// them (printable ASCII, `\DDD` for the rest).
+fn lua_unescape(literal: &str) -> Vec<u8> {
+    let inner = literal
+        .trim()
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("not a Lua string: {literal}"));
+    let bytes = inner.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            let code = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap();
+            out.push(code.parse::<u8>().unwrap());
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// scripts/bench's XKS workload: `kmsgate bench-xks-request` signs one XKS
+/// encrypt as AWS KMS signs it (service `kms-xks-proxy`, the store's
+/// region, signed headers `host;x-amz-date`), checks the gateway's 200 and
+/// writes a wrk script. The request in that script, sent again byte for
+/// byte as wrk sends it, is encrypted by the store; a store the config does
+/// not have is refused and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_xks_request_writes_a_signed_xks_encrypt_the_gateway_answers() {
+    use crate::xks::{XKS_REGION, XKS_SECRET, XKS_SECRET_ENV, key_with_alias, start, store_toml};
+    use std::io::{Read, Write};
+
+    let gw = start(&store_toml(
+        "bench",
+        "/bench",
+        &[("bench-key", "alias/bench-xks", "encrypt_decrypt")],
+    ));
+    key_with_alias(&gw.client(), "alias/bench-xks").await;
+    let lua = gw.token.path().join("xks.lua");
+    let run = |store: &str| {
+        std::process::Command::new(kmsgate_bin())
+            .env(XKS_SECRET_ENV, XKS_SECRET)
+            .arg("bench-xks-request")
+            .arg("--config")
+            .arg(gw.token.config())
+            .args(["--store", store, "--external-key-id", "bench-key"])
+            .args(["--endpoint", &gw.endpoint, "--lua"])
+            .arg(&lua)
+            .output()
+            .expect("kmsgate runs")
+    };
+
+    let out = run("no-such-store");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no XKS store 'no-such-store'"),
+        "{out:?}"
+    );
+    assert!(!lua.exists());
+
+    let out = run("bench");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let script = std::fs::read_to_string(&lua).unwrap();
+    let mut path = Vec::new();
+    let mut body = Vec::new();
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in script.lines() {
+        if let Some(v) = line.strip_prefix("wrk.path = ") {
+            path = lua_unescape(v);
+        } else if let Some(v) = line.strip_prefix("wrk.body = ") {
+            body = lua_unescape(v);
+        } else if let Some(rest) = line.strip_prefix("wrk.headers[") {
+            let (name, value) = rest.split_once("] = ").unwrap();
+            headers.push((
+                String::from_utf8(lua_unescape(name)).unwrap(),
+                String::from_utf8(lua_unescape(value)).unwrap(),
+            ));
+        }
+    }
+    assert_eq!(path, b"/bench/kms/xks/v1/keys/bench-key/encrypt");
+    assert!(script.contains("function done("), "{script}");
+    let authorization = &headers
+        .iter()
+        .find(|(n, _)| n == "Authorization")
+        .unwrap_or_else(|| panic!("no Authorization in {script}"))
+        .1;
+    assert!(
+        authorization.contains(&format!("/{XKS_REGION}/kms-xks-proxy/aws4_request"))
+            && authorization.contains("SignedHeaders=host;x-amz-date,"),
+        "{authorization}"
+    );
+    let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(request["encryptionAlgorithm"], "AES_GCM");
+
+    // As wrk sends it: the same head and body on a connection of its own.
+    let mut head = format!("POST {} HTTP/1.1\r\n", String::from_utf8(path).unwrap());
+    for (n, v) in &headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut stream = std::net::TcpStream::connect(&gw.addr).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let response = RawResponse::parse(&answer);
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(
+        response.body["ciphertext"].is_string() && response.body["ciphertextMetadata"].is_string(),
+        "{response:?}"
+    );
+}

@@ -62,3 +62,4 @@ mod unreadable_load;
 mod workers;
 mod xks;
 mod xks_auth;
+mod xks_show;
