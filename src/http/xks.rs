@@ -5,9 +5,12 @@
 //! parses the path itself (as sent: `//kms/xks/v1/...` is the root store,
 //! and is signed that way). Then, in the spec's order:
 //!
-//! 1. route: an unknown prefix or operation is InvalidUriPathException
-//!    (404); a method other than POST is 405;
-//! 2. the body, within the size limit and the body timeout;
+//! 1. the body, within the size limit and the body timeout, read before
+//!    any answer (over HTTP/2 an answer before the body resets the stream,
+//!    which curl reports instead of the answer);
+//! 2. route: an unknown prefix or operation is InvalidUriPathException
+//!    (404); a method other than POST is 405; then a body that could not be
+//!    read is refused;
 //! 3. from here on in a task of its own (DESIGN.md decision 22), so that a
 //!    client's hang-up never drops a token job or its audit record:
 //!    SigV4 ([`XksAuth::authenticate`], 401), mTLS (401), validation of
@@ -114,6 +117,19 @@ pub async fn intercept(
     let started = Instant::now();
     let span = tracing::info_span!("xks", id = %record.request_id);
     async move {
+        // The body is read (within its limits) before any answer, a refusal
+        // of the path or method too: over HTTP/2 an answer sent before the
+        // request body is in makes hyper reset the stream, and curl reports
+        // that reset (error 92) instead of the answer.
+        let (parts, body) = request.into_parts();
+        let body = read_body(
+            body,
+            &parts.headers,
+            state.max_body_bytes,
+            state.body_timeout,
+            parts.extensions.get::<BodyBudget>(),
+        )
+        .await;
         let Some(op) = routed else {
             let e = XksError::new(
                 XksErrorName::InvalidUriPath,
@@ -121,7 +137,7 @@ pub async fn intercept(
             );
             return finish(&state, record, Err(e), started).await;
         };
-        if request.method() != Method::POST {
+        if parts.method != Method::POST {
             let e = XksError::new(
                 XksErrorName::MethodNotAllowed,
                 "XKS proxy API requests are POST.",
@@ -132,16 +148,7 @@ pub async fn intercept(
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
-        let (parts, body) = request.into_parts();
-        let body = match read_body(
-            body,
-            &parts.headers,
-            state.max_body_bytes,
-            state.body_timeout,
-            parts.extensions.get::<BodyBudget>(),
-        )
-        .await
-        {
+        let body = match body {
             Ok(body) => body,
             Err(e) => return finish(&state, record, Err(body_error(e)), started).await,
         };
