@@ -73,6 +73,30 @@ impl KeyStore {
         Ok((fresh, t))
     }
 
+    /// The key (as fresh as needed) and the handle of its version
+    /// `wanted`, for a decryption. A version this gateway has not seen:
+    /// another gateway may have rotated the key, so it is read again. One
+    /// that does not exist at all is [`StoreError::NoSuchVersion`] (an
+    /// invalid ciphertext); one the record lists but whose object a listing
+    /// missed (a token fault) is a retryable error, not a bad ciphertext.
+    pub(super) async fn decryption_version(
+        &self,
+        key: &Arc<Key>,
+        wanted: u32,
+    ) -> Result<(Arc<Key>, MasterKeyVersion), StoreError> {
+        if let Some(h) = key.version(wanted) {
+            return Ok((key.clone(), h));
+        }
+        let fresh = self
+            .reload_key(key.id())
+            .await?
+            .ok_or_else(|| self.key_not_found(key.id()))?;
+        if fresh.record.version(wanted).is_none() {
+            return Err(StoreError::NoSuchVersion);
+        }
+        self.version_handle(&fresh, wanted).await
+    }
+
     /// Encrypts `plaintext` under the key's primary version.
     pub async fn encrypt(
         &self,
@@ -151,24 +175,7 @@ impl KeyStore {
             return Err(StoreError::NoSuchVersion);
         }
         let wanted = parsed.header.key_version;
-        let (key, handle) = match key.version(wanted) {
-            Some(h) => (key.clone(), h),
-            // A version this gateway has not seen: another gateway may have
-            // rotated the key. A blob naming a version that does not exist
-            // at all is just an invalid ciphertext.
-            // A version the record lists but whose object a listing missed
-            // (a token fault) is a retryable error, not a bad ciphertext.
-            None => {
-                let fresh = self
-                    .reload_key(key.id())
-                    .await?
-                    .ok_or_else(|| self.key_not_found(key.id()))?;
-                if fresh.record.version(wanted).is_none() {
-                    return Err(StoreError::NoSuchVersion);
-                }
-                self.version_handle(&fresh, wanted).await?
-            }
-        };
+        let (key, handle) = self.decryption_version(key, wanted).await?;
         let aad = Arc::new(blob::aad(&parsed.header, context));
         let iv = parsed.iv;
         let ct = Arc::new(parsed.ciphertext_and_tag.to_vec());

@@ -156,19 +156,8 @@ impl KeyStore {
             return Err(invalid());
         }
         let iv: [u8; IV_LEN] = iv.try_into().map_err(|_| invalid())?;
-        let (key, handle) = match key.version(wanted) {
-            Some(h) => (key.clone(), h),
-            None => {
-                let fresh = self
-                    .reload_key(key.id())
-                    .await?
-                    .ok_or_else(|| self.key_not_found(key.id()))?;
-                if fresh.record.version(wanted).is_none() {
-                    return Err(invalid());
-                }
-                self.version_handle(&fresh, wanted).await?
-            }
-        };
+        // A version the key does not have is an invalid ciphertext.
+        let (key, handle) = self.decryption_version(key, wanted).await?;
         let full = Arc::new(token_aad(aad, metadata.unwrap_or_default()).ok_or_else(invalid)?);
         let mut sealed = Vec::with_capacity(ciphertext.len() + TAG_LEN);
         sealed.extend_from_slice(ciphertext);
