@@ -22,12 +22,11 @@
 //! Every answer is JSON on one line; errors are
 //! `{"errorName":..,"errorMessage":..}` with the spec's status.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, StatusCode, header};
@@ -82,17 +81,11 @@ pub async fn intercept(
     let Some(xks) = state.xks.clone() else {
         return next.run(request).await;
     };
+    let origin = super::audit::Origin::of(&request);
     let mut record = Record {
         request_id: uuid::Uuid::new_v4().to_string(),
-        source_ip: request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip()),
-        user_agent: request
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        source_ip: origin.source_ip,
+        user_agent: origin.user_agent,
         ..Record::default()
     };
     let routed = match xks.stores.route(request.uri().path()) {
