@@ -45,14 +45,34 @@ async fn refuse(
     error_response(&request_id, status, &error)
 }
 
+/// Reads (and drops) the body of a request about to be refused, within
+/// the body limits: over HTTP/2 an answer sent before the request body is
+/// in makes hyper reset the stream, and a client such as curl then reports
+/// the reset (error 92) instead of the answer. A body that cannot be read
+/// changes nothing: the refusal is the answer either way.
+async fn drain(state: &AppState, request: Request) {
+    let (parts, body) = request.into_parts();
+    let _ = super::authn::read_body(
+        body,
+        &parts.headers,
+        state.max_body_bytes,
+        state.body_timeout,
+        parts.extensions.get::<super::budget::BodyBudget>(),
+    )
+    .await;
+}
+
 /// Any path but the ones routed: 404 UnknownOperationException.
 pub async fn unknown_path(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let started = Instant::now();
+    let origin = Origin::of(&request);
+    drain(&state, request).await;
     refuse(
         &state,
-        Origin::of(&request),
+        origin,
         StatusCode::NOT_FOUND,
         KmsError::UnknownOperation,
-        Instant::now(),
+        started,
     )
     .await
 }
@@ -60,19 +80,22 @@ pub async fn unknown_path(State(state): State<Arc<AppState>>, request: Request) 
 /// A routed path with the wrong method (`GET /`): 405
 /// UnknownOperationException.
 pub async fn wrong_method(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let mut response = refuse(
-        &state,
-        Origin::of(&request),
-        StatusCode::METHOD_NOT_ALLOWED,
-        KmsError::UnknownOperation,
-        Instant::now(),
-    )
-    .await;
+    let started = Instant::now();
+    let origin = Origin::of(&request);
     let allow = if request.uri().path() == "/" {
         "POST"
     } else {
         "GET"
     };
+    drain(&state, request).await;
+    let mut response = refuse(
+        &state,
+        origin,
+        StatusCode::METHOD_NOT_ALLOWED,
+        KmsError::UnknownOperation,
+        started,
+    )
+    .await;
     response
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
