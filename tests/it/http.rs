@@ -430,48 +430,61 @@ async fn sigterm_drains_requests_in_flight_and_exits_zero() {
     assert!(log.contains("deadline_hit=false"), "log:\n{log}");
 }
 
+/// Sends `method path` over h2c to `addr` with a 2,048-byte body in two
+/// halves, and asserts that no answer comes before the second half (an
+/// answer before the body makes hyper reset the stream, which curl reports
+/// as error 92 instead of the answer). Returns the status and the JSON body.
+pub(crate) async fn h2_answer_after_body(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+) -> (u16, serde_json::Value) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut send = send.ready().await.unwrap();
+    let head = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", content_type)
+        .header("content-length", "2048")
+        .body(())
+        .unwrap();
+    let (mut response, mut stream) = send.send_request(head, false).unwrap();
+    stream
+        .send_data(bytes::Bytes::from(vec![b' '; 1024]), false)
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut response)
+            .await
+            .is_err(),
+        "{method} {path}: answered before the body was in"
+    );
+    stream
+        .send_data(bytes::Bytes::from(vec![b' '; 1024]), true)
+        .unwrap();
+    let response = response.await.unwrap();
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        text.extend_from_slice(&chunk);
+    }
+    (status, serde_json::from_slice(&text).unwrap())
+}
+
 /// Over HTTP/2 a request to a path or with a method kmsgate does not serve
-/// is answered once its body is in, not while the client still sends it:
-/// an answer before the body makes hyper reset the stream, and curl then
-/// reports the reset (error 92) instead of the answer.
+/// is answered once its body is in, not while the client still sends it.
 #[tokio::test]
 async fn over_http2_a_refused_path_or_method_is_answered_after_its_body() {
     let gw = Gateway::start();
-    let tcp = tokio::net::TcpStream::connect(&gw.addr).await.unwrap();
-    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(connection);
     for (method, path, status) in [("POST", "/nope", 404), ("PUT", "/", 405)] {
-        let mut send = send.clone().ready().await.unwrap();
-        let head = http::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", gw.addr))
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("content-length", "2048")
-            .body(())
-            .unwrap();
-        let (mut response, mut stream) = send.send_request(head, false).unwrap();
-        stream
-            .send_data(bytes::Bytes::from(vec![b' '; 1024]), false)
-            .unwrap();
-        assert!(
-            tokio::time::timeout(Duration::from_millis(500), &mut response)
-                .await
-                .is_err(),
-            "{method} {path}: answered before the body was in"
-        );
-        stream
-            .send_data(bytes::Bytes::from(vec![b' '; 1024]), true)
-            .unwrap();
-        let response = response.await.unwrap();
-        assert_eq!(response.status(), status, "{method} {path}");
-        let mut body = response.into_body();
-        let mut text = Vec::new();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.unwrap();
-            body.flow_control().release_capacity(chunk.len()).unwrap();
-            text.extend_from_slice(&chunk);
-        }
-        let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        let (got, v) =
+            h2_answer_after_body(&gw.addr, method, path, "application/x-amz-json-1.1").await;
+        assert_eq!(got, status, "{method} {path}");
         assert_eq!(v["__type"], "UnknownOperationException", "{method} {path}");
     }
 }

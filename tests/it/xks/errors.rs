@@ -38,44 +38,13 @@ async fn a_wrong_signature_is_authentication_failed() {
 #[tokio::test]
 async fn over_http2_a_refused_path_is_answered_after_its_body() {
     let (_gw, c, _) = usual().await;
-    let tcp = tokio::net::TcpStream::connect(&c.addr).await.unwrap();
-    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(connection);
     for path in [
         "/other/kms/xks/v1/keys/ek-both/encrypt",
         "/xks/kms/xks/v1/keys/ek-both/sign",
     ] {
-        let mut send = send.clone().ready().await.unwrap();
-        let head = http::Request::builder()
-            .method("POST")
-            .uri(format!("http://{}{path}", c.addr))
-            .header("content-type", "application/json")
-            .header("content-length", "2048")
-            .body(())
-            .unwrap();
-        let (mut response, mut stream) = send.send_request(head, false).unwrap();
-        stream
-            .send_data(bytes::Bytes::from(vec![b' '; 1024]), false)
-            .unwrap();
-        assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(500), &mut response)
-                .await
-                .is_err(),
-            "{path}: answered before the body was in"
-        );
-        stream
-            .send_data(bytes::Bytes::from(vec![b' '; 1024]), true)
-            .unwrap();
-        let response = response.await.unwrap();
-        assert_eq!(response.status(), 404, "{path}");
-        let mut body = response.into_body();
-        let mut text = Vec::new();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.unwrap();
-            body.flow_control().release_capacity(chunk.len()).unwrap();
-            text.extend_from_slice(&chunk);
-        }
-        let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        let (status, v) =
+            crate::http::h2_answer_after_body(&c.addr, "POST", path, "application/json").await;
+        assert_eq!(status, 404, "{path}");
         assert_eq!(v["errorName"], "InvalidUriPathException", "{path}");
     }
 }
